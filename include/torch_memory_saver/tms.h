@@ -1,0 +1,163 @@
+/*
+ * torch_memory_saver C ABI.
+ *
+ * The contract between the engine (libtorch_memory_saver.so) and its users:
+ * the Python package (through ctypes), torch's pluggable allocator, the
+ * LD_PRELOAD interposers and plain C/C++ programs (see examples/).
+ *
+ * Conventions
+ *  - Every function returning `int` returns a tms_status: TMS_OK (0) on
+ *    success, another value on failure. On failure tms_last_error() returns
+ *    a message for the calling thread; it stays valid until the thread's next
+ *    call into the library.
+ *  - No function aborts or exits the process. Exceptions never cross this
+ *    boundary.
+ *  - Region settings (enabled, tag, backup policy) are per thread: a thread
+ *    starts with the process defaults taken from the TMS_INIT_* environment
+ *    variables and its changes are invisible to other threads.
+ *  - A `tag` of NULL in tms_pause/tms_resume means "every tag".
+ *  - The engine is created on first use; TMS_DRIVER=sim selects the host
+ *    simulation, anything else (or unset) the CUDA driver.
+ */
+#ifndef TORCH_MEMORY_SAVER_TMS_H_
+#define TORCH_MEMORY_SAVER_TMS_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h> /* ssize_t */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TMS_API __attribute__((visibility("default")))
+
+typedef enum tms_status {
+  TMS_OK = 0,
+  TMS_ERROR_OUT_OF_MEMORY = 1,      /* device or host memory exhausted */
+  TMS_ERROR_INVALID_ARGUMENT = 2,   /* null/unknown argument */
+  TMS_ERROR_INVALID_STATE = 3,      /* not allowed now (e.g. used after fork) */
+  TMS_ERROR_DRIVER = 4,             /* a driver call failed */
+  TMS_ERROR_DRIVER_UNAVAILABLE = 5, /* libcuda.so.1 missing or too old */
+  TMS_ERROR_IO = 6,                 /* host I/O (disk backup, mmap) failed */
+  TMS_ERROR_CONFIG = 7,             /* bad environment value or setting */
+  TMS_ERROR_INTERNAL = 8            /* a bug: please report */
+} tms_status;
+
+/* ---- errors and identity ------------------------------------------------ */
+
+/** Message of the calling thread's last failed call ("" if none). */
+TMS_API const char* tms_last_error(void);
+/** Status code of the calling thread's last failed call (TMS_OK if none). */
+TMS_API int tms_last_status(void);
+/** Symbolic name of a status code, e.g. "TMS_ERROR_OUT_OF_MEMORY". */
+TMS_API const char* tms_status_name(int status);
+/** Library version string, e.g. "0.1.0". */
+TMS_API const char* tms_version(void);
+/** Creates the engine now (otherwise done on first use) and reports
+ *  configuration or driver-loading errors. */
+TMS_API int tms_init(void);
+/** Name of the driver the engine runs on: "cuda" or "sim". Creates the
+ *  engine if needed; NULL on failure (see tms_last_error). */
+TMS_API const char* tms_driver_name(void);
+
+/* ---- per-thread region settings ----------------------------------------- */
+
+/** Whether allocations made by this thread through the hooks go to the
+ *  engine (true inside `region()`). */
+TMS_API int tms_set_interesting_region(bool is_interesting);
+TMS_API bool tms_get_interesting_region(void);
+/** Tag given to this thread's next allocations. NULL is rejected. The
+ *  returned pointer stays valid until this thread sets another tag. */
+TMS_API int tms_set_current_tag(const char* tag);
+TMS_API const char* tms_get_current_tag(void);
+/** Whether this thread's next allocations keep a host backup when paused. */
+TMS_API int tms_set_enable_cpu_backup(bool enable);
+TMS_API bool tms_get_enable_cpu_backup(void);
+/** Host memory used for backups: "pinned" or "mmap". */
+TMS_API int tms_set_cpu_backup_backend(const char* backend);
+TMS_API const char* tms_get_cpu_backup_backend(void);
+/** Whether this thread's next allocations back up to disk when paused.
+ *  Disk backup is not implemented yet: enabling it returns
+ *  TMS_ERROR_INVALID_STATE. */
+TMS_API int tms_set_enable_disk_backup(bool enable);
+TMS_API bool tms_get_enable_disk_backup(void);
+
+/* ---- process-wide settings ----------------------------------------------- */
+
+/** Directory for disk backups; it must exist and be writable. */
+TMS_API int tms_set_disk_backup_dir(const char* path);
+/** An allocation or resume that would leave less than this many bytes free
+ *  on its device fails with TMS_ERROR_OUT_OF_MEMORY. */
+TMS_API int set_memory_margin_bytes(uint64_t bytes);
+TMS_API uint64_t tms_get_memory_margin_bytes(void);
+/** Keep host backup memory after resume, to reuse on the next pause. */
+TMS_API int tms_set_retain_cpu_backup(bool retain);
+TMS_API bool tms_get_retain_cpu_backup(void);
+
+/* ---- allocation --------------------------------------------------------- */
+
+/** Allocates `size` bytes of pauseable device memory on `device` (-1 = the
+ *  current device) with this thread's region settings. */
+TMS_API int tms_malloc(void** out_ptr, size_t size, int device);
+/** Frees memory from tms_malloc (active or paused). An active allocation
+ *  first waits for its device's outstanding work, as cudaFree does. */
+TMS_API int tms_free(void* ptr);
+/** Whether `ptr` lies inside an engine allocation. */
+TMS_API bool tms_owns(const void* ptr);
+
+/** torch.cuda.memory.CUDAPluggableAllocator entry points. tms_torch_malloc
+ *  returns NULL on out-of-memory (so torch frees its cache and retries) and
+ *  on any other failure, leaving the reason in tms_last_error(). */
+TMS_API void* tms_torch_malloc(ssize_t size, int device, void* stream);
+TMS_API void tms_torch_free(void* ptr, ssize_t size, int device, void* stream);
+
+/* ---- pause and resume ---------------------------------------------------- */
+
+/** Pauses every active allocation of `tag` (NULL: of every tag): backs up
+ *  those with a backup policy, waits for their devices, then releases
+ *  their physical memory. All or nothing: on failure all stay active. */
+TMS_API int tms_pause(const char* tag);
+/** Resumes every paused allocation of `tag` (NULL: every tag) at the same
+ *  addresses, restoring backups. All or nothing: on failure all stay paused
+ *  with their backups, and the message names the bytes needed and free. */
+TMS_API int tms_resume(const char* tag);
+
+/** Host backup of [ptr, ptr+size) while paused, or NULL when that range has
+ *  no backup (not paused, no backup policy, not an engine allocation). A
+ *  NULL result with tms_last_status() != TMS_OK is an error (e.g. the range
+ *  runs past its allocation). */
+TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
+
+/* ---- observability ------------------------------------------------------- */
+
+/** Statistics as JSON: {"driver": ..., "entries": [{"tag", "device",
+ *  "allocations", "active_bytes", "paused_bytes", "backup_bytes",
+ *  "pause_count", "resume_count", "last_pause_seconds",
+ *  "last_resume_seconds", "last_pause_unix", "last_resume_unix"}, ...]}.
+ *  Writes at most `capacity` bytes (NUL included) and stores the size
+ *  needed (NUL included) in *required; returns TMS_ERROR_INVALID_ARGUMENT
+ *  when the buffer is too small. */
+TMS_API int tms_stats_json(char* buffer, size_t capacity, size_t* required);
+/** Free and total memory of `device` as the driver reports it. */
+TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes);
+
+/* ---- simulated driver controls (TMS_DRIVER=sim only) --------------------- */
+
+/** Makes the `nth` (1-based) next call of `call` fail; `out_of_memory`
+ *  chooses an out-of-memory failure over a generic driver error. Call names:
+ *  "reserve", "free_reservation", "create_physical", "release_physical",
+ *  "map", "unmap", "set_access", "host_alloc", "host_free",
+ *  "host_register", "host_unregister", "copy_to_host", "copy_to_device",
+ *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream".
+ *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
+TMS_API int tms_sim_fail_call(const char* call, int nth, bool out_of_memory);
+/** Sets the simulated capacity of every device in bytes. */
+TMS_API int tms_sim_set_capacity(uint64_t bytes_per_device);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* TORCH_MEMORY_SAVER_TMS_H_ */

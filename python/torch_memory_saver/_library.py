@@ -1,0 +1,189 @@
+"""Finding and loading the engine library, and declaring its C ABI for ctypes.
+
+The contract is ``include/torch_memory_saver/tms.h``; every function it
+declares gets its argtypes/restype here, so a mismatch shows up in one place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+from typing import Optional
+
+from . import errors
+
+LIBRARY_FILE_NAME = "libtorch_memory_saver.so"
+LIBRARY_PATH_ENV = "TMS_LIBRARY_PATH"
+
+_c_bool = ctypes.c_bool
+_c_int = ctypes.c_int
+_c_char_p = ctypes.c_char_p
+_c_void_p = ctypes.c_void_p
+_c_size_t = ctypes.c_size_t
+_c_uint64 = ctypes.c_uint64
+
+# name -> (restype, argtypes), in the order of tms.h.
+_SIGNATURES = {
+    # errors and identity
+    "tms_last_error": (_c_char_p, []),
+    "tms_last_status": (_c_int, []),
+    "tms_status_name": (_c_char_p, [_c_int]),
+    "tms_version": (_c_char_p, []),
+    "tms_init": (_c_int, []),
+    "tms_driver_name": (_c_char_p, []),
+    # per-thread region settings
+    "tms_set_interesting_region": (_c_int, [_c_bool]),
+    "tms_get_interesting_region": (_c_bool, []),
+    "tms_set_current_tag": (_c_int, [_c_char_p]),
+    "tms_get_current_tag": (_c_char_p, []),
+    "tms_set_enable_cpu_backup": (_c_int, [_c_bool]),
+    "tms_get_enable_cpu_backup": (_c_bool, []),
+    "tms_set_cpu_backup_backend": (_c_int, [_c_char_p]),
+    "tms_get_cpu_backup_backend": (_c_char_p, []),
+    "tms_set_enable_disk_backup": (_c_int, [_c_bool]),
+    "tms_get_enable_disk_backup": (_c_bool, []),
+    # process-wide settings
+    "tms_set_disk_backup_dir": (_c_int, [_c_char_p]),
+    "set_memory_margin_bytes": (_c_int, [_c_uint64]),
+    "tms_get_memory_margin_bytes": (_c_uint64, []),
+    "tms_set_retain_cpu_backup": (_c_int, [_c_bool]),
+    "tms_get_retain_cpu_backup": (_c_bool, []),
+    # allocation
+    "tms_malloc": (_c_int, [ctypes.POINTER(_c_void_p), _c_size_t, _c_int]),
+    "tms_free": (_c_int, [_c_void_p]),
+    "tms_owns": (_c_bool, [_c_void_p]),
+    "tms_torch_malloc": (_c_void_p, [ctypes.c_ssize_t, _c_int, _c_void_p]),
+    "tms_torch_free": (None, [_c_void_p, ctypes.c_ssize_t, _c_int, _c_void_p]),
+    # pause and resume
+    "tms_pause": (_c_int, [_c_char_p]),
+    "tms_resume": (_c_int, [_c_char_p]),
+    # uint8_t* is declared as void* so that ctypes hands back a plain int.
+    "tms_get_cpu_backup_pointer": (_c_void_p, [_c_void_p, _c_uint64]),
+    # observability
+    "tms_stats_json": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),
+    "tms_device_memory": (_c_int, [_c_int, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_uint64)]),
+    # simulated driver controls
+    "tms_sim_fail_call": (_c_int, [_c_char_p, _c_int, _c_bool]),
+    "tms_sim_set_capacity": (_c_int, [_c_uint64]),
+}
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_library_path: Optional[Path] = None
+
+
+def _mapped_copy() -> Optional[Path]:
+    """The engine library already mapped into this process (LD_PRELOAD or an earlier load), if any."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6:
+                    path = fields[5].strip()
+                    if os.path.basename(path).startswith("libtorch_memory_saver") and ".so" in path:
+                        return Path(path)
+    except OSError:  # not Linux, or /proc unavailable
+        pass
+    return None
+
+
+def find_library_path() -> Path:
+    """Path of the engine library this process uses (or would use).
+
+    Order: a copy already mapped into the process (so that Python talks to the
+    same engine instance as the LD_PRELOAD interposers), then the
+    ``TMS_LIBRARY_PATH`` environment variable, then ``libtorch_memory_saver.so``
+    next to this package (where ``pip install .`` puts it).
+
+    Raises:
+        LibraryNotFoundError: no library at the chosen path.
+        ConfigError: TMS_LIBRARY_PATH names a different file than the copy
+            already loaded (two engines in one process would not share state).
+    """
+    env_path = os.environ.get(LIBRARY_PATH_ENV)
+    mapped = _mapped_copy()
+    if mapped is not None:
+        if env_path and os.path.exists(env_path) and not os.path.samefile(env_path, mapped):
+            raise errors.ConfigError(
+                f"{LIBRARY_PATH_ENV}={env_path} differs from the torch_memory_saver library "
+                f"already loaded in this process ({mapped}, e.g. through LD_PRELOAD). "
+                f"Point both at the same file."
+            )
+        return mapped
+    path = Path(env_path) if env_path else Path(__file__).resolve().parent / LIBRARY_FILE_NAME
+    if not path.is_file():
+        origin = f"{LIBRARY_PATH_ENV}={env_path}" if env_path else "the package directory"
+        raise errors.LibraryNotFoundError(
+            f"torch_memory_saver engine library not found at {path} (from {origin}). "
+            f"Install the package with `pip install .`, or build it with "
+            f"`cmake -S . -B build && cmake --build build` and set "
+            f"{LIBRARY_PATH_ENV}=<repo>/build/{LIBRARY_FILE_NAME}."
+        )
+    return path
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+
+
+def library() -> ctypes.CDLL:
+    """The loaded engine library with every tms.h signature declared (loaded once)."""
+    global _library, _library_path
+    with _lock:
+        if _library is None:
+            path = find_library_path()
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError as exc:
+                raise errors.LibraryNotFoundError(f"cannot load {path}: {exc}") from exc
+            try:
+                _declare(lib)
+            except AttributeError as exc:
+                raise errors.LibraryNotFoundError(
+                    f"{path} does not export the torch_memory_saver C ABI this package expects ({exc}); "
+                    f"rebuild it from the same source tree"
+                ) from exc
+            _library, _library_path = lib, path
+        return _library
+
+
+def loaded_path() -> Path:
+    """Path of the loaded library (loads it if needed)."""
+    library()
+    assert _library_path is not None
+    return _library_path
+
+
+def last_error() -> str:
+    """Message of the calling thread's last failed engine call."""
+    message = library().tms_last_error()
+    return message.decode("utf-8", errors="replace") if message else ""
+
+
+def status_name(status: int) -> str:
+    name = library().tms_status_name(status)
+    return name.decode() if name else f"tms_status {status}"
+
+
+def check(status: int) -> None:
+    """Raise the typed exception for a failed call's status (call right after it, on the same thread)."""
+    if status != 0:
+        raise errors.error_from_status(status, last_error(), status_name(status))
+
+
+def check_last_status() -> None:
+    """Raise if the calling thread's last call failed (for functions that return a value, not a status)."""
+    check(library().tms_last_status())
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def decode(raw: Optional[bytes]) -> str:
+    return raw.decode("utf-8") if raw is not None else ""

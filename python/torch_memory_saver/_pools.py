@@ -1,0 +1,146 @@
+"""torch.cuda.MemPool bookkeeping: which pool a region uses, and routing a thread to it.
+
+Two torch behaviours shape this module (read in torch/cuda/memory.py and
+c10/cuda/CUDACachingAllocator.cpp, torch 2.11):
+
+- When several pools route the same thread, the allocator gives each
+  allocation to the pool that began routing *first*. Nested
+  ``use_mem_pool`` calls would leave the outer pool in charge, so a thread is
+  routed to one pool at a time: entering a route suspends the thread's
+  current one and reinstates it on exit.
+- Destroying a MemPool empties its cache, which asserts (and aborts the
+  process) while any pool is routing allocations. Pools are therefore created
+  once per key and kept for the life of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from ._torch import require_torch
+
+# What a pool is for; pools of different kinds never share cached blocks.
+REGION = "region"  # tensors made inside region()
+GRAPH = "graph"  # private memory of graphs captured by cuda_graph()
+RESIDENT = "resident"  # allocations under disable() in preload mode
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """Everything that must match for two allocations to share cached blocks."""
+
+    kind: str
+    tag: str
+    cpu_backup: bool
+    cpu_backup_backend: str
+    disk_backup: bool
+    device: int
+
+
+@dataclass
+class _Slot:
+    pool: Any  # torch.cuda.MemPool
+    owner: Optional[int] = None  # thread ident while borrowed
+    depth: int = 0  # nested borrows by the owner
+
+
+class PoolCache:
+    """MemPools by key, created on first use and kept for the life of the process.
+
+    torch refuses to route a thread to a pool that another thread is routing
+    to, so a key holds one pool per thread using it at the same time; a
+    released pool is reused by the next borrower of that key.
+    """
+
+    def __init__(self, factory: Callable[[PoolKey], Any]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._slots: Dict[PoolKey, List[_Slot]] = {}
+
+    @contextmanager
+    def borrow(self, key: PoolKey) -> Iterator[Any]:
+        """A pool for `key` that no other thread is using, for the duration of the block."""
+        me = threading.get_ident()
+        with self._lock:
+            slots = self._slots.setdefault(key, [])
+            slot = next((s for s in slots if s.owner in (None, me)), None)
+            if slot is None:
+                slot = _Slot(pool=self._factory(key))
+                slots.append(slot)
+            slot.owner = me
+            slot.depth += 1
+        try:
+            yield slot.pool
+        finally:
+            with self._lock:
+                slot.depth -= 1
+                if slot.depth == 0:
+                    slot.owner = None
+
+    def owns_pool_id(self, pool_id: Tuple[int, int]) -> bool:
+        """Whether `pool_id` is the id of one of this cache's pools."""
+        with self._lock:
+            return any(s.pool.id == pool_id for slots in self._slots.values() for s in slots)
+
+
+def new_default_pool(device: int) -> Any:
+    """A MemPool of torch's default allocator (cudaMalloc) on `device`."""
+    torch = require_torch("region()")
+    with torch.cuda.device(device):
+        return torch.cuda.MemPool()
+
+
+_Route = Optional[Tuple[int, Any]]  # (device, pool); None or a None pool: torch's default pool
+
+
+def _start(route: _Route) -> None:
+    if route is not None and route[1] is not None:
+        torch = require_torch("region()")
+        device, pool = route
+        torch._C._cuda_beginAllocateCurrentThreadToPool(device, pool.id)
+
+
+def _stop(route: _Route) -> None:
+    # The same two calls torch.cuda.use_mem_pool makes on exit; the pool stays
+    # alive because PoolCache holds it.
+    if route is not None and route[1] is not None:
+        torch = require_torch("region()")
+        device, pool = route
+        torch._C._cuda_endAllocateToPool(device, pool.id)
+        torch._C._cuda_releasePool(device, pool.id)
+
+
+class PoolRouter:
+    """Routes each thread's new allocations to at most one pool at a time (see module doc)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _stack(self) -> List[_Route]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    @contextmanager
+    def route(self, device: int, pool: Any) -> Iterator[None]:
+        """Send the calling thread's allocations on `device` to `pool` (None: torch's default pool)."""
+        stack = self._stack()
+        outer = stack[-1] if stack else None
+        mine = (device, pool)
+        _stop(outer)
+        try:
+            _start(mine)
+        except BaseException:
+            _start(outer)
+            raise
+        stack.append(mine)
+        try:
+            yield
+        finally:
+            stack.pop()
+            _stop(mine)
+            _start(outer)

@@ -1,0 +1,325 @@
+"""TorchMemorySaver: the drop-in Python API over the engine, and its process-wide singleton."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Union
+
+from . import _library, _settings, hooks
+from ._backup import get_cpu_backup
+from ._library import check, encode
+from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
+from ._stats import TagStats, stats
+from ._torch import require_torch
+from .errors import InvalidArgumentError, InvalidStateError
+
+logger = logging.getLogger("torch_memory_saver")
+
+_TAG_DEFAULT = "default"
+
+
+def _check_tag(tag: Any) -> str:
+    if not isinstance(tag, str) or not tag:
+        raise InvalidArgumentError(f"tag must be a non-empty str, got {tag!r}")
+    return tag
+
+
+class TorchMemorySaver:
+    """Makes GPU memory of chosen tensors releasable and restorable at the same addresses.
+
+    Tensors created inside :meth:`region` (and graphs captured with
+    :meth:`cuda_graph`) can be paused, which hands their physical memory back
+    to the driver, and resumed, which maps fresh memory under the same
+    pointers (contents restored when the region asked for a backup).
+
+    Use the module-level singleton ``torch_memory_saver.torch_memory_saver``:
+    the engine is process-wide, so several instances would share it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hook_mode: hooks.HookMode = "preload"
+        self._hooks: Optional[Any] = None  # set at first region()/cuda_graph()/disable()
+        self._pools: Optional[PoolCache] = None
+        self._router = PoolRouter()
+
+    # ---- hook mode and setup ------------------------------------------------
+
+    @property
+    def hook_mode(self) -> hooks.HookMode:
+        """How region allocations reach the engine: ``"preload"`` (default) or ``"torch"``.
+
+        Set it before the first :meth:`region`, :meth:`cuda_graph` or
+        :meth:`disable`; changing it afterwards raises InvalidStateError.
+        """
+        return self._hook_mode
+
+    @hook_mode.setter
+    def hook_mode(self, mode: hooks.HookMode) -> None:
+        if mode not in hooks.HOOK_MODES:
+            raise InvalidArgumentError(f"hook_mode must be one of {hooks.HOOK_MODES}, got {mode!r}")
+        with self._lock:
+            if self._hooks is not None and mode != self._hook_mode:
+                raise InvalidStateError(
+                    f"hook_mode is already {self._hook_mode!r} and in use; set it before the first "
+                    f"region(), cuda_graph() or disable()"
+                )
+            self._hook_mode = mode
+
+    @property
+    def enabled(self) -> bool:
+        """Whether :meth:`region` can work in this process with the current hook mode.
+
+        True when the engine library loads and, in preload mode, the process
+        was started with it in LD_PRELOAD (without expandable segments).
+        Checking does not initialise CUDA.
+        """
+        if self._hooks is not None:
+            return True
+        try:
+            hooks.create(self._hook_mode).validate()
+        except Exception:  # noqa: BLE001 - any failure means "not usable", which is the answer
+            return False
+        return True
+
+    def _active_hooks(self) -> Any:
+        """The hooks of the chosen mode, validated once; fixes hook_mode."""
+        with self._lock:
+            if self._hooks is None:
+                active = hooks.create(self._hook_mode)
+                active.validate()
+
+                def new_pool(key: PoolKey) -> Any:
+                    return new_default_pool(key.device) if key.kind == RESIDENT else active.new_pool(key.device)
+
+                self._pools = PoolCache(new_pool)
+                self._hooks = active
+                logger.debug("hook_mode=%s, library %s", self._hook_mode, _library.loaded_path())
+            return self._hooks
+
+    # ---- regions --------------------------------------------------------------
+
+    @contextmanager
+    def region(
+        self,
+        tag: str = _TAG_DEFAULT,
+        enable_cpu_backup: bool = False,
+        enable_disk_backup: bool = False,
+        cpu_backup_backend: Optional[str] = None,
+    ) -> Iterator[None]:
+        """Make CUDA tensors allocated by this thread inside the block pauseable under `tag`.
+
+        Args:
+            tag: name used by :meth:`pause`/:meth:`resume` to select memory.
+            enable_cpu_backup: copy contents to host memory on pause and
+                restore them on resume; otherwise resumed memory is undefined.
+            enable_disk_backup: back up to files in the directory set with
+                :meth:`set_disk_backup_dir` (not implemented by the engine yet:
+                raises InvalidStateError).
+            cpu_backup_backend: host memory for backups, ``"pinned"`` or
+                ``"mmap"``; None keeps the thread's current one
+                (``TMS_INIT_CPU_BACKUP_BACKEND``, default pinned).
+
+        Regions nest; the inner one's settings apply inside it and the outer
+        one's are back on exit. Allocations go to a pool of (tag, backup
+        policy, device) for the device current at entry, so cached blocks never
+        cross tags; for tensors on several devices, enter one region per device
+        (``with torch.cuda.device(d), torch_memory_saver.region(tag): ...``).
+
+        Raises:
+            TorchNotAvailableError: torch is not installed.
+            ConfigError: the hook mode cannot work in this process.
+            InvalidArgumentError: e.g. an unknown backend name.
+        """
+        _check_tag(tag)
+        torch = require_torch("region()")
+        self._active_hooks()
+        device = torch.cuda.current_device()
+        with _settings.changed(
+            interesting=True,
+            tag=tag,
+            cpu_backup=bool(enable_cpu_backup),
+            cpu_backup_backend=cpu_backup_backend,
+            disk_backup=bool(enable_disk_backup),
+        ) as settings:
+            with self._routed_to(self._key(REGION, settings, device)):
+                yield
+
+    @contextmanager
+    def cuda_graph(
+        self,
+        cuda_graph: Any,
+        pool: Optional[Any] = None,
+        stream: Optional[Any] = None,
+        capture_error_mode: str = "global",
+        tag: str = "cuda_graph",
+        enable_cpu_backup: bool = False,
+    ) -> Iterator[None]:
+        """Capture `cuda_graph` like ``torch.cuda.graph`` with its private memory pauseable under `tag`.
+
+        Arguments are those of ``torch.cuda.graph``. Graphs captured here with
+        the same tag and backup policy on a device share one private pool (as
+        if one pool handle were passed to each capture), so replay them in
+        capture order, not concurrently, as with any shared pool.
+
+        `pool` is used as given in preload mode (its cudaMalloc calls reach the
+        engine). In torch mode only pools on the engine's allocator are
+        pauseable, so a `pool` that is not one of this library's graph pools
+        (e.g. ``torch.cuda.graph_pool_handle()``) is replaced by the shared
+        pool of the tag; ``graph.pool()`` of a graph captured here is honoured.
+        After the graph's tag is resumed, replay recomputes its intermediates.
+        """
+        _check_tag(tag)
+        torch = require_torch("cuda_graph()")
+        active = self._active_hooks()
+        assert self._pools is not None
+        device = torch.cuda.current_device()
+        with _settings.changed(interesting=True, tag=tag, cpu_backup=bool(enable_cpu_backup)) as settings:
+            key = self._key(GRAPH, settings, device)
+            with self._pools.borrow(key) as own_pool, self._router.route(device, None):
+                # torch.cuda.graph empties the cache on entry, which torch only
+                # allows while no pool is routing this thread: hence route(None).
+                if pool is not None and (active.accepts_any_graph_pool or self._pools.owns_pool_id(pool)):
+                    graph_pool = pool
+                else:
+                    if pool is not None:
+                        logger.debug("cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id)
+                    graph_pool = own_pool.id
+                with torch.cuda.graph(cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode):
+                    yield
+
+    @contextmanager
+    def disable(self) -> Iterator[None]:
+        """Allocations by this thread inside the block stay resident (are never paused).
+
+        Works inside a :meth:`region` and in trainer-wide mode (preload with
+        ``TMS_INIT_ENABLE=1``, where every allocation is otherwise pauseable).
+        """
+        torch = require_torch("disable()")
+        active = self._active_hooks()
+        device = torch.cuda.current_device()
+        with _settings.changed(interesting=False):
+            if active.needs_resident_pool:
+                # One resident pool per device, whatever the thread's tag or backup policy.
+                with self._routed_to(PoolKey(RESIDENT, "", False, "", False, device)):
+                    yield
+            else:
+                with self._router.route(device, None):
+                    yield
+
+    @staticmethod
+    def _key(kind: str, settings: _settings.ThreadSettings, device: int) -> PoolKey:
+        return PoolKey(
+            kind, settings.tag, settings.cpu_backup, settings.cpu_backup_backend, settings.disk_backup, device
+        )
+
+    @contextmanager
+    def _routed_to(self, key: PoolKey) -> Iterator[None]:
+        assert self._pools is not None
+        with self._pools.borrow(key) as pool, self._router.route(key.device, pool):
+            yield
+
+    # ---- pause and resume ----------------------------------------------------
+
+    def pause(self, tag: Optional[str] = None) -> None:
+        """Release the physical memory of every active allocation of `tag` (None: of every tag).
+
+        Waits for the devices' outstanding work first. Backed-up allocations
+        are copied to host memory before release. Already paused allocations
+        and unknown tags are left alone, so repeating it is harmless. All or
+        nothing: on failure every allocation stays active.
+
+        Raises:
+            OutOfMemoryError: no host memory for a backup.
+            DriverError: a driver call failed.
+        """
+        self._transition("pause", tag)
+
+    def resume(self, tag: Optional[str] = None) -> None:
+        """Map memory again under every paused allocation of `tag` (None: of every tag).
+
+        Addresses are unchanged; backed-up contents are restored. Active
+        allocations and unknown tags are left alone. All or nothing: if the
+        memory is not all available, everything stays paused with its backup
+        and a later resume can succeed.
+
+        Raises:
+            OutOfMemoryError: not enough free device memory (the message says
+                how much was needed and free); also a ``torch.OutOfMemoryError``.
+        """
+        self._transition("resume", tag)
+
+    def _transition(self, verb: str, tag: Optional[str]) -> None:
+        if tag is not None:
+            _check_tag(tag)
+        lib = _library.library()
+        call = lib.tms_pause if verb == "pause" else lib.tms_resume
+        measure = logger.isEnabledFor(logging.INFO)
+        before = _active_bytes(tag) if measure else 0
+        start = time.perf_counter()
+        check(call(None if tag is None else encode(tag)))
+        if measure:
+            seconds = time.perf_counter() - start
+            moved = abs(before - _active_bytes(tag))
+            logger.info("%s tag=%s: %d bytes (%.1f MiB) in %.3f s", verb, tag, moved, moved / 2**20, seconds)
+
+    # ---- settings --------------------------------------------------------------
+
+    @property
+    def memory_margin_bytes(self) -> int:
+        """Allocations and resumes fail rather than leave less than this many bytes free on a device."""
+        return int(_library.library().tms_get_memory_margin_bytes())
+
+    @memory_margin_bytes.setter
+    def memory_margin_bytes(self, value: int) -> None:
+        if not isinstance(value, int) or value < 0:
+            raise InvalidArgumentError(f"memory_margin_bytes must be a non-negative int, got {value!r}")
+        check(_library.library().set_memory_margin_bytes(value))
+
+    @property
+    def retain_cpu_backup(self) -> bool:
+        """Keep host backup memory after resume, to reuse on the next pause (default from TMS_RETAIN_CPU_BACKUP)."""
+        return bool(_library.library().tms_get_retain_cpu_backup())
+
+    @retain_cpu_backup.setter
+    def retain_cpu_backup(self, retain: bool) -> None:
+        check(_library.library().tms_set_retain_cpu_backup(bool(retain)))
+
+    def set_disk_backup_dir(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Directory for disk backups; it must exist and be writable."""
+        check(_library.library().tms_set_disk_backup_dir(encode(os.fspath(path))))
+
+    # ---- inspection ----------------------------------------------------------
+
+    def get_cpu_backup(self, x: Any, zero_copy: bool = False) -> Optional[Any]:
+        """Host backup of the paused tensor `x`, as a CPU tensor of x's dtype and shape.
+
+        Returns None when `x` has no backup: it is not paused, its region had
+        no CPU backup, or it is not engine memory.
+
+        Args:
+            zero_copy: return a tensor over the backup's host memory itself
+                (no copy). It is valid only while `x` stays paused: resume may
+                free that memory (unless :attr:`retain_cpu_backup`). Otherwise
+                the result is an independent copy.
+
+        Raises:
+            InvalidArgumentError: `x` is not a CUDA tensor, or the engine rejects the range.
+        """
+        return get_cpu_backup(x, zero_copy=zero_copy)
+
+    def stats(self) -> List[TagStats]:
+        """Per-(tag, device) statistics from the engine (see :class:`TagStats`)."""
+        return stats()
+
+
+def _active_bytes(tag: Optional[str]) -> int:
+    return sum(s.active_bytes for s in stats() if tag is None or s.tag == tag)
+
+
+torch_memory_saver = TorchMemorySaver()
+"""The process-wide instance used by ``from torch_memory_saver import torch_memory_saver``."""

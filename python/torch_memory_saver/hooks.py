@@ -1,0 +1,124 @@
+"""Hook modes: how torch's allocations inside a region reach the engine.
+
+``preload``: the process starts with the engine library in ``LD_PRELOAD``; its
+``cudaMalloc``/``cudaFree`` interposers hand allocations of threads inside a
+region to the engine. Regions still allocate through a MemPool of torch's
+default allocator per (tag, backup policy, device), so cached blocks never
+move between tags or back to non-region code.
+
+``torch``: no preload; regions allocate through a MemPool built on a
+``CUDAPluggableAllocator`` of the engine's ``tms_torch_malloc``/``tms_torch_free``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any, Literal, Mapping, Optional
+
+from . import _library
+from ._pools import new_default_pool
+from ._torch import require_torch
+from .errors import ConfigError, InvalidArgumentError
+
+HookMode = Literal["preload", "torch"]
+HOOK_MODES = ("preload", "torch")
+
+# torch reads its allocator settings from either name (PYTORCH_ALLOC_CONF is the newer one).
+_ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def is_preloaded() -> bool:
+    """Whether ``cudaMalloc`` in this process resolves to the engine's interposer.
+
+    True exactly when the library was in ``LD_PRELOAD`` at process start: a
+    copy loaded later with ctypes is not in the global symbol scope.
+    """
+    lib = _library.library()
+    try:
+        process_symbol = ctypes.CDLL(None).cudaMalloc
+        engine_symbol = lib.cudaMalloc
+    except AttributeError:  # no cudaMalloc in the process at all, or none in the engine
+        return False
+    address = ctypes.cast(process_symbol, ctypes.c_void_p).value
+    return address is not None and address == ctypes.cast(engine_symbol, ctypes.c_void_p).value
+
+
+def expandable_segments_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether torch's allocator settings in `environ` turn on expandable segments."""
+    for var in _ALLOC_CONF_VARS:
+        for item in environ.get(var, "").split(","):
+            key, _, value = item.partition(":")
+            if key.strip() == "expandable_segments" and value.strip().lower() == "true":
+                return True
+    return False
+
+
+class PreloadHooks:
+    """Hook mode "preload" (see module doc)."""
+
+    mode: HookMode = "preload"
+    # Trainer-wide mode (TMS_INIT_ENABLE=1) makes torch's default pool
+    # pauseable, so disable() needs a pool of its own for resident memory.
+    needs_resident_pool = True
+    # A graph pool the caller passes is fed by cudaMalloc, which the
+    # interposer sends to the engine: it is pauseable as it is.
+    accepts_any_graph_pool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError unless this process can use preload mode."""
+        if expandable_segments_requested():
+            raise ConfigError(
+                "torch_memory_saver hook_mode='preload' cannot work with expandable_segments:True "
+                "in PYTORCH_CUDA_ALLOC_CONF: expandable segments map memory with cuMemMap and never "
+                "call cudaMalloc, so the preloaded hooks never see region allocations. Remove "
+                "expandable_segments:True, or set torch_memory_saver.hook_mode = 'torch' before the "
+                "first region()."
+            )
+        if not is_preloaded():
+            path = _library.loaded_path()
+            raise ConfigError(
+                "torch_memory_saver hook_mode='preload' needs the process to be started with the "
+                f"library in LD_PRELOAD. Start it as `LD_PRELOAD={path} python ...`, or spawn it "
+                "inside `with torch_memory_saver.configure_subprocess():`, or set "
+                "torch_memory_saver.hook_mode = 'torch' before the first region(). "
+                f"(LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, pid={os.getpid()})"
+            )
+
+    def new_pool(self, device: int) -> Any:
+        return new_default_pool(device)
+
+
+class TorchHooks:
+    """Hook mode "torch" (see module doc)."""
+
+    mode: HookMode = "torch"
+    # torch's default pool only ever holds plain cudaMalloc memory here.
+    needs_resident_pool = False
+    # Only pools on the engine's allocator make graph memory pauseable.
+    accepts_any_graph_pool = False
+
+    def __init__(self) -> None:
+        self._allocator: Optional[Any] = None
+
+    def validate(self) -> None:
+        """Nothing to check: a MemPool on a pluggable allocator gets every region
+        allocation even with expandable segments on (seen on torch 2.11)."""
+
+    def new_pool(self, device: int) -> Any:
+        torch = require_torch("region()")
+        if self._allocator is None:
+            self._allocator = torch.cuda.memory.CUDAPluggableAllocator(
+                str(_library.loaded_path()), "tms_torch_malloc", "tms_torch_free"
+            )
+        with torch.cuda.device(device):
+            return torch.cuda.MemPool(self._allocator.allocator())
+
+
+def create(mode: str) -> Any:
+    """The hooks object for `mode` ("preload" or "torch")."""
+    if mode == "preload":
+        return PreloadHooks()
+    if mode == "torch":
+        return TorchHooks()
+    raise InvalidArgumentError(f"hook_mode must be one of {HOOK_MODES}, got {mode!r}")

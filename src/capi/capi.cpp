@@ -1,0 +1,302 @@
+// extern "C" entry points (include/torch_memory_saver/tms.h). Each one runs
+// its body through call_guarded(), which turns every exception into a status
+// and the calling thread's error message: nothing escapes into C, Python or
+// a CUDA runtime caller.
+#include <unistd.h>
+
+#include <exception>
+#include <new>
+#include <optional>
+#include <string>
+
+#include "capi/runtime.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "driver/sim_driver.h"
+#include "torch_memory_saver/tms.h"
+
+namespace tms {
+namespace {
+
+thread_local std::string t_error_message;
+thread_local int t_error_status = TMS_OK;
+
+int fail(int status, const char* message) {
+  t_error_status = status;
+  t_error_message = message;
+  return status;
+}
+
+template <typename Body>
+int call_guarded(Body&& body) noexcept {
+  try {
+    t_error_status = TMS_OK;
+    t_error_message.clear();
+    body();
+    return TMS_OK;
+  } catch (const Error& error) {
+    return fail(error.status(), error.what());
+  } catch (const std::bad_alloc&) {
+    return fail(TMS_ERROR_OUT_OF_MEMORY, "host memory exhausted (std::bad_alloc)");
+  } catch (const std::exception& error) {
+    return fail(TMS_ERROR_INTERNAL, (std::string("internal error: ") + error.what()).c_str());
+  } catch (...) {
+    return fail(TMS_ERROR_INTERNAL, "internal error: unknown exception");
+  }
+}
+
+std::string require_text(const char* text, const char* what) {
+  if (text == nullptr) throw InvalidArgument(std::string(what) + " must not be NULL");
+  return text;
+}
+
+std::optional<std::string> optional_tag(const char* tag) {
+  return tag == nullptr ? std::nullopt : std::optional<std::string>(tag);
+}
+
+AllocationRequest request_from_thread(std::size_t size, int device) {
+  const ThreadRegion& region = thread_region();
+  if (region.disk_backup) {
+    throw InvalidState("disk backup is not available yet; allocate without enable_disk_backup");
+  }
+  AllocationRequest request;
+  request.size = size;
+  request.device = device;
+  request.tag = region.tag;
+  request.policy.cpu_backup = region.cpu_backup;
+  request.policy.host_kind = region.cpu_backup_backend;
+  return request;
+}
+
+SimDriver& sim_driver_or_throw() {
+  Runtime& rt = runtime();
+  if (rt.sim == nullptr) {
+    throw InvalidState("simulated driver controls need TMS_DRIVER=sim (running on " +
+                       std::string(rt.driver->name()) + ")");
+  }
+  return *rt.sim;
+}
+
+}  // namespace
+}  // namespace tms
+
+using namespace tms;
+
+extern "C" {
+
+const char* tms_last_error(void) { return t_error_message.c_str(); }
+
+int tms_last_status(void) { return t_error_status; }
+
+const char* tms_status_name(int status) {
+  switch (status) {
+    case TMS_OK:
+      return "TMS_OK";
+    case TMS_ERROR_OUT_OF_MEMORY:
+      return "TMS_ERROR_OUT_OF_MEMORY";
+    case TMS_ERROR_INVALID_ARGUMENT:
+      return "TMS_ERROR_INVALID_ARGUMENT";
+    case TMS_ERROR_INVALID_STATE:
+      return "TMS_ERROR_INVALID_STATE";
+    case TMS_ERROR_DRIVER:
+      return "TMS_ERROR_DRIVER";
+    case TMS_ERROR_DRIVER_UNAVAILABLE:
+      return "TMS_ERROR_DRIVER_UNAVAILABLE";
+    case TMS_ERROR_IO:
+      return "TMS_ERROR_IO";
+    case TMS_ERROR_CONFIG:
+      return "TMS_ERROR_CONFIG";
+    case TMS_ERROR_INTERNAL:
+      return "TMS_ERROR_INTERNAL";
+    default:
+      return "TMS_ERROR_UNKNOWN_STATUS";
+  }
+}
+
+const char* tms_version(void) { return TMS_VERSION_STRING; }
+
+int tms_init(void) {
+  return call_guarded([] { (void)runtime(); });
+}
+
+const char* tms_driver_name(void) {
+  const char* name = nullptr;
+  call_guarded([&] { name = runtime().driver->name().data(); });
+  return name;
+}
+
+// ---- per-thread region settings ----
+
+int tms_set_interesting_region(bool is_interesting) {
+  return call_guarded([&] { thread_region().interesting = is_interesting; });
+}
+
+bool tms_get_interesting_region(void) { return thread_region().interesting; }
+
+int tms_set_current_tag(const char* tag) {
+  return call_guarded([&] { thread_region().tag = require_text(tag, "tag"); });
+}
+
+const char* tms_get_current_tag(void) { return thread_region().tag.c_str(); }
+
+int tms_set_enable_cpu_backup(bool enable) {
+  return call_guarded([&] { thread_region().cpu_backup = enable; });
+}
+
+bool tms_get_enable_cpu_backup(void) { return thread_region().cpu_backup; }
+
+int tms_set_cpu_backup_backend(const char* backend) {
+  return call_guarded([&] {
+    thread_region().cpu_backup_backend =
+        parse_host_memory_kind(require_text(backend, "CPU backup backend"));
+  });
+}
+
+const char* tms_get_cpu_backup_backend(void) {
+  return host_memory_kind_name(thread_region().cpu_backup_backend);
+}
+
+int tms_set_enable_disk_backup(bool enable) {
+  return call_guarded([&] {
+    if (enable) {
+      throw InvalidState(
+          "disk backup is not available in this version; use enable_cpu_backup instead");
+    }
+    thread_region().disk_backup = false;
+  });
+}
+
+bool tms_get_enable_disk_backup(void) { return thread_region().disk_backup; }
+
+// ---- process-wide settings ----
+
+int tms_set_disk_backup_dir(const char* path) {
+  return call_guarded([&] {
+    const std::string dir = require_text(path, "disk backup directory");
+    if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
+    if (access(dir.c_str(), W_OK | X_OK) != 0) {
+      throw IoError("disk backup directory '" + dir +
+                    "' does not exist or is not writable; create it or choose another");
+    }
+    runtime().config.disk_backup_dir = dir;
+  });
+}
+
+int set_memory_margin_bytes(uint64_t bytes) {
+  return call_guarded([&] { runtime().engine->set_memory_margin_bytes(bytes); });
+}
+
+uint64_t tms_get_memory_margin_bytes(void) {
+  uint64_t bytes = 0;
+  call_guarded([&] { bytes = runtime().engine->memory_margin_bytes(); });
+  return bytes;
+}
+
+int tms_set_retain_cpu_backup(bool retain) {
+  return call_guarded([&] { runtime().engine->set_retain_cpu_backup(retain); });
+}
+
+bool tms_get_retain_cpu_backup(void) {
+  bool retain = false;
+  call_guarded([&] { retain = runtime().engine->retain_cpu_backup(); });
+  return retain;
+}
+
+// ---- allocation ----
+
+int tms_malloc(void** out_ptr, size_t size, int device) {
+  return call_guarded([&] {
+    if (out_ptr == nullptr) throw InvalidArgument("out_ptr must not be NULL");
+    *out_ptr = nullptr;
+    const AllocationRequest request = request_from_thread(size, device);
+    *out_ptr = reinterpret_cast<void*>(runtime().engine->allocate(request));
+  });
+}
+
+int tms_free(void* ptr) {
+  return call_guarded([&] {
+    if (ptr == nullptr) return;  // like free(NULL)
+    runtime().engine->free(reinterpret_cast<DevicePtr>(ptr));
+  });
+}
+
+bool tms_owns(const void* ptr) {
+  bool owned = false;
+  call_guarded([&] { owned = runtime().engine->owns(reinterpret_cast<DevicePtr>(ptr)); });
+  return owned;
+}
+
+void* tms_torch_malloc(ssize_t size, int device, void* /*stream*/) {
+  void* ptr = nullptr;
+  if (size <= 0) {
+    fail(TMS_ERROR_INVALID_ARGUMENT, "tms_torch_malloc: size must be positive");
+    return nullptr;
+  }
+  tms_malloc(&ptr, static_cast<size_t>(size), device);
+  return ptr;
+}
+
+void tms_torch_free(void* ptr, ssize_t /*size*/, int /*device*/, void* /*stream*/) {
+  // torch's free hook cannot report failure; the reason stays readable
+  // through tms_last_error() and the engine logs it.
+  if (tms_free(ptr) != TMS_OK) tms::log(LogLevel::kError, t_error_message);
+}
+
+// ---- pause and resume ----
+
+int tms_pause(const char* tag) {
+  return call_guarded([&] { runtime().engine->pause(optional_tag(tag)); });
+}
+
+int tms_resume(const char* tag) {
+  return call_guarded([&] { runtime().engine->resume(optional_tag(tag)); });
+}
+
+uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size) {
+  uint8_t* backup = nullptr;
+  call_guarded(
+      [&] { backup = runtime().engine->backup_pointer(reinterpret_cast<DevicePtr>(ptr), size); });
+  return backup;
+}
+
+// ---- observability ----
+
+int tms_stats_json(char* buffer, size_t capacity, size_t* required) {
+  return call_guarded([&] {
+    Runtime& rt = runtime();
+    const std::string json = stats_to_json(rt.engine->stats(), rt.driver->name());
+    if (required != nullptr) *required = json.size() + 1;
+    if (buffer == nullptr || capacity < json.size() + 1) {
+      throw InvalidArgument("stats buffer of " + std::to_string(capacity) +
+                            " bytes is too small; " + std::to_string(json.size() + 1) + " needed");
+    }
+    json.copy(buffer, json.size());
+    buffer[json.size()] = '\0';
+  });
+}
+
+int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes) {
+  return call_guarded([&] {
+    Driver& driver = *runtime().driver;
+    if (device < 0) device = driver.current_device();
+    const DeviceMemoryInfo info = driver.memory_info(device);
+    if (free_bytes != nullptr) *free_bytes = info.free_bytes;
+    if (total_bytes != nullptr) *total_bytes = info.total_bytes;
+  });
+}
+
+// ---- simulated driver controls ----
+
+int tms_sim_fail_call(const char* call, int nth, bool out_of_memory) {
+  return call_guarded([&] {
+    const SimCall which = parse_sim_call(require_text(call, "call name"));
+    sim_driver_or_throw().fail_call(
+        which, nth, out_of_memory ? SimFailure::kOutOfMemory : SimFailure::kDriverError);
+  });
+}
+
+int tms_sim_set_capacity(uint64_t bytes_per_device) {
+  return call_guarded([&] { sim_driver_or_throw().set_capacity(bytes_per_device); });
+}
+
+}  // extern "C"

@@ -1,0 +1,105 @@
+#include "capi/runtime.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "driver/cuda_driver.h"
+#include "driver/sim_driver.h"
+
+namespace tms {
+namespace {
+
+std::mutex g_mutex;
+Runtime* g_runtime = nullptr;  // intentionally leaked, see runtime.h
+std::atomic<bool> g_forked_child{false};
+
+void mark_forked_child() { g_forked_child.store(true); }
+
+// The environment is read once; a bad value is reported on every use.
+struct ParsedEnv {
+  std::optional<EnvConfig> config;
+  std::string error;
+};
+
+const ParsedEnv& parsed_env() {
+  static const ParsedEnv parsed = [] {
+    ParsedEnv result;
+    try {
+      result.config = parse_process_env_config();
+      set_log_level(result.config->log_level);
+    } catch (const ConfigError& error) {
+      result.error = error.what();
+    }
+    return result;
+  }();
+  return parsed;
+}
+
+}  // namespace
+
+const EnvConfig& env_config() {
+  const ParsedEnv& parsed = parsed_env();
+  if (!parsed.config) throw ConfigError(parsed.error);
+  return *parsed.config;
+}
+
+ThreadRegion& thread_region() {
+  thread_local ThreadRegion region = [] {
+    ThreadRegion initial;
+    const ParsedEnv& parsed = parsed_env();
+    if (parsed.config) {
+      initial.interesting = parsed.config->init_enable;
+      initial.cpu_backup = parsed.config->init_enable_cpu_backup;
+      initial.cpu_backup_backend = parsed.config->cpu_backup_backend;
+      initial.disk_backup = parsed.config->init_enable_disk_backup;
+    }
+    return initial;
+  }();
+  return region;
+}
+
+Runtime* runtime_if_created() {
+  std::lock_guard lock(g_mutex);
+  return g_runtime;
+}
+
+Runtime& runtime() {
+  if (g_forked_child.load()) {
+    throw InvalidState(
+        "torch_memory_saver was initialized before fork(); the child process cannot use the "
+        "parent's GPU memory. Start workers with the 'spawn' method, or first use the library "
+        "in the child");
+  }
+  std::lock_guard lock(g_mutex);
+  if (g_runtime != nullptr) return *g_runtime;
+
+  auto created = std::make_unique<Runtime>();
+  created->config = env_config();
+  std::unique_ptr<Driver> driver;
+  if (created->config.driver == DriverKind::kSim) {
+    SimDriverOptions options;
+    options.device_count = created->config.sim_devices;
+    options.capacity_bytes = created->config.sim_capacity_bytes;
+    auto sim = std::make_unique<SimDriver>(options);
+    created->sim = sim.get();
+    driver = std::move(sim);
+  } else {
+    driver = std::make_unique<CudaDriver>();
+  }
+  created->engine = new Engine(*driver);
+  created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
+  created->driver = driver.release();
+  pthread_atfork(nullptr, nullptr, mark_forked_child);
+  g_runtime = created.release();
+  log(LogLevel::kInfo,
+      std::string("engine ready on the ") + std::string(g_runtime->driver->name()) + " driver");
+  return *g_runtime;
+}
+
+}  // namespace tms

@@ -1,0 +1,14 @@
+#include "common/errors.h"
+
+#include <cstdio>
+
+namespace tms {
+
+std::string describe_bytes(std::uint64_t bytes) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%llu bytes (%.2f GiB)", static_cast<unsigned long long>(bytes),
+                static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+}  // namespace tms

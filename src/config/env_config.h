@@ -1,0 +1,43 @@
+// Every environment variable the library reads, parsed in one place.
+// A bad value is a ConfigError naming the variable and the accepted values.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/log.h"
+#include "driver/driver.h"
+
+namespace tms {
+
+enum class DriverKind { kCuda, kSim };
+
+struct EnvConfig {
+  bool init_enable = false;              ///< TMS_INIT_ENABLE: threads start inside a region
+  bool init_enable_cpu_backup = false;   ///< TMS_INIT_ENABLE_CPU_BACKUP
+  bool init_enable_disk_backup = false;  ///< TMS_INIT_ENABLE_DISK_BACKUP
+  HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
+  bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
+  std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
+  std::size_t disk_backup_chunk_mb = 64;                        ///< TMS_DISK_BACKUP_CHUNK_MB
+  DriverKind driver = DriverKind::kCuda;                        ///< TMS_DRIVER: cuda | sim
+  LogLevel log_level = LogLevel::kWarning;                      ///< TMS_LOG_LEVEL
+  int sim_devices = 1;                                          ///< TMS_SIM_DEVICES
+  std::size_t sim_capacity_bytes = std::size_t{8} << 30;        ///< TMS_SIM_CAPACITY_MB
+};
+
+/// Looks a variable up; returns nullptr when unset.
+using EnvLookup = std::function<const char*(const char*)>;
+
+/// Parses the TMS_* variables. @throws ConfigError on a bad value.
+EnvConfig parse_env_config(const EnvLookup& lookup);
+/// parse_env_config over the process environment.
+EnvConfig parse_process_env_config();
+
+/// "pinned" | "mmap". @throws InvalidArgument otherwise.
+HostMemoryKind parse_host_memory_kind(const std::string& name);
+const char* host_memory_kind_name(HostMemoryKind kind);
+
+}  // namespace tms

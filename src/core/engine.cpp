@@ -1,0 +1,501 @@
+#include "core/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <set>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "core/vmm_handles.h"
+
+namespace tms {
+namespace {
+
+std::size_t round_up(std::size_t value, std::size_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+bool tag_matches(const std::optional<std::string>& wanted, const std::string& tag) {
+  return !wanted.has_value() || *wanted == tag;
+}
+
+std::string describe_tag(const std::optional<std::string>& tag) {
+  return tag ? "tag '" + *tag + "'" : std::string("all tags");
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+class Stopwatch {
+ public:
+  [[nodiscard]] double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+Engine::Engine(Driver& driver) : driver_(driver) {}
+
+Engine::~Engine() {
+  std::lock_guard transition(transition_mutex_);
+  std::lock_guard lock(mutex_);
+  // Teardown is best effort: a driver that is already gone (process exit)
+  // must not turn into a crash.
+  try {
+    for (auto& [base, allocation] : registry_.all()) {
+      if (allocation->state == AllocationState::kActive) {
+        driver_.unmap(allocation->base, allocation->size);
+        driver_.release_physical(allocation->handle);
+      }
+      driver_.free_reservation(allocation->base, allocation->size);
+      allocation->backup.reset();
+    }
+    for (auto& [device, stream] : streams_) driver_.destroy_stream(device, stream);
+    for (PhysicalHandle handle : parked_handles_) driver_.release_physical(handle);
+    for (auto& [va, size] : parked_reservations_) driver_.free_reservation(va, size);
+    for (HostBuffer& buffer : parked_host_buffers_) buffer.reset();
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
+  }
+}
+
+// ---- allocate / free -----------------------------------------------------
+
+DevicePtr Engine::allocate(const AllocationRequest& request) {
+  if (request.size == 0) throw InvalidArgument("allocation size must be positive");
+  const int device = request.device >= 0 ? request.device : driver_.current_device();
+  if (device >= driver_.device_count()) {
+    throw InvalidArgument("device " + std::to_string(device) + " does not exist (" +
+                          std::to_string(driver_.device_count()) + " devices)");
+  }
+  retry_parked();
+  const std::size_t granularity = driver_.granularity(device);
+  const std::size_t size = round_up(request.size, granularity);
+  check_headroom(device, size, "allocation");
+
+  VaReservation reservation(driver_, size, granularity);
+  PhysicalMemory physical(driver_, device, size);
+  Mapping mapping(driver_, reservation.va(), size, physical.handle(), device);
+
+  auto allocation = std::make_unique<Allocation>();
+  allocation->base = reservation.va();
+  allocation->requested_size = request.size;
+  allocation->size = size;
+  allocation->device = device;
+  allocation->tag = request.tag;
+  allocation->policy = request.policy;
+  allocation->handle = physical.handle();
+
+  std::lock_guard lock(mutex_);
+  registry_.insert(std::move(allocation));
+  mapping.release();
+  physical.release();
+  return reservation.release();
+}
+
+void Engine::free(DevicePtr ptr) {
+  Allocation* allocation = nullptr;
+  {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] {
+      allocation = registry_.find_containing(ptr);
+      return allocation == nullptr || !allocation->busy;
+    });
+    if (allocation == nullptr) {
+      throw InvalidArgument("free of a pointer the engine did not allocate");
+    }
+    if (allocation->base != ptr) {
+      throw InvalidArgument("free of an interior pointer; pass the allocation's base address");
+    }
+    allocation->busy = true;
+  }
+  // The record cannot go away while busy; work on it without the lock.
+  try {
+    if (allocation->state == AllocationState::kActive) {
+      // As cudaFree does: kernels may still use the memory.
+      driver_.synchronize(allocation->device);
+      driver_.unmap(allocation->base, allocation->size);
+    }
+  } catch (...) {
+    unclaim({allocation});
+    throw;
+  }
+  // Past the unmap nothing can be undone: finish and park what fails.
+  std::unique_ptr<Allocation> owned;
+  {
+    std::lock_guard lock(mutex_);
+    owned = registry_.remove(ptr);
+  }
+  idle_.notify_all();
+  if (owned->state == AllocationState::kActive) release_or_park(owned->handle);
+  free_reservation_or_park(owned->base, owned->size);
+  if (!owned->backup.empty()) free_host_or_park(std::move(owned->backup));
+}
+
+bool Engine::owns(DevicePtr ptr) const {
+  std::lock_guard lock(mutex_);
+  return registry_.find_containing(ptr) != nullptr;
+}
+
+// ---- pause ---------------------------------------------------------------
+
+void Engine::pause(const std::optional<std::string>& tag) {
+  std::lock_guard transition(transition_mutex_);
+  retry_parked();
+  const Stopwatch stopwatch;
+  const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
+  if (claimed.empty()) return;
+  struct Unclaim {
+    Engine* engine;
+    const std::vector<Allocation*>& claimed;
+    ~Unclaim() { engine->unclaim(claimed); }
+  } unclaim_on_exit{this, claimed};
+
+  // 1. Let the work that uses the memory finish, so copies see its results
+  //    and nothing touches a range after it is unmapped.
+  synchronize_devices(claimed);
+
+  // 2. Back up. New buffers live here until the commit; on failure they are
+  //    freed and every allocation is still active and intact.
+  std::vector<HostBuffer> backups(claimed.size());
+  std::set<int> copy_devices;
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    Allocation& allocation = *claimed[i];
+    if (!allocation.policy.cpu_backup) continue;
+    if (allocation.backup.empty()) {
+      backups[i] = HostBuffer(driver_, allocation.requested_size, allocation.policy.host_kind);
+    }
+    HostBuffer& target = backups[i].empty() ? allocation.backup : backups[i];
+    driver_.copy_to_host_async(allocation.device, target.data(), allocation.base,
+                               allocation.requested_size, stream_for(allocation.device));
+    copy_devices.insert(allocation.device);
+  }
+  for (int device : copy_devices) driver_.synchronize_stream(device, stream_for(device));
+
+  // 3. Unmap. If one fails, map the ones already unmapped again: their
+  //    physical memory is still alive, so their contents come back intact.
+  std::size_t unmapped = 0;
+  try {
+    for (; unmapped < claimed.size(); ++unmapped) {
+      driver_.unmap(claimed[unmapped]->base, claimed[unmapped]->size);
+    }
+  } catch (...) {
+    for (std::size_t i = 0; i < unmapped; ++i) {
+      const Allocation& allocation = *claimed[i];
+      try {
+        driver_.map(allocation.base, allocation.size, allocation.handle);
+        driver_.set_access(allocation.base, allocation.size, allocation.device);
+      } catch (const std::exception& error) {
+        log(LogLevel::kError,
+            "pause rollback could not map an allocation again: " + std::string(error.what()));
+      }
+    }
+    throw;
+  }
+
+  // 4. Commit: release the physical memory and publish the new state.
+  for (Allocation* allocation : claimed) release_or_park(allocation->handle);
+  {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < claimed.size(); ++i) {
+      Allocation& allocation = *claimed[i];
+      allocation.handle = 0;
+      allocation.state = AllocationState::kPaused;
+      if (!backups[i].empty()) allocation.backup = std::move(backups[i]);
+    }
+  }
+  record_transition(claimed, /*pause=*/true, stopwatch.seconds());
+  log(LogLevel::kInfo,
+      "paused " + std::to_string(claimed.size()) + " allocations of " + describe_tag(tag));
+}
+
+// ---- resume --------------------------------------------------------------
+
+void Engine::resume(const std::optional<std::string>& tag) {
+  std::lock_guard transition(transition_mutex_);
+  retry_parked();
+  const Stopwatch stopwatch;
+  const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
+  if (claimed.empty()) return;
+  struct Unclaim {
+    Engine* engine;
+    const std::vector<Allocation*>& claimed;
+    ~Unclaim() { engine->unclaim(claimed); }
+  } unclaim_on_exit{this, claimed};
+
+  // Check every device up front so an obvious shortfall fails before
+  // anything is created, with the whole amount in the message.
+  std::map<int, std::size_t> needed;
+  for (const Allocation* allocation : claimed) needed[allocation->device] += allocation->size;
+  for (const auto& [device, bytes] : needed) check_headroom(device, bytes, "resume");
+
+  // 1. Physical memory for everything. RAII gives it back on any failure.
+  std::vector<PhysicalMemory> physical;
+  physical.reserve(claimed.size());
+  try {
+    for (const Allocation* allocation : claimed) {
+      physical.emplace_back(driver_, allocation->device, allocation->size);
+    }
+  } catch (const OutOfMemory& error) {
+    const int device = claimed[physical.size()]->device;
+    physical.clear();  // give back what was taken before measuring what is free
+    const std::size_t free_bytes = driver_.memory_info(device).free_bytes;
+    throw OutOfMemory("resume",
+                      "resume of " + describe_tag(tag) + " needs " +
+                          describe_bytes(needed[device]) + " on device " + std::to_string(device) +
+                          ", " + describe_bytes(free_bytes) +
+                          " free; everything stays paused with its backup (" + error.what() + ")",
+                      needed[device], free_bytes);
+  }
+
+  // 2. Map at the same addresses.
+  std::vector<Mapping> mappings;
+  mappings.reserve(claimed.size());
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    const Allocation& allocation = *claimed[i];
+    mappings.emplace_back(driver_, allocation.base, allocation.size, physical[i].handle(),
+                          allocation.device);
+  }
+
+  // 3. Restore backups. On failure the mappings and memory above unwind and
+  //    the backups are untouched.
+  std::set<int> copy_devices;
+  for (const Allocation* allocation : claimed) {
+    if (allocation->backup.empty()) continue;
+    driver_.copy_to_device_async(allocation->device, allocation->base, allocation->backup.data(),
+                                 allocation->requested_size, stream_for(allocation->device));
+    copy_devices.insert(allocation->device);
+  }
+  for (int device : copy_devices) driver_.synchronize_stream(device, stream_for(device));
+
+  // 4. Commit.
+  std::vector<HostBuffer> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < claimed.size(); ++i) {
+      Allocation& allocation = *claimed[i];
+      mappings[i].release();
+      allocation.handle = physical[i].release();
+      allocation.state = AllocationState::kActive;
+      if (!retain_cpu_backup_ && !allocation.backup.empty()) {
+        dropped.push_back(std::move(allocation.backup));
+      }
+    }
+  }
+  for (HostBuffer& buffer : dropped) free_host_or_park(std::move(buffer));
+  record_transition(claimed, /*pause=*/false, stopwatch.seconds());
+  log(LogLevel::kInfo,
+      "resumed " + std::to_string(claimed.size()) + " allocations of " + describe_tag(tag));
+}
+
+// ---- queries and settings ------------------------------------------------
+
+std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
+  std::lock_guard lock(mutex_);
+  const Allocation* allocation = registry_.find_containing(ptr);
+  if (allocation == nullptr) return nullptr;
+  const std::size_t offset = ptr - allocation->base;
+  if (size > allocation->requested_size || offset > allocation->requested_size - size) {
+    throw InvalidArgument("backup range of " + std::to_string(size) + " bytes at offset " +
+                          std::to_string(offset) + " runs past its allocation of " +
+                          std::to_string(allocation->requested_size) + " bytes");
+  }
+  if (allocation->state != AllocationState::kPaused || allocation->backup.empty()) return nullptr;
+  return allocation->backup.data() + offset;
+}
+
+void Engine::set_memory_margin_bytes(std::size_t bytes) {
+  std::lock_guard lock(mutex_);
+  margin_bytes_ = bytes;
+}
+
+std::size_t Engine::memory_margin_bytes() const {
+  std::lock_guard lock(mutex_);
+  return margin_bytes_;
+}
+
+void Engine::set_retain_cpu_backup(bool retain) {
+  std::vector<HostBuffer> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    retain_cpu_backup_ = retain;
+    if (!retain) {
+      // Retained copies of active allocations are stale; give them back now.
+      for (auto& [base, allocation] : registry_.all()) {
+        if (allocation->state == AllocationState::kActive && !allocation->busy &&
+            !allocation->backup.empty()) {
+          dropped.push_back(std::move(allocation->backup));
+        }
+      }
+    }
+  }
+  for (HostBuffer& buffer : dropped) free_host_or_park(std::move(buffer));
+}
+
+bool Engine::retain_cpu_backup() const {
+  std::lock_guard lock(mutex_);
+  return retain_cpu_backup_;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lock(mutex_);
+  std::map<StatsKey, TagDeviceStats> entries;
+  auto entry = [&](const std::string& tag, int device) -> TagDeviceStats& {
+    TagDeviceStats& stats = entries[{tag, device}];
+    stats.tag = tag;
+    stats.device = device;
+    return stats;
+  };
+  for (const auto& [key, counters] : counters_) {
+    TagDeviceStats& stats = entry(key.first, key.second);
+    stats.pause_count = counters.pause_count;
+    stats.resume_count = counters.resume_count;
+    stats.last_pause_seconds = counters.last_pause_seconds;
+    stats.last_resume_seconds = counters.last_resume_seconds;
+    stats.last_pause_unix = counters.last_pause_unix;
+    stats.last_resume_unix = counters.last_resume_unix;
+  }
+  for (const auto& [base, allocation] : registry_.all()) {
+    TagDeviceStats& stats = entry(allocation->tag, allocation->device);
+    ++stats.allocations;
+    (allocation->state == AllocationState::kActive ? stats.active_bytes : stats.paused_bytes) +=
+        allocation->size;
+    stats.backup_bytes += allocation->backup.size();
+  }
+  EngineStats result;
+  for (auto& [key, stats] : entries) result.entries.push_back(std::move(stats));
+  result.deferred_releases =
+      parked_handles_.size() + parked_reservations_.size() + parked_host_buffers_.size();
+  return result;
+}
+
+// ---- helpers -----------------------------------------------------------------
+
+std::vector<Allocation*> Engine::claim(const std::optional<std::string>& tag,
+                                       AllocationState state) {
+  std::lock_guard lock(mutex_);
+  std::vector<Allocation*> claimed;
+  for (auto& [base, allocation] : registry_.all()) {
+    // A busy record is being freed: leave it to that.
+    if (allocation->state != state || allocation->busy || !tag_matches(tag, allocation->tag)) {
+      continue;
+    }
+    allocation->busy = true;
+    claimed.push_back(allocation.get());
+  }
+  return claimed;
+}
+
+void Engine::unclaim(const std::vector<Allocation*>& claimed) {
+  {
+    std::lock_guard lock(mutex_);
+    for (Allocation* allocation : claimed) allocation->busy = false;
+  }
+  idle_.notify_all();
+}
+
+StreamHandle Engine::stream_for(int device) {
+  // Only pause and resume use streams, and they hold transition_mutex_.
+  auto it = streams_.find(device);
+  if (it != streams_.end()) return it->second;
+  StreamHandle stream = driver_.create_stream(device);
+  streams_.emplace(device, stream);
+  return stream;
+}
+
+void Engine::synchronize_devices(const std::vector<Allocation*>& allocations) {
+  std::set<int> devices;
+  for (const Allocation* allocation : allocations) devices.insert(allocation->device);
+  for (int device : devices) driver_.synchronize(device);
+}
+
+void Engine::check_headroom(int device, std::size_t bytes, const char* operation) {
+  const std::size_t margin = memory_margin_bytes();
+  if (margin == 0) return;  // the driver reports a real shortfall itself
+  const std::size_t free_bytes = driver_.memory_info(device).free_bytes;
+  if (free_bytes >= bytes && free_bytes - bytes >= margin) return;
+  throw OutOfMemory(operation,
+                    std::string(operation) + " of " + describe_bytes(bytes) + " on device " +
+                        std::to_string(device) + " would leave less than the memory margin of " +
+                        describe_bytes(margin) + " free (" + describe_bytes(free_bytes) + " free)",
+                    bytes + margin, free_bytes);
+}
+
+void Engine::record_transition(const std::vector<Allocation*>& allocations, bool pause,
+                               double seconds) {
+  const double now = unix_now();
+  std::lock_guard lock(mutex_);
+  std::set<StatsKey> keys;
+  for (const Allocation* allocation : allocations)
+    keys.insert({allocation->tag, allocation->device});
+  for (const StatsKey& key : keys) {
+    Counters& counters = counters_[key];
+    if (pause) {
+      ++counters.pause_count;
+      counters.last_pause_seconds = seconds;
+      counters.last_pause_unix = now;
+    } else {
+      ++counters.resume_count;
+      counters.last_resume_seconds = seconds;
+      counters.last_resume_unix = now;
+    }
+  }
+}
+
+void Engine::release_or_park(PhysicalHandle handle) {
+  try {
+    driver_.release_physical(handle);
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning,
+        std::string("releasing physical memory failed, will retry: ") + error.what());
+    std::lock_guard lock(mutex_);
+    parked_handles_.push_back(handle);
+  }
+}
+
+void Engine::free_reservation_or_park(DevicePtr va, std::size_t size) {
+  try {
+    driver_.free_reservation(va, size);
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning, std::string("freeing a VA range failed, will retry: ") + error.what());
+    std::lock_guard lock(mutex_);
+    parked_reservations_.emplace_back(va, size);
+  }
+}
+
+void Engine::free_host_or_park(HostBuffer buffer) {
+  try {
+    buffer.reset();
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning,
+        std::string("freeing host backup memory failed, will retry: ") + error.what());
+    std::lock_guard lock(mutex_);
+    parked_host_buffers_.push_back(std::move(buffer));
+  }
+}
+
+void Engine::retry_parked() {
+  std::vector<PhysicalHandle> handles;
+  std::vector<std::pair<DevicePtr, std::size_t>> reservations;
+  std::vector<HostBuffer> buffers;
+  {
+    std::lock_guard lock(mutex_);
+    if (parked_handles_.empty() && parked_reservations_.empty() && parked_host_buffers_.empty()) {
+      return;
+    }
+    handles.swap(parked_handles_);
+    reservations.swap(parked_reservations_);
+    buffers.swap(parked_host_buffers_);
+  }
+  for (PhysicalHandle handle : handles) release_or_park(handle);
+  for (auto& [va, size] : reservations) free_reservation_or_park(va, size);
+  for (HostBuffer& buffer : buffers) free_host_or_park(std::move(buffer));
+}
+
+}  // namespace tms

@@ -1,0 +1,90 @@
+// The driver seam: the few device-memory operations the engine needs.
+//
+// The engine never talks to CUDA directly. It takes a Driver&, so tests run
+// it on SimDriver (host memory standing in for device memory) and the
+// process-wide instance runs it on CudaDriver (libcuda loaded at run time).
+// Every method reports failure by throwing a tms::Error subclass
+// (OutOfMemory for a failed physical or host allocation, DriverError for
+// anything else); none of them terminates the process.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace tms {
+
+/// A device virtual address.
+using DevicePtr = std::uintptr_t;
+
+/// Opaque handle of a physical allocation (CUmemGenericAllocationHandle).
+using PhysicalHandle = std::uint64_t;
+
+/// Opaque stream handle (CUstream); nullptr is the legacy default stream.
+using StreamHandle = void*;
+
+/// Where host backup memory comes from.
+enum class HostMemoryKind {
+  kPinned,  ///< page-locked memory from the driver (fast copies, slow to allocate)
+  kMmap,    ///< anonymous mmap (returned to the OS on free)
+};
+
+struct DeviceMemoryInfo {
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+};
+
+class Driver {
+ public:
+  Driver() = default;
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+  virtual ~Driver() = default;
+
+  /// Short name for logs and messages ("cuda", "sim").
+  [[nodiscard]] virtual std::string_view name() const = 0;
+
+  // --- devices -----------------------------------------------------------
+  virtual int device_count() = 0;
+  /// The device the calling thread works on (the runtime's current device).
+  virtual int current_device() = 0;
+  /// Physical allocations and mappings are multiples of this on `device`.
+  virtual std::size_t granularity(int device) = 0;
+  virtual DeviceMemoryInfo memory_info(int device) = 0;
+  /// Waits for all outstanding work on `device`.
+  virtual void synchronize(int device) = 0;
+
+  // --- virtual address space ----------------------------------------------
+  /// Reserves `size` bytes of device VA (size is a granularity multiple).
+  virtual DevicePtr reserve(std::size_t size, std::size_t alignment) = 0;
+  virtual void free_reservation(DevicePtr va, std::size_t size) = 0;
+
+  // --- physical memory ----------------------------------------------------
+  /// Creates `size` bytes of physical memory on `device`. Throws OutOfMemory.
+  virtual PhysicalHandle create_physical(int device, std::size_t size) = 0;
+  virtual void release_physical(PhysicalHandle handle) = 0;
+  virtual void map(DevicePtr va, std::size_t size, PhysicalHandle handle) = 0;
+  virtual void unmap(DevicePtr va, std::size_t size) = 0;
+  /// Grants `device` read/write access to a mapped range.
+  virtual void set_access(DevicePtr va, std::size_t size, int device) = 0;
+
+  // --- host memory for backups ----------------------------------------------
+  /// Allocates host memory of the given kind. Throws OutOfMemory.
+  virtual void* host_alloc(std::size_t size, HostMemoryKind kind) = 0;
+  virtual void host_free(void* ptr, std::size_t size, HostMemoryKind kind) = 0;
+  /// Page-locks existing host memory so copies to/from it run at full speed.
+  virtual void host_register(void* ptr, std::size_t size) = 0;
+  virtual void host_unregister(void* ptr) = 0;
+
+  // --- copies ---------------------------------------------------------------
+  /// A non-blocking stream on `device` for backup/restore copies.
+  virtual StreamHandle create_stream(int device) = 0;
+  virtual void destroy_stream(int device, StreamHandle stream) = 0;
+  virtual void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
+                                  StreamHandle stream) = 0;
+  virtual void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
+                                    StreamHandle stream) = 0;
+  virtual void synchronize_stream(int device, StreamHandle stream) = 0;
+};
+
+}  // namespace tms

@@ -1,0 +1,374 @@
+#include "driver/sim_driver.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "common/errors.h"
+
+namespace tms {
+namespace {
+
+constexpr std::string_view kCallNames[] = {
+    "reserve",         "free_reservation",   "create_physical", "release_physical", "map",
+    "unmap",           "set_access",         "host_alloc",      "host_free",        "host_register",
+    "host_unregister", "copy_to_host",       "copy_to_device",  "synchronize",      "create_stream",
+    "destroy_stream",  "synchronize_stream",
+};
+static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
+
+// Each thread has its own current device, as with the CUDA runtime.
+thread_local int t_current_device = 0;
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+}  // namespace
+
+std::string_view sim_call_name(SimCall call) { return kCallNames[static_cast<std::size_t>(call)]; }
+
+SimCall parse_sim_call(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(kCallNames); ++i) {
+    if (kCallNames[i] == name) return static_cast<SimCall>(i);
+  }
+  throw InvalidArgument("unknown simulated driver call '" + std::string(name) +
+                        "' (expected one of reserve, map, create_physical, ... as in tms.h)");
+}
+
+SimDriver::SimDriver(SimDriverOptions options)
+    : options_(options), physical_bytes_(static_cast<std::size_t>(options.device_count), 0) {
+  if (options_.device_count < 1) throw InvalidArgument("SimDriver needs at least one device");
+  if (options_.granularity == 0 ||
+      (options_.granularity % static_cast<std::size_t>(getpagesize())) != 0) {
+    throw InvalidArgument("SimDriver granularity must be a positive multiple of the page size");
+  }
+}
+
+SimDriver::~SimDriver() {
+  // Whatever the engine leaked is returned here so a test process stays clean;
+  // tests assert on the accounting before this point.
+  for (auto& [handle, physical] : physical_) close(physical.fd);
+  for (auto& [va, size] : reservations_) munmap(reinterpret_cast<void*>(va), size);
+  for (auto& [ptr, size] : host_allocations_) munmap(ptr, size);
+}
+
+void SimDriver::enter(SimCall call) {
+  const auto index = static_cast<std::size_t>(call);
+  ++counts_[index];
+  auto& pending = failures_[index];
+  for (auto& failure : pending) --failure.remaining;
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    if (it->remaining > 0) continue;
+    const SimFailure kind = it->kind;
+    pending.erase(it);
+    const std::string name(sim_call_name(call));
+    if (kind == SimFailure::kOutOfMemory) {
+      throw OutOfMemory("sim." + name, "injected out-of-memory", 0, 0);
+    }
+    throw DriverError("sim." + name, "CUDA_ERROR_INJECTED", "injected failure");
+  }
+}
+
+void SimDriver::check_device(int device, std::string_view call) const {
+  if (device < 0 || device >= options_.device_count) {
+    throw DriverError(
+        "sim." + std::string(call), "CUDA_ERROR_INVALID_DEVICE",
+        "device " + std::to_string(device) + " of " + std::to_string(options_.device_count));
+  }
+}
+
+SimDriver::Physical& SimDriver::physical_or_throw(PhysicalHandle handle, std::string_view call) {
+  auto it = physical_.find(handle);
+  if (it == physical_.end()) {
+    throw DriverError("sim." + std::string(call), "CUDA_ERROR_INVALID_HANDLE",
+                      "unknown physical handle " + std::to_string(handle));
+  }
+  return it->second;
+}
+
+int SimDriver::device_count() { return options_.device_count; }
+
+int SimDriver::current_device() { return t_current_device; }
+
+void SimDriver::set_current_device(int device) {
+  check_device(device, "set_current_device");
+  t_current_device = device;
+}
+
+std::size_t SimDriver::granularity(int device) {
+  check_device(device, "granularity");
+  return options_.granularity;
+}
+
+DeviceMemoryInfo SimDriver::memory_info(int device) {
+  std::lock_guard lock(mutex_);
+  check_device(device, "memory_info");
+  const std::size_t used = physical_bytes_[static_cast<std::size_t>(device)];
+  const std::size_t total = options_.capacity_bytes;
+  return {used < total ? total - used : 0, total};
+}
+
+void SimDriver::synchronize(int device) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kSynchronize);
+  check_device(device, "synchronize");
+}
+
+DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kReserve);
+  if (size == 0 || size % options_.granularity != 0) {
+    throw DriverError("sim.reserve", "CUDA_ERROR_INVALID_VALUE",
+                      "size " + std::to_string(size) + " is not a granularity multiple");
+  }
+  // Over-reserve so the range can be aligned, then trim both ends.
+  const std::size_t align = alignment > options_.granularity ? alignment : options_.granularity;
+  const std::size_t span = size + align;
+  void* raw = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED)
+    throw DriverError("sim.reserve", "CUDA_ERROR_OUT_OF_MEMORY", errno_text("mmap"));
+  const auto begin = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t aligned = (begin + align - 1) / align * align;
+  if (aligned > begin) munmap(raw, aligned - begin);
+  const std::uintptr_t end = begin + span;
+  if (end > aligned + size) munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);
+  reservations_.emplace(aligned, size);
+  return aligned;
+}
+
+void SimDriver::free_reservation(DevicePtr va, std::size_t size) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kFreeReservation);
+  auto it = reservations_.find(va);
+  if (it == reservations_.end() || it->second != size) {
+    throw DriverError("sim.free_reservation", "CUDA_ERROR_INVALID_VALUE", "not a reservation");
+  }
+  for (const auto& [mapped_va, mapped_size] : mappings_) {
+    if (mapped_va >= va && mapped_va < va + size) {
+      throw DriverError("sim.free_reservation", "CUDA_ERROR_INVALID_VALUE",
+                        "range still has mappings");
+    }
+  }
+  munmap(reinterpret_cast<void*>(va), size);
+  reservations_.erase(it);
+}
+
+PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kCreatePhysical);
+  check_device(device, "create_physical");
+  auto& used = physical_bytes_[static_cast<std::size_t>(device)];
+  if (used + size > options_.capacity_bytes) {
+    throw OutOfMemory("sim.create_physical",
+                      "device " + std::to_string(device) + " has " +
+                          describe_bytes(options_.capacity_bytes - used) + " free",
+                      size, options_.capacity_bytes - used);
+  }
+  const int fd = memfd_create("tms-sim-physical", MFD_CLOEXEC);
+  if (fd < 0)
+    throw DriverError("sim.create_physical", "CUDA_ERROR_UNKNOWN", errno_text("memfd_create"));
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const std::string text = errno_text("ftruncate");
+    close(fd);
+    throw DriverError("sim.create_physical", "CUDA_ERROR_UNKNOWN", text);
+  }
+  used += size;
+  const PhysicalHandle handle = next_handle_++;
+  physical_.emplace(handle, Physical{fd, device, size});
+  return handle;
+}
+
+void SimDriver::release_physical(PhysicalHandle handle) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kReleasePhysical);
+  Physical& physical = physical_or_throw(handle, "release_physical");
+  // As with cuMemRelease, memory still mapped stays alive until unmapped; the
+  // engine always unmaps first, so the simulation frees it at once.
+  close(physical.fd);
+  physical_bytes_[static_cast<std::size_t>(physical.device)] -= physical.size;
+  physical_.erase(handle);
+}
+
+void SimDriver::map(DevicePtr va, std::size_t size, PhysicalHandle handle) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kMap);
+  Physical& physical = physical_or_throw(handle, "map");
+  if (size > physical.size) {
+    throw DriverError("sim.map", "CUDA_ERROR_INVALID_VALUE", "range larger than the handle");
+  }
+  if (mappings_.count(va) != 0) {
+    throw DriverError("sim.map", "CUDA_ERROR_ALREADY_MAPPED", "range is already mapped");
+  }
+  // Mapped but not yet accessible, as with cuMemMap before cuMemSetAccess.
+  void* result =
+      mmap(reinterpret_cast<void*>(va), size, PROT_NONE, MAP_FIXED | MAP_SHARED, physical.fd, 0);
+  if (result == MAP_FAILED) throw DriverError("sim.map", "CUDA_ERROR_UNKNOWN", errno_text("mmap"));
+  mappings_.emplace(va, size);
+}
+
+void SimDriver::unmap(DevicePtr va, std::size_t size) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kUnmap);
+  auto it = mappings_.find(va);
+  if (it == mappings_.end() || it->second != size) {
+    throw DriverError("sim.unmap", "CUDA_ERROR_INVALID_VALUE", "range is not mapped");
+  }
+  // Back to an inaccessible reservation: touching it faults, like a kernel
+  // touching an unmapped device range.
+  void* result = mmap(reinterpret_cast<void*>(va), size, PROT_NONE,
+                      MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (result == MAP_FAILED)
+    throw DriverError("sim.unmap", "CUDA_ERROR_UNKNOWN", errno_text("mmap"));
+  mappings_.erase(it);
+}
+
+void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kSetAccess);
+  check_device(device, "set_access");
+  if (mprotect(reinterpret_cast<void*>(va), size, PROT_READ | PROT_WRITE) != 0) {
+    throw DriverError("sim.set_access", "CUDA_ERROR_INVALID_VALUE", errno_text("mprotect"));
+  }
+}
+
+void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kHostAlloc);
+  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ptr == MAP_FAILED) {
+    throw OutOfMemory("sim.host_alloc", errno_text("mmap"), size, 0);
+  }
+  host_allocations_.emplace(ptr, size);
+  return ptr;
+}
+
+void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind /*kind*/) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kHostFree);
+  auto it = host_allocations_.find(ptr);
+  if (it == host_allocations_.end() || it->second != size) {
+    throw DriverError("sim.host_free", "CUDA_ERROR_INVALID_VALUE", "not a host allocation");
+  }
+  munmap(ptr, size);
+  host_allocations_.erase(it);
+}
+
+void SimDriver::host_register(void* ptr, std::size_t size) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kHostRegister);
+  if (!host_registrations_.emplace(ptr, size).second) {
+    throw DriverError("sim.host_register", "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED", "");
+  }
+}
+
+void SimDriver::host_unregister(void* ptr) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kHostUnregister);
+  if (host_registrations_.erase(ptr) == 0) {
+    throw DriverError("sim.host_unregister", "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", "");
+  }
+}
+
+StreamHandle SimDriver::create_stream(int device) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kCreateStream);
+  check_device(device, "create_stream");
+  ++live_streams_;
+  return reinterpret_cast<StreamHandle>(next_stream_++);
+}
+
+void SimDriver::destroy_stream(int device, StreamHandle /*stream*/) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kDestroyStream);
+  check_device(device, "destroy_stream");
+  --live_streams_;
+}
+
+void SimDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
+                                   StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCopyToHost);
+    check_device(device, "copy_to_host");
+  }
+  // Outside the lock: copies of different allocations may run in parallel.
+  std::memcpy(dst, reinterpret_cast<const void*>(src), size);
+}
+
+void SimDriver::copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
+                                     StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCopyToDevice);
+    check_device(device, "copy_to_device");
+  }
+  std::memcpy(reinterpret_cast<void*>(dst), src, size);
+}
+
+void SimDriver::synchronize_stream(int device, StreamHandle /*stream*/) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kSynchronizeStream);
+  check_device(device, "synchronize_stream");
+}
+
+void SimDriver::fail_call(SimCall call, int nth, SimFailure failure) {
+  if (nth < 1) throw InvalidArgument("fail_call: nth must be >= 1");
+  std::lock_guard lock(mutex_);
+  failures_[static_cast<std::size_t>(call)].push_back({nth, failure});
+}
+
+void SimDriver::clear_failures() {
+  std::lock_guard lock(mutex_);
+  for (auto& pending : failures_) pending.clear();
+}
+
+std::size_t SimDriver::call_count(SimCall call) const {
+  std::lock_guard lock(mutex_);
+  return counts_[static_cast<std::size_t>(call)];
+}
+
+void SimDriver::set_capacity(std::size_t bytes_per_device) {
+  std::lock_guard lock(mutex_);
+  options_.capacity_bytes = bytes_per_device;
+}
+
+std::size_t SimDriver::physical_bytes(int device) const {
+  std::lock_guard lock(mutex_);
+  check_device(device, "physical_bytes");
+  return physical_bytes_[static_cast<std::size_t>(device)];
+}
+
+std::size_t SimDriver::reserved_bytes() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [va, size] : reservations_) total += size;
+  return total;
+}
+
+std::size_t SimDriver::mapped_bytes() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [va, size] : mappings_) total += size;
+  return total;
+}
+
+std::size_t SimDriver::host_bytes() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [ptr, size] : host_allocations_) total += size;
+  return total;
+}
+
+std::size_t SimDriver::live_streams() const {
+  std::lock_guard lock(mutex_);
+  return live_streams_;
+}
+
+std::size_t SimDriver::registered_host_ranges() const {
+  std::lock_guard lock(mutex_);
+  return host_registrations_.size();
+}
+
+}  // namespace tms

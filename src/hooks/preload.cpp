@@ -1,0 +1,65 @@
+// LD_PRELOAD interposers for the CUDA runtime's cudaMalloc and cudaFree.
+//
+// Allocations made while the calling thread is inside a region (or in
+// trainer-wide mode, TMS_INIT_ENABLE=1) go to the engine; everything else is
+// forwarded to the real runtime found with dlsym(RTLD_NEXT). The library is
+// not linked against libcudart, so one binary serves every CUDA version and
+// both hook modes.
+#include <dlfcn.h>
+
+#include <cstddef>
+
+#include "capi/runtime.h"
+#include "torch_memory_saver/tms.h"
+
+namespace {
+
+// Values of cudaError_t this file returns (stable across CUDA versions).
+constexpr int kCudaSuccess = 0;
+constexpr int kCudaErrorInvalidValue = 1;
+constexpr int kCudaErrorMemoryAllocation = 2;
+constexpr int kCudaErrorInitializationError = 3;
+constexpr int kCudaErrorUnknown = 999;
+
+using CudaMallocFn = int (*)(void**, std::size_t);
+using CudaFreeFn = int (*)(void*);
+
+template <typename Fn>
+Fn next_symbol(const char* name) {
+  // Resolved once per process; dlsym is thread-safe.
+  return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+}
+
+int to_cuda_error(int status) {
+  switch (status) {
+    case TMS_OK:
+      return kCudaSuccess;
+    case TMS_ERROR_OUT_OF_MEMORY:
+      return kCudaErrorMemoryAllocation;
+    case TMS_ERROR_INVALID_ARGUMENT:
+      return kCudaErrorInvalidValue;
+    default:
+      return kCudaErrorUnknown;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+TMS_API int cudaMalloc(void** dev_ptr, std::size_t size) {
+  if (tms::thread_region().interesting) return to_cuda_error(tms_malloc(dev_ptr, size, -1));
+  static const CudaMallocFn real = next_symbol<CudaMallocFn>("cudaMalloc");
+  return real != nullptr ? real(dev_ptr, size) : kCudaErrorInitializationError;
+}
+
+TMS_API int cudaFree(void* dev_ptr) {
+  // Only an engine that exists can own the pointer; never create one here.
+  if (dev_ptr != nullptr && tms::runtime_if_created() != nullptr && tms_owns(dev_ptr)) {
+    return to_cuda_error(tms_free(dev_ptr));
+  }
+  static const CudaFreeFn real = next_symbol<CudaFreeFn>("cudaFree");
+  return real != nullptr ? real(dev_ptr) : kCudaErrorInitializationError;
+}
+
+}  // extern "C"

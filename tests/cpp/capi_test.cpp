@@ -1,0 +1,166 @@
+// The C ABI of the shared library on the simulated driver with two devices
+// of 256 MiB (main() sets the environment before the engine reads it).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "torch_memory_saver/tms.h"
+
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+TEST(CApi, RunsOnTheSimulatedDriver) {
+  ASSERT_EQ(tms_init(), TMS_OK) << tms_last_error();
+  EXPECT_STREQ(tms_driver_name(), "sim");
+  EXPECT_STRNE(tms_version(), "");
+}
+
+TEST(CApi, AllocatePauseResumeKeepsBackedUpBytes) {
+  ASSERT_EQ(tms_set_current_tag("capi"), TMS_OK);
+  ASSERT_EQ(tms_set_enable_cpu_backup(true), TMS_OK);
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, 3 * kMiB, 0), TMS_OK) << tms_last_error();
+  std::memset(ptr, 0x5a, 3 * kMiB);
+  ASSERT_EQ(tms_pause("capi"), TMS_OK) << tms_last_error();
+  const uint8_t* backup = tms_get_cpu_backup_pointer(static_cast<uint8_t*>(ptr) + 10, 100);
+  ASSERT_NE(backup, nullptr) << tms_last_error();
+  EXPECT_EQ(backup[99], 0x5a);
+  ASSERT_EQ(tms_resume("capi"), TMS_OK) << tms_last_error();
+  EXPECT_EQ(static_cast<uint8_t*>(ptr)[3 * kMiB - 1], 0x5a);
+  EXPECT_TRUE(tms_owns(static_cast<uint8_t*>(ptr) + 5));
+  ASSERT_EQ(tms_free(ptr), TMS_OK);
+  EXPECT_FALSE(tms_owns(ptr));
+  tms_set_enable_cpu_backup(false);
+  tms_set_current_tag("default");
+}
+
+TEST(CApi, BadArgumentsReturnAStatusAndAMessage) {
+  EXPECT_EQ(tms_set_current_tag(nullptr), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(tms_last_error()).find("tag"), std::string::npos);
+  EXPECT_EQ(tms_last_status(), TMS_ERROR_INVALID_ARGUMENT);
+
+  EXPECT_EQ(tms_set_cpu_backup_backend("floppy"), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(tms_last_error()).find("pinned, mmap"), std::string::npos);
+
+  int local = 0;
+  EXPECT_EQ(tms_free(&local), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_malloc(nullptr, 10, 0), TMS_ERROR_INVALID_ARGUMENT);
+  void* ptr = nullptr;
+  EXPECT_EQ(tms_malloc(&ptr, 0, 0), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_malloc(&ptr, kMiB, 7), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_set_disk_backup_dir("/no/such/dir"), TMS_ERROR_IO);
+  EXPECT_EQ(tms_set_disk_backup_dir(nullptr), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_sim_fail_call("warp_drive", 1, false), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_get_cpu_backup_pointer(reinterpret_cast<uint8_t*>(&local), 4), nullptr);
+  EXPECT_EQ(tms_last_status(), TMS_OK) << "a foreign pointer simply has no backup";
+  EXPECT_EQ(tms_free(nullptr), TMS_OK);
+
+  size_t required = 0;
+  char tiny[4];
+  EXPECT_EQ(tms_stats_json(tiny, sizeof(tiny), &required), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_GT(required, sizeof(tiny));
+  std::string json(required, '\0');
+  ASSERT_EQ(tms_stats_json(json.data(), json.size(), &required), TMS_OK);
+  EXPECT_NE(json.find("\"driver\": \"sim\""), std::string::npos) << json;
+  EXPECT_STREQ(tms_status_name(TMS_ERROR_OUT_OF_MEMORY), "TMS_ERROR_OUT_OF_MEMORY");
+}
+
+TEST(CApi, OutOfMemoryOnResumeIsAStatusNotACrash) {
+  tms_set_current_tag("oom");
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, 64 * kMiB, 1), TMS_OK) << tms_last_error();
+  ASSERT_EQ(tms_pause("oom"), TMS_OK);
+  ASSERT_EQ(tms_sim_set_capacity(32 * kMiB), TMS_OK);
+  EXPECT_EQ(tms_resume("oom"), TMS_ERROR_OUT_OF_MEMORY);
+  EXPECT_NE(std::string(tms_last_error()).find("67108864 bytes"), std::string::npos)
+      << tms_last_error();
+  EXPECT_EQ(tms_torch_malloc(static_cast<ssize_t>(64 * kMiB), 1, nullptr), nullptr);
+  EXPECT_EQ(tms_last_status(), TMS_ERROR_OUT_OF_MEMORY);
+  ASSERT_EQ(tms_sim_set_capacity(256 * kMiB), TMS_OK);
+  EXPECT_EQ(tms_resume("oom"), TMS_OK) << tms_last_error();
+  EXPECT_EQ(tms_free(ptr), TMS_OK);
+  tms_set_current_tag("default");
+}
+
+TEST(CApi, InjectedDriverFailureIsReportedAndRetrySucceeds) {
+  tms_set_current_tag("inject");
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, kMiB, 0), TMS_OK);
+  ASSERT_EQ(tms_sim_fail_call("unmap", 1, false), TMS_OK);
+  EXPECT_EQ(tms_pause("inject"), TMS_ERROR_DRIVER);
+  EXPECT_NE(std::string(tms_last_error()).find("sim.unmap"), std::string::npos);
+  static_cast<char*>(ptr)[0] = 1;  // still active and mapped
+  EXPECT_EQ(tms_pause("inject"), TMS_OK);
+  EXPECT_EQ(tms_resume("inject"), TMS_OK);
+  EXPECT_EQ(tms_free(ptr), TMS_OK);
+  tms_set_current_tag("default");
+}
+
+TEST(CApi, TorchAllocatorEntryPointsUseTheThreadsTag) {
+  tms_set_current_tag("torch-pool");
+  void* ptr = tms_torch_malloc(static_cast<ssize_t>(kMiB), 0, nullptr);
+  ASSERT_NE(ptr, nullptr) << tms_last_error();
+  ASSERT_EQ(tms_pause("torch-pool"), TMS_OK);
+  size_t required = 0;
+  tms_stats_json(nullptr, 0, &required);
+  std::string json(required, '\0');
+  ASSERT_EQ(tms_stats_json(json.data(), json.size(), &required), TMS_OK);
+  EXPECT_NE(json.find("\"tag\": \"torch-pool\""), std::string::npos) << json;
+  tms_torch_free(ptr, static_cast<ssize_t>(kMiB), 0, nullptr);
+  EXPECT_FALSE(tms_owns(ptr));
+  EXPECT_EQ(tms_torch_malloc(-1, 0, nullptr), nullptr);
+  tms_set_current_tag("default");
+}
+
+TEST(CApi, RegionSettingsArePerThread) {
+  ASSERT_EQ(tms_set_interesting_region(true), TMS_OK);
+  ASSERT_EQ(tms_set_current_tag("main-thread"), TMS_OK);
+  ASSERT_EQ(tms_set_cpu_backup_backend("mmap"), TMS_OK);
+  bool other_interesting = true;
+  std::string other_tag;
+  std::string other_backend;
+  std::thread([&] {
+    other_interesting = tms_get_interesting_region();
+    other_tag = tms_get_current_tag();
+    other_backend = tms_get_cpu_backup_backend();
+    tms_set_current_tag("worker");
+  }).join();
+  EXPECT_FALSE(other_interesting);
+  EXPECT_EQ(other_tag, "default");
+  EXPECT_EQ(other_backend, "pinned");
+  EXPECT_STREQ(tms_get_current_tag(), "main-thread");
+  EXPECT_STREQ(tms_get_cpu_backup_backend(), "mmap");
+  tms_set_interesting_region(false);
+  tms_set_current_tag("default");
+  tms_set_cpu_backup_backend("pinned");
+}
+
+TEST(CApi, ProcessWideSettingsRoundTrip) {
+  ASSERT_EQ(set_memory_margin_bytes(1234), TMS_OK);
+  EXPECT_EQ(tms_get_memory_margin_bytes(), 1234u);
+  ASSERT_EQ(set_memory_margin_bytes(0), TMS_OK);
+  ASSERT_EQ(tms_set_retain_cpu_backup(true), TMS_OK);
+  EXPECT_TRUE(tms_get_retain_cpu_backup());
+  ASSERT_EQ(tms_set_retain_cpu_backup(false), TMS_OK);
+  EXPECT_EQ(tms_set_enable_disk_backup(true), TMS_ERROR_INVALID_STATE);
+  EXPECT_FALSE(tms_get_enable_disk_backup());
+  EXPECT_EQ(tms_set_disk_backup_dir("/tmp"), TMS_OK);
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+  ASSERT_EQ(tms_device_memory(1, &free_bytes, &total_bytes), TMS_OK);
+  EXPECT_EQ(total_bytes, 256 * kMiB);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setenv("TMS_DRIVER", "sim", 1);
+  setenv("TMS_SIM_DEVICES", "2", 1);
+  setenv("TMS_SIM_CAPACITY_MB", "256", 1);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

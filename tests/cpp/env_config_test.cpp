@@ -1,0 +1,82 @@
+#include "config/env_config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "common/errors.h"
+
+namespace tms {
+namespace {
+
+EnvConfig parse(const std::map<std::string, std::string>& env) {
+  return parse_env_config([&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  });
+}
+
+TEST(EnvConfig, DefaultsWhenNothingIsSet) {
+  const EnvConfig config = parse({});
+  EXPECT_FALSE(config.init_enable);
+  EXPECT_FALSE(config.init_enable_cpu_backup);
+  EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kPinned);
+  EXPECT_EQ(config.driver, DriverKind::kCuda);
+  EXPECT_EQ(config.disk_backup_chunk_mb, 64u);
+  EXPECT_FALSE(config.disk_backup_dir.has_value());
+}
+
+TEST(EnvConfig, ReadsEveryVariable) {
+  const EnvConfig config = parse({{"TMS_INIT_ENABLE", "1"},
+                                  {"TMS_INIT_ENABLE_CPU_BACKUP", "true"},
+                                  {"TMS_INIT_ENABLE_DISK_BACKUP", "0"},
+                                  {"TMS_INIT_CPU_BACKUP_BACKEND", "MMAP"},
+                                  {"TMS_RETAIN_CPU_BACKUP", "yes"},
+                                  {"TMS_DISK_BACKUP_DIR", "/tmp/backups"},
+                                  {"TMS_DISK_BACKUP_CHUNK_MB", "128"},
+                                  {"TMS_DRIVER", "sim"},
+                                  {"TMS_LOG_LEVEL", "debug"},
+                                  {"TMS_SIM_DEVICES", "4"},
+                                  {"TMS_SIM_CAPACITY_MB", "100"}});
+  EXPECT_TRUE(config.init_enable);
+  EXPECT_TRUE(config.init_enable_cpu_backup);
+  EXPECT_FALSE(config.init_enable_disk_backup);
+  EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kMmap);
+  EXPECT_TRUE(config.retain_cpu_backup);
+  EXPECT_EQ(config.disk_backup_dir, "/tmp/backups");
+  EXPECT_EQ(config.disk_backup_chunk_mb, 128u);
+  EXPECT_EQ(config.driver, DriverKind::kSim);
+  EXPECT_EQ(config.log_level, LogLevel::kDebug);
+  EXPECT_EQ(config.sim_devices, 4);
+  EXPECT_EQ(config.sim_capacity_bytes, std::size_t{100} << 20);
+}
+
+TEST(EnvConfig, BadValuesNameTheVariableAndTheAcceptedValues) {
+  const std::map<std::string, std::string> bad[] = {
+      {{"TMS_INIT_ENABLE", "maybe"}},       {{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}},
+      {{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}}, {{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}},
+      {{"TMS_DISK_BACKUP_CHUNK_MB", "0"}},  {{"TMS_DRIVER", "hip"}},
+      {{"TMS_LOG_LEVEL", "loud"}},
+  };
+  for (const auto& env : bad) {
+    const std::string variable = env.begin()->first;
+    try {
+      (void)parse(env);
+      ADD_FAILURE() << variable << " accepted " << env.begin()->second;
+    } catch (const ConfigError& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find(variable), std::string::npos) << message;
+      EXPECT_NE(message.find("accepted values"), std::string::npos) << message;
+    }
+  }
+}
+
+TEST(EnvConfig, BackendNamesRoundTrip) {
+  EXPECT_EQ(parse_host_memory_kind("pinned"), HostMemoryKind::kPinned);
+  EXPECT_STREQ(host_memory_kind_name(HostMemoryKind::kMmap), "mmap");
+  EXPECT_THROW((void)parse_host_memory_kind("disk"), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace tms

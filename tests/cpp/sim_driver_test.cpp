@@ -1,0 +1,97 @@
+#include "driver/sim_driver.h"
+
+#include <gtest/gtest.h>
+
+#include "common/errors.h"
+#include "test_support.h"
+
+namespace tms {
+namespace {
+
+using testing::kMiB;
+
+SimDriver make_sim(int devices = 2, std::size_t capacity = 64 * kMiB) {
+  SimDriverOptions options;
+  options.device_count = devices;
+  options.capacity_bytes = capacity;
+  return SimDriver(options);
+}
+
+TEST(SimDriver, MappedMemoryIsWritableAndUnmappedMemoryFaults) {
+  SimDriver sim = make_sim();
+  const std::size_t size = 2 * kMiB;
+  const DevicePtr va = sim.reserve(size, 0);
+  const PhysicalHandle handle = sim.create_physical(0, size);
+  sim.map(va, size, handle);
+  sim.set_access(va, size, 0);
+  testing::fill_pattern(va, size, 7);
+  EXPECT_TRUE(testing::has_pattern(va, size, 7));
+  sim.unmap(va, size);
+  EXPECT_TRUE(testing::faults_when_touched([&] { *reinterpret_cast<volatile char*>(va) = 1; }));
+  sim.release_physical(handle);
+  sim.free_reservation(va, size);
+  EXPECT_EQ(sim.reserved_bytes(), 0u);
+  EXPECT_EQ(sim.physical_bytes(0), 0u);
+}
+
+TEST(SimDriver, FreshPhysicalMemoryReadsZero) {
+  SimDriver sim = make_sim();
+  const std::size_t size = 2 * kMiB;
+  const DevicePtr va = sim.reserve(size, 0);
+  PhysicalHandle handle = sim.create_physical(0, size);
+  sim.map(va, size, handle);
+  sim.set_access(va, size, 0);
+  testing::fill_pattern(va, size, 3);
+  sim.unmap(va, size);
+  sim.release_physical(handle);
+  handle = sim.create_physical(0, size);
+  sim.map(va, size, handle);
+  sim.set_access(va, size, 0);
+  EXPECT_TRUE(testing::all_zero(va, size));
+  sim.unmap(va, size);
+  sim.release_physical(handle);
+  sim.free_reservation(va, size);
+}
+
+TEST(SimDriver, CapacityIsPerDeviceAndReportedAsOutOfMemory) {
+  SimDriver sim = make_sim(2, 4 * kMiB);
+  const PhysicalHandle a = sim.create_physical(0, 4 * kMiB);
+  EXPECT_EQ(sim.memory_info(0).free_bytes, 0u);
+  EXPECT_EQ(sim.memory_info(1).free_bytes, 4 * kMiB);
+  try {
+    (void)sim.create_physical(0, 2 * kMiB);
+    FAIL() << "expected OutOfMemory";
+  } catch (const OutOfMemory& error) {
+    EXPECT_EQ(error.bytes_needed(), 2 * kMiB);
+    EXPECT_EQ(error.bytes_free(), 0u);
+  }
+  const PhysicalHandle b = sim.create_physical(1, 2 * kMiB);
+  sim.release_physical(a);
+  sim.release_physical(b);
+}
+
+TEST(SimDriver, FailsTheNthCallOfAKindOnce) {
+  SimDriver sim = make_sim();
+  sim.fail_call(SimCall::kHostAlloc, 2, SimFailure::kOutOfMemory);
+  void* first = sim.host_alloc(4096, HostMemoryKind::kPinned);
+  EXPECT_THROW((void)sim.host_alloc(4096, HostMemoryKind::kPinned), OutOfMemory);
+  void* third = sim.host_alloc(4096, HostMemoryKind::kMmap);
+  EXPECT_EQ(sim.host_bytes(), 8192u);
+  sim.fail_call(SimCall::kHostFree, 1);
+  EXPECT_THROW(sim.host_free(first, 4096, HostMemoryKind::kPinned), DriverError);
+  sim.host_free(first, 4096, HostMemoryKind::kPinned);
+  sim.host_free(third, 4096, HostMemoryKind::kMmap);
+  EXPECT_EQ(sim.host_bytes(), 0u);
+  EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u);
+}
+
+TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {
+  SimDriver sim = make_sim(1);
+  EXPECT_THROW((void)sim.create_physical(1, 2 * kMiB), DriverError);
+  EXPECT_THROW(sim.release_physical(12345), DriverError);
+  EXPECT_THROW((void)parse_sim_call("no_such_call"), InvalidArgument);
+  EXPECT_EQ(parse_sim_call("copy_to_host"), SimCall::kCopyToHost);
+}
+
+}  // namespace
+}  // namespace tms

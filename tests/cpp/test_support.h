@@ -1,0 +1,65 @@
+// Helpers shared by the engine tests.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#include "driver/sim_driver.h"
+
+namespace tms::testing {
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+/// Fills [ptr, ptr+size) with a pattern that depends on `seed` and position.
+inline void fill_pattern(std::uintptr_t ptr, std::size_t size, std::uint8_t seed) {
+  auto* bytes = reinterpret_cast<std::uint8_t*>(ptr);
+  for (std::size_t i = 0; i < size; ++i)
+    bytes[i] = static_cast<std::uint8_t>(seed + i * 31 + (i >> 12));
+}
+
+inline bool has_pattern(std::uintptr_t ptr, std::size_t size, std::uint8_t seed) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(ptr);
+  for (std::size_t i = 0; i < size; ++i) {
+    if (bytes[i] != static_cast<std::uint8_t>(seed + i * 31 + (i >> 12))) return false;
+  }
+  return true;
+}
+
+inline bool all_zero(std::uintptr_t ptr, std::size_t size) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(ptr);
+  for (std::size_t i = 0; i < size; ++i) {
+    if (bytes[i] != 0) return false;
+  }
+  return true;
+}
+
+/// Runs `touch` in a forked child; true if the child died of SIGSEGV/SIGBUS.
+inline bool faults_when_touched(const std::function<void()>& touch) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    touch();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) && (WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS);
+}
+
+/// Everything the simulated driver holds, for before/after comparisons.
+struct SimSnapshot {
+  std::size_t physical0, physical1, reserved, mapped, host, streams, registered;
+  bool operator==(const SimSnapshot&) const = default;
+};
+
+inline SimSnapshot snapshot(const SimDriver& sim) {
+  return {sim.physical_bytes(0),       sim.physical_bytes(1), sim.reserved_bytes(),
+          sim.mapped_bytes(),          sim.host_bytes(),      sim.live_streams(),
+          sim.registered_host_ranges()};
+}
+
+}  // namespace tms::testing
