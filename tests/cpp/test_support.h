@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +43,9 @@ inline bool all_zero(std::uintptr_t ptr, std::size_t size) {
 inline bool faults_when_touched(const std::function<void()>& touch) {
   const pid_t pid = fork();
   if (pid == 0) {
+    // Die of the signal itself even where a sanitizer installed a handler.
+    std::signal(SIGSEGV, SIG_DFL);
+    std::signal(SIGBUS, SIG_DFL);
     touch();
     _exit(0);
   }

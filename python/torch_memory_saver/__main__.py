@@ -1,0 +1,39 @@
+"""Command line: ``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import demo
+from .errors import TorchMemorySaverError
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torch_memory_saver")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser(
+        "demo", help="pause and resume one region, printing device memory, timings and checks"
+    )
+    demo_parser.add_argument("--size-mb", type=int, default=None,
+                             help="region size in MiB (default 1024 on a GPU, 64 simulated)")
+    demo_parser.add_argument("--simulated", action="store_true",
+                             help="use the simulated driver even when a GPU is available")
+    demo_parser.add_argument("--hook-mode", choices=("torch", "preload"), default="torch",
+                             help="hook mode on a GPU; preload needs LD_PRELOAD (default torch)")
+    args = parser.parse_args(argv)
+
+    if args.size_mb is not None and args.size_mb <= 0:
+        parser.error("--size-mb must be positive")
+    try:
+        ok = demo.run(args.size_mb, args.simulated, args.hook_mode)
+    except TorchMemorySaverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("demo passed" if ok else "demo FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

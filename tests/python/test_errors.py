@@ -1,0 +1,125 @@
+"""Engine failures become typed Python exceptions, and failed transitions change nothing."""
+
+import ctypes
+
+import pytest
+from simhelpers import MIB, pattern
+
+from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
+
+
+@pytest.mark.parametrize(
+    "status, cls, builtin",
+    [
+        (1, errors.OutOfMemoryError, MemoryError),
+        (2, errors.InvalidArgumentError, ValueError),
+        (3, errors.InvalidStateError, RuntimeError),
+        (4, errors.DriverError, RuntimeError),
+        (5, errors.DriverUnavailableError, RuntimeError),
+        (6, errors.BackupIOError, OSError),
+        (7, errors.ConfigError, ValueError),
+        (8, errors.InternalError, RuntimeError),
+        (99, errors.InternalError, RuntimeError),
+    ],
+)
+def test_status_codes_map_to_typed_errors(status, cls, builtin):
+    error = errors.error_from_status(status, "engine says no", "NAME")
+    assert type(error) is cls
+    assert isinstance(error, errors.TorchMemorySaverError)
+    assert isinstance(error, builtin)
+    assert error.status == status
+    assert "engine says no" in str(error)
+
+
+def test_out_of_memory_on_allocation(lib, allocate):
+    _library.check(lib.tms_sim_set_capacity(4 * MIB))
+    with pytest.raises(errors.OutOfMemoryError) as raised:
+        allocate(8 * MIB)
+    assert isinstance(raised.value, MemoryError)
+    assert raised.value.status_name == "TMS_ERROR_OUT_OF_MEMORY"
+    assert str(raised.value)
+
+
+def test_failed_resume_keeps_everything_paused_with_backup(lib, allocate):
+    saver = TorchMemorySaver()
+    address = allocate(16 * MIB, tag="oom", cpu_backup=True)
+    ctypes.memmove(address, pattern(16 * MIB), 16 * MIB)
+    saver.pause("oom")
+
+    _library.check(lib.tms_sim_set_capacity(8 * MIB))
+    with pytest.raises(errors.OutOfMemoryError, match=r"\d"):  # names the bytes needed and free
+        saver.resume("oom")
+    (entry,) = [s for s in stats() if s.tag == "oom"]
+    assert entry.paused_bytes >= 16 * MIB and entry.active_bytes == 0
+
+    _library.check(lib.tms_sim_set_capacity(1 << 30))
+    saver.resume("oom")
+    assert ctypes.string_at(address, 16 * MIB) == pattern(16 * MIB)
+
+
+def test_driver_error_on_resume_is_all_or_nothing(lib, allocate):
+    saver = TorchMemorySaver()
+    first = allocate(4 * MIB, tag="drv", cpu_backup=True)
+    second = allocate(4 * MIB, tag="drv", cpu_backup=True)
+    ctypes.memmove(first, pattern(4 * MIB, 1), 4 * MIB)
+    ctypes.memmove(second, pattern(4 * MIB, 2), 4 * MIB)
+    saver.pause("drv")
+
+    _library.check(lib.tms_sim_fail_call(b"map", 2, False))  # the second mapping fails
+    with pytest.raises(errors.DriverError) as raised:
+        saver.resume("drv")
+    assert isinstance(raised.value, RuntimeError)
+    assert [s.active_bytes for s in stats() if s.tag == "drv"] == [0]
+
+    saver.resume("drv")
+    assert ctypes.string_at(first, 4 * MIB) == pattern(4 * MIB, 1)
+    assert ctypes.string_at(second, 4 * MIB) == pattern(4 * MIB, 2)
+
+
+def test_failed_backup_leaves_memory_active(lib, allocate):
+    saver = TorchMemorySaver()
+    address = allocate(4 * MIB, tag="bk", cpu_backup=True)
+    ctypes.memmove(address, pattern(4 * MIB), 4 * MIB)
+    _library.check(lib.tms_sim_fail_call(b"copy_to_host", 1, False))
+    with pytest.raises(errors.DriverError):
+        saver.pause("bk")
+    assert ctypes.string_at(address, 4 * MIB) == pattern(4 * MIB)  # still mapped and intact
+
+
+def test_unknown_backup_backend_is_a_value_error():
+    before = _settings.read()
+    with pytest.raises(errors.InvalidArgumentError) as raised:
+        with _settings.changed(tag="x", cpu_backup_backend="floppy"):
+            pass
+    assert isinstance(raised.value, ValueError)
+    assert _settings.read() == before
+
+
+def test_disk_backup_is_refused_until_implemented():
+    with pytest.raises(errors.InvalidStateError):
+        with _settings.changed(disk_backup=True):
+            pass
+    assert _settings.read().disk_backup is False
+
+
+def test_unknown_sim_call_name_is_rejected(lib):
+    with pytest.raises(errors.InvalidArgumentError):
+        _library.check(lib.tms_sim_fail_call(b"teleport", 1, False))
+
+
+def test_memory_margin_is_enforced_and_validated(allocate):
+    saver = TorchMemorySaver()
+    saver.memory_margin_bytes = 1020 * MIB  # of the 1 GiB simulated device
+    assert saver.memory_margin_bytes == 1020 * MIB
+    with pytest.raises(errors.OutOfMemoryError):
+        allocate(8 * MIB)
+    with pytest.raises(ValueError):
+        saver.memory_margin_bytes = -1
+
+
+def test_disk_backup_dir_must_exist(tmp_path):
+    saver = TorchMemorySaver()
+    saver.set_disk_backup_dir(tmp_path)
+    with pytest.raises(errors.BackupIOError) as raised:
+        saver.set_disk_backup_dir(tmp_path / "missing")
+    assert isinstance(raised.value, OSError)

@@ -1,0 +1,114 @@
+"""Pause and resume through the public API on simulated device memory."""
+
+import ctypes
+import logging
+
+from simhelpers import MIB, device_free, pattern
+
+from torch_memory_saver import TorchMemorySaver, stats
+
+
+def test_backup_restores_contents_at_the_same_address(lib, allocate):
+    saver = TorchMemorySaver()
+    address = allocate(8 * MIB, tag="kept", cpu_backup=True)
+    ctypes.memmove(address, pattern(8 * MIB), 8 * MIB)
+    free_active = device_free(lib)
+
+    saver.pause("kept")
+    assert device_free(lib) - free_active >= 8 * MIB
+    saver.resume("kept")
+    assert device_free(lib) == free_active
+    assert lib.tms_owns(address)
+    assert ctypes.string_at(address, 8 * MIB) == pattern(8 * MIB)
+
+
+def test_without_backup_resumed_memory_is_fresh(allocate):
+    saver = TorchMemorySaver()
+    address = allocate(4 * MIB, tag="dropped")
+    ctypes.memmove(address, pattern(4 * MIB), 4 * MIB)
+    saver.pause("dropped")
+    saver.resume("dropped")
+    assert ctypes.string_at(address, 4 * MIB) == bytes(4 * MIB)
+
+
+def test_tags_are_paused_and_resumed_selectively(lib, allocate):
+    saver = TorchMemorySaver()
+    a = allocate(4 * MIB, tag="a", cpu_backup=True)
+    b = allocate(4 * MIB, tag="b", cpu_backup=True)
+    ctypes.memmove(a, pattern(4 * MIB, 1), 4 * MIB)
+    ctypes.memmove(b, pattern(4 * MIB, 2), 4 * MIB)
+    free_active = device_free(lib)
+
+    saver.pause("a")
+    assert device_free(lib) - free_active == 4 * MIB
+    assert ctypes.string_at(b, 4 * MIB) == pattern(4 * MIB, 2)  # b is still mapped
+    saver.pause("b")
+    saver.resume("a")  # resume in the same order as the pauses
+    assert ctypes.string_at(a, 4 * MIB) == pattern(4 * MIB, 1)
+    saver.resume("b")
+    assert ctypes.string_at(b, 4 * MIB) == pattern(4 * MIB, 2)
+
+
+def test_repeated_and_unknown_transitions_are_harmless(lib, allocate):
+    saver = TorchMemorySaver()
+    address = allocate(4 * MIB, tag="twice", cpu_backup=True)
+    ctypes.memmove(address, pattern(4 * MIB), 4 * MIB)
+    saver.resume("twice")  # nothing paused
+    saver.pause("twice")
+    saver.pause("twice")
+    saver.pause("no-such-tag")
+    saver.resume()
+    saver.resume()
+    assert ctypes.string_at(address, 4 * MIB) == pattern(4 * MIB)
+    (entry,) = [s for s in stats() if s.tag == "twice"]
+    assert (entry.pause_count, entry.resume_count) == (1, 1)
+
+
+def test_pause_without_tag_pauses_every_tag(lib, allocate):
+    saver = TorchMemorySaver()
+    allocate(2 * MIB, tag="x")
+    allocate(2 * MIB, tag="y")
+    saver.pause()
+    paused = {s.tag: s.paused_bytes for s in stats() if s.tag in ("x", "y")}
+    assert paused == {"x": 2 * MIB, "y": 2 * MIB}
+    saver.resume()
+
+
+def test_freeing_paused_memory_gives_everything_back(lib):
+    saver = TorchMemorySaver()
+    free_before = device_free(lib)
+    address = ctypes.c_void_p()
+    lib.tms_set_current_tag(b"freed")
+    try:
+        assert lib.tms_malloc(ctypes.byref(address), 4 * MIB, 0) == 0
+    finally:
+        lib.tms_set_current_tag(b"default")
+    saver.pause("freed")
+    assert lib.tms_free(address) == 0
+    assert not lib.tms_owns(address)
+    assert device_free(lib) == free_before
+    (entry,) = [s for s in stats() if s.tag == "freed"]
+    assert (entry.allocations, entry.paused_bytes, entry.backup_bytes) == (0, 0, 0)
+
+
+def test_retain_cpu_backup_round_trips():
+    saver = TorchMemorySaver()
+    assert saver.retain_cpu_backup is False
+    saver.retain_cpu_backup = True
+    try:
+        assert saver.retain_cpu_backup is True
+    finally:
+        saver.retain_cpu_backup = False
+
+
+def test_pause_and_resume_are_logged_with_bytes_and_seconds(allocate, caplog):
+    saver = TorchMemorySaver()
+    allocate(2 * MIB, tag="logged")
+    with caplog.at_level(logging.INFO, logger="torch_memory_saver"):
+        saver.pause("logged")
+        saver.resume("logged")
+    lines = [r.getMessage() for r in caplog.records if r.name == "torch_memory_saver"]
+    assert len(lines) == 2
+    assert lines[0].startswith("pause tag=logged: 2097152 bytes")
+    assert lines[1].startswith("resume tag=logged: 2097152 bytes")
+    assert all(line.endswith(" s") for line in lines)
