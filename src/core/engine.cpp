@@ -40,7 +40,7 @@ class Stopwatch {
 
 }  // namespace
 
-Engine::Engine(Driver& driver) : driver_(driver) {}
+Engine::Engine(Driver& driver) : driver_(driver), copies_(driver) {}
 
 Engine::~Engine() {
   std::lock_guard transition(transition_mutex_);
@@ -56,7 +56,6 @@ Engine::~Engine() {
       driver_.free_reservation(allocation->base, allocation->size);
       allocation->backup.reset();
     }
-    for (auto& [device, stream] : streams_) driver_.destroy_stream(device, stream);
     for (PhysicalHandle handle : parked_handles_) driver_.release_physical(handle);
     for (auto& [va, size] : parked_reservations_) driver_.free_reservation(va, size);
     for (HostBuffer& buffer : parked_host_buffers_) buffer.reset();
@@ -164,7 +163,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   // 2. Back up. New buffers live here until the commit; on failure they are
   //    freed and every allocation is still active and intact.
   std::vector<HostBuffer> backups(claimed.size());
-  std::set<int> copy_devices;
+  std::vector<CopyItem> copies;
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     Allocation& allocation = *claimed[i];
     if (!allocation.policy.cpu_backup) continue;
@@ -172,11 +171,10 @@ void Engine::pause(const std::optional<std::string>& tag) {
       backups[i] = HostBuffer(driver_, allocation.requested_size, allocation.policy.host_kind);
     }
     HostBuffer& target = backups[i].empty() ? allocation.backup : backups[i];
-    driver_.copy_to_host_async(allocation.device, target.data(), allocation.base,
-                               allocation.requested_size, stream_for(allocation.device));
-    copy_devices.insert(allocation.device);
+    copies.push_back(
+        {allocation.device, allocation.base, target.data(), allocation.requested_size});
   }
-  for (int device : copy_devices) driver_.synchronize_stream(device, stream_for(device));
+  copies_.to_host(copies);
 
   // 3. Unmap. If one fails, map the ones already unmapped again: their
   //    physical memory is still alive, so their contents come back intact.
@@ -265,14 +263,13 @@ void Engine::resume(const std::optional<std::string>& tag) {
 
   // 3. Restore backups. On failure the mappings and memory above unwind and
   //    the backups are untouched.
-  std::set<int> copy_devices;
+  std::vector<CopyItem> copies;
   for (const Allocation* allocation : claimed) {
     if (allocation->backup.empty()) continue;
-    driver_.copy_to_device_async(allocation->device, allocation->base, allocation->backup.data(),
-                                 allocation->requested_size, stream_for(allocation->device));
-    copy_devices.insert(allocation->device);
+    copies.push_back({allocation->device, allocation->base, allocation->backup.data(),
+                      allocation->requested_size});
   }
-  for (int device : copy_devices) driver_.synchronize_stream(device, stream_for(device));
+  copies_.to_device(copies);
 
   // 4. Commit.
   std::vector<HostBuffer> dropped;
@@ -398,15 +395,6 @@ void Engine::unclaim(const std::vector<Allocation*>& claimed) {
     for (Allocation* allocation : claimed) allocation->busy = false;
   }
   idle_.notify_all();
-}
-
-StreamHandle Engine::stream_for(int device) {
-  // Only pause and resume use streams, and they hold transition_mutex_.
-  auto it = streams_.find(device);
-  if (it != streams_.end()) return it->second;
-  StreamHandle stream = driver_.create_stream(device);
-  streams_.emplace(device, stream);
-  return stream;
 }
 
 void Engine::synchronize_devices(const std::vector<Allocation*>& allocations) {

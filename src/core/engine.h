@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "backup/copy_pipeline.h"
 #include "backup/host_buffer.h"
 #include "core/allocation.h"
 #include "core/registry.h"
@@ -89,7 +90,6 @@ class Engine {
   std::vector<Allocation*> claim(const std::optional<std::string>& tag, AllocationState state);
   /// Clears busy on `claimed` and wakes waiters in free().
   void unclaim(const std::vector<Allocation*>& claimed);
-  StreamHandle stream_for(int device);
   void synchronize_devices(const std::vector<Allocation*>& allocations);
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
@@ -106,7 +106,7 @@ class Engine {
   std::condition_variable idle_;
   Registry registry_;
   std::map<StatsKey, Counters> counters_;
-  std::map<int, StreamHandle> streams_;
+  CopyPipeline copies_;  // only pause and resume use it (under transition_mutex_)
   std::size_t margin_bytes_ = 0;
   bool retain_cpu_backup_ = false;
 
