@@ -1,4 +1,8 @@
-"""Command line: ``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``."""
+"""Command line.
+
+``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``
+``python -m torch_memory_saver bench [--total-gib N] [--quick] ...`` (see bench/README.md)
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,31 @@ from .errors import TorchMemorySaverError
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list[:1] == ["bench"]:
+        # The benchmark has its own argument parser; hand it the rest.
+        from .bench import main as bench_main
+
+        return bench_main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m torch_memory_saver")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo", help="pause and resume one region, printing device memory, timings and checks"
     )
-    demo_parser.add_argument("--size-mb", type=int, default=None,
-                             help="region size in MiB (default 1024 on a GPU, 64 simulated)")
-    demo_parser.add_argument("--simulated", action="store_true",
-                             help="use the simulated driver even when a GPU is available")
-    demo_parser.add_argument("--hook-mode", choices=("torch", "preload"), default="torch",
-                             help="hook mode on a GPU; preload needs LD_PRELOAD (default torch)")
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="pause/resume benchmark against the hardware floors (see bench/README.md)")
+    demo_parser.add_argument(
+        "--size-mb", type=int, default=None, help="region size in MiB (default 1024 on a GPU, 64 simulated)"
+    )
+    demo_parser.add_argument(
+        "--simulated", action="store_true", help="use the simulated driver even when a GPU is available"
+    )
+    demo_parser.add_argument(
+        "--hook-mode",
+        choices=("torch", "preload"),
+        default="torch",
+        help="hook mode on a GPU; preload needs LD_PRELOAD (default torch)",
+    )
+    args = parser.parse_args(args_list)
 
     if args.size_mb is not None and args.size_mb <= 0:
         parser.error("--size-mb must be positive")

@@ -20,8 +20,10 @@ def get_cpu_backup(x: Any, zero_copy: bool = False) -> Optional[Any]:
     """CPU tensor with x's dtype, shape and strides holding x's backup, or None (see TorchMemorySaver)."""
     torch = require_torch("get_cpu_backup()")
     if not isinstance(x, torch.Tensor) or not x.is_cuda:
-        raise InvalidArgumentError(f"get_cpu_backup() needs a CUDA tensor, got {type(x).__name__} on "
-                                   f"{getattr(x, 'device', 'no device')}")
+        raise InvalidArgumentError(
+            f"get_cpu_backup() needs a CUDA tensor, got {type(x).__name__} on "
+            f"{getattr(x, 'device', 'no device')}"
+        )
     if x.numel() == 0:
         return None  # nothing was backed up
     span = _byte_span(x)

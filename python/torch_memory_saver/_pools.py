@@ -1,16 +1,18 @@
 """torch.cuda.MemPool bookkeeping: which pool a region uses, and routing a thread to it.
 
-Two torch behaviours shape this module (read in torch/cuda/memory.py and
-c10/cuda/CUDACachingAllocator.cpp, torch 2.11):
+Two torch behaviours shape this module:
 
-- When several pools route the same thread, the allocator gives each
-  allocation to the pool that began routing *first*. Nested
-  ``use_mem_pool`` calls would leave the outer pool in charge, so a thread is
-  routed to one pool at a time: entering a route suspends the thread's
-  current one and reinstates it on exit.
-- Destroying a MemPool empties its cache, which asserts (and aborts the
-  process) while any pool is routing allocations. Pools are therefore created
-  once per key and kept for the life of the process.
+- Which of several pools routing a thread gets an allocation depends on the
+  torch version: some give it to the pool that began routing first (the
+  allocator's ``get_pool`` scans ``captures_underway`` in order), torch 2.11
+  to the innermost ``use_mem_pool``. A thread is therefore routed to one pool
+  at a time: entering a route suspends the thread's current one and
+  reinstates it on exit. This is also how ``disable()`` reaches torch's
+  default pool from inside a region, which ``use_mem_pool`` cannot express.
+- Destroying a MemPool while any pool is routing allocations aborts the
+  process (``captures_underway.empty()`` assert in the destructor's cache
+  flush, seen on torch 2.11). Pools are therefore created once per key and
+  kept for the life of the process.
 """
 
 from __future__ import annotations

@@ -41,11 +41,15 @@ def _report(device: int, size: int, pause: Callable[[], None], resume: Callable[
     pause_s = _timed(pause)
     free_paused = _device_free(device)
     released = free_paused - free_before
-    print(f"pause : {pause_s * 1e3:8.1f} ms, free {free_paused / _MIB:10.1f} MiB ({released / _MIB:+.1f} MiB)")
+    print(
+        f"pause : {pause_s * 1e3:8.1f} ms, free {free_paused / _MIB:10.1f} MiB ({released / _MIB:+.1f} MiB)"
+    )
     resume_s = _timed(resume)
     free_resumed = _device_free(device)
     taken = free_paused - free_resumed
-    print(f"resume: {resume_s * 1e3:8.1f} ms, free {free_resumed / _MIB:10.1f} MiB ({-taken / _MIB:+.1f} MiB)")
+    print(
+        f"resume: {resume_s * 1e3:8.1f} ms, free {free_resumed / _MIB:10.1f} MiB ({-taken / _MIB:+.1f} MiB)"
+    )
     return released, taken
 
 
@@ -69,7 +73,9 @@ def run_simulated(size: int) -> bool:
     lib = _library.library()
     driver = _library.decode(lib.tms_driver_name())
     if driver != "sim":  # the engine already ran on CUDA: host writes would hit device pointers
-        raise InvalidStateError(f"the engine already runs on the {driver!r} driver; run the demo in a new process")
+        raise InvalidStateError(
+            f"the engine already runs on the {driver!r} driver; run the demo in a new process"
+        )
     print("torch_memory_saver demo on the SIMULATED driver: no torch/GPU used,")
     print("device memory is host memory mapped at the same addresses.")
     print(f"region '{_TAG}' with CPU backup, {size / _MIB:.0f} MiB")
@@ -80,10 +86,13 @@ def run_simulated(size: int) -> bool:
     try:
         pattern = _PATTERN_PERIOD * (size // len(_PATTERN_PERIOD))
         ctypes.memmove(pointer, pattern, size)
-        released, taken = _report(0, size, lambda: check(lib.tms_pause(encode(_TAG))),
-                                  lambda: check(lib.tms_resume(encode(_TAG))))
+        released, taken = _report(
+            0, size, lambda: check(lib.tms_pause(encode(_TAG))), lambda: check(lib.tms_resume(encode(_TAG)))
+        )
         ok = _verdict("memory released on pause and taken back on resume", released >= size and taken >= size)
-        ok &= _verdict(f"address unchanged (0x{pointer:x}) and owned by the engine", bool(lib.tms_owns(pointer)))
+        ok &= _verdict(
+            f"address unchanged (0x{pointer:x}) and owned by the engine", bool(lib.tms_owns(pointer))
+        )
         ok &= _verdict("contents exact after resume", ctypes.string_at(pointer, size) == pattern)
     finally:
         check(lib.tms_free(pointer))
@@ -98,8 +107,10 @@ def run_gpu(size: int, hook_mode: str) -> bool:
 
     torch_memory_saver.hook_mode = hook_mode
     device = torch.cuda.current_device()
-    print(f"torch_memory_saver demo on {torch.cuda.get_device_name(device)} "
-          f"(driver {_library.decode(_library.library().tms_driver_name())}, hook mode {hook_mode})")
+    print(
+        f"torch_memory_saver demo on {torch.cuda.get_device_name(device)} "
+        f"(driver {_library.decode(_library.library().tms_driver_name())}, hook mode {hook_mode})"
+    )
     print(f"region '{_TAG}' with CPU backup, {size / _MIB:.0f} MiB")
     with torch_memory_saver.region(tag=_TAG, enable_cpu_backup=True):
         x = torch.empty(size, dtype=torch.uint8, device="cuda")
@@ -107,10 +118,13 @@ def run_gpu(size: int, hook_mode: str) -> bool:
     x.view(-1, len(_PATTERN_PERIOD)).copy_(period)  # size is a multiple of 256
     torch.cuda.synchronize()
     pointer = x.data_ptr()
-    released, taken = _report(device, size, lambda: torch_memory_saver.pause(_TAG),
-                              lambda: torch_memory_saver.resume(_TAG))
+    released, taken = _report(
+        device, size, lambda: torch_memory_saver.pause(_TAG), lambda: torch_memory_saver.resume(_TAG)
+    )
     # The driver hands memory out in 2 MiB granules and other work may run, so allow 10%.
-    ok = _verdict("memory released on pause and taken back on resume", released >= 0.9 * size and taken >= 0.9 * size)
+    ok = _verdict(
+        "memory released on pause and taken back on resume", released >= 0.9 * size and taken >= 0.9 * size
+    )
     ok &= _verdict(f"address unchanged (0x{pointer:x})", x.data_ptr() == pointer)
     ok &= _verdict("contents exact after resume", bool((x.view(-1, len(_PATTERN_PERIOD)) == period).all()))
     return ok

@@ -15,7 +15,7 @@ from ._library import check, encode
 from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
-from .errors import InvalidArgumentError, InvalidStateError
+from .errors import InvalidArgumentError, InvalidStateError, TorchMemorySaverError
 
 logger = logging.getLogger("torch_memory_saver")
 
@@ -82,7 +82,7 @@ class TorchMemorySaver:
             return True
         try:
             hooks.create(self._hook_mode).validate()
-        except Exception:  # noqa: BLE001 - any failure means "not usable", which is the answer
+        except TorchMemorySaverError:
             return False
         return True
 
@@ -94,7 +94,9 @@ class TorchMemorySaver:
                 active.validate()
 
                 def new_pool(key: PoolKey) -> Any:
-                    return new_default_pool(key.device) if key.kind == RESIDENT else active.new_pool(key.device)
+                    return (
+                        new_default_pool(key.device) if key.kind == RESIDENT else active.new_pool(key.device)
+                    )
 
                 self._pools = PoolCache(new_pool)
                 self._hooks = active
@@ -117,9 +119,10 @@ class TorchMemorySaver:
             tag: name used by :meth:`pause`/:meth:`resume` to select memory.
             enable_cpu_backup: copy contents to host memory on pause and
                 restore them on resume; otherwise resumed memory is undefined.
-            enable_disk_backup: back up to files in the directory set with
-                :meth:`set_disk_backup_dir` (not implemented by the engine yet:
-                raises InvalidStateError).
+            enable_disk_backup: write contents to a file on pause and read
+                them back on resume (takes precedence over the CPU backup).
+                The directory comes from :meth:`set_disk_backup_dir` or
+                ``TMS_DISK_BACKUP_DIR``; allocating without one raises ConfigError.
             cpu_backup_backend: host memory for backups, ``"pinned"`` or
                 ``"mmap"``; None keeps the thread's current one
                 (``TMS_INIT_CPU_BACKUP_BACKEND``, default pinned).
@@ -139,15 +142,17 @@ class TorchMemorySaver:
         torch = require_torch("region()")
         self._active_hooks()
         device = torch.cuda.current_device()
-        with _settings.changed(
-            interesting=True,
-            tag=tag,
-            cpu_backup=bool(enable_cpu_backup),
-            cpu_backup_backend=cpu_backup_backend,
-            disk_backup=bool(enable_disk_backup),
-        ) as settings:
-            with self._routed_to(self._key(REGION, settings, device)):
-                yield
+        with (
+            _settings.changed(
+                interesting=True,
+                tag=tag,
+                cpu_backup=bool(enable_cpu_backup),
+                cpu_backup_backend=cpu_backup_backend,
+                disk_backup=bool(enable_disk_backup),
+            ) as settings,
+            self._routed_to(self._key(REGION, settings, device)),
+        ):
+            yield
 
     @contextmanager
     def cuda_graph(
@@ -181,15 +186,19 @@ class TorchMemorySaver:
         with _settings.changed(interesting=True, tag=tag, cpu_backup=bool(enable_cpu_backup)) as settings:
             key = self._key(GRAPH, settings, device)
             with self._pools.borrow(key) as own_pool, self._router.route(device, None):
-                # torch.cuda.graph empties the cache on entry, which torch only
-                # allows while no pool is routing this thread: hence route(None).
+                # Suspend this thread's region pool so that the capture's
+                # allocations can only go to the graph pool (see _pools).
                 if pool is not None and (active.accepts_any_graph_pool or self._pools.owns_pool_id(pool)):
                     graph_pool = pool
                 else:
                     if pool is not None:
-                        logger.debug("cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id)
+                        logger.debug(
+                            "cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id
+                        )
                     graph_pool = own_pool.id
-                with torch.cuda.graph(cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode):
+                with torch.cuda.graph(
+                    cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode
+                ):
                     yield
 
     @contextmanager
@@ -282,7 +291,7 @@ class TorchMemorySaver:
 
     @property
     def retain_cpu_backup(self) -> bool:
-        """Keep host backup memory after resume, to reuse on the next pause (default from TMS_RETAIN_CPU_BACKUP)."""
+        """Keep host backup memory after resume for the next pause (default: TMS_RETAIN_CPU_BACKUP)."""
         return bool(_library.library().tms_get_retain_cpu_backup())
 
     @retain_cpu_backup.setter
@@ -290,7 +299,11 @@ class TorchMemorySaver:
         check(_library.library().tms_set_retain_cpu_backup(bool(retain)))
 
     def set_disk_backup_dir(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Directory for disk backups; it must exist and be writable."""
+        """Directory for disk backup files written from now on; it must exist and be writable.
+
+        Raises:
+            BackupIOError: the directory is missing or not writable.
+        """
         check(_library.library().tms_set_disk_backup_dir(encode(os.fspath(path))))
 
     # ---- inspection ----------------------------------------------------------

@@ -15,9 +15,11 @@ from typing import Dict, Optional, Type
 try:
     # Out-of-memory must be catchable as torch.OutOfMemoryError (what torch's
     # caching allocator raises), so torch is imported here when installed.
-    from torch import OutOfMemoryError as _TorchOutOfMemoryError
+    import torch as _torch
 except ImportError:  # the package also works without torch (C ABI, demo, CI)
     _TorchOutOfMemoryError = None
+else:  # torch < 2.5 has it only as torch.cuda.OutOfMemoryError (the same class later)
+    _TorchOutOfMemoryError = getattr(_torch, "OutOfMemoryError", None) or _torch.cuda.OutOfMemoryError
 
 
 class TorchMemorySaverError(Exception):

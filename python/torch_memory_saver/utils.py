@@ -29,7 +29,9 @@ def get_binary_path_from_package(stem: str) -> Path:
         LibraryNotFoundError: the library is not installed or built.
     """
     if stem not in _BINARY_STEMS:
-        raise InvalidArgumentError(f"unknown torch_memory_saver binary stem {stem!r}; expected one of {_BINARY_STEMS}")
+        raise InvalidArgumentError(
+            f"unknown torch_memory_saver binary stem {stem!r}; expected one of {_BINARY_STEMS}"
+        )
     return _library.find_library_path()
 
 

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 os.environ["TMS_DRIVER"] = "sim"
 os.environ.setdefault("TMS_LIBRARY_PATH", str(REPO / "build" / "libtorch_memory_saver.so"))
-# Thread defaults come from TMS_INIT_*; the tests expect the plain defaults.
-for _name in [n for n in os.environ if n.startswith("TMS_INIT_")] + ["TMS_RETAIN_CPU_BACKUP"]:
+# Thread defaults and backup settings come from these variables; the tests expect the plain defaults.
+for _name in [n for n in os.environ if n.startswith(("TMS_INIT_", "TMS_DISK_", "TMS_RETAIN_"))]:
     os.environ.pop(_name, None)
 sys.path.insert(0, str(REPO / "python"))
 
@@ -44,12 +44,12 @@ def engine_left_clean():
 
 @pytest.fixture
 def allocate(lib):
-    """allocate(size, tag=..., cpu_backup=...) -> address; freed (active or paused) after the test."""
+    """allocate(size, tag=, cpu_backup=, disk_backup=) -> address; freed (active or paused) after the test."""
     made = []
 
-    def _allocate(size, tag="test", cpu_backup=False):
+    def _allocate(size, tag="test", cpu_backup=False, disk_backup=False):
         address = ctypes.c_void_p()
-        with _settings.changed(tag=tag, cpu_backup=cpu_backup):
+        with _settings.changed(tag=tag, cpu_backup=cpu_backup, disk_backup=disk_backup):
             _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
         made.append(address.value)
         return address.value
@@ -57,4 +57,3 @@ def allocate(lib):
     yield _allocate
     for address in made:
         _library.check(lib.tms_free(address))
-

@@ -1,16 +1,24 @@
 """The drop-in API that needs no GPU: hook modes, preload checks, stats, subprocess setup."""
 
 import ctypes
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from simhelpers import MIB
-
 import torch_memory_saver
-from torch_memory_saver import TagStats, TorchMemorySaver, _library, configure_subprocess, errors, hooks, stats
+from simhelpers import MIB
+from torch_memory_saver import (
+    TagStats,
+    TorchMemorySaver,
+    _library,
+    configure_subprocess,
+    errors,
+    hooks,
+    stats,
+)
 
 PACKAGE_ROOT = Path(torch_memory_saver.__file__).resolve().parents[1]
 
@@ -76,11 +84,7 @@ def test_expandable_segments_detection(conf, expected):
 
 
 def test_region_without_torch_raises_a_clear_error():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("torch") is not None:
         pytest.skip("torch is installed")
     with pytest.raises(errors.TorchNotAvailableError, match="needs PyTorch") as raised:
         with TorchMemorySaver().region("weights"):
@@ -90,8 +94,10 @@ def test_region_without_torch_raises_a_clear_error():
 
 def test_a_process_started_with_ld_preload_is_detected(lib):
     library = str(_library.loaded_path())
-    probe = ("from torch_memory_saver import torch_memory_saver as t, hooks\n"
-             "print(hooks.is_preloaded(), t.enabled)")
+    probe = (
+        "from torch_memory_saver import torch_memory_saver as t, hooks\n"
+        "print(hooks.is_preloaded(), t.enabled)"
+    )
     preloaded = run_python(probe, LD_PRELOAD=library)
     assert preloaded.returncode == 0, preloaded.stderr
     assert preloaded.stdout.split() == ["True", "True"]
@@ -128,7 +134,13 @@ def test_stats_report_each_tag_and_device(lib, allocate):
         lib.tms_resume(b"stats-a")
     a, b = by_tag["stats-a"], by_tag["stats-b"]
     assert isinstance(a, TagStats)
-    assert (a.device, a.allocations, a.active_bytes, a.paused_bytes, a.backup_bytes) == (0, 1, 0, 4 * MIB, 4 * MIB)
+    assert (a.device, a.allocations, a.active_bytes, a.paused_bytes, a.backup_bytes) == (
+        0,
+        1,
+        0,
+        4 * MIB,
+        4 * MIB,
+    )
     assert (a.pause_count, a.resume_count) == (1, 0)
     assert a.last_pause_seconds >= 0 and a.last_pause_unix > 1.6e9
     assert (b.allocations, b.active_bytes, b.paused_bytes, b.pause_count) == (1, 2 * MIB, 0, 0)
@@ -145,7 +157,10 @@ def test_stats_grow_past_the_first_buffer(lib, allocate):
 def test_demo_runs_on_the_simulated_driver():
     result = subprocess.run(
         [sys.executable, "-m", "torch_memory_saver", "demo", "--simulated", "--size-mb", "8"],
-        env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)), capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SIMULATED driver" in result.stdout
@@ -154,8 +169,13 @@ def test_demo_runs_on_the_simulated_driver():
 
 
 def test_cli_without_a_command_is_a_usage_error():
-    result = subprocess.run([sys.executable, "-m", "torch_memory_saver"], env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch_memory_saver"],
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "demo" in result.stderr
 

@@ -4,7 +4,6 @@ import ctypes
 
 import pytest
 from simhelpers import MIB, pattern
-
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
 
 
@@ -93,13 +92,6 @@ def test_unknown_backup_backend_is_a_value_error():
             pass
     assert isinstance(raised.value, ValueError)
     assert _settings.read() == before
-
-
-def test_disk_backup_is_refused_until_implemented():
-    with pytest.raises(errors.InvalidStateError):
-        with _settings.changed(disk_backup=True):
-            pass
-    assert _settings.read().disk_backup is False
 
 
 def test_unknown_sim_call_name_is_rejected(lib):

@@ -4,7 +4,6 @@ import re
 import shutil
 
 import pytest
-
 import torch_memory_saver
 from torch_memory_saver import _library, errors
 from torch_memory_saver.utils import get_binary_path_from_package
@@ -22,8 +21,16 @@ def test_every_function_of_the_c_abi_is_exported(lib):
 
 
 def test_package_imports_without_torch_and_exports_the_api():
-    for name in ("torch_memory_saver", "TorchMemorySaver", "configure_subprocess", "stats",
-                 "TorchMemorySaverError", "OutOfMemoryError", "InvalidArgumentError", "InvalidStateError"):
+    for name in (
+        "torch_memory_saver",
+        "TorchMemorySaver",
+        "configure_subprocess",
+        "stats",
+        "TorchMemorySaverError",
+        "OutOfMemoryError",
+        "InvalidArgumentError",
+        "InvalidStateError",
+    ):
         assert hasattr(torch_memory_saver, name), name
     assert isinstance(torch_memory_saver.torch_memory_saver, torch_memory_saver.TorchMemorySaver)
 
@@ -49,7 +56,9 @@ def test_the_loaded_copy_is_found_first(lib):
     assert _library.find_library_path().samefile(_library.loaded_path())
 
 
-@pytest.mark.parametrize("stem", ["torch_memory_saver_hook_mode_preload", "torch_memory_saver_hook_mode_torch"])
+@pytest.mark.parametrize(
+    "stem", ["torch_memory_saver_hook_mode_preload", "torch_memory_saver_hook_mode_torch"]
+)
 def test_binary_path_for_both_hook_stems_is_the_one_library(stem, lib):
     path = get_binary_path_from_package(stem)
     assert path.samefile(_library.loaded_path())

@@ -4,7 +4,6 @@ import ctypes
 import logging
 
 from simhelpers import MIB, device_free, pattern
-
 from torch_memory_saver import TorchMemorySaver, stats
 
 
@@ -112,3 +111,23 @@ def test_pause_and_resume_are_logged_with_bytes_and_seconds(allocate, caplog):
     assert lines[0].startswith("pause tag=logged: 2097152 bytes")
     assert lines[1].startswith("resume tag=logged: 2097152 bytes")
     assert all(line.endswith(" s") for line in lines)
+
+
+def test_disk_backup_round_trips_through_a_file(lib, allocate, tmp_path):
+    saver = TorchMemorySaver()
+    saver.set_disk_backup_dir(tmp_path)
+    address = allocate(6 * MIB, tag="disk", disk_backup=True)
+    ctypes.memmove(address, pattern(6 * MIB), 6 * MIB)
+    free_active = device_free(lib)
+
+    saver.pause("disk")
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].stat().st_size >= 6 * MIB
+    assert device_free(lib) - free_active >= 6 * MIB
+    (entry,) = [s for s in stats() if s.tag == "disk"]
+    assert entry.paused_bytes == 6 * MIB
+    assert not lib.tms_get_cpu_backup_pointer(address, 6 * MIB)  # the backup is on disk, not in host memory
+
+    saver.resume("disk")
+    assert ctypes.string_at(address, 6 * MIB) == pattern(6 * MIB)
+    assert list(tmp_path.iterdir()) == []

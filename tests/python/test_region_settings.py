@@ -10,12 +10,12 @@ import threading
 
 import pytest
 from simhelpers import MIB
-
 from torch_memory_saver import _settings, stats
 from torch_memory_saver._settings import ThreadSettings
 
-DEFAULTS = ThreadSettings(interesting=False, tag="default", cpu_backup=False, cpu_backup_backend="pinned",
-                          disk_backup=False)
+DEFAULTS = ThreadSettings(
+    interesting=False, tag="default", cpu_backup=False, cpu_backup_backend="pinned", disk_backup=False
+)
 
 
 def test_a_thread_starts_with_the_defaults():
@@ -36,9 +36,8 @@ def test_nested_settings_restore_the_outer_ones(lib):
 
 
 def test_settings_are_restored_when_the_block_raises():
-    with pytest.raises(KeyError):
-        with _settings.changed(interesting=True, tag="boom"):
-            raise KeyError("boom")
+    with pytest.raises(KeyError), _settings.changed(interesting=True, tag="boom"):
+        raise KeyError("boom")
     assert _settings.read() == DEFAULTS
 
 
