@@ -78,15 +78,26 @@ TMS_API bool tms_get_enable_cpu_backup(void);
 /** Host memory used for backups: "pinned" or "mmap". */
 TMS_API int tms_set_cpu_backup_backend(const char* backend);
 TMS_API const char* tms_get_cpu_backup_backend(void);
-/** Whether this thread's next allocations back up to disk when paused.
- *  Disk backup is not implemented yet: enabling it returns
- *  TMS_ERROR_INVALID_STATE. */
+/** Whether this thread's next allocations back up to disk when paused: on
+ *  pause their contents are written to one file each in the disk backup
+ *  directory (through a bounded staging buffer of 2 x
+ *  TMS_DISK_BACKUP_CHUNK_MB), on resume read back; the file is removed after
+ *  resume, when the allocation is freed, and at exit. Takes precedence over
+ *  CPU backup when both are on. Allocating with it on and no directory set
+ *  (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir) fails with
+ *  TMS_ERROR_CONFIG; an unwritable directory with TMS_ERROR_IO.
+ *  tms_get_cpu_backup_pointer returns NULL for such allocations. */
 TMS_API int tms_set_enable_disk_backup(bool enable);
 TMS_API bool tms_get_enable_disk_backup(void);
 
 /* ---- process-wide settings ----------------------------------------------- */
 
-/** Directory for disk backups; it must exist and be writable. */
+/** Directory for disk backup files (default: TMS_DISK_BACKUP_DIR). It must
+ *  exist and be writable, else TMS_ERROR_IO and the setting is unchanged.
+ *  Applies to files written from now on; files of allocations paused
+ *  earlier stay where they are. Files are named
+ *  tms-backup-<pid>-<address>.bin, are not fsync'ed (scratch data that never
+ *  outlives the process) and use O_DIRECT where the filesystem allows. */
 TMS_API int tms_set_disk_backup_dir(const char* path);
 /** An allocation or resume that would leave less than this many bytes free
  *  on its device fails with TMS_ERROR_OUT_OF_MEMORY. */
@@ -129,6 +140,13 @@ TMS_API int tms_resume(const char* tag);
  *  NULL result with tms_last_status() != TMS_OK is an error (e.g. the range
  *  runs past its allocation). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
+
+/** Waits until host backup memory released so far (after resume, freed in
+ *  the background) is given back to the OS/driver. */
+TMS_API int tms_drain_host_releases(void);
+/** Gives back host memory kept only for speed (the pinned pool of
+ *  retain_cpu_backup and the disk staging buffer). */
+TMS_API int tms_trim_host_memory(void);
 
 /* ---- observability ------------------------------------------------------- */
 

@@ -61,6 +61,8 @@ _SIGNATURES = {
     "tms_resume": (_c_int, [_c_char_p]),
     # uint8_t* is declared as void* so that ctypes hands back a plain int.
     "tms_get_cpu_backup_pointer": (_c_void_p, [_c_void_p, _c_uint64]),
+    "tms_drain_host_releases": (_c_int, []),
+    "tms_trim_host_memory": (_c_int, []),
     # observability
     "tms_stats_json": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),
     "tms_device_memory": (_c_int, [_c_int, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_uint64)]),

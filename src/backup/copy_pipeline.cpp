@@ -1,51 +1,122 @@
 #include "backup/copy_pipeline.h"
 
+#include <algorithm>
 #include <exception>
 #include <set>
 #include <string>
 
+#include "common/errors.h"
 #include "common/log.h"
 
 namespace tms {
 
+CopyPipeline::CopyPipeline(Driver& driver, CopyPipelineOptions options)
+    : driver_(driver), options_(options) {
+  if (options_.chunk_bytes == 0) throw InvalidArgument("copy chunk size must be positive");
+  if (options_.streams_per_device == 0) {
+    throw InvalidArgument("the copy pipeline needs at least one stream per device");
+  }
+}
+
 CopyPipeline::~CopyPipeline() {
-  for (auto& [device, stream] : streams_) {
-    try {
-      driver_.destroy_stream(device, stream);
-    } catch (const std::exception& error) {
-      log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
+  for (auto& [device, streams] : streams_) {
+    for (StreamHandle stream : streams) {
+      try {
+        driver_.destroy_stream(device, stream);
+      } catch (const std::exception& error) {
+        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
+      }
     }
   }
 }
 
-StreamHandle CopyPipeline::stream_for(int device) {
+const std::vector<StreamHandle>& CopyPipeline::streams_for(int device) {
   auto it = streams_.find(device);
   if (it != streams_.end()) return it->second;
-  StreamHandle stream = driver_.create_stream(device);
-  streams_.emplace(device, stream);
-  return stream;
+  // All lanes of a device or none: a half-made set would change what later
+  // operations create, and the engine's accounting with it.
+  std::vector<StreamHandle> streams;
+  try {
+    while (streams.size() < options_.streams_per_device) {
+      streams.push_back(driver_.create_stream(device));
+    }
+  } catch (...) {
+    for (StreamHandle stream : streams) {
+      try {
+        driver_.destroy_stream(device, stream);
+      } catch (const std::exception& error) {
+        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
+      }
+    }
+    throw;
+  }
+  return streams_.emplace(device, std::move(streams)).first->second;
 }
 
-void CopyPipeline::to_host(const std::vector<CopyItem>& items) {
-  // Queue everything first, then wait once per device, so copies of
-  // different devices overlap.
-  std::set<int> devices;
-  for (const CopyItem& item : items) {
-    driver_.copy_to_host_async(item.device, item.host, item.device_ptr, item.size,
-                               stream_for(item.device));
-    devices.insert(item.device);
+void CopyPipeline::run(const std::vector<CopyItem>& items, bool to_host) {
+  std::set<int> used;
+  std::map<int, std::size_t> next_lane;
+  try {
+    for (const CopyItem& item : items) {
+      const std::vector<StreamHandle>& streams = streams_for(item.device);
+      used.insert(item.device);
+      std::size_t& lane = next_lane[item.device];
+      for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
+        size = std::min(options_.chunk_bytes, item.size - offset);
+        std::uint8_t* host = item.host + offset;
+        if (item.buffer != nullptr) {
+          size =
+              item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
+        }
+        StreamHandle stream = streams[lane++ % streams.size()];
+        if (to_host) {
+          driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size, stream);
+        } else {
+          driver_.copy_to_device_async(item.device, item.device_ptr + offset, host, size, stream);
+        }
+      }
+    }
+    for (int device : used) {
+      for (StreamHandle stream : streams_.at(device)) driver_.synchronize_stream(device, stream);
+    }
+  } catch (...) {
+    for (int device : used) drain_quietly(device);
+    throw;
   }
-  for (int device : devices) driver_.synchronize_stream(device, stream_for(device));
 }
 
-void CopyPipeline::to_device(const std::vector<CopyItem>& items) {
-  std::set<int> devices;
-  for (const CopyItem& item : items) {
-    driver_.copy_to_device_async(item.device, item.device_ptr, item.host, item.size,
-                                 stream_for(item.device));
-    devices.insert(item.device);
+void CopyPipeline::to_host(const std::vector<CopyItem>& items) { run(items, /*to_host=*/true); }
+
+void CopyPipeline::to_device(const std::vector<CopyItem>& items) { run(items, /*to_host=*/false); }
+
+void CopyPipeline::start_to_host(int device, std::size_t lane, void* dst, DevicePtr src,
+                                 std::size_t size) {
+  const std::vector<StreamHandle>& streams = streams_for(device);
+  driver_.copy_to_host_async(device, dst, src, size, streams[lane % streams.size()]);
+}
+
+void CopyPipeline::start_to_device(int device, std::size_t lane, DevicePtr dst, const void* src,
+                                   std::size_t size) {
+  const std::vector<StreamHandle>& streams = streams_for(device);
+  driver_.copy_to_device_async(device, dst, src, size, streams[lane % streams.size()]);
+}
+
+void CopyPipeline::wait(int device, std::size_t lane) {
+  const std::vector<StreamHandle>& streams = streams_for(device);
+  driver_.synchronize_stream(device, streams[lane % streams.size()]);
+}
+
+void CopyPipeline::drain_quietly(int device) noexcept {
+  auto it = streams_.find(device);
+  if (it == streams_.end()) return;
+  for (StreamHandle stream : it->second) {
+    try {
+      driver_.synchronize_stream(device, stream);
+    } catch (const std::exception& error) {
+      log(LogLevel::kWarning,
+          std::string("waiting for copies while unwinding failed: ") + error.what());
+    }
   }
-  for (int device : devices) driver_.synchronize_stream(device, stream_for(device));
 }
 
 }  // namespace tms

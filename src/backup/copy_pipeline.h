@@ -1,5 +1,19 @@
 // Moves allocation contents between device and host for backups: the one
 // place that decides streams, chunking and ordering of the copies.
+//
+// Each device gets `streams_per_device` non-blocking streams ("lanes"),
+// created together on first use. An item larger than `chunk_bytes` is cut
+// into chunks, and consecutive chunks (of one item or of many small items)
+// go to the lanes in turn, so several copies are in flight per device and
+// copies of different devices overlap. A copy never spans two registered
+// chunks of a host buffer, and waits until its chunk is registered when the
+// buffer is still being prepared (HostBuffer::copy_extent), so copies
+// overlap the preparation of fresh host memory. A batch returns when every
+// lane it used has drained.
+//
+// On failure every copy already queued is waited for (errors ignored) before
+// the exception leaves, so the caller may free or reuse the host memory at
+// once.
 #pragma once
 
 #include <cstddef>
@@ -7,6 +21,7 @@
 #include <map>
 #include <vector>
 
+#include "backup/host_memory.h"
 #include "driver/driver.h"
 
 namespace tms {
@@ -17,27 +32,50 @@ struct CopyItem {
   DevicePtr device_ptr = 0;
   std::uint8_t* host = nullptr;
   std::size_t size = 0;
+  /// The buffer `host` points into, if any: copies follow its registered
+  /// chunks and wait for them to be ready.
+  const HostBuffer* buffer = nullptr;
+};
+
+struct CopyPipelineOptions {
+  std::size_t chunk_bytes = std::size_t{64} << 20;
+  std::size_t streams_per_device = 2;
 };
 
 class CopyPipeline {
  public:
-  explicit CopyPipeline(Driver& driver) : driver_(driver) {}
+  explicit CopyPipeline(Driver& driver, CopyPipelineOptions options = {});
   CopyPipeline(const CopyPipeline&) = delete;
   CopyPipeline& operator=(const CopyPipeline&) = delete;
   /// Destroys the streams it created (errors are logged).
   ~CopyPipeline();
 
+  [[nodiscard]] const CopyPipelineOptions& options() const { return options_; }
+
   /// Copies every item device -> host; returns when all are complete.
-  /// @throws DriverError; the host side is then partially written.
+  /// @throws DriverError, or what preparing a buffer threw; the host side is
+  /// then partially written and no copy is in flight.
   void to_host(const std::vector<CopyItem>& items);
   /// Copies every item host -> device; returns when all are complete.
   void to_device(const std::vector<CopyItem>& items);
 
+  // --- single copies on one lane, for callers that pipeline themselves ----
+  // (disk backup). `lane` is taken modulo streams_per_device.
+  void start_to_host(int device, std::size_t lane, void* dst, DevicePtr src, std::size_t size);
+  void start_to_device(int device, std::size_t lane, DevicePtr dst, const void* src,
+                       std::size_t size);
+  /// Waits for the copies queued on `lane`. @throws DriverError.
+  void wait(int device, std::size_t lane);
+  /// Waits for every lane of `device`, ignoring errors (for unwinding).
+  void drain_quietly(int device) noexcept;
+
  private:
-  StreamHandle stream_for(int device);
+  const std::vector<StreamHandle>& streams_for(int device);
+  void run(const std::vector<CopyItem>& items, bool to_host);
 
   Driver& driver_;
-  std::map<int, StreamHandle> streams_;  // one per device, created on first use
+  CopyPipelineOptions options_;
+  std::map<int, std::vector<StreamHandle>> streams_;
 };
 
 }  // namespace tms

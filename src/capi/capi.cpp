@@ -2,6 +2,7 @@
 // its body through call_guarded(), which turns every exception into a status
 // and the calling thread's error message: nothing escapes into C, Python or
 // a CUDA runtime caller.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <exception>
@@ -56,15 +57,14 @@ std::optional<std::string> optional_tag(const char* tag) {
 
 AllocationRequest request_from_thread(std::size_t size, int device) {
   const ThreadRegion& region = thread_region();
-  if (region.disk_backup) {
-    throw InvalidState("disk backup is not available yet; allocate without enable_disk_backup");
-  }
   AllocationRequest request;
   request.size = size;
   request.device = device;
   request.tag = region.tag;
   request.policy.cpu_backup = region.cpu_backup;
   request.policy.host_kind = region.cpu_backup_backend;
+  // The engine refuses it at allocation time when no directory is set.
+  request.policy.disk_backup = region.disk_backup;
   return request;
 }
 
@@ -157,13 +157,7 @@ const char* tms_get_cpu_backup_backend(void) {
 }
 
 int tms_set_enable_disk_backup(bool enable) {
-  return call_guarded([&] {
-    if (enable) {
-      throw InvalidState(
-          "disk backup is not available in this version; use enable_cpu_backup instead");
-    }
-    thread_region().disk_backup = false;
-  });
+  return call_guarded([&] { thread_region().disk_backup = enable; });
 }
 
 bool tms_get_enable_disk_backup(void) { return thread_region().disk_backup; }
@@ -174,11 +168,16 @@ int tms_set_disk_backup_dir(const char* path) {
   return call_guarded([&] {
     const std::string dir = require_text(path, "disk backup directory");
     if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
-    if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    struct stat info {};
+    if (stat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) ||
+        access(dir.c_str(), W_OK | X_OK) != 0) {
       throw IoError("disk backup directory '" + dir +
-                    "' does not exist or is not writable; create it or choose another");
+                    "' does not exist, is not a directory or is not writable; create it or "
+                    "choose another");
     }
-    runtime().config.disk_backup_dir = dir;
+    Runtime& rt = runtime();
+    rt.engine->set_disk_backup_dir(dir);
+    rt.config.disk_backup_dir = dir;
   });
 }
 
@@ -257,6 +256,14 @@ uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size) {
   call_guarded(
       [&] { backup = runtime().engine->backup_pointer(reinterpret_cast<DevicePtr>(ptr), size); });
   return backup;
+}
+
+int tms_drain_host_releases(void) {
+  return call_guarded([] { runtime().engine->drain_host_releases(); });
+}
+
+int tms_trim_host_memory(void) {
+  return call_guarded([] { runtime().engine->trim_host_memory(); });
 }
 
 // ---- observability ----

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +21,19 @@ Runtime* g_runtime = nullptr;  // intentionally leaked, see runtime.h
 std::atomic<bool> g_forked_child{false};
 
 void mark_forked_child() { g_forked_child.store(true); }
+
+void remove_disk_backups_at_exit() {
+  // A forked child shares the parent's file names but not its backups.
+  if (g_forked_child.load()) return;
+  if (Runtime* rt = runtime_if_created()) {
+    rt->engine->remove_disk_backups();
+    // No host memory release may still be running while the driver shuts down.
+    try {
+      rt->engine->drain_host_releases();
+    } catch (...) {
+    }
+  }
+}
 
 // The environment is read once; a bad value is reported on every use.
 struct ParsedEnv {
@@ -92,10 +106,21 @@ Runtime& runtime() {
   } else {
     driver = std::make_unique<CudaDriver>();
   }
-  created->engine = new Engine(*driver);
+  EngineOptions options;
+  options.disk.chunk_bytes = created->config.disk_backup_chunk_mb << 20;
+  // Unregistering and unmapping host backups after resume is slow; do it
+  // off the caller's path.
+  options.host.background_release = true;
+  created->engine = new Engine(*driver, options);
   created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
+  if (created->config.disk_backup_dir) {
+    created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
+  }
   created->driver = driver.release();
   pthread_atfork(nullptr, nullptr, mark_forked_child);
+  // Backup files must not outlive the process; the engine itself is never
+  // destroyed (see runtime.h), so remove them explicitly at exit.
+  std::atexit(remove_disk_backups_at_exit);
   g_runtime = created.release();
   log(LogLevel::kInfo,
       std::string("engine ready on the ") + std::string(g_runtime->driver->name()) + " driver");

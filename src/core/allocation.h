@@ -5,15 +5,21 @@
 #include <cstddef>
 #include <string>
 
-#include "backup/host_buffer.h"
+#include "backup/disk_backup.h"
+#include "backup/host_memory.h"
 #include "driver/driver.h"
 
 namespace tms {
 
-/// What happens to an allocation's contents while it is paused.
+/// What happens to an allocation's contents while it is paused. Without a
+/// backup they are discarded (resume gives zero-filled memory). When both
+/// are set, disk backup wins: the contents go to a file, not host memory.
 struct BackupPolicy {
   bool cpu_backup = false;  ///< keep a copy in host memory
   HostMemoryKind host_kind = HostMemoryKind::kPinned;
+  bool disk_backup = false;  ///< keep a copy in a file of the disk backup directory
+
+  [[nodiscard]] bool uses_host_backup() const { return cpu_backup && !disk_backup; }
 
   bool operator==(const BackupPolicy&) const = default;
 };
@@ -41,6 +47,9 @@ struct Allocation {
   /// Host copy of the contents. Holds the data while paused; with retention
   /// on it is kept (stale) while active, to be reused by the next pause.
   HostBuffer backup;
+  /// File holding the contents while paused (disk backup policy only);
+  /// removed on resume, free and engine teardown.
+  DiskFile disk_file;
   /// Set while a pause, resume or free works on this record outside the
   /// registry lock; others wait for it to clear (Engine::idle_).
   bool busy = false;

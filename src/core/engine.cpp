@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <set>
 
@@ -40,28 +41,40 @@ class Stopwatch {
 
 }  // namespace
 
-Engine::Engine(Driver& driver) : driver_(driver), copies_(driver) {}
+Engine::Engine(Driver& driver, EngineOptions options)
+    : driver_(driver),
+      parking_(driver),
+      host_memory_(driver, options.host),
+      copies_(driver, options.copies),
+      disk_(host_memory_, options.file_io != nullptr ? *options.file_io : posix_file_io(), copies_,
+            options.disk) {}
 
 Engine::~Engine() {
   std::lock_guard transition(transition_mutex_);
   std::lock_guard lock(mutex_);
   // Teardown is best effort: a driver that is already gone (process exit)
-  // must not turn into a crash.
-  try {
-    for (auto& [base, allocation] : registry_.all()) {
-      if (allocation->state == AllocationState::kActive) {
-        driver_.unmap(allocation->base, allocation->size);
-        driver_.release_physical(allocation->handle);
-      }
-      driver_.free_reservation(allocation->base, allocation->size);
-      allocation->backup.reset();
+  // must not turn into a crash, and one failure must not keep the rest.
+  auto attempt = [](auto&& step) {
+    try {
+      step();
+    } catch (const std::exception& error) {
+      log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
     }
-    for (PhysicalHandle handle : parked_handles_) driver_.release_physical(handle);
-    for (auto& [va, size] : parked_reservations_) driver_.free_reservation(va, size);
-    for (HostBuffer& buffer : parked_host_buffers_) buffer.reset();
-  } catch (const std::exception& error) {
-    log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
+  };
+  for (auto& [base, allocation] : registry_.all()) {
+    Allocation& a = *allocation;
+    attempt([&] {
+      if (a.state == AllocationState::kActive) {
+        driver_.unmap(a.base, a.size);
+        driver_.release_physical(a.handle);
+      }
+      driver_.free_reservation(a.base, a.size);
+    });
+    attempt([&] { a.backup.reset(); });
+    attempt([&] { a.disk_file.remove(); });
   }
+  parking_.retry();
+  attempt([&] { disk_.release_staging(); });
 }
 
 // ---- allocate / free -----------------------------------------------------
@@ -74,13 +87,22 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
                           std::to_string(driver_.device_count()) + " devices)");
   }
   retry_parked();
+  if (request.policy.disk_backup) {
+    const std::string dir = disk_backup_dir();
+    if (dir.empty()) {
+      throw ConfigError(
+          "disk backup is enabled for this allocation but no disk backup directory is set; set "
+          "TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
+    }
+    disk_.check_directory(dir);
+  }
   const std::size_t granularity = driver_.granularity(device);
   const std::size_t size = round_up(request.size, granularity);
   check_headroom(device, size, "allocation");
 
-  VaReservation reservation(driver_, size, granularity);
-  PhysicalMemory physical(driver_, device, size);
-  Mapping mapping(driver_, reservation.va(), size, physical.handle(), device);
+  VaReservation reservation(driver_, parking_, size, granularity);
+  PhysicalMemory physical(driver_, parking_, device, size);
+  Mapping mapping(driver_, parking_, reservation.va(), size, physical.handle(), device);
 
   auto allocation = std::make_unique<Allocation>();
   allocation->base = reservation.va();
@@ -132,9 +154,10 @@ void Engine::free(DevicePtr ptr) {
     owned = registry_.remove(ptr);
   }
   idle_.notify_all();
-  if (owned->state == AllocationState::kActive) release_or_park(owned->handle);
-  free_reservation_or_park(owned->base, owned->size);
-  if (!owned->backup.empty()) free_host_or_park(std::move(owned->backup));
+  if (owned->state == AllocationState::kActive) parking_.release_or_park(owned->handle);
+  parking_.free_reservation_or_park(owned->base, owned->size);
+  owned->backup.reset();
+  if (!owned->disk_file.empty()) parking_.remove_or_park(std::move(owned->disk_file));
 }
 
 bool Engine::owns(DevicePtr ptr) const {
@@ -150,31 +173,51 @@ void Engine::pause(const std::optional<std::string>& tag) {
   const Stopwatch stopwatch;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
-  struct Unclaim {
-    Engine* engine;
-    const std::vector<Allocation*>& claimed;
-    ~Unclaim() { engine->unclaim(claimed); }
-  } unclaim_on_exit{this, claimed};
+  const ClaimGuard unclaim_on_exit(*this, claimed);
 
   // 1. Let the work that uses the memory finish, so copies see its results
   //    and nothing touches a range after it is unmapped.
   synchronize_devices(claimed);
 
-  // 2. Back up. New buffers live here until the commit; on failure they are
-  //    freed and every allocation is still active and intact.
-  std::vector<HostBuffer> backups(claimed.size());
+  // 2. Back up to host memory. New buffers come in one batch (pooled
+  //    memory first, then fresh blocks registered while the copies run) and
+  //    live in `batch` until the commit; on failure they are given back and
+  //    every allocation is still active and intact.
+  std::vector<HostRequest> requests;
+  std::vector<std::size_t> request_of(claimed.size(), SIZE_MAX);
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    const Allocation& allocation = *claimed[i];
+    if (!allocation.policy.uses_host_backup() || !allocation.backup.empty()) continue;
+    request_of[i] = requests.size();
+    requests.push_back({allocation.requested_size, allocation.policy.host_kind});
+  }
+  HostBatch batch = host_memory_.acquire(requests);
   std::vector<CopyItem> copies;
   for (std::size_t i = 0; i < claimed.size(); ++i) {
-    Allocation& allocation = *claimed[i];
-    if (!allocation.policy.cpu_backup) continue;
-    if (allocation.backup.empty()) {
-      backups[i] = HostBuffer(driver_, allocation.requested_size, allocation.policy.host_kind);
-    }
-    HostBuffer& target = backups[i].empty() ? allocation.backup : backups[i];
+    const Allocation& allocation = *claimed[i];
+    if (!allocation.policy.uses_host_backup()) continue;
+    const HostBuffer& target =
+        request_of[i] == SIZE_MAX ? allocation.backup : batch.buffers[request_of[i]];
     copies.push_back(
-        {allocation.device, allocation.base, target.data(), allocation.requested_size});
+        {allocation.device, allocation.base, target.data(), allocation.requested_size, &target});
   }
   copies_.to_host(copies);
+  batch.wait_all();
+
+  // 2b. Disk backups, one file each. A failure unlinks the files written so
+  //     far (DiskFile) and leaves every allocation active.
+  std::vector<DiskFile> files(claimed.size());
+  std::string dir;
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    const Allocation& allocation = *claimed[i];
+    if (!allocation.policy.disk_backup) continue;
+    if (dir.empty()) dir = disk_backup_dir();
+    if (dir.empty()) {
+      throw ConfigError(
+          "disk backup needs a directory; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir()");
+    }
+    files[i] = disk_.save(dir, allocation.device, allocation.base, allocation.requested_size);
+  }
 
   // 3. Unmap. If one fails, map the ones already unmapped again: their
   //    physical memory is still alive, so their contents come back intact.
@@ -198,14 +241,15 @@ void Engine::pause(const std::optional<std::string>& tag) {
   }
 
   // 4. Commit: release the physical memory and publish the new state.
-  for (Allocation* allocation : claimed) release_or_park(allocation->handle);
+  for (Allocation* allocation : claimed) parking_.release_or_park(allocation->handle);
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
       Allocation& allocation = *claimed[i];
       allocation.handle = 0;
       allocation.state = AllocationState::kPaused;
-      if (!backups[i].empty()) allocation.backup = std::move(backups[i]);
+      if (request_of[i] != SIZE_MAX) allocation.backup = std::move(batch.buffers[request_of[i]]);
+      if (!files[i].empty()) allocation.disk_file = std::move(files[i]);
     }
   }
   record_transition(claimed, /*pause=*/true, stopwatch.seconds());
@@ -221,11 +265,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   const Stopwatch stopwatch;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
-  struct Unclaim {
-    Engine* engine;
-    const std::vector<Allocation*>& claimed;
-    ~Unclaim() { engine->unclaim(claimed); }
-  } unclaim_on_exit{this, claimed};
+  const ClaimGuard unclaim_on_exit(*this, claimed);
 
   // Check every device up front so an obvious shortfall fails before
   // anything is created, with the whole amount in the message.
@@ -238,7 +278,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   physical.reserve(claimed.size());
   try {
     for (const Allocation* allocation : claimed) {
-      physical.emplace_back(driver_, allocation->device, allocation->size);
+      physical.emplace_back(driver_, parking_, allocation->device, allocation->size);
     }
   } catch (const OutOfMemory& error) {
     const int device = claimed[physical.size()]->device;
@@ -257,7 +297,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   mappings.reserve(claimed.size());
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     const Allocation& allocation = *claimed[i];
-    mappings.emplace_back(driver_, allocation.base, allocation.size, physical[i].handle(),
+    mappings.emplace_back(driver_, parking_, allocation.base, allocation.size, physical[i].handle(),
                           allocation.device);
   }
 
@@ -267,12 +307,18 @@ void Engine::resume(const std::optional<std::string>& tag) {
   for (const Allocation* allocation : claimed) {
     if (allocation->backup.empty()) continue;
     copies.push_back({allocation->device, allocation->base, allocation->backup.data(),
-                      allocation->requested_size});
+                      allocation->requested_size, &allocation->backup});
   }
   copies_.to_device(copies);
+  for (const Allocation* allocation : claimed) {
+    if (allocation->disk_file.empty()) continue;
+    disk_.load(allocation->disk_file, allocation->device, allocation->base,
+               allocation->requested_size);
+  }
 
   // 4. Commit.
   std::vector<HostBuffer> dropped;
+  std::vector<DiskFile> dropped_files;
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -283,9 +329,11 @@ void Engine::resume(const std::optional<std::string>& tag) {
       if (!retain_cpu_backup_ && !allocation.backup.empty()) {
         dropped.push_back(std::move(allocation.backup));
       }
+      if (!allocation.disk_file.empty()) dropped_files.push_back(std::move(allocation.disk_file));
     }
   }
-  for (HostBuffer& buffer : dropped) free_host_or_park(std::move(buffer));
+  dropped.clear();  // given back (in the background when so configured)
+  for (DiskFile& file : dropped_files) parking_.remove_or_park(std::move(file));
   record_transition(claimed, /*pause=*/false, stopwatch.seconds());
   log(LogLevel::kInfo,
       "resumed " + std::to_string(claimed.size()) + " allocations of " + describe_tag(tag));
@@ -318,6 +366,7 @@ std::size_t Engine::memory_margin_bytes() const {
 }
 
 void Engine::set_retain_cpu_backup(bool retain) {
+  host_memory_.set_pooling(retain);  // off: frees the pool
   std::vector<HostBuffer> dropped;
   {
     std::lock_guard lock(mutex_);
@@ -332,12 +381,54 @@ void Engine::set_retain_cpu_backup(bool retain) {
       }
     }
   }
-  for (HostBuffer& buffer : dropped) free_host_or_park(std::move(buffer));
+  dropped.clear();
 }
 
 bool Engine::retain_cpu_backup() const {
   std::lock_guard lock(mutex_);
   return retain_cpu_backup_;
+}
+
+void Engine::set_disk_backup_dir(std::string dir) {
+  if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  std::lock_guard lock(mutex_);
+  disk_dir_ = std::move(dir);
+}
+
+std::string Engine::disk_backup_dir() const {
+  std::lock_guard lock(mutex_);
+  return disk_dir_;
+}
+
+void Engine::trim_host_memory() {
+  {
+    std::lock_guard transition(transition_mutex_);  // the staging buffer is used under it
+    disk_.release_staging();
+  }
+  host_memory_.trim();  // after: the staging buffer may have gone to the pool
+}
+
+void Engine::drain_host_releases() { host_memory_.drain(); }
+
+void Engine::remove_disk_backups() noexcept {
+  try {
+    std::lock_guard transition(transition_mutex_);
+    std::vector<DiskFile> files;
+    {
+      std::lock_guard lock(mutex_);
+      // A busy record is being freed, which removes its file itself.
+      for (auto& [base, allocation] : registry_.all()) {
+        if (!allocation->busy && !allocation->disk_file.empty()) {
+          files.push_back(std::move(allocation->disk_file));
+        }
+      }
+    }
+    for (DiskFile& file : files) parking_.remove_or_park(std::move(file));
+    parking_.remove_files();
+  } catch (const std::exception& error) {
+    log(LogLevel::kError, std::string("removing disk backups failed: ") + error.what());
+  }
 }
 
 EngineStats Engine::stats() const {
@@ -367,8 +458,7 @@ EngineStats Engine::stats() const {
   }
   EngineStats result;
   for (auto& [key, stats] : entries) result.entries.push_back(std::move(stats));
-  result.deferred_releases =
-      parked_handles_.size() + parked_reservations_.size() + parked_host_buffers_.size();
+  result.deferred_releases = parking_.size() + host_memory_.failed_releases();
   return result;
 }
 
@@ -436,54 +526,9 @@ void Engine::record_transition(const std::vector<Allocation*>& allocations, bool
   }
 }
 
-void Engine::release_or_park(PhysicalHandle handle) {
-  try {
-    driver_.release_physical(handle);
-  } catch (const std::exception& error) {
-    log(LogLevel::kWarning,
-        std::string("releasing physical memory failed, will retry: ") + error.what());
-    std::lock_guard lock(mutex_);
-    parked_handles_.push_back(handle);
-  }
-}
-
-void Engine::free_reservation_or_park(DevicePtr va, std::size_t size) {
-  try {
-    driver_.free_reservation(va, size);
-  } catch (const std::exception& error) {
-    log(LogLevel::kWarning, std::string("freeing a VA range failed, will retry: ") + error.what());
-    std::lock_guard lock(mutex_);
-    parked_reservations_.emplace_back(va, size);
-  }
-}
-
-void Engine::free_host_or_park(HostBuffer buffer) {
-  try {
-    buffer.reset();
-  } catch (const std::exception& error) {
-    log(LogLevel::kWarning,
-        std::string("freeing host backup memory failed, will retry: ") + error.what());
-    std::lock_guard lock(mutex_);
-    parked_host_buffers_.push_back(std::move(buffer));
-  }
-}
-
 void Engine::retry_parked() {
-  std::vector<PhysicalHandle> handles;
-  std::vector<std::pair<DevicePtr, std::size_t>> reservations;
-  std::vector<HostBuffer> buffers;
-  {
-    std::lock_guard lock(mutex_);
-    if (parked_handles_.empty() && parked_reservations_.empty() && parked_host_buffers_.empty()) {
-      return;
-    }
-    handles.swap(parked_handles_);
-    reservations.swap(parked_reservations_);
-    buffers.swap(parked_host_buffers_);
-  }
-  for (PhysicalHandle handle : handles) release_or_park(handle);
-  for (auto& [va, size] : reservations) free_reservation_or_park(va, size);
-  for (HostBuffer& buffer : buffers) free_host_or_park(std::move(buffer));
+  host_memory_.retry_failed();
+  parking_.retry();
 }
 
 }  // namespace tms

@@ -11,11 +11,18 @@
 //    the operation still completes and the resource is parked and given back
 //    at the start of the next operation (see deferred_releases in stats).
 //
-// Locking: transition_mutex_ serializes pause and resume with each other;
-// mutex_ guards the registry, the stats and each record's fields. Lock order:
-// transition_mutex_, then mutex_. Driver calls (copies, synchronization,
-// mapping) run without mutex_; records being worked on are marked busy, and
-// free() of a busy record waits until it is idle again.
+//  - Disk backup (BackupPolicy::disk_backup) writes a paused allocation's
+//    contents to one file in the disk backup directory (backup/disk_backup.h)
+//    and reads it back on resume; the file is removed after a successful
+//    resume, on free, on engine teardown and by remove_disk_backups().
+//
+// Locking: transition_mutex_ serializes pause, resume and
+// remove_disk_backups with each other; mutex_ guards the registry, the
+// stats, the settings and each record's fields. Lock order:
+// transition_mutex_, then mutex_, then HostMemory's own mutex (releasing a
+// HostBuffer may take it). Driver calls (copies, synchronization,
+// mapping) and file I/O run without mutex_; records being worked on are
+// marked busy, and free() of a busy record waits until it is idle again.
 #pragma once
 
 #include <condition_variable>
@@ -28,27 +35,42 @@
 #include <vector>
 
 #include "backup/copy_pipeline.h"
-#include "backup/host_buffer.h"
+#include "backup/disk_backup.h"
+#include "backup/file_io.h"
+#include "backup/host_memory.h"
 #include "core/allocation.h"
+#include "core/parking_lot.h"
 #include "core/registry.h"
 #include "core/stats.h"
 #include "driver/driver.h"
 
 namespace tms {
 
+/// Tuning and test seams; the defaults are what the library uses.
+struct EngineOptions {
+  HostMemoryOptions host;
+  CopyPipelineOptions copies;
+  DiskBackupOptions disk;  ///< chunk_bytes from TMS_DISK_BACKUP_CHUNK_MB
+  /// File operations of disk backup; nullptr: the real ones (posix_file_io).
+  /// Must outlive the engine.
+  FileIo* file_io = nullptr;
+};
+
 class Engine {
  public:
-  explicit Engine(Driver& driver);
+  explicit Engine(Driver& driver, EngineOptions options = {});
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
-  /// Frees every allocation, backup and stream it still holds.
+  /// Frees every allocation, backup, backup file and stream it still holds.
   ~Engine();
 
   [[nodiscard]] Driver& driver() const { return driver_; }
 
   /// Reserves, creates and maps `request.size` bytes. @throws OutOfMemory
   /// (also when the allocation would leave less than the margin free),
-  /// InvalidArgument, DriverError.
+  /// InvalidArgument, DriverError; ConfigError when the policy asks for
+  /// disk backup and no directory is set, IoError when that directory is
+  /// not writable.
   DevicePtr allocate(const AllocationRequest& request);
   /// Frees the allocation based at `ptr`, active or paused. An active one
   /// waits for its device first. @throws InvalidArgument for an unknown or
@@ -56,22 +78,47 @@ class Engine {
   void free(DevicePtr ptr);
   [[nodiscard]] bool owns(DevicePtr ptr) const;
 
-  /// @throws OutOfMemory (backup memory), DriverError; nothing changed then.
+  /// @throws OutOfMemory (backup memory), DriverError, IoError (disk
+  /// backup: no backup file remains then); nothing changed then.
   void pause(const std::optional<std::string>& tag);
-  /// @throws OutOfMemory with bytes needed and free, DriverError; nothing
-  /// changed then.
+  /// @throws OutOfMemory with bytes needed and free, DriverError, IoError
+  /// (disk backup); nothing changed then: everything stays paused with its
+  /// host backup or backup file.
   void resume(const std::optional<std::string>& tag);
 
   /// Host copy of [ptr, ptr+size) of a paused allocation with a backup, or
-  /// nullptr when there is none. @throws InvalidArgument when the range runs
-  /// past its allocation.
+  /// nullptr when there is none (also for disk backups, which have no host
+  /// copy). @throws InvalidArgument when the range runs past its allocation.
   [[nodiscard]] std::uint8_t* backup_pointer(DevicePtr ptr, std::size_t size) const;
 
   void set_memory_margin_bytes(std::size_t bytes);
   [[nodiscard]] std::size_t memory_margin_bytes() const;
-  /// Keep host backups after resume for reuse by the next pause.
+  /// Keep host backups after resume for reuse by the next pause, and pool
+  /// the page-locked host memory of freed allocations (bounded by
+  /// HostMemoryOptions::pool_limit_bytes) for later pauses. Turning it off
+  /// gives retained backups and the pool back.
   void set_retain_cpu_backup(bool retain);
   [[nodiscard]] bool retain_cpu_backup() const;
+
+  /// Directory for new disk backup files (TMS_DISK_BACKUP_DIR by default,
+  /// set by the runtime). Not checked here: allocations with the disk
+  /// policy check it. Files already written stay where they are.
+  /// @throws InvalidArgument for an empty path.
+  void set_disk_backup_dir(std::string dir);
+  /// "" when none is set.
+  [[nodiscard]] std::string disk_backup_dir() const;
+  /// Removes every disk backup file now, for exit handlers. Allocations
+  /// paused with a disk backup lose their contents: a later resume gives
+  /// them zero-filled memory. Waits for a pause or resume in progress.
+  /// Never throws; failures are logged.
+  void remove_disk_backups() noexcept;
+
+  /// Gives back host memory kept only for speed: the pool and the disk
+  /// staging buffer (made again on next use).
+  void trim_host_memory();
+  /// Waits until host memory released so far is given back, when that runs
+  /// in the background (HostMemoryOptions::background_release).
+  void drain_host_releases();
 
   [[nodiscard]] EngineStats stats() const;
 
@@ -94,25 +141,37 @@ class Engine {
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
-  /// Releases through the driver, or parks the resource if that fails.
-  void release_or_park(PhysicalHandle handle);
-  void free_reservation_or_park(DevicePtr va, std::size_t size);
-  void free_host_or_park(HostBuffer buffer);
+  /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
+
+  /// Unclaims its allocations when the operation that claimed them ends.
+  class ClaimGuard {
+   public:
+    ClaimGuard(Engine& engine, const std::vector<Allocation*>& claimed)
+        : engine_(engine), claimed_(claimed) {}
+    ClaimGuard(const ClaimGuard&) = delete;
+    ClaimGuard& operator=(const ClaimGuard&) = delete;
+    ~ClaimGuard() { engine_.unclaim(claimed_); }
+
+   private:
+    Engine& engine_;
+    const std::vector<Allocation*>& claimed_;
+  };
 
   Driver& driver_;
   std::mutex transition_mutex_;
   mutable std::mutex mutex_;
   std::condition_variable idle_;
+  ParkingLot parking_;  // before everything whose teardown may park
+  // Declared before everything that holds host buffers, so it outlives them.
+  HostMemory host_memory_;
+  CopyPipeline copies_;  // only pause and resume use it (under transition_mutex_)
+  DiskBackupIo disk_;    // likewise
   Registry registry_;
   std::map<StatsKey, Counters> counters_;
-  CopyPipeline copies_;  // only pause and resume use it (under transition_mutex_)
   std::size_t margin_bytes_ = 0;
   bool retain_cpu_backup_ = false;
-
-  std::vector<PhysicalHandle> parked_handles_;
-  std::vector<std::pair<DevicePtr, std::size_t>> parked_reservations_;
-  std::vector<HostBuffer> parked_host_buffers_;
+  std::string disk_dir_;
 };
 
 }  // namespace tms

@@ -1,7 +1,10 @@
 // The C ABI of the shared library on the simulated driver with two devices
 // of 256 MiB (main() sets the environment before the engine reads it).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -31,6 +34,8 @@ TEST(CApi, AllocatePauseResumeKeepsBackedUpBytes) {
   EXPECT_EQ(backup[99], 0x5a);
   ASSERT_EQ(tms_resume("capi"), TMS_OK) << tms_last_error();
   EXPECT_EQ(static_cast<uint8_t*>(ptr)[3 * kMiB - 1], 0x5a);
+  EXPECT_EQ(tms_drain_host_releases(), TMS_OK);
+  EXPECT_EQ(tms_trim_host_memory(), TMS_OK);
   EXPECT_TRUE(tms_owns(static_cast<uint8_t*>(ptr) + 5));
   ASSERT_EQ(tms_free(ptr), TMS_OK);
   EXPECT_FALSE(tms_owns(ptr));
@@ -67,6 +72,38 @@ TEST(CApi, BadArgumentsReturnAStatusAndAMessage) {
   ASSERT_EQ(tms_stats_json(json.data(), json.size(), &required), TMS_OK);
   EXPECT_NE(json.find("\"driver\": \"sim\""), std::string::npos) << json;
   EXPECT_STREQ(tms_status_name(TMS_ERROR_OUT_OF_MEMORY), "TMS_ERROR_OUT_OF_MEMORY");
+}
+
+TEST(CApi, DiskBackupRoundTripsThroughAFileThatIsRemovedOnResume) {
+  char dir[] = "/tmp/tms-capi-disk-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string missing = std::string(dir) + "/missing";
+  EXPECT_EQ(tms_set_disk_backup_dir(missing.c_str()), TMS_ERROR_IO);
+  EXPECT_NE(std::string(tms_last_error()).find(missing), std::string::npos) << tms_last_error();
+  const std::string plain_file = std::string(dir) + "/not-a-directory";
+  std::fclose(std::fopen(plain_file.c_str(), "w"));
+  EXPECT_EQ(tms_set_disk_backup_dir(plain_file.c_str()), TMS_ERROR_IO);
+  unlink(plain_file.c_str());
+  ASSERT_EQ(tms_set_disk_backup_dir(dir), TMS_OK) << tms_last_error();
+  ASSERT_EQ(tms_set_current_tag("capi-disk"), TMS_OK);
+  ASSERT_EQ(tms_set_enable_disk_backup(true), TMS_OK);
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, 3 * kMiB + 11, 1), TMS_OK) << tms_last_error();
+  ASSERT_EQ(tms_set_enable_disk_backup(false), TMS_OK);
+  std::memset(ptr, 0x3c, 3 * kMiB + 11);
+  ASSERT_EQ(tms_pause("capi-disk"), TMS_OK) << tms_last_error();
+  char name[128];
+  std::snprintf(name, sizeof(name), "%s/tms-backup-%ld-%llx.bin", dir, static_cast<long>(getpid()),
+                static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(ptr)));
+  EXPECT_EQ(access(name, F_OK), 0) << name;
+  EXPECT_EQ(tms_get_cpu_backup_pointer(static_cast<uint8_t*>(ptr), 64), nullptr);
+  ASSERT_EQ(tms_resume("capi-disk"), TMS_OK) << tms_last_error();
+  EXPECT_NE(access(name, F_OK), 0) << "removed after resume";
+  EXPECT_EQ(static_cast<uint8_t*>(ptr)[0], 0x3c);
+  EXPECT_EQ(static_cast<uint8_t*>(ptr)[3 * kMiB + 10], 0x3c);
+  ASSERT_EQ(tms_free(ptr), TMS_OK);
+  EXPECT_EQ(rmdir(dir), 0) << "no file left behind";
+  tms_set_current_tag("default");
 }
 
 TEST(CApi, OutOfMemoryOnResumeIsAStatusNotACrash) {
@@ -146,13 +183,36 @@ TEST(CApi, ProcessWideSettingsRoundTrip) {
   ASSERT_EQ(tms_set_retain_cpu_backup(true), TMS_OK);
   EXPECT_TRUE(tms_get_retain_cpu_backup());
   ASSERT_EQ(tms_set_retain_cpu_backup(false), TMS_OK);
-  EXPECT_EQ(tms_set_enable_disk_backup(true), TMS_ERROR_INVALID_STATE);
+  EXPECT_EQ(tms_set_enable_disk_backup(true), TMS_OK);
+  EXPECT_TRUE(tms_get_enable_disk_backup());
+  EXPECT_EQ(tms_set_enable_disk_backup(false), TMS_OK);
   EXPECT_FALSE(tms_get_enable_disk_backup());
   EXPECT_EQ(tms_set_disk_backup_dir("/tmp"), TMS_OK);
   uint64_t free_bytes = 0;
   uint64_t total_bytes = 0;
   ASSERT_EQ(tms_device_memory(1, &free_bytes, &total_bytes), TMS_OK);
   EXPECT_EQ(total_bytes, 256 * kMiB);
+}
+
+TEST(CApi, ForkedChildGetsAClearErrorInsteadOfACrash) {
+  ASSERT_EQ(tms_init(), TMS_OK);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // The child inherits the parent's engine but not its GPU context.
+    const int status = tms_pause(nullptr);
+    const bool names_fork = std::string(tms_last_error()).find("fork") != std::string::npos;
+    void* ptr = nullptr;
+    const int malloc_status = tms_malloc(&ptr, kMiB, 0);
+    _exit(status == TMS_ERROR_INVALID_STATE && names_fork &&
+                  malloc_status == TMS_ERROR_INVALID_STATE
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child crashed";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(tms_pause("still-works-in-parent"), TMS_OK);
 }
 
 }  // namespace

@@ -1,0 +1,156 @@
+#include "backup/file_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <iterator>
+
+namespace tms {
+namespace {
+
+constexpr std::string_view kFileCallNames[] = {"open",  "pwrite", "pread",
+                                               "close", "unlink", "access"};
+static_assert(std::size(kFileCallNames) == static_cast<std::size_t>(FileCall::kCount));
+
+}  // namespace
+
+int PosixFileIo::open(const char* path, int flags, mode_t mode) {
+  return ::open(path, flags, mode);
+}
+
+ssize_t PosixFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t offset) {
+  return ::pwrite(fd, buffer, count, offset);
+}
+
+ssize_t PosixFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
+  return ::pread(fd, buffer, count, offset);
+}
+
+int PosixFileIo::close(int fd) { return ::close(fd); }
+
+int PosixFileIo::unlink(const char* path) { return ::unlink(path); }
+
+int PosixFileIo::access(const char* path, int mode) { return ::access(path, mode); }
+
+FileIo& posix_file_io() {
+  // Never destroyed: exit handlers that remove backup files may run after
+  // static destructors.
+  static PosixFileIo* const io = new PosixFileIo;
+  return *io;
+}
+
+std::string_view file_call_name(FileCall call) {
+  return kFileCallNames[static_cast<std::size_t>(call)];
+}
+
+void FaultyFileIo::fail_call(FileCall call, int nth, int error) {
+  std::lock_guard lock(mutex_);
+  failures_[static_cast<std::size_t>(call)].push_back({nth, error});
+}
+
+void FaultyFileIo::clear_failures() {
+  std::lock_guard lock(mutex_);
+  for (auto& pending : failures_) pending.clear();
+}
+
+std::size_t FaultyFileIo::call_count(FileCall call) const {
+  std::lock_guard lock(mutex_);
+  return counts_[static_cast<std::size_t>(call)];
+}
+
+void FaultyFileIo::set_max_transfer(std::size_t bytes) {
+  std::lock_guard lock(mutex_);
+  max_transfer_ = bytes;
+}
+
+void FaultyFileIo::set_refuse_direct_io(bool refuse) {
+  std::lock_guard lock(mutex_);
+  refuse_direct_io_ = refuse;
+}
+
+int FaultyFileIo::enter(FileCall call) {
+  std::lock_guard lock(mutex_);
+  const auto index = static_cast<std::size_t>(call);
+  ++counts_[index];
+  auto& pending = failures_[index];
+  for (auto& failure : pending) --failure.remaining;
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    if (it->remaining > 0) continue;
+    const int error = it->error;
+    pending.erase(it);
+    return error;
+  }
+  return 0;
+}
+
+int FaultyFileIo::open(const char* path, int flags, mode_t mode) {
+  if (const int error = enter(FileCall::kOpen); error != 0) {
+    errno = error;
+    return -1;
+  }
+  bool refuse = false;
+  {
+    std::lock_guard lock(mutex_);
+    refuse = refuse_direct_io_;
+  }
+  if (refuse && (flags & O_DIRECT) != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return PosixFileIo::open(path, flags, mode);
+}
+
+ssize_t FaultyFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t offset) {
+  if (const int error = enter(FileCall::kPwrite); error != 0) {
+    errno = error;
+    return -1;
+  }
+  std::size_t limit = 0;
+  {
+    std::lock_guard lock(mutex_);
+    limit = max_transfer_;
+  }
+  return PosixFileIo::pwrite(fd, buffer, limit != 0 && count > limit ? limit : count, offset);
+}
+
+ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
+  if (const int error = enter(FileCall::kPread); error != 0) {
+    errno = error;
+    return -1;
+  }
+  std::size_t limit = 0;
+  {
+    std::lock_guard lock(mutex_);
+    limit = max_transfer_;
+  }
+  return PosixFileIo::pread(fd, buffer, limit != 0 && count > limit ? limit : count, offset);
+}
+
+int FaultyFileIo::close(int fd) {
+  const int error = enter(FileCall::kClose);
+  const int result = PosixFileIo::close(fd);
+  if (error != 0) {
+    errno = error;
+    return -1;
+  }
+  return result;
+}
+
+int FaultyFileIo::unlink(const char* path) {
+  if (const int error = enter(FileCall::kUnlink); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::unlink(path);
+}
+
+int FaultyFileIo::access(const char* path, int mode) {
+  if (const int error = enter(FileCall::kAccess); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::access(path, mode);
+}
+
+}  // namespace tms

@@ -1,0 +1,94 @@
+// The few file operations disk backup makes, behind an interface so tests can
+// make the N-th call of a kind fail (the disk counterpart of SimDriver's
+// fault injection).
+//
+// Every method has POSIX semantics: it returns -1 (or a negative count) and
+// sets errno on failure. The caller (backup/disk_backup.cpp) turns failures
+// into IoError with the path and what was being done, retries EINTR and
+// short transfers, and falls back from O_DIRECT when open() refuses it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstddef>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+namespace tms {
+
+class FileIo {
+ public:
+  FileIo() = default;
+  FileIo(const FileIo&) = delete;
+  FileIo& operator=(const FileIo&) = delete;
+  virtual ~FileIo() = default;
+
+  virtual int open(const char* path, int flags, mode_t mode) = 0;
+  virtual ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) = 0;
+  virtual ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) = 0;
+  /// As on Linux, the descriptor is gone afterwards even when this fails.
+  virtual int close(int fd) = 0;
+  virtual int unlink(const char* path) = 0;
+  /// access(2): whether the calling process may use `path` with `mode`.
+  virtual int access(const char* path, int mode) = 0;
+};
+
+/// The real thing: thin wrappers over the system calls.
+class PosixFileIo : public FileIo {
+ public:
+  int open(const char* path, int flags, mode_t mode) override;
+  ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
+  ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
+  int close(int fd) override;
+  int unlink(const char* path) override;
+  int access(const char* path, int mode) override;
+};
+
+/// The process-wide PosixFileIo.
+FileIo& posix_file_io();
+
+/// Each FileIo method that FaultyFileIo can make fail.
+enum class FileCall { kOpen, kPwrite, kPread, kClose, kUnlink, kAccess, kCount };
+
+/// "open" for FileCall::kOpen, and so on.
+std::string_view file_call_name(FileCall call);
+
+/// PosixFileIo with fault injection and call counts, for tests. Thread-safe.
+class FaultyFileIo final : public PosixFileIo {
+ public:
+  /// The `nth` (1-based) next call of `call` fails with `error` (errno).
+  /// A failing close() still closes the descriptor, as Linux does.
+  void fail_call(FileCall call, int nth, int error);
+  void clear_failures();
+  [[nodiscard]] std::size_t call_count(FileCall call) const;
+  /// pwrite/pread move at most this many bytes per call (0: no limit), to
+  /// exercise the short-transfer loops.
+  void set_max_transfer(std::size_t bytes);
+  /// open() with O_DIRECT fails with EINVAL, as on filesystems without it.
+  void set_refuse_direct_io(bool refuse);
+
+  int open(const char* path, int flags, mode_t mode) override;
+  ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
+  ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
+  int close(int fd) override;
+  int unlink(const char* path) override;
+  int access(const char* path, int mode) override;
+
+ private:
+  struct Failure {
+    int remaining;
+    int error;
+  };
+  /// Counts the call; returns the errno to fail with, or 0.
+  int enter(FileCall call);
+
+  mutable std::mutex mutex_;
+  std::array<std::size_t, static_cast<std::size_t>(FileCall::kCount)> counts_{};
+  std::array<std::vector<Failure>, static_cast<std::size_t>(FileCall::kCount)> failures_;
+  std::size_t max_transfer_ = 0;
+  bool refuse_direct_io_ = false;
+};
+
+}  // namespace tms

@@ -1,0 +1,468 @@
+#include "backup/host_memory.h"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "common/errors.h"
+#include "common/log.h"
+
+namespace tms {
+namespace {
+
+constexpr std::size_t kPage = 4096;
+
+std::size_t round_up(std::size_t value, std::size_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+unsigned default_threads() {
+  const unsigned cores = std::thread::hardware_concurrency();
+  return std::clamp(cores / 2, 1u, 8u);
+}
+
+}  // namespace
+
+/// One run of host memory, registered in chunks.
+struct HostBlock {
+  std::uint8_t* base = nullptr;  // nullptr once freed
+  std::size_t capacity = 0;
+  HostMemoryKind kind = HostMemoryKind::kPinned;
+  std::size_t used = 0;                  // bytes cut into buffers (bump)
+  std::size_t live = 0;                  // buffers out
+  std::vector<std::uint8_t> registered;  // per chunk
+  Preparation* preparing = nullptr;      // while fresh chunks are being registered
+  std::size_t first_chunk = 0;           // this block's first chunk in `preparing`
+
+  [[nodiscard]] bool fully_registered() const {
+    return std::all_of(registered.begin(), registered.end(), [](std::uint8_t r) { return r; });
+  }
+};
+
+/// Faults in and registers the chunks of fresh blocks, in order, on worker
+/// threads (or on the caller's thread with one thread).
+class Preparation {
+ public:
+  struct Chunk {
+    HostBlock* block;
+    std::size_t index;
+  };
+
+  Preparation(Driver& driver, std::vector<Chunk> chunks, std::size_t chunk_bytes)
+      : driver_(driver),
+        chunks_(std::move(chunks)),
+        chunk_bytes_(chunk_bytes),
+        done_(chunks_.size(), 0) {}
+
+  Preparation(const Preparation&) = delete;
+  Preparation& operator=(const Preparation&) = delete;
+
+  ~Preparation() {
+    cancel_.store(true);
+    for (std::thread& thread : threads_) thread.join();
+    detach_blocks();
+  }
+
+  [[nodiscard]] std::size_t chunk_count() const { return chunks_.size(); }
+
+  void start(unsigned threads) {
+    threads = std::min<unsigned>(threads, static_cast<unsigned>(chunks_.size()));
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+
+  /// Prepares every chunk on the calling thread. @throws the first error.
+  void run_here() {
+    for (std::size_t i = 0; i < chunks_.size(); ++i) prepare(i);
+    detach_blocks();
+  }
+
+  void wait(std::size_t index) {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return done_[index] != 0 || error_ != nullptr; });
+    if (done_[index] == 0) std::rethrow_exception(error_);
+  }
+
+  void wait_all() {
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return finished_ == chunks_.size() || error_ != nullptr; });
+      if (error_ != nullptr) std::rethrow_exception(error_);
+    }
+    detach_blocks();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      const std::size_t index = next_.fetch_add(1);
+      if (index >= chunks_.size() || cancel_.load()) return;
+      try {
+        prepare(index);
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (error_ == nullptr) error_ = std::current_exception();
+        cancel_.store(true);
+        changed_.notify_all();
+        return;
+      }
+    }
+  }
+
+  void prepare(std::size_t index) {
+    const Chunk& chunk = chunks_[index];
+    std::uint8_t* start = chunk.block->base + chunk.index * chunk_bytes_;
+    const std::size_t size =
+        std::min(chunk_bytes_, chunk.block->capacity - chunk.index * chunk_bytes_);
+    // One store per page faults the memory in on this thread, so the
+    // kernel's page zeroing runs on several cores at once.
+    for (std::size_t offset = 0; offset < size; offset += kPage) {
+      static_cast<volatile std::uint8_t*>(start)[offset] = 0;
+    }
+    driver_.host_register(start, size);
+    std::lock_guard lock(mutex_);
+    chunk.block->registered[chunk.index] = 1;
+    done_[index] = 1;
+    ++finished_;
+    changed_.notify_all();
+  }
+
+  /// Once nothing runs any more, copies need not wait for these blocks.
+  void detach_blocks() {
+    for (const Chunk& chunk : chunks_) chunk.block->preparing = nullptr;
+  }
+
+  Driver& driver_;
+  std::vector<Chunk> chunks_;
+  std::size_t chunk_bytes_;
+  std::vector<std::thread> threads_;
+  std::atomic<std::size_t> next_{0};
+  std::atomic<bool> cancel_{false};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::uint8_t> done_;
+  std::size_t finished_ = 0;
+  std::exception_ptr error_;
+};
+
+// ---- HostBuffer -------------------------------------------------------------
+
+HostBuffer& HostBuffer::operator=(HostBuffer&& other) noexcept {
+  std::swap(owner_, other.owner_);
+  std::swap(block_, other.block_);
+  std::swap(data_, other.data_);
+  std::swap(size_, other.size_);
+  std::swap(kind_, other.kind_);
+  return *this;
+}
+
+std::size_t HostBuffer::copy_extent(std::size_t offset, std::size_t size) const {
+  const std::size_t chunk_bytes = owner_->options_.register_chunk_bytes;
+  const std::size_t position = static_cast<std::size_t>(data_ - block_->base) + offset;
+  const std::size_t index = position / chunk_bytes;
+  if (block_->preparing != nullptr) block_->preparing->wait(block_->first_chunk + index);
+  return std::min(size, (index + 1) * chunk_bytes - position);
+}
+
+void HostBuffer::reset() noexcept {
+  if (data_ == nullptr) return;
+  owner_->release(block_);
+  owner_ = nullptr;
+  block_ = nullptr;
+  data_ = nullptr;
+  size_ = 0;
+}
+
+// ---- HostBatch --------------------------------------------------------------
+
+HostBatch::HostBatch() = default;
+HostBatch::HostBatch(HostBatch&&) noexcept = default;
+HostBatch& HostBatch::operator=(HostBatch&& other) noexcept {
+  if (this != &other) {
+    preparation_.reset();  // stop it before our buffers go
+    buffers = std::move(other.buffers);
+    preparation_ = std::move(other.preparation_);
+  }
+  return *this;
+}
+
+HostBatch::~HostBatch() { preparation_.reset(); }
+
+void HostBatch::wait_all() {
+  if (preparation_ != nullptr) preparation_->wait_all();
+}
+
+// ---- HostMemory -------------------------------------------------------------
+
+HostMemory::HostMemory(Driver& driver, HostMemoryOptions options)
+    : driver_(driver), options_(options) {
+  if (options_.register_chunk_bytes < kPage) {
+    throw InvalidArgument("host register chunk must be at least 4 KiB");
+  }
+  options_.register_chunk_bytes = round_up(options_.register_chunk_bytes, kPage);
+  if (options_.prepare_threads == 0) options_.prepare_threads = default_threads();
+  if (options_.background_release) releaser_ = std::thread([this] { background_loop(); });
+}
+
+HostMemory::~HostMemory() {
+  if (releaser_.joinable()) {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    queue_changed_.notify_all();
+    releaser_.join();
+  }
+  std::vector<std::unique_ptr<HostBlock>> left;
+  for (auto& block : pool_) left.push_back(std::move(block));
+  for (auto& block : failed_) left.push_back(std::move(block));
+  for (auto& block : queue_) left.push_back(std::move(block));
+  for (auto& [raw, block] : live_) {
+    log(LogLevel::kWarning, "host backup memory still in use at teardown; freeing it");
+    left.push_back(std::move(block));
+  }
+  for (auto& block : left) {
+    try {
+      free_block(*block);
+    } catch (const std::exception& error) {
+      log(LogLevel::kError, std::string("could not free host backup memory: ") + error.what());
+    }
+  }
+}
+
+HostBuffer HostMemory::carve(HostBlock& block, std::size_t size, HostMemoryKind kind) {
+  HostBuffer buffer;
+  buffer.owner_ = this;
+  buffer.block_ = &block;
+  buffer.data_ = block.base + block.used;
+  buffer.size_ = size;
+  buffer.kind_ = kind;
+  block.used += round_up(size, kPage);
+  ++block.live;
+  return buffer;
+}
+
+HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
+  HostBatch batch;
+  batch.buffers.resize(requests.size());
+  std::vector<std::size_t> fresh;  // requests that need new memory
+
+  // 1. The pool, for kPinned requests while pooling is on: each request
+  //    goes into a block already opened by this batch if it fits, else into
+  //    the smallest pooled block it fits in.
+  {
+    std::lock_guard lock(mutex_);
+    std::vector<HostBlock*> opened;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const std::size_t need = round_up(requests[i].size, kPage);
+      HostBlock* target = nullptr;
+      if (requests[i].kind == HostMemoryKind::kPinned && pooling_) {
+        for (HostBlock* block : opened) {
+          if (block->capacity - block->used >= need) {
+            target = block;
+            break;
+          }
+        }
+        if (target == nullptr) {
+          auto best = pool_.end();
+          for (auto it = pool_.begin(); it != pool_.end(); ++it) {
+            if ((*it)->capacity >= need &&
+                (best == pool_.end() || (*it)->capacity < (*best)->capacity)) {
+              best = it;
+            }
+          }
+          if (best != pool_.end()) {
+            target = best->get();
+            pooled_bytes_ -= target->capacity;
+            live_.emplace(target, std::move(*best));
+            pool_.erase(best);
+            opened.push_back(target);
+          }
+        }
+      }
+      if (target != nullptr) {
+        batch.buffers[i] = carve(*target, requests[i].size, requests[i].kind);
+      } else {
+        fresh.push_back(i);
+      }
+    }
+  }
+  if (fresh.empty()) return batch;
+
+  // 2. Fresh blocks: a block per large request, small ones packed together
+  //    (per kind) into blocks of up to arena_bytes.
+  std::vector<std::vector<std::size_t>> groups;
+  for (const HostMemoryKind kind : {HostMemoryKind::kPinned, HostMemoryKind::kMmap}) {
+    std::vector<std::size_t> arena;
+    std::size_t arena_size = 0;
+    for (const std::size_t i : fresh) {
+      if (requests[i].kind != kind) continue;
+      const std::size_t need = round_up(requests[i].size, kPage);
+      if (requests[i].size >= options_.small_request_bytes) {
+        groups.push_back({i});
+        continue;
+      }
+      if (!arena.empty() && arena_size + need > options_.arena_bytes) {
+        groups.push_back(std::move(arena));
+        arena.clear();
+        arena_size = 0;
+      }
+      arena.push_back(i);
+      arena_size += need;
+    }
+    if (!arena.empty()) groups.push_back(std::move(arena));
+  }
+  std::sort(groups.begin(), groups.end());  // request order, which is copy order
+
+  std::vector<Preparation::Chunk> chunks;
+  for (const std::vector<std::size_t>& group : groups) {
+    std::size_t capacity = 0;
+    for (const std::size_t i : group) capacity += round_up(requests[i].size, kPage);
+    auto block = std::make_unique<HostBlock>();
+    block->kind = requests[group.front()].kind;
+    block->capacity = capacity;
+    // On failure the buffers cut so far go back with `batch`.
+    block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity, HostMemoryKind::kMmap));
+    const std::size_t chunk_count =
+        (capacity + options_.register_chunk_bytes - 1) / options_.register_chunk_bytes;
+    block->registered.assign(chunk_count, 0);
+    block->first_chunk = chunks.size();
+    for (std::size_t c = 0; c < chunk_count; ++c) chunks.push_back({block.get(), c});
+    std::lock_guard lock(mutex_);
+    HostBlock& placed = *live_.emplace(block.get(), std::move(block)).first->second;
+    for (const std::size_t i : group) {
+      batch.buffers[i] = carve(placed, requests[i].size, requests[i].kind);
+    }
+  }
+
+  // 3. Fault in and register them.
+  auto preparation =
+      std::make_unique<Preparation>(driver_, std::move(chunks), options_.register_chunk_bytes);
+  for (const std::vector<std::size_t>& group : groups) {
+    batch.buffers[group.front()].block_->preparing = preparation.get();
+  }
+  Preparation& running = *preparation;
+  batch.preparation_ = std::move(preparation);
+  if (options_.prepare_threads > 1 && running.chunk_count() > 1) {
+    running.start(options_.prepare_threads);
+  } else {
+    running.run_here();  // on failure `batch` gives everything back
+  }
+  return batch;
+}
+
+HostBuffer HostMemory::acquire_one(std::size_t size, HostMemoryKind kind) {
+  HostBatch batch = acquire({{size, kind}});
+  batch.wait_all();
+  return std::move(batch.buffers.front());
+}
+
+void HostMemory::release(HostBlock* block) noexcept {
+  std::unique_ptr<HostBlock> dead;
+  {
+    std::lock_guard lock(mutex_);
+    if (--block->live > 0) return;
+    auto it = live_.find(block);
+    dead = std::move(it->second);
+    live_.erase(it);
+    if (dead->kind == HostMemoryKind::kPinned && pooling_ && dead->preparing == nullptr &&
+        dead->fully_registered() && pooled_bytes_ + dead->capacity <= options_.pool_limit_bytes) {
+      dead->used = 0;
+      pooled_bytes_ += dead->capacity;
+      pool_.push_back(std::move(dead));
+      return;
+    }
+    if (releaser_.joinable()) {
+      queue_.push_back(std::move(dead));
+      queue_changed_.notify_all();
+      return;
+    }
+  }
+  free_or_keep(std::move(dead));
+}
+
+void HostMemory::free_block(HostBlock& block) {
+  // Unregister before unmapping; each step is recorded, so a retry after a
+  // failure continues where this one stopped.
+  for (std::size_t c = 0; c < block.registered.size(); ++c) {
+    if (block.registered[c] == 0) continue;
+    driver_.host_unregister(block.base + c * options_.register_chunk_bytes);
+    block.registered[c] = 0;
+  }
+  if (block.base != nullptr) {
+    driver_.host_free(block.base, block.capacity, HostMemoryKind::kMmap);
+    block.base = nullptr;
+  }
+}
+
+void HostMemory::free_or_keep(std::unique_ptr<HostBlock> block) noexcept {
+  try {
+    free_block(*block);
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning,
+        std::string("freeing host backup memory failed, will retry: ") + error.what());
+    std::lock_guard lock(mutex_);
+    failed_.push_back(std::move(block));
+  }
+}
+
+void HostMemory::background_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    queue_changed_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left to do
+    std::vector<std::unique_ptr<HostBlock>> work;
+    work.swap(queue_);
+    releasing_ = work.size();
+    lock.unlock();
+    for (auto& block : work) free_or_keep(std::move(block));
+    lock.lock();
+    releasing_ = 0;
+    queue_changed_.notify_all();
+  }
+}
+
+void HostMemory::drain() {
+  std::unique_lock lock(mutex_);
+  queue_changed_.wait(lock, [&] { return queue_.empty() && releasing_ == 0; });
+}
+
+void HostMemory::set_pooling(bool on) {
+  {
+    std::lock_guard lock(mutex_);
+    pooling_ = on;
+  }
+  if (!on) trim();
+}
+
+void HostMemory::trim() noexcept {
+  std::vector<std::unique_ptr<HostBlock>> pooled;
+  {
+    std::lock_guard lock(mutex_);
+    pooled.swap(pool_);
+    pooled_bytes_ = 0;
+  }
+  for (auto& block : pooled) free_or_keep(std::move(block));
+}
+
+void HostMemory::retry_failed() noexcept {
+  std::vector<std::unique_ptr<HostBlock>> failed;
+  {
+    std::lock_guard lock(mutex_);
+    failed.swap(failed_);
+  }
+  for (auto& block : failed) free_or_keep(std::move(block));
+}
+
+std::size_t HostMemory::pooled_bytes() const {
+  std::lock_guard lock(mutex_);
+  return pooled_bytes_;
+}
+
+std::size_t HostMemory::failed_releases() const {
+  std::lock_guard lock(mutex_);
+  return failed_.size();
+}
+
+}  // namespace tms

@@ -1,0 +1,196 @@
+// Host memory for backups: where it comes from, how it is made DMA-ready,
+// pooled and given back.
+//
+// Blocks. Host memory is taken in blocks of anonymous memory
+// (Driver::host_alloc(kMmap): mmap + MADV_HUGEPAGE on CUDA) that are
+// page-locked with Driver::host_register in chunks of `register_chunk_bytes`,
+// so the copy engine moves data to and from them directly, at the rate of
+// memory from cuMemHostAlloc, without cuMemHostAlloc's cost (DESIGN.md §6:
+// 4 s for 8 GiB, against ~0.3 s to fault in THP memory and ~0.5 s to
+// register it). Both host kinds use such blocks; they differ in what
+// happens when a block is no longer needed:
+//   kPinned  returned to the pool while retention is on (see below), else freed;
+//   kMmap    always unregistered and unmapped, so the memory goes back to the OS.
+//
+// Preparation overlaps the copies. A fresh block's chunks are faulted in
+// (a store per page: the kernel zeroes huge pages in parallel this way) and
+// registered by `prepare_threads` worker threads in address order, while
+// the caller queues copies; each copy first waits for the chunk it touches
+// (HostBuffer::copy_extent). Copies never span two registered chunks.
+//
+// Batching. One pause asks for all its buffers at once (acquire). Requests
+// of at least `small_request_bytes` get a block each; smaller ones are
+// packed into shared blocks of up to `arena_bytes`, so thousands of small
+// tensors cost a few mmap/register calls instead of thousands. A block
+// lives until the last buffer cut from it is released; space of a released
+// buffer inside a block that still has others is reused only with the
+// block (bounded by arena_bytes per shared block).
+//
+// Pool. While pooling is on (the engine turns it on with retain_cpu_backup),
+// kPinned blocks whose buffers are all released are kept, up to
+// `pool_limit_bytes`, and reused by later requests, so a warm pause copies
+// at copy-engine speed even when the allocations were freed and made again.
+// Turning pooling off frees the pool.
+//
+// Releasing. Freeing a block (unregister its chunks, then host_free) runs
+// on the releasing thread, or on a background thread when
+// `background_release` is on (drain() waits for it). A failed release is
+// kept and retried by retry_failed(); failed_releases() counts them.
+//
+// Thread safety: every public member may be called from any thread. Lock
+// order: callers' locks (the engine's), then this class's mutex; no driver
+// call runs under it.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "driver/driver.h"
+
+namespace tms {
+
+class HostMemory;
+struct HostBlock;
+class Preparation;
+
+/// A contiguous, page-aligned piece of a host block holding one backup.
+/// Move-only; gives its piece back when destroyed or reset.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(HostBuffer&& other) noexcept { *this = std::move(other); }
+  HostBuffer& operator=(HostBuffer&& other) noexcept;
+  ~HostBuffer() { reset(); }
+
+  [[nodiscard]] std::uint8_t* data() const { return data_; }
+  [[nodiscard]] std::size_t size() const { return size_; }
+  [[nodiscard]] HostMemoryKind kind() const { return kind_; }
+  [[nodiscard]] bool empty() const { return data_ == nullptr; }
+
+  /// How many of the `size` bytes from `offset` one copy may move: up to the
+  /// end of the registered chunk holding `offset`. Waits until that chunk
+  /// is registered when its block is still being prepared.
+  /// @throws what preparing the block threw (e.g. DriverError from
+  /// host_register, OutOfMemory).
+  [[nodiscard]] std::size_t copy_extent(std::size_t offset, std::size_t size) const;
+
+  /// Gives the piece back now. Never fails: a block that cannot be freed
+  /// is kept by HostMemory and retried (HostMemory::failed_releases).
+  void reset() noexcept;
+
+ private:
+  friend class HostMemory;
+  HostMemory* owner_ = nullptr;
+  HostBlock* block_ = nullptr;
+  std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  HostMemoryKind kind_ = HostMemoryKind::kPinned;
+};
+
+struct HostRequest {
+  std::size_t size = 0;
+  HostMemoryKind kind = HostMemoryKind::kPinned;
+};
+
+/// The answer to HostMemory::acquire: one buffer per request, and the
+/// preparation of fresh blocks still running in the background.
+class HostBatch {
+ public:
+  HostBatch();
+  HostBatch(HostBatch&&) noexcept;
+  HostBatch& operator=(HostBatch&&) noexcept;
+  /// Stops the preparation (and waits for its threads) before the buffers
+  /// still here are given back.
+  ~HostBatch();
+
+  /// Waits until every fresh block is registered. @throws what preparing
+  /// threw.
+  void wait_all();
+
+  std::vector<HostBuffer> buffers;  ///< in request order
+
+ private:
+  friend class HostMemory;
+  std::unique_ptr<Preparation> preparation_;  // destroyed before `buffers`
+};
+
+struct HostMemoryOptions {
+  std::size_t register_chunk_bytes = std::size_t{64} << 20;
+  /// Threads that fault in and register fresh blocks; 0: min(8, cores / 2).
+  /// 1: done on the calling thread before acquire returns.
+  unsigned prepare_threads = 0;
+  std::size_t small_request_bytes = std::size_t{16} << 20;
+  std::size_t arena_bytes = std::size_t{256} << 20;
+  std::size_t pool_limit_bytes = std::size_t{8} << 30;
+  bool background_release = false;
+};
+
+class HostMemory {
+ public:
+  HostMemory(Driver& driver, HostMemoryOptions options = {});
+  HostMemory(const HostMemory&) = delete;
+  HostMemory& operator=(const HostMemory&) = delete;
+  /// Waits for background releases, then frees the pool and every block
+  /// it still holds (failures are logged). Every HostBuffer must be gone.
+  ~HostMemory();
+
+  [[nodiscard]] const HostMemoryOptions& options() const { return options_; }
+
+  /// Buffers for `requests`, from the pool first (kPinned, pooling on),
+  /// else from fresh blocks whose preparation starts now; wait for it
+  /// through HostBuffer::copy_extent or HostBatch::wait_all.
+  /// @throws OutOfMemory, DriverError; nothing is held then.
+  HostBatch acquire(const std::vector<HostRequest>& requests);
+  /// One buffer, fully prepared. @throws as acquire and wait_all.
+  HostBuffer acquire_one(std::size_t size, HostMemoryKind kind);
+
+  /// Pooling keeps released kPinned blocks for reuse; turning it off frees
+  /// the pool.
+  void set_pooling(bool on);
+  /// Frees the pool now.
+  void trim() noexcept;
+  /// Waits until background releases queued so far are done.
+  void drain();
+  /// Tries again to free blocks whose release failed.
+  void retry_failed() noexcept;
+
+  [[nodiscard]] std::size_t pooled_bytes() const;
+  [[nodiscard]] std::size_t failed_releases() const;
+
+ private:
+  friend class HostBuffer;
+
+  void release(HostBlock* block) noexcept;
+  /// Unregisters and frees; keeps partial progress and throws on failure.
+  void free_block(HostBlock& block);
+  /// free_block, or keep the block for retry_failed.
+  void free_or_keep(std::unique_ptr<HostBlock> block) noexcept;
+  void background_loop();
+  /// A slice of `block` for `size` bytes (under mutex_).
+  HostBuffer carve(HostBlock& block, std::size_t size, HostMemoryKind kind);
+
+  Driver& driver_;
+  HostMemoryOptions options_;
+
+  mutable std::mutex mutex_;
+  std::map<HostBlock*, std::unique_ptr<HostBlock>> live_;  // blocks with buffers out
+  std::vector<std::unique_ptr<HostBlock>> pool_;
+  std::size_t pooled_bytes_ = 0;
+  bool pooling_ = false;
+  std::vector<std::unique_ptr<HostBlock>> failed_;
+
+  // Background release.
+  std::condition_variable queue_changed_;
+  std::vector<std::unique_ptr<HostBlock>> queue_;
+  std::size_t releasing_ = 0;  // blocks the background thread is freeing now
+  bool stopping_ = false;
+  std::thread releaser_;
+};
+
+}  // namespace tms

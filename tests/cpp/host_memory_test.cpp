@@ -1,0 +1,423 @@
+// The host backup path on the simulated driver: chunked copies on several
+// lanes, host blocks registered in chunks by worker threads while the
+// copies run, batching of small backups, the pool, the mmap kind giving
+// memory back, and background release.
+#include "backup/host_memory.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "core/engine.h"
+#include "test_support.h"
+
+namespace tms {
+namespace {
+
+using testing::kMiB;
+
+/// Forwards to a SimDriver and checks, at the moment of every copy, that
+/// its host range lies inside one registered range (so the copy engine can
+/// move it directly and the chunk was ready before the copy was queued).
+class CheckingDriver final : public Driver {
+ public:
+  explicit CheckingDriver(SimDriver& sim) : sim_(sim) {}
+
+  [[nodiscard]] std::string_view name() const override { return "checking"; }
+  int device_count() override { return sim_.device_count(); }
+  int current_device() override { return sim_.current_device(); }
+  std::size_t granularity(int device) override { return sim_.granularity(device); }
+  DeviceMemoryInfo memory_info(int device) override { return sim_.memory_info(device); }
+  void synchronize(int device) override { sim_.synchronize(device); }
+  DevicePtr reserve(std::size_t size, std::size_t alignment) override {
+    return sim_.reserve(size, alignment);
+  }
+  void free_reservation(DevicePtr va, std::size_t size) override {
+    sim_.free_reservation(va, size);
+  }
+  PhysicalHandle create_physical(int device, std::size_t size) override {
+    return sim_.create_physical(device, size);
+  }
+  void release_physical(PhysicalHandle handle) override { sim_.release_physical(handle); }
+  void map(DevicePtr va, std::size_t size, PhysicalHandle handle) override {
+    sim_.map(va, size, handle);
+  }
+  void unmap(DevicePtr va, std::size_t size) override { sim_.unmap(va, size); }
+  void set_access(DevicePtr va, std::size_t size, int device) override {
+    sim_.set_access(va, size, device);
+  }
+  void* host_alloc(std::size_t size, HostMemoryKind kind) override {
+    return sim_.host_alloc(size, kind);
+  }
+  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override {
+    std::lock_guard lock(mutex_);
+    const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
+    for (const auto& [start, length] : registered_) {
+      if (start >= begin && start < begin + size) ++freed_while_registered_;
+    }
+    sim_.host_free(ptr, size, kind);
+  }
+  void host_register(void* ptr, std::size_t size) override {
+    sim_.host_register(ptr, size);
+    std::lock_guard lock(mutex_);
+    registered_[reinterpret_cast<std::uintptr_t>(ptr)] = size;
+  }
+  void host_unregister(void* ptr) override {
+    sim_.host_unregister(ptr);
+    std::lock_guard lock(mutex_);
+    registered_.erase(reinterpret_cast<std::uintptr_t>(ptr));
+  }
+  StreamHandle create_stream(int device) override { return sim_.create_stream(device); }
+  void destroy_stream(int device, StreamHandle stream) override {
+    sim_.destroy_stream(device, stream);
+  }
+  void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
+                          StreamHandle stream) override {
+    check(dst, size);
+    sim_.copy_to_host_async(device, dst, src, size, stream);
+  }
+  void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
+                            StreamHandle stream) override {
+    check(src, size);
+    sim_.copy_to_device_async(device, dst, src, size, stream);
+  }
+  void synchronize_stream(int device, StreamHandle stream) override {
+    sim_.synchronize_stream(device, stream);
+  }
+
+  [[nodiscard]] std::size_t unregistered_copies() const {
+    std::lock_guard lock(mutex_);
+    return unregistered_copies_;
+  }
+  [[nodiscard]] std::size_t freed_while_registered() const {
+    std::lock_guard lock(mutex_);
+    return freed_while_registered_;
+  }
+  [[nodiscard]] std::size_t copies() const {
+    std::lock_guard lock(mutex_);
+    return copies_;
+  }
+
+ private:
+  void check(const void* host, std::size_t size) {
+    std::lock_guard lock(mutex_);
+    ++copies_;
+    const auto begin = reinterpret_cast<std::uintptr_t>(host);
+    auto it = registered_.upper_bound(begin);
+    if (it == registered_.begin()) {
+      ++unregistered_copies_;
+      return;
+    }
+    --it;
+    if (begin + size > it->first + it->second) ++unregistered_copies_;
+  }
+
+  SimDriver& sim_;
+  mutable std::mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> registered_;
+  std::size_t unregistered_copies_ = 0;
+  std::size_t freed_while_registered_ = 0;
+  std::size_t copies_ = 0;
+};
+
+SimDriverOptions two_devices(std::size_t capacity = 256 * kMiB) {
+  SimDriverOptions options;
+  options.device_count = 2;
+  options.capacity_bytes = capacity;
+  return options;
+}
+
+/// Small chunks everywhere, so test-sized allocations exercise splitting:
+/// copy pieces of 96 KiB + 1 (not a page multiple), registered chunks of
+/// 256 KiB, 4 preparing threads, 3 lanes per device.
+EngineOptions small_chunks() {
+  EngineOptions options;
+  options.copies.chunk_bytes = 96 * 1024 + 1;
+  options.copies.streams_per_device = 3;
+  options.host.register_chunk_bytes = 256 * 1024;
+  options.host.prepare_threads = 4;
+  options.host.small_request_bytes = kMiB;
+  options.host.arena_bytes = 4 * kMiB;
+  return options;
+}
+
+AllocationRequest backed(std::size_t size, int device, const std::string& tag = "t",
+                         HostMemoryKind kind = HostMemoryKind::kPinned) {
+  AllocationRequest request;
+  request.size = size;
+  request.device = device;
+  request.tag = tag;
+  request.policy.cpu_backup = true;
+  request.policy.host_kind = kind;
+  return request;
+}
+
+class HostBackupTest : public ::testing::Test {
+ protected:
+  HostBackupTest() : sim_(two_devices()), driver_(sim_) {}
+
+  void make_engine(EngineOptions options = small_chunks()) {
+    engine_.reset();
+    engine_ = std::make_unique<Engine>(driver_, options);
+  }
+
+  SimDriver sim_;
+  CheckingDriver driver_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(HostBackupTest, ChunkedCopiesAreExactForAnySizeOnEveryDevice) {
+  make_engine();
+  // Around the copy piece (96 KiB + 1), the registered chunk (256 KiB), the
+  // small-request limit (1 MiB) and the arena (4 MiB).
+  const std::vector<std::size_t> sizes = {
+      1,        4095, 96 * 1024,   96 * 1024 + 1,    96 * 1024 + 2, 256 * 1024 - 1, 256 * 1024 + 1,
+      kMiB - 1, kMiB, kMiB + 4097, 3 * kMiB + 12345, 4 * kMiB + 1,  9 * kMiB + 7};
+  std::vector<DevicePtr> ptrs;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const int device = static_cast<int>(i % 2);
+    ptrs.push_back(
+        engine_->allocate(backed(sizes[i], device, device == 0 ? "a" : "b",
+                                 i % 3 == 0 ? HostMemoryKind::kMmap : HostMemoryKind::kPinned)));
+    testing::fill_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(i * 7 + 1));
+  }
+  for (int cycle = 0; cycle < 2; ++cycle) {
+    engine_->pause(std::nullopt);
+    EXPECT_EQ(sim_.physical_bytes(0) + sim_.physical_bytes(1), 0u);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::uint8_t* backup = engine_->backup_pointer(ptrs[i], sizes[i]);
+      ASSERT_NE(backup, nullptr);
+      EXPECT_TRUE(testing::has_pattern(reinterpret_cast<std::uintptr_t>(backup), sizes[i],
+                                       static_cast<std::uint8_t>(i * 7 + 1)))
+          << "backup of size " << sizes[i];
+    }
+    engine_->resume(std::nullopt);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      EXPECT_TRUE(testing::has_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(i * 7 + 1)))
+          << "size " << sizes[i] << " cycle " << cycle;
+    }
+  }
+  EXPECT_EQ(driver_.unregistered_copies(), 0u) << "every copy within one registered chunk";
+  EXPECT_EQ(driver_.freed_while_registered(), 0u) << "unregister before free";
+  EXPECT_EQ(sim_.live_streams(), 6u) << "three lanes on each of two devices";
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  EXPECT_EQ(sim_.registered_host_ranges(), 0u);
+  for (DevicePtr ptr : ptrs) engine_->free(ptr);
+}
+
+TEST_F(HostBackupTest, ManySmallBackupsShareAFewBlocks) {
+  make_engine();
+  std::vector<DevicePtr> ptrs;
+  std::size_t total = 0;
+  for (int i = 0; i < 200; ++i) {
+    const std::size_t size = 5000 + 211 * static_cast<std::size_t>(i);
+    total += size;
+    ptrs.push_back(engine_->allocate(backed(size, i % 2)));
+    testing::fill_pattern(ptrs.back(), size, static_cast<std::uint8_t>(i));
+  }
+  const std::size_t allocs_before = sim_.call_count(SimCall::kHostAlloc);
+  engine_->pause("t");
+  const std::size_t blocks = sim_.call_count(SimCall::kHostAlloc) - allocs_before;
+  EXPECT_LE(blocks, total / (4 * kMiB) + 2) << "packed into 4 MiB blocks, not one each";
+  engine_->resume("t");
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)],
+                                     5000 + 211 * static_cast<std::size_t>(i),
+                                     static_cast<std::uint8_t>(i)));
+  }
+  EXPECT_EQ(driver_.unregistered_copies(), 0u);
+  EXPECT_EQ(sim_.host_bytes(), 0u) << "given back after resume";
+  for (DevicePtr ptr : ptrs) engine_->free(ptr);
+}
+
+TEST_F(HostBackupTest, FreeingOneOfABatchKeepsTheOthersExact) {
+  make_engine();
+  const DevicePtr a = engine_->allocate(backed(300 * 1024, 0));
+  const DevicePtr b = engine_->allocate(backed(500 * 1024 + 3, 0));
+  testing::fill_pattern(a, 300 * 1024, 1);
+  testing::fill_pattern(b, 500 * 1024 + 3, 2);
+  engine_->pause("t");
+  engine_->free(a);  // shares a block with b
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(b, 500 * 1024 + 3, 2));
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  engine_->free(b);
+}
+
+TEST_F(HostBackupTest, RegistrationFailureInAWorkerLeavesEverythingActive) {
+  make_engine();
+  std::vector<DevicePtr> ptrs;
+  for (int i = 0; i < 4; ++i) {
+    ptrs.push_back(engine_->allocate(backed(3 * kMiB + 17, i % 2)));
+    testing::fill_pattern(ptrs.back(), 3 * kMiB + 17, static_cast<std::uint8_t>(i));
+  }
+  const std::size_t physical = sim_.physical_bytes(0) + sim_.physical_bytes(1);
+  for (const int nth : {1, 5, 20, 48}) {
+    sim_.fail_call(SimCall::kHostRegister, nth);
+    EXPECT_THROW(engine_->pause("t"), DriverError) << "host_register #" << nth;
+    EXPECT_EQ(sim_.physical_bytes(0) + sim_.physical_bytes(1), physical);
+    EXPECT_EQ(sim_.host_bytes(), 0u);
+    EXPECT_EQ(sim_.registered_host_ranges(), 0u);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)], 3 * kMiB + 17,
+                                       static_cast<std::uint8_t>(i)));
+    }
+  }
+  sim_.clear_failures();
+  engine_->pause("t");
+  engine_->resume("t");
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)], 3 * kMiB + 17,
+                                     static_cast<std::uint8_t>(i)));
+    engine_->free(ptrs[static_cast<std::size_t>(i)]);
+  }
+}
+
+TEST_F(HostBackupTest, PoolServesRecreatedAllocationsWhileRetentionIsOn) {
+  make_engine();
+  engine_->set_retain_cpu_backup(true);
+  std::vector<DevicePtr> ptrs;
+  for (int i = 0; i < 3; ++i) ptrs.push_back(engine_->allocate(backed(2 * kMiB + 5, i % 2)));
+  engine_->pause("t");
+  engine_->resume("t");
+  const std::size_t held = sim_.host_bytes();
+  EXPECT_GT(held, 0u) << "retained";
+  // The trainer frees and re-creates its tensors between steps.
+  for (DevicePtr ptr : ptrs) engine_->free(ptr);
+  EXPECT_EQ(sim_.host_bytes(), held) << "pooled, not freed";
+  ptrs.clear();
+  for (int i = 0; i < 3; ++i) {
+    ptrs.push_back(engine_->allocate(backed(2 * kMiB + 5, i % 2)));
+    testing::fill_pattern(ptrs.back(), 2 * kMiB + 5, static_cast<std::uint8_t>(40 + i));
+  }
+  const std::size_t allocs = sim_.call_count(SimCall::kHostAlloc);
+  const std::size_t registers = sim_.call_count(SimCall::kHostRegister);
+  engine_->pause("t");
+  EXPECT_EQ(sim_.call_count(SimCall::kHostAlloc), allocs) << "warm: no fresh host memory";
+  EXPECT_EQ(sim_.call_count(SimCall::kHostRegister), registers);
+  engine_->resume("t");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)], 2 * kMiB + 5,
+                                     static_cast<std::uint8_t>(40 + i)));
+  }
+  EXPECT_EQ(sim_.host_bytes(), held);
+  engine_->set_retain_cpu_backup(false);  // trims the pool and drops retained backups
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  EXPECT_EQ(sim_.registered_host_ranges(), 0u);
+  for (DevicePtr ptr : ptrs) engine_->free(ptr);
+}
+
+TEST_F(HostBackupTest, PoolIsBoundedAndNeverHoldsMmapMemory) {
+  EngineOptions options = small_chunks();
+  options.host.pool_limit_bytes = 3 * kMiB;
+  make_engine(options);
+  engine_->set_retain_cpu_backup(true);
+  const DevicePtr pinned_a = engine_->allocate(backed(2 * kMiB, 0));
+  const DevicePtr pinned_b = engine_->allocate(backed(2 * kMiB, 1));
+  const DevicePtr mapped = engine_->allocate(backed(2 * kMiB, 0, "t", HostMemoryKind::kMmap));
+  engine_->pause("t");
+  engine_->resume("t");
+  EXPECT_EQ(sim_.host_bytes(), 6 * kMiB);
+  engine_->free(mapped);
+  EXPECT_EQ(sim_.host_bytes(), 4 * kMiB) << "mmap memory goes back to the OS";
+  engine_->free(pinned_a);
+  engine_->free(pinned_b);
+  EXPECT_EQ(sim_.host_bytes(), 2 * kMiB) << "the pool keeps at most 3 MiB";
+  engine_->trim_host_memory();
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+}
+
+TEST_F(HostBackupTest, MmapKindGivesMemoryBackAfterResume) {
+  make_engine();
+  const DevicePtr ptr = engine_->allocate(backed(6 * kMiB + 1, 1, "t", HostMemoryKind::kMmap));
+  testing::fill_pattern(ptr, 6 * kMiB + 1, 9);
+  engine_->pause("t");
+  EXPECT_GE(sim_.host_bytes(), 6 * kMiB);
+  EXPECT_GT(sim_.registered_host_ranges(), 1u) << "registered in chunks";
+  engine_->resume("t");
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  EXPECT_EQ(sim_.registered_host_ranges(), 0u);
+  EXPECT_TRUE(testing::has_pattern(ptr, 6 * kMiB + 1, 9));
+  engine_->free(ptr);
+}
+
+TEST_F(HostBackupTest, BackgroundReleaseGivesMemoryBackAfterResumeReturns) {
+  EngineOptions options = small_chunks();
+  options.host.background_release = true;
+  make_engine(options);
+  std::vector<DevicePtr> ptrs;
+  for (int i = 0; i < 6; ++i) {
+    ptrs.push_back(engine_->allocate(backed(kMiB + 333 * static_cast<std::size_t>(i), i % 2)));
+    testing::fill_pattern(ptrs.back(), kMiB + 333 * static_cast<std::size_t>(i),
+                          static_cast<std::uint8_t>(i));
+  }
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    engine_->pause("t");
+    engine_->resume("t");
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)],
+                                       kMiB + 333 * static_cast<std::size_t>(i),
+                                       static_cast<std::uint8_t>(i)));
+    }
+  }
+  engine_->drain_host_releases();
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  EXPECT_EQ(sim_.registered_host_ranges(), 0u);
+  // A failure in the background is kept and retried by the next operation.
+  engine_->pause("t");
+  sim_.fail_call(SimCall::kHostFree, 1);
+  engine_->resume("t");
+  engine_->drain_host_releases();
+  EXPECT_EQ(engine_->stats().deferred_releases, 1u);
+  engine_->pause("no-such-tag");
+  EXPECT_EQ(engine_->stats().deferred_releases, 0u);
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+  // Destroying the engine waits for the releaser.
+  engine_->pause("t");
+  engine_->resume("t");
+  for (DevicePtr ptr : ptrs) engine_->free(ptr);
+  engine_.reset();
+  EXPECT_EQ(sim_.host_bytes(), 0u);
+}
+
+TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
+  SimDriver sim(two_devices());
+  HostMemoryOptions options;
+  options.register_chunk_bytes = 64 * 1024;
+  options.prepare_threads = 2;
+  options.small_request_bytes = kMiB;
+  HostMemory host(sim, options);
+  HostBatch batch = host.acquire({{5000, HostMemoryKind::kPinned},
+                                  {200 * 1024, HostMemoryKind::kMmap},
+                                  {3, HostMemoryKind::kPinned},
+                                  {2 * kMiB, HostMemoryKind::kPinned}});
+  ASSERT_EQ(batch.buffers.size(), 4u);
+  for (const HostBuffer& buffer : batch.buffers) {
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(buffer.data()) % 4096, 0u);
+    std::size_t covered = 0;
+    while (covered < buffer.size()) {
+      const std::size_t extent = buffer.copy_extent(covered, buffer.size() - covered);
+      ASSERT_GT(extent, 0u);
+      EXPECT_LE(extent, 64u * 1024) << "no copy spans two registered chunks";
+      covered += extent;
+    }
+    EXPECT_EQ(covered, buffer.size());
+  }
+  batch.wait_all();
+  EXPECT_EQ(batch.buffers[0].kind(), HostMemoryKind::kPinned);
+  EXPECT_EQ(batch.buffers[1].kind(), HostMemoryKind::kMmap);
+  EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u)
+      << "one shared pinned block, one mmap block, one large block";
+  batch = HostBatch();
+  EXPECT_EQ(sim.host_bytes(), 0u);
+  EXPECT_EQ(sim.registered_host_ranges(), 0u);
+}
+
+}  // namespace
+}  // namespace tms
