@@ -46,17 +46,17 @@ std::string_view file_call_name(FileCall call) {
 
 void FaultyFileIo::fail_call(FileCall call, int nth, int error) {
   std::lock_guard lock(mutex_);
-  failures_[static_cast<std::size_t>(call)].push_back({nth, error});
+  failures_.add(call, nth, error);
 }
 
 void FaultyFileIo::clear_failures() {
   std::lock_guard lock(mutex_);
-  for (auto& pending : failures_) pending.clear();
+  failures_.clear();
 }
 
 std::size_t FaultyFileIo::call_count(FileCall call) const {
   std::lock_guard lock(mutex_);
-  return counts_[static_cast<std::size_t>(call)];
+  return failures_.count(call);
 }
 
 void FaultyFileIo::set_max_transfer(std::size_t bytes) {
@@ -71,17 +71,7 @@ void FaultyFileIo::set_refuse_direct_io(bool refuse) {
 
 int FaultyFileIo::enter(FileCall call) {
   std::lock_guard lock(mutex_);
-  const auto index = static_cast<std::size_t>(call);
-  ++counts_[index];
-  auto& pending = failures_[index];
-  for (auto& failure : pending) --failure.remaining;
-  for (auto it = pending.begin(); it != pending.end(); ++it) {
-    if (it->remaining > 0) continue;
-    const int error = it->error;
-    pending.erase(it);
-    return error;
-  }
-  return 0;
+  return failures_.next(call).value_or(0);
 }
 
 int FaultyFileIo::open(const char* path, int flags, mode_t mode) {

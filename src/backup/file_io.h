@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/failure_schedule.h"
+
 namespace tms {
 
 class FileIo {
@@ -77,16 +79,11 @@ class FaultyFileIo final : public PosixFileIo {
   int access(const char* path, int mode) override;
 
  private:
-  struct Failure {
-    int remaining;
-    int error;
-  };
   /// Counts the call; returns the errno to fail with, or 0.
   int enter(FileCall call);
 
   mutable std::mutex mutex_;
-  std::array<std::size_t, static_cast<std::size_t>(FileCall::kCount)> counts_{};
-  std::array<std::vector<Failure>, static_cast<std::size_t>(FileCall::kCount)> failures_;
+  FailureSchedule<FileCall, int> failures_;  // the errno to fail with
   std::size_t max_transfer_ = 0;
   bool refuse_direct_io_ = false;
 };

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "common/errors.h"
@@ -55,20 +56,13 @@ SimDriver::~SimDriver() {
 }
 
 void SimDriver::enter(SimCall call) {
-  const auto index = static_cast<std::size_t>(call);
-  ++counts_[index];
-  auto& pending = failures_[index];
-  for (auto& failure : pending) --failure.remaining;
-  for (auto it = pending.begin(); it != pending.end(); ++it) {
-    if (it->remaining > 0) continue;
-    const SimFailure kind = it->kind;
-    pending.erase(it);
-    const std::string name(sim_call_name(call));
-    if (kind == SimFailure::kOutOfMemory) {
-      throw OutOfMemory("sim." + name, "injected out-of-memory", 0, 0);
-    }
-    throw DriverError("sim." + name, "CUDA_ERROR_INJECTED", "injected failure");
+  const std::optional<SimFailure> failure = failures_.next(call);
+  if (!failure) return;
+  const std::string name(sim_call_name(call));
+  if (*failure == SimFailure::kOutOfMemory) {
+    throw OutOfMemory("sim." + name, "injected out-of-memory", 0, 0);
   }
+  throw DriverError("sim." + name, "CUDA_ERROR_INJECTED", "injected failure");
 }
 
 void SimDriver::check_device(int device, std::string_view call) const {
@@ -316,17 +310,17 @@ void SimDriver::synchronize_stream(int device, StreamHandle /*stream*/) {
 void SimDriver::fail_call(SimCall call, int nth, SimFailure failure) {
   if (nth < 1) throw InvalidArgument("fail_call: nth must be >= 1");
   std::lock_guard lock(mutex_);
-  failures_[static_cast<std::size_t>(call)].push_back({nth, failure});
+  failures_.add(call, nth, failure);
 }
 
 void SimDriver::clear_failures() {
   std::lock_guard lock(mutex_);
-  for (auto& pending : failures_) pending.clear();
+  failures_.clear();
 }
 
 std::size_t SimDriver::call_count(SimCall call) const {
   std::lock_guard lock(mutex_);
-  return counts_[static_cast<std::size_t>(call)];
+  return failures_.count(call);
 }
 
 void SimDriver::set_capacity(std::size_t bytes_per_device) {

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/failure_schedule.h"
 #include "driver/driver.h"
 
 namespace tms {
@@ -112,10 +113,6 @@ class SimDriver final : public Driver {
     int device;
     std::size_t size;
   };
-  struct Failure {
-    int remaining;  // calls to let through before failing
-    SimFailure kind;
-  };
 
   void enter(SimCall call);  // counts the call, throws if a failure is due
   void check_device(int device, std::string_view call) const;
@@ -123,8 +120,7 @@ class SimDriver final : public Driver {
 
   SimDriverOptions options_;
   mutable std::mutex mutex_;
-  std::array<std::size_t, static_cast<std::size_t>(SimCall::kCount)> counts_{};
-  std::vector<Failure> failures_[static_cast<std::size_t>(SimCall::kCount)];
+  FailureSchedule<SimCall, SimFailure> failures_;
   std::map<PhysicalHandle, Physical> physical_;
   PhysicalHandle next_handle_ = 1;
   std::map<DevicePtr, std::size_t> reservations_;
