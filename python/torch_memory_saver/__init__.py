@@ -12,6 +12,7 @@ Typical use::
 The package imports without PyTorch; only tensor features need it.
 """
 
+from ._nccl import NcclGraphRegistrationWarning
 from ._stats import TagStats, stats
 from .entrypoint import TorchMemorySaver, torch_memory_saver
 from .errors import (
@@ -35,6 +36,7 @@ __all__ = [
     "configure_subprocess",
     "stats",
     "TagStats",
+    "NcclGraphRegistrationWarning",
     "TorchMemorySaverError",
     "OutOfMemoryError",
     "InvalidArgumentError",

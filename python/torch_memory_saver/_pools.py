@@ -12,17 +12,40 @@ Two torch behaviours shape this module:
 - Destroying a MemPool while any pool is routing allocations aborts the
   process (``captures_underway.empty()`` assert in the destructor's cache
   flush, seen on torch 2.11). Pools are therefore created once per key and
-  kept for the life of the process.
+  kept for the life of the process, and beyond it: :func:`keep_forever`
+  holds them (and the pluggable allocator they allocate with) in a list that
+  is intentionally leaked, so that not even interpreter shutdown destroys
+  them. Otherwise clearing the module globals at exit would destroy them
+  while a daemon thread may still be inside a region (its route counts as a
+  capture underway), and the abort would hit at exit. The memory itself is
+  returned by the process exit; the engine removes disk backup files at exit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._torch import require_torch
+
+# Objects that must outlive interpreter shutdown (see module doc). The list
+# gets one extra reference that is never dropped, so clearing this module's
+# globals at exit leaves it, and everything in it, alive.
+_KEPT_FOREVER: List[Any] = []
+try:
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(_KEPT_FOREVER))
+except (AttributeError, OSError):  # not CPython: the module-level reference is all we have
+    pass
+
+
+def keep_forever(obj: Any) -> Any:
+    """Keep `obj` alive until the process ends, through interpreter shutdown; returns it."""
+    _KEPT_FOREVER.append(obj)
+    return obj
+
 
 # What a pool is for; pools of different kinds never share cached blocks.
 REGION = "region"  # tensors made inside region()
@@ -50,7 +73,7 @@ class _Slot:
 
 
 class PoolCache:
-    """MemPools by key, created on first use and kept for the life of the process.
+    """MemPools by key, created on first use and never destroyed (see :func:`keep_forever`).
 
     torch refuses to route a thread to a pool that another thread is routing
     to, so a key holds one pool per thread using it at the same time; a
@@ -70,7 +93,7 @@ class PoolCache:
             slots = self._slots.setdefault(key, [])
             slot = next((s for s in slots if s.owner in (None, me)), None)
             if slot is None:
-                slot = _Slot(pool=self._factory(key))
+                slot = _Slot(pool=keep_forever(self._factory(key)))
                 slots.append(slot)
             slot.owner = me
             slot.depth += 1

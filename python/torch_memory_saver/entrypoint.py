@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Union
 
-from . import _library, _settings, hooks
+from . import _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
 from ._library import check, encode
 from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
@@ -87,7 +88,15 @@ class TorchMemorySaver:
         return True
 
     def _active_hooks(self) -> Any:
-        """The hooks of the chosen mode, validated once; fixes hook_mode."""
+        """The hooks of the chosen mode, validated once; fixes hook_mode.
+
+        Also makes sure the engine can work in this process before a region
+        starts: a bad ``TMS_*`` environment value (ConfigError naming the
+        variable) or use in a ``fork()``ed child of a process that used the
+        library (InvalidStateError) is reported here, at region entry, rather
+        than as an allocation failure inside the block.
+        """
+        check(_library.library().tms_init())
         with self._lock:
             if self._hooks is None:
                 active = hooks.create(self._hook_mode)
@@ -133,9 +142,19 @@ class TorchMemorySaver:
         cross tags; for tensors on several devices, enter one region per device
         (``with torch.cuda.device(d), torch_memory_saver.region(tag): ...``).
 
+        Settings are per thread: only the thread that entered the region
+        allocates into it. Other threads, including threads started inside
+        the block, keep their own settings (a new thread starts with the
+        ``TMS_INIT_*`` defaults), so their tensors are not paused with the
+        region's tag; a worker thread that should allocate pauseable memory
+        enters its own ``region()``. Exit the block on the thread that entered it.
+
         Raises:
             TorchNotAvailableError: torch is not installed.
-            ConfigError: the hook mode cannot work in this process.
+            ConfigError: the hook mode cannot work in this process, or a
+                ``TMS_*`` environment variable has a bad value (named in the message).
+            InvalidStateError: used in a ``fork()``ed child of a process that
+                had already used the library.
             InvalidArgumentError: e.g. an unknown backend name.
         """
         _check_tag(tag)
@@ -177,9 +196,14 @@ class TorchMemorySaver:
         (e.g. ``torch.cuda.graph_pool_handle()``) is replaced by the shared
         pool of the tag; ``graph.pool()`` of a graph captured here is honoured.
         After the graph's tag is resumed, replay recomputes its intermediates.
+
+        Warns (NcclGraphRegistrationWarning) when torch.distributed uses NCCL and
+        NCCL_GRAPH_REGISTER is not 0: NCCL may keep registrations of captured
+        buffers that pause() gives new physical memory (docs/distributed.md).
         """
         _check_tag(tag)
         torch = require_torch("cuda_graph()")
+        _nccl.check_graph_register(torch)
         active = self._active_hooks()
         assert self._pools is not None
         device = torch.cuda.current_device()
@@ -245,6 +269,11 @@ class TorchMemorySaver:
         Raises:
             OutOfMemoryError: no host memory for a backup.
             DriverError: a driver call failed.
+            BackupIOError: a disk backup could not be written.
+            InvalidStateError: called while the current CUDA stream is
+                capturing a graph (pause outside the capture), or in a
+                ``fork()``ed child of a process that had used the library.
+            InvalidArgumentError: `tag` is not a non-empty str.
         """
         self._transition("pause", tag)
 
@@ -259,12 +288,15 @@ class TorchMemorySaver:
         Raises:
             OutOfMemoryError: not enough free device memory (the message says
                 how much was needed and free); also a ``torch.OutOfMemoryError``.
+            InvalidStateError: called while the current CUDA stream is
+                capturing a graph, or in a ``fork()``ed child (see :meth:`pause`).
         """
         self._transition("resume", tag)
 
     def _transition(self, verb: str, tag: Optional[str]) -> None:
         if tag is not None:
             _check_tag(tag)
+        _refuse_during_capture(verb)
         lib = _library.library()
         call = lib.tms_pause if verb == "pause" else lib.tms_resume
         measure = logger.isEnabledFor(logging.INFO)
@@ -328,6 +360,31 @@ class TorchMemorySaver:
     def stats(self) -> List[TagStats]:
         """Per-(tag, device) statistics from the engine (see :class:`TagStats`)."""
         return stats()
+
+
+def _refuse_during_capture(verb: str) -> None:
+    """Raise InvalidStateError if this thread's current CUDA stream is capturing a graph.
+
+    Pause and resume synchronize the device and map or unmap memory, which a
+    stream capture cannot record: in the default ("global") capture mode the
+    driver would reject the call and invalidate the capture. Checked here,
+    before the engine is called, so the capture stays intact and can go on.
+    Never initialises CUDA (no capture can be underway before CUDA is).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        capturing = bool(torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
+    except Exception:  # noqa: BLE001 - a torch without CUDA support: nothing can be capturing
+        return
+    if capturing:
+        raise InvalidStateError(
+            f"torch_memory_saver.{verb}() was called while the current CUDA stream is capturing a "
+            f"CUDA graph; {verb} synchronizes the device and maps/unmaps memory, which cannot be "
+            f"part of a graph. Call {verb}() outside the capture: before entering or after leaving "
+            f"torch.cuda.graph() / torch_memory_saver.cuda_graph(). The capture is unaffected."
+        )
 
 
 def _active_bytes(tag: Optional[str]) -> int:

@@ -17,7 +17,7 @@ import os
 from typing import Any, Literal, Mapping, Optional
 
 from . import _library
-from ._pools import new_default_pool
+from ._pools import keep_forever, new_default_pool
 from ._torch import require_torch
 from .errors import ConfigError, InvalidArgumentError
 
@@ -108,8 +108,11 @@ class TorchHooks:
     def new_pool(self, device: int) -> Any:
         torch = require_torch("region()")
         if self._allocator is None:
-            self._allocator = torch.cuda.memory.CUDAPluggableAllocator(
-                str(_library.loaded_path()), "tms_torch_malloc", "tms_torch_free"
+            # The pools keep a raw pointer to it: it must live as long as they do.
+            self._allocator = keep_forever(
+                torch.cuda.memory.CUDAPluggableAllocator(
+                    str(_library.loaded_path()), "tms_torch_malloc", "tms_torch_free"
+                )
             )
         with torch.cuda.device(device):
             return torch.cuda.MemPool(self._allocator.allocator())

@@ -19,10 +19,14 @@ namespace {
 std::mutex g_mutex;
 Runtime* g_runtime = nullptr;  // intentionally leaked, see runtime.h
 std::atomic<bool> g_forked_child{false};
+std::atomic<bool> g_exiting{false};
 
 void mark_forked_child() { g_forked_child.store(true); }
 
 void remove_disk_backups_at_exit() {
+  // From here on calls are refused, so no thread writes a new backup file
+  // after the ones below are gone.
+  g_exiting.store(true);
   // A forked child shares the parent's file names but not its backups.
   if (g_forked_child.load()) return;
   if (Runtime* rt = runtime_if_created()) {
@@ -89,6 +93,9 @@ Runtime& runtime() {
         "torch_memory_saver was initialized before fork(); the child process cannot use the "
         "parent's GPU memory. Start workers with the 'spawn' method, or first use the library "
         "in the child");
+  }
+  if (g_exiting.load()) {
+    throw InvalidState("the process is exiting; torch_memory_saver no longer takes calls");
   }
   std::lock_guard lock(g_mutex);
   if (g_runtime != nullptr) return *g_runtime;

@@ -7,9 +7,11 @@ returns; the runner then prints SCENARIO OK and exits 0.
 """
 
 import os
+import re
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 import torch
@@ -409,6 +411,540 @@ def without_ld_preload():
     with tms.region("x"):
         x = torch.ones(1024, device="cuda")
     assert owned(x)
+
+
+# ---- issue 5: reliability ------------------------------------------------------
+
+
+def tag_state(tag):
+    """(active_bytes, paused_bytes, backup_bytes) of `tag` over all devices."""
+    entries = [s for s in tms_package.stats() if s.tag == tag]
+    return (
+        sum(s.active_bytes for s in entries),
+        sum(s.paused_bytes for s in entries),
+        sum(s.backup_bytes for s in entries),
+    )
+
+
+def blocker_leaving(free_target):
+    """A tensor outside any region that leaves about `free_target` bytes of the device free."""
+    torch.cuda.empty_cache()
+    size = free_bytes() - free_target
+    assert size > 0, f"only {free_bytes() / GIB:.2f} GiB free"
+    blocker = torch.empty(size, dtype=torch.uint8, device="cuda")
+    assert not owned(blocker)
+    return blocker
+
+
+NO_LEAK_TOLERANCE = 64 * MIB  # driver bookkeeping; a leaked allocation here is >= 256 MiB
+
+
+def expect_resume_oom(tag, expected_free, needed_at_least):
+    """resume(tag) raises out-of-memory naming bytes needed and free, and takes no device memory."""
+    error = expect_raises(tms_package.OutOfMemoryError, lambda: tms.resume(tag))
+    assert isinstance(error, torch.OutOfMemoryError), "not a torch.OutOfMemoryError"
+    assert isinstance(error, MemoryError)
+    message = str(error)
+    needed = re.search(r"needs (\d+) bytes", message)
+    free = re.search(r"(\d+) bytes \([0-9.]+ GiB\) free", message)
+    assert needed and free, f"the message does not name bytes needed and free: {message}"
+    assert int(needed.group(1)) >= needed_at_least, message
+    assert abs(int(free.group(1)) - expected_free) <= 256 * MIB, f"free {expected_free} measured: {message}"
+    assert "stays paused" in message, message
+    after = free_bytes()
+    assert abs(after - expected_free) <= NO_LEAK_TOLERANCE, (
+        f"the failed resume changed free memory by {(after - expected_free) / MIB:.0f} MiB"
+    )
+    return message
+
+
+def resume_oom():
+    """Resume without memory: typed error naming the bytes, all stays paused and backed up, no leak."""
+    generator = torch.Generator(device="cuda").manual_seed(5)
+    with tms.region("oom_backed", enable_cpu_backup=True):
+        backed = torch.randint(0, 2**31 - 1, (GIB // 4,), dtype=torch.int32, device="cuda", generator=generator)
+        small = torch.randn(16 * MIB, device="cuda", generator=generator)  # 64 MiB, float bits
+    with tms.region("oom_plain"):
+        plain = torch.full((GIB,), 9, dtype=torch.uint8, device="cuda")
+    pointers = [t.data_ptr() for t in (backed, small, plain)]
+    expected_backed, expected_small_bits = backed.cpu(), small.view(torch.int32).cpu()
+    active_free = free_bytes()
+
+    tms.pause()
+    states = {tag: tag_state(tag) for tag in ("oom_backed", "oom_plain")}
+    paused_total = sum(state[1] for state in states.values())
+    assert paused_total >= GIB * 2 + 64 * MIB and all(state[0] == 0 for state in states.values())
+    assert states["oom_backed"][2] >= GIB + 60 * MIB and states["oom_plain"][2] == 0
+
+    # Room for one 1 GiB allocation but not for all: resume takes some memory, then must give it back.
+    blocker = blocker_leaving(GIB + GIB // 2)
+    blocked_free = free_bytes()
+    for attempt in range(2):
+        message = expect_resume_oom(None, blocked_free, paused_total)
+        assert {tag: tag_state(tag) for tag in states} == states, f"attempt {attempt} changed the state"
+        copy = tms.get_cpu_backup(backed)
+        assert copy is not None and torch.equal(copy, expected_backed), "the backup changed"
+        assert torch.equal(tms.get_cpu_backup(small).view(torch.int32), expected_small_bits)
+        assert tms.get_cpu_backup(plain) is None
+    print("resume_oom message:", message)
+
+    del blocker
+    torch.cuda.empty_cache()
+    tms.resume()
+    assert [t.data_ptr() for t in (backed, small, plain)] == pointers
+    assert torch.equal(backed.cpu(), expected_backed), "backed-up int32 contents not exact"
+    assert torch.equal(small.view(torch.int32).cpu(), expected_small_bits), "backed-up float bits not exact"
+    plain.fill_(4)
+    assert int(plain.sum(dtype=torch.int64)) == 4 * GIB
+    assert abs(free_bytes() - active_free) <= NO_LEAK_TOLERANCE
+    assert tag_state("oom_backed")[1] == 0 and tag_state("oom_plain")[1] == 0
+
+
+def resume_oom_one_tag():
+    """A failed resume of one tag leaves it and every other tag as they were; another tag can still resume."""
+    generator = torch.Generator(device="cuda").manual_seed(6)
+    with tms.region("big", enable_cpu_backup=True):
+        big = torch.randint(0, 2**31 - 1, (GIB // 4,), dtype=torch.int32, device="cuda", generator=generator)
+    with tms.region("fits", enable_cpu_backup=True):
+        fits = torch.randint(0, 2**31 - 1, (64 * MIB,), dtype=torch.int32, device="cuda", generator=generator)
+    with tms.region("bystander"):
+        bystander = torch.full((64 * MIB,), 7, dtype=torch.int32, device="cuda")
+    expected_big, expected_fits = big.cpu(), fits.cpu()
+    big_pointer = big.data_ptr()
+
+    tms.pause("big")
+    tms.pause("fits")
+    states = {tag: tag_state(tag) for tag in ("big", "fits", "bystander")}
+    blocker = blocker_leaving(GIB // 2)  # "fits" (256 MiB) can come back, "big" (1 GiB) cannot
+    blocked_free = free_bytes()
+
+    expect_resume_oom("big", blocked_free, GIB)
+    assert {tag: tag_state(tag) for tag in states} == states, "a failed resume of one tag changed some tag"
+    assert torch.equal(tms.get_cpu_backup(big), expected_big)
+    assert torch.equal(tms.get_cpu_backup(fits), expected_fits)
+    assert bool((bystander == 7).all()), "the active bystander tag was disturbed"
+
+    tms.resume("fits")  # fits next to the blocker
+    assert torch.equal(fits.cpu(), expected_fits)
+    assert tag_state("big") == states["big"], "resuming another tag touched the failed one"
+
+    del blocker
+    torch.cuda.empty_cache()
+    tms.resume("big")
+    assert big.data_ptr() == big_pointer
+    assert torch.equal(big.cpu(), expected_big), "contents not exact after the failed resume"
+    assert bool((bystander == 7).all())
+
+
+def capture_misuse():
+    """pause()/resume() while capturing a graph raise InvalidStateError; the capture goes on intact."""
+    with tms.region("cap_active", enable_cpu_backup=True):
+        active = torch.full((16 * MIB,), 3.0, device="cuda")
+    with tms.region("cap_paused", enable_cpu_backup=True):
+        paused = torch.full((16 * MIB,), 4.0, device="cuda")
+    tms.pause("cap_paused")
+    states = {tag: tag_state(tag) for tag in ("cap_active", "cap_paused")}
+    static_in = torch.ones(MIB, device="cuda")
+
+    def misuse_inside_capture():
+        for action in (
+            lambda: tms.pause("cap_active"),
+            lambda: tms.pause(),
+            lambda: tms.resume("cap_paused"),
+            lambda: tms.resume(),
+        ):
+            error = expect_raises(tms_package.InvalidStateError, action, "outside the capture")
+            assert isinstance(error, RuntimeError)
+
+    graphs = []
+    for capture in ("torch_memory_saver.cuda_graph", "torch.cuda.graph"):
+        graph = torch.cuda.CUDAGraph()
+        context = (
+            tms.cuda_graph(graph, tag="cap_graph") if capture.startswith("torch_memory_saver")
+            else torch.cuda.graph(graph)
+        )
+        with context:
+            doubled = static_in * 2
+            misuse_inside_capture()
+            out = doubled + active[: static_in.numel()]  # reads a region tensor inside the graph
+        graphs.append((capture, graph, out))
+
+    assert {tag: tag_state(tag) for tag in states} == states, "a transition ran during the capture"
+    static_in.fill_(5.0)
+    for capture, graph, out in graphs:
+        graph.replay()
+        assert bool((out == 13.0).all()), f"graph captured with {capture} computes the wrong values"
+    tms.resume("cap_paused")
+    assert bool((paused == 4.0).all())
+    tms.pause("cap_graph")
+    tms.resume("cap_graph")
+    static_in.fill_(1.0)
+    graphs[0][1].replay()
+    assert bool((graphs[0][2] == 5.0).all())
+
+
+def get_cpu_backup_misuse():
+    """get_cpu_backup: None outside regions and without backup; InvalidArgumentError for non-CUDA input."""
+    plain = torch.arange(MIB, dtype=torch.float32, device="cuda")  # not in any region
+    with tms.region("gcb_none"):
+        unbacked = torch.ones(MIB, device="cuda")
+    with tms.region("gcb_backed", enable_cpu_backup=True):
+        backed = torch.arange(MIB, dtype=torch.float32, device="cuda")
+    assert tms.get_cpu_backup(plain) is None
+    assert tms.get_cpu_backup(backed) is None, "an active tensor has no backup"
+
+    tms.pause("gcb_none")
+    tms.pause("gcb_backed")
+    for zero_copy in (False, True):
+        assert tms.get_cpu_backup(plain, zero_copy=zero_copy) is None, "memory outside regions"
+        assert tms.get_cpu_backup(unbacked, zero_copy=zero_copy) is None, "paused without backup"
+    assert tms.get_cpu_backup(backed[:0]) is None, "an empty view has no bytes to back up"
+    assert torch.equal(tms.get_cpu_backup(backed[10:20]), torch.arange(10, 20, dtype=torch.float32))
+    for bad in (torch.zeros(4), [1.0, 2.0], None, 3):
+        error = expect_raises(tms_package.InvalidArgumentError, lambda: tms.get_cpu_backup(bad), "CUDA tensor")
+        assert isinstance(error, ValueError)
+    tms.resume()
+    assert float(unbacked.fill_(2.0).sum()) == 2.0 * MIB
+    assert torch.equal(backed.cpu(), torch.arange(MIB, dtype=torch.float32))
+
+
+def free_while_paused():
+    """del of a paused tensor works; resume works; its memory is reused, nothing grows."""
+    size = 256 * MIB
+    with tms.region("fwp", enable_cpu_backup=True):
+        doomed = torch.full((size,), 1, dtype=torch.uint8, device="cuda")
+        kept = torch.full((64 * MIB,), 2, dtype=torch.uint8, device="cuda")
+    engine_bytes = sum(tag_state("fwp")[:2])
+    allocated = torch.cuda.memory_allocated()
+
+    tms.pause("fwp")
+    del doomed
+    assert torch.cuda.memory_allocated() <= allocated - size, "freeing the paused tensor was not accounted"
+    torch.cuda.empty_cache()  # whatever torch does with the freed paused block, it must not crash
+    tms.resume("fwp")
+    assert bool((kept == 2).all()), "the tensor that stayed lost its backup"
+    assert sum(tag_state("fwp")[:2]) <= engine_bytes
+
+    with tms.region("fwp", enable_cpu_backup=True):
+        again = torch.full((size,), 5, dtype=torch.uint8, device="cuda")
+    assert owned(again)
+    assert sum(tag_state("fwp")[:2]) <= engine_bytes, "the freed paused memory was not reused"
+    tms.pause("fwp")
+    tms.resume("fwp")
+    assert bool((again == 5).all()) and bool((kept == 2).all())
+
+
+def fork_child():
+    """A fork()ed child gets InvalidStateError naming fork from the library; the parent goes on."""
+    with tms.region("forked", enable_cpu_backup=True):
+        x = torch.full((64 * MIB,), 6.0, device="cuda")
+    tms.pause("forked")
+    tms.resume("forked")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: no CUDA here; report through the exit status
+        problems = []
+        for name, action in [
+            ("pause", lambda: tms.pause("forked")),
+            ("resume", lambda: tms.resume()),
+            ("stats", tms.stats),
+            ("region", lambda: tms.region("forked").__enter__()),
+        ]:
+            try:
+                action()
+                problems.append(f"{name}: no error")
+            except tms_package.InvalidStateError as error:
+                if "fork" not in str(error):
+                    problems.append(f"{name}: {error}")
+            except BaseException as error:  # noqa: BLE001 - reported through the exit status
+                problems.append(f"{name}: {type(error).__name__}: {error}")
+        if problems:
+            sys.stderr.write(f"child problems: {problems}\n")
+            sys.stderr.flush()
+        os._exit(1 if problems else 0)  # a child of a CUDA process must not run CUDA teardown
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), f"the child was killed by signal {os.WTERMSIG(status)}"
+    assert os.WEXITSTATUS(status) == 0, "the child did not get InvalidStateError naming fork"
+    tms.pause("forked")
+    tms.resume("forked")
+    assert bool((x == 6.0).all()), "the parent lost data"
+
+
+def thread_region_isolation():
+    """A region applies to the thread that entered it only, both ways."""
+    made = {}
+
+    def outside_worker():
+        made["settings"] = _settings.read()
+        made["outside"] = torch.full((16 * MIB,), 2.0, device="cuda")
+
+    with tms.region("iso"):
+        mine = torch.ones(16 * MIB, device="cuda")
+        worker = threading.Thread(target=outside_worker)
+        worker.start()
+        worker.join(60)
+    assert not worker.is_alive()
+    assert owned(mine)
+    assert not owned(made["outside"]), "a thread started inside a region allocated into it"
+    assert not made["settings"].interesting and made["settings"].tag == "default"
+
+    inside, release = threading.Event(), threading.Event()
+
+    def inside_worker():
+        with tms.region("iso_worker"):
+            made["inside"] = torch.full((16 * MIB,), 3.0, device="cuda")
+            inside.set()
+            release.wait(60)
+
+    worker = threading.Thread(target=inside_worker)
+    worker.start()
+    assert inside.wait(60)
+    made["main"] = torch.full((16 * MIB,), 4.0, device="cuda")  # while the worker is inside its region
+    release.set()
+    worker.join(60)
+    assert owned(made["inside"]) and not owned(made["main"])
+    assert _settings.read().interesting is False
+
+    tms.pause("iso")
+    tms.pause("iso_worker")
+    assert bool((made["outside"] == 2.0).all()) and bool((made["main"] == 4.0).all())
+    tms.resume()
+
+
+def threads_alloc_while_pausing():
+    """Eight threads allocate, check and free tensors in regions while the main thread pauses another tag."""
+    generator = torch.Generator(device="cuda").manual_seed(8)
+    with tms.region("paused_by_main", enable_cpu_backup=True):
+        other = torch.randint(0, 2**31 - 1, (64 * MIB,), dtype=torch.int32, device="cuda", generator=generator)
+    expected = other.clone()  # outside any region
+    stop = threading.Event()
+    running = threading.Semaphore(0)  # released once by each worker after its first tensor
+    failures, rounds = [], {}
+
+    def worker(index):
+        done = 0
+        try:
+            with tms.region(f"worker{index}", enable_cpu_backup=index % 2 == 0):
+                live = []
+                while not stop.is_set() or done < 10:
+                    value = index * 100_000 + done
+                    tensor = torch.full(((1 + done % 4) * 4 * MIB,), value, dtype=torch.int32, device="cuda")
+                    live.append((tensor, value))
+                    if done == 0:
+                        running.release()
+                    if len(live) > 3:
+                        old, old_value = live.pop(0)
+                        assert bool((old == old_value).all()), f"worker {index}: tensor {old_value} corrupted"
+                        del old
+                    done += 1
+                for tensor, value in live:
+                    assert bool((tensor == value).all()), f"worker {index}: tensor {value} corrupted"
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+        finally:
+            rounds[index] = done
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for w in workers:
+        w.start()
+    try:
+        for _ in workers:  # the pauses below overlap every worker's allocations
+            assert running.acquire(timeout=60) or failures, "a worker did not start"
+            assert not failures, failures
+        for cycle in range(30):
+            tms.pause("paused_by_main")
+            if cycle % 10 == 0:
+                assert torch.equal(tms.get_cpu_backup(other), expected.cpu()), f"backup wrong in cycle {cycle}"
+            tms.resume("paused_by_main")
+            assert torch.equal(other, expected), f"contents wrong after resume in cycle {cycle}"
+            assert not failures, failures
+    finally:
+        stop.set()
+        deadline = time.monotonic() + 120
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+    assert not [w.name for w in workers if w.is_alive()], "worker threads stuck (deadlock?)"
+    assert not failures, failures
+    assert min(rounds.values()) >= 10, rounds
+    for index in range(8):  # every worker's memory is pauseable under its own tag
+        tms.pause(f"worker{index}")
+        tms.resume(f"worker{index}")
+    print("threads_alloc_while_pausing rounds per worker:", sorted(rounds.values()))
+
+
+def bad_env():
+    """TMS_INIT_CPU_BACKUP_BACKEND=bogus: region()/pause()/resume() raise ConfigError naming it."""
+    variable = "TMS_INIT_CPU_BACKUP_BACKEND"
+    assert os.environ.get(variable) == "bogus", "run this scenario with TMS_INIT_CPU_BACKUP_BACKEND=bogus"
+    for action in (lambda: tms.region("bad").__enter__(), tms.pause, tms.resume, tms.stats):
+        error = expect_raises(tms_package.ConfigError, action, variable)
+        assert "pinned, mmap" in str(error), str(error)
+    plain = torch.ones(MIB, device="cuda")  # the rest of the process is unaffected
+    assert float(plain.sum()) == MIB and not _settings.read().interesting
+
+
+# Alive until interpreter shutdown: the exit scenarios end the process with these allocated.
+_KEPT_UNTIL_EXIT = []
+
+
+def exit_with_everything():
+    """Ends the process with memory active, paused, on host (pinned, mmap, retained) and on disk, and a graph."""
+    directory = os.environ["SCENARIO_DISK_DIR"]
+    tms.set_disk_backup_dir(directory)
+    size = 16 * MIB  # float32: 64 MiB per tensor
+    tensors = {}
+    for tag, kwargs in [
+        ("exit_active", {}),
+        ("exit_retained", {"enable_cpu_backup": True}),
+        ("exit_plain", {}),
+        ("exit_pinned", {"enable_cpu_backup": True, "cpu_backup_backend": "pinned"}),
+        ("exit_mmap", {"enable_cpu_backup": True, "cpu_backup_backend": "mmap"}),
+        ("exit_disk", {"enable_disk_backup": True}),
+    ]:
+        with tms.region(tag, **kwargs):
+            tensors[tag] = torch.full((size,), 1.5, device="cuda")
+    static_in = torch.ones(size, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with tms.cuda_graph(graph, tag="exit_graph"):
+        graph_out = static_in * 2
+    graph.replay()
+    outside = torch.ones(size, device="cuda")
+
+    tms.retain_cpu_backup = True  # exit_retained keeps its host buffer while active
+    tms.pause("exit_retained")
+    tms.resume("exit_retained")
+    for tag in ("exit_plain", "exit_pinned", "exit_mmap", "exit_disk", "exit_graph"):
+        tms.pause(tag)
+    files = [name for name in os.listdir(directory) if name.startswith("tms-backup-")]
+    print("backup files while paused:", len(files), flush=True)
+    _KEPT_UNTIL_EXIT.extend([tensors, static_in, graph, graph_out, outside])
+
+
+def exit_thread_in_region():
+    """Like exit_with_everything, with a daemon thread blocked inside region() (its tag paused) at exit."""
+    exit_with_everything()
+    inside = threading.Event()
+
+    def stays_inside():
+        with tms.region("exit_thread", enable_cpu_backup=True):
+            _KEPT_UNTIL_EXIT.append(torch.full((16 * MIB,), 2.5, device="cuda"))
+            inside.set()
+            threading.Event().wait()  # never returns: the thread is inside the region at exit
+
+    threading.Thread(target=stays_inside, daemon=True).start()
+    assert inside.wait(60), "the thread did not enter its region"
+    tms.pause("exit_thread")
+    if os.environ.get("SCENARIO_UNDO_KEEP_FOREVER") == "1":
+        # Control run: the package as it was before keep_forever(). The pools
+        # stay referenced by the singleton, so they die when interpreter
+        # shutdown clears the module globals, with this thread's route active.
+        from torch_memory_saver import _pools
+
+        _pools._KEPT_FOREVER.clear()
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def soak():
+    """SOAK_CYCLES (default 200) pause/resume cycles of weights (CPU backup), KV cache and a graph.
+
+    Between cycles: a trainer overwrites the freed memory, weights change in
+    place on even cycles, the graph is replayed. Every cycle checks contents
+    exactly and records device free memory after pause and after resume and
+    host RSS; the levels must stay flat. Prints one SOAK line with the figures.
+    """
+    cycles = int(os.environ.get("SOAK_CYCLES", "200"))
+    warmup = min(2, cycles - 1)
+    generator = torch.Generator(device="cuda").manual_seed(9)
+    with tms.region("weights", enable_cpu_backup=True):
+        weights = torch.randint(-(2**30), 2**30, (128 * MIB,), dtype=torch.int32, device="cuda", generator=generator)
+    with tms.region("kv_cache"):
+        kv_cache = torch.empty(GIB, dtype=torch.uint8, device="cuda")
+    reference = weights.clone()  # outside any region
+    n = 16 * MIB  # the graph's intermediates: two int64 tensors of 128 MiB
+    static_in = torch.arange(n, dtype=torch.int64, device="cuda")
+
+    def compute(w):
+        return (w[:n].to(torch.int64) * 3 + static_in).sum()
+
+    compute(weights)
+    graph = torch.cuda.CUDAGraph()
+    with tms.cuda_graph(graph, tag="cuda_graph"):
+        static_out = compute(weights)
+    pointers = (weights.data_ptr(), kv_cache.data_ptr(), static_out.data_ptr())
+    lib = _library.library()
+
+    def settled_free():
+        torch.cuda.empty_cache()  # torch's own cache is not what is measured
+        return free_bytes()
+
+    baseline = settled_free()
+    paused_free, resumed_free, rss, pause_s, resume_s, rss_paused = [], [], [], [], [], []
+    trainer_bytes = GIB
+    started = time.perf_counter()
+    for cycle in range(cycles):
+        t0 = time.perf_counter()
+        for tag in ("kv_cache", "weights", "cuda_graph"):  # SGLang's order
+            tms.pause(tag)
+        pause_s.append(time.perf_counter() - t0)
+        paused_free.append(settled_free())
+        rss_paused.append(rss_bytes())
+        trainer = torch.empty(trainer_bytes, dtype=torch.uint8, device="cuda")
+        trainer.fill_(cycle % 256)  # overwrite the memory just released
+        del trainer
+        torch.cuda.empty_cache()
+        t0 = time.perf_counter()
+        for tag in ("cuda_graph", "weights", "kv_cache"):
+            tms.resume(tag)
+        resume_s.append(time.perf_counter() - t0)
+        _library.check(lib.tms_drain_host_releases())  # host backups freed after resume are gone now
+        resumed_free.append(settled_free())
+        rss.append(rss_bytes())
+
+        assert (weights.data_ptr(), kv_cache.data_ptr(), static_out.data_ptr()) == pointers
+        assert torch.equal(weights, reference), f"weights not exact after resume in cycle {cycle}"
+        value = cycle % 251
+        kv_cache.fill_(value)
+        assert int(kv_cache.sum(dtype=torch.int64)) == value * GIB, f"KV cache unusable in cycle {cycle}"
+        graph.replay()
+        assert int(static_out) == int(compute(reference)), f"graph output wrong in cycle {cycle}"
+        if cycle % 2 == 0:  # a training step changed the weights in place
+            weights.add_(1)
+            reference.add_(1)
+        if (cycle + 1) % 100 == 0:
+            print(
+                f"soak cycle {cycle + 1}/{cycles}: {time.perf_counter() - started:.1f} s, free after pause "
+                f"{paused_free[-1] / GIB:.3f} GiB, after resume {resumed_free[-1] / GIB:.3f} GiB, "
+                f"rss {rss[-1] / MIB:.0f} MiB",
+                flush=True,
+            )
+    seconds = time.perf_counter() - started
+
+    def spread(values):
+        return max(values[warmup:]) - min(values[warmup:])
+
+    released = min(p - r for p, r in zip(paused_free, resumed_free))  # weights + KV cache + graph pool
+    print(
+        f"SOAK hook_mode={tms.hook_mode} cycles={cycles} seconds={seconds:.1f} "
+        f"free_after_pause_GiB min={min(paused_free) / GIB:.3f} max={max(paused_free) / GIB:.3f} "
+        f"free_after_resume_GiB min={min(resumed_free) / GIB:.3f} max={max(resumed_free) / GIB:.3f} "
+        f"baseline_free_GiB={baseline / GIB:.3f} released_min_GiB={released / GIB:.3f} "
+        f"spread_after_warmup_MiB pause={spread(paused_free) / MIB:.1f} resume={spread(resumed_free) / MIB:.1f} "
+        f"rss_MiB first={rss[warmup] / MIB:.0f} last={rss[-1] / MIB:.0f} max={max(rss) / MIB:.0f} "
+        f"rss_paused_max_MiB={max(rss_paused) / MIB:.0f} "
+        f"pause_ms median={sorted(pause_s)[len(pause_s) // 2] * 1e3:.1f} max={max(pause_s) * 1e3:.1f} "
+        f"resume_ms median={sorted(resume_s)[len(resume_s) // 2] * 1e3:.1f} max={max(resume_s) * 1e3:.1f}",
+        flush=True,
+    )
+    assert released >= 1.5 * GIB, f"a pause released only {released / GIB:.2f} GiB"
+    assert spread(paused_free) <= NO_LEAK_TOLERANCE, "device memory after pause drifts between cycles"
+    assert spread(resumed_free) <= NO_LEAK_TOLERANCE, "device memory after resume drifts between cycles"
+    assert abs(resumed_free[-1] - baseline) <= NO_LEAK_TOLERANCE, "device memory after resume left its baseline"
+    assert rss[-1] - rss[warmup] <= 128 * MIB, f"host RSS grew by {(rss[-1] - rss[warmup]) / MIB:.0f} MiB"
 
 
 def main(name, hook_mode):

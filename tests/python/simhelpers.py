@@ -1,6 +1,11 @@
 """Helpers shared by the CPU tests (simulated driver)."""
 
 import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 from torch_memory_saver import _library
 
@@ -17,3 +22,37 @@ def device_free(lib, device=0):
     free, total = ctypes.c_uint64(), ctypes.c_uint64()
     _library.check(lib.tms_device_memory(device, ctypes.byref(free), ctypes.byref(total)))
     return free.value
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "python"
+
+# What a process that died instead of raising leaves in its output.
+CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python error", "core dumped")
+
+
+# Makes `import torch` fail in a child: these scripts need no torch, and
+# importing it (the package does when it is installed) would cost seconds each.
+_WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"
+
+
+def run_python(code, timeout=60, **env_changes):
+    """Run `code` in a fresh interpreter on this source tree's package (simulated driver), without torch.
+
+    Keyword arguments set (or, with None, remove) environment variables.
+    """
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    for name, value in env_changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    script = _WITHOUT_TORCH + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_no_crash(result):
+    """The process ended through Python (exit status >= 0), with no crash report on stderr."""
+    output = result.stdout + result.stderr
+    assert result.returncode >= 0, f"killed by signal {-result.returncode}:\n{output}"
+    for marker in CRASH_MARKERS:
+        assert marker not in output, f"{marker!r} in the output:\n{output}"
