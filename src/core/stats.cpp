@@ -30,8 +30,9 @@ void append_json_string(std::string& out, std::string_view text) {
 }
 
 void append_number(std::string& out, double value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.9g", value);
+  // 17 significant digits: Unix times keep their microseconds.
+  char text[40];
+  std::snprintf(text, sizeof(text), "%.17g", value);
   out += text;
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <memory>
 
 #include "common/errors.h"
@@ -241,6 +242,10 @@ TEST_F(EngineTest, StatsReportBytesPerTagAndState) {
   EXPECT_EQ(stats.entries[1].active_bytes, 2 * kMiB) << "rounded to the granularity";
   const std::string json = stats_to_json(stats, "sim");
   EXPECT_NE(json.find("\"tag\": \"a\""), std::string::npos) << json;
+  // Unix times keep sub-second precision through JSON (ranks compare them).
+  const std::size_t at = json.find("\"last_pause_unix\": ");
+  ASSERT_NE(at, std::string::npos) << json;
+  EXPECT_EQ(std::strtod(json.c_str() + at + 19, nullptr), stats.entries[0].last_pause_unix) << json;
   engine_->resume("a");
   engine_->free(a);
   engine_->free(b);

@@ -193,7 +193,9 @@ class Worker:
         # integer-valued floats: sums of a few of them are exact in float32
         self.base = torch.remainder(torch.arange(n, device="cuda"), 1000).to(torch.float32)
         generator = torch.Generator(device="cuda").manual_seed(7)  # the same input on every rank
-        self.x_in.copy_(torch.randn(args.batch, hidden, device="cuda", generator=generator))
+        # 'buffers' has no backup: keep the input outside the regions to refill it after resume.
+        self.x_reference = torch.randn(args.batch, hidden, device="cuda", generator=generator)
+        self.x_in.copy_(self.x_reference)
         self.stage("built")
 
     def sync_weights(self) -> None:
@@ -221,6 +223,7 @@ class Worker:
 
     def eager_round(self, label: str) -> torch.Tensor:
         world, rank, base = self.world, self.rank, self.base
+        self.x_in.copy_(self.x_reference)
         self.ar.copy_(base + rank)
         self.ag_in.copy_(base * (rank + 1))
         self.bc.copy_(base + 100 * rank)
@@ -294,6 +297,7 @@ class Worker:
 
     def replay(self, label: str) -> None:
         self.static_in.copy_(self.base + self.rank)  # 'buffers' has no backup: refill after resume
+        self.x_in.copy_(self.x_reference)
         self.ag_out.zero_()
         torch.cuda.synchronize()
         dist.barrier()
@@ -598,7 +602,8 @@ def scenario_detect(w: Worker) -> None:
             if raised is None:
                 graph.replay()
                 w.wait_device(f"detect replay {value}")
-                replay_ok = bool((y == 2 * w.world).all())
+                # x was all-reduced to `world` before the capture: y = sum over ranks of 2 * world.
+                replay_ok = bool((y == 2 * w.world * w.world).all())
             variants[str(value)] = {
                 "detected": kind is not None,
                 "kind": kind,
