@@ -35,9 +35,10 @@ CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python er
 _WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"
 
 
-def run_python(code, timeout=60, **env_changes):
-    """Run `code` in a fresh interpreter on this source tree's package (simulated driver), without torch.
+def run_python(code, timeout=60, without_torch=True, **env_changes):
+    """Run `code` in a fresh interpreter on this source tree's package (simulated driver).
 
+    With `without_torch`, importing torch fails in it, as on a CI machine.
     Keyword arguments set (or, with None, remove) environment variables.
     """
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
@@ -46,7 +47,7 @@ def run_python(code, timeout=60, **env_changes):
             env.pop(name, None)
         else:
             env[name] = value
-    script = _WITHOUT_TORCH + textwrap.dedent(code)
+    script = (_WITHOUT_TORCH if without_torch else "") + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
 
 

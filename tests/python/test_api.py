@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch_memory_saver
-from simhelpers import MIB
+from simhelpers import MIB, run_python
 from torch_memory_saver import (
     TagStats,
     TorchMemorySaver,
@@ -22,16 +22,6 @@ from torch_memory_saver import (
 
 PACKAGE_ROOT = Path(torch_memory_saver.__file__).resolve().parents[1]
 
-
-def run_python(code, **env_changes):
-    """Run `code` in a fresh interpreter that imports this source tree's package."""
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
-    for name, value in env_changes.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_hook_mode_defaults_to_preload_and_validates():
@@ -98,10 +88,10 @@ def test_a_process_started_with_ld_preload_is_detected(lib):
         "from torch_memory_saver import torch_memory_saver as t, hooks\n"
         "print(hooks.is_preloaded(), t.enabled)"
     )
-    preloaded = run_python(probe, LD_PRELOAD=library)
+    preloaded = run_python(probe, without_torch=False, LD_PRELOAD=library)
     assert preloaded.returncode == 0, preloaded.stderr
     assert preloaded.stdout.split() == ["True", "True"]
-    plain = run_python(probe, LD_PRELOAD=None)
+    plain = run_python(probe, without_torch=False, LD_PRELOAD=None)
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.split() == ["False", "False"]
 
@@ -112,7 +102,7 @@ def test_configure_subprocess_prepends_the_library_and_restores(monkeypatch, lib
     with configure_subprocess():
         assert os.environ["LD_PRELOAD"] == f"{library}:/opt/other.so"
         # The child inherits the variable (ld.so skips the missing /opt/other.so with a warning).
-        child = run_python("from torch_memory_saver import hooks; print(hooks.is_preloaded())")
+        child = run_python("from torch_memory_saver import hooks; print(hooks.is_preloaded())", without_torch=False)
         assert child.stdout.strip() == "True", child.stderr
     assert os.environ["LD_PRELOAD"] == "/opt/other.so"
 
