@@ -33,4 +33,4 @@ ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -j "$jobs" --output-on-f
 echo "== Concurrency tests under ThreadSanitizer =="
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTMS_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j "$jobs" --target tms_concurrency_tests
-TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/cpp/tms_concurrency_tests
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan -L concurrency -j "$jobs" --output-on-failure
