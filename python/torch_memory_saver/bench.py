@@ -7,12 +7,17 @@ floors (no torch_memory_saver involved)
     host allocation rate (``torch.empty(pin_memory=True)``), the raw CUDA VMM
     calls for each layout (ctypes on libcuda.so.1: cuMemCreate+cuMemMap+
     cuMemSetAccess and cuMemUnmap+cuMemRelease, n handles of total/n), and
-    plain torch allocation of 2048 x 2 MiB tensors on an empty cache.
+    plain torch allocation of 2048 x 2 MiB tensors on an empty cache;
+    with ``--parts ...,disk``: sequential write and read rates of the disk
+    backup directory (64 MiB O_DIRECT blocks from a page-aligned buffer,
+    no torch, see :func:`disk_floor`).
 library
     pause/resume without backup; pause with CPU backup cold (retain off) and
     warm (retain on, after a pause/resume that primed the retained memory);
     resume with backup; for the host kinds ``pinned`` and ``mmap``; process
-    RSS along the way; allocation of 2048 x 2 MiB tensors inside a region.
+    RSS along the way; allocation of 2048 x 2 MiB tensors inside a region;
+    with ``disk`` in ``--parts``: pause/resume of an ``enable_disk_backup=True``
+    tag (files written and read back), contents verified, files gone after resume.
     Contents are filled with a non-periodic pattern before every backed-up
     pause and compared after every resume; a mismatch fails the run (exit 3).
 
@@ -41,13 +46,17 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import errno
 import gc
 import json
 import math
 import os
+import mmap
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager
@@ -61,7 +70,14 @@ GiB = 1 << 30
 DEFAULT_LAYOUTS = (1, 16, 256, 4096)
 QUICK_LAYOUTS = (1, 16)
 HOST_KINDS = ("pinned", "mmap")
-PARTS = ("floors", "nobackup", "backup", "alloc")
+PARTS = ("floors", "nobackup", "backup", "alloc", "disk")
+# "disk" writes and reads a few GiB in the backup directory: opt-in (--parts floors,nobackup,backup,alloc,disk).
+DEFAULT_PARTS = ("floors", "nobackup", "backup", "alloc")
+DEFAULT_DISK_LAYOUTS = (1, 16)
+MAX_DISK_LAYOUTS = 4
+DEFAULT_DISK_GIB_CAP = 4.0
+DISK_BLOCK_BYTES = 64 * MiB
+DISK_IO_ALIGNMENT = 4096
 
 EXIT_OK = 0
 EXIT_MEASUREMENT_FAILED = 1
@@ -91,6 +107,8 @@ TARGETS: Dict[str, Tuple[str, float, str, str]] = {
     "pause_nobackup": ("<=", 1.1, "vmm_unmap", "<= 1.1x raw VMM unmap+release"),
     "resume_nobackup": ("<=", 1.1, "vmm_map", "<= 1.1x raw VMM create+map+access"),
     "region_alloc": ("<=", 1.05, "torch_alloc", "<= 1.05x plain torch alloc"),
+    "pause_disk": (">=", 0.8, "disk_write", ">= 0.8x disk write"),
+    "resume_disk": (">=", 0.8, "disk_read", ">= 0.8x disk read"),
 }
 
 OP_LABELS = {
@@ -103,6 +121,8 @@ OP_LABELS = {
     "pause_warm": "pause + backup, warm (retain on)",
     "resume_warm": "resume + restore (retain on, warm)",
     "region_alloc": "alloc in region",
+    "pause_disk": "pause + disk backup (write)",
+    "resume_disk": "resume + disk restore (read)",
 }
 
 BACKUP_OPS = ("pause_cold", "resume_cold", "pause_cold_retain", "resume_retain_first", "pause_warm", "resume_warm")
@@ -205,6 +225,208 @@ def _round_up(value: int, multiple: int) -> int:
 def _layout_elements(total_bytes: int, count: int) -> int:
     """int64 elements per tensor for `count` tensors of total/count bytes each."""
     return (total_bytes // count) // 8
+
+
+# =============================================================================
+# disk floor (no torch, no GPU: runs anywhere)
+# =============================================================================
+
+
+def filesystem_info(path: str) -> Dict[str, Any]:
+    """Mount point, filesystem type, device and options of `path` (from /proc/mounts) and its statvfs sizes."""
+    info: Dict[str, Any] = {"path": os.path.realpath(path)}
+    try:
+        st = os.statvfs(path)
+        info.update({"block_size": st.f_bsize, "fragment_size": st.f_frsize,
+                     "total_bytes": st.f_blocks * st.f_frsize, "free_bytes": st.f_bavail * st.f_frsize})
+    except OSError as exc:
+        info["statvfs_error"] = _exc_text(exc)
+    best: Optional[List[str]] = None
+    try:
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 4:
+                    continue
+                # /proc/mounts escapes space, tab, newline and backslash as octal.
+                mount_point = (fields[1].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+                               .replace("\\134", "\\"))
+                inside = info["path"] == mount_point or info["path"].startswith(mount_point.rstrip("/") + "/")
+                if inside and (best is None or len(mount_point) >= len(best[1])):  # later mounts shadow earlier
+                    best = [fields[0], mount_point, fields[2], fields[3]]
+    except OSError as exc:
+        info["mounts_error"] = _exc_text(exc)
+    if best is not None:
+        info.update({"device": best[0], "mount_point": best[1], "fs_type": best[2], "mount_options": best[3]})
+    return info
+
+
+def _open_maybe_direct(path: str, flags: int, direct: bool) -> Tuple[int, bool, Optional[str]]:
+    """(fd, direct I/O in use, note); falls back to buffered I/O only when O_DIRECT is refused (EINVAL)."""
+    o_direct = getattr(os, "O_DIRECT", 0)
+    if direct and o_direct:
+        try:
+            return os.open(path, flags | o_direct, 0o600), True, None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            note = f"O_DIRECT refused by the filesystem ({exc.strerror})"
+    elif direct:
+        note = "O_DIRECT not available on this platform"
+    else:
+        note = "O_DIRECT not asked for"
+    return os.open(path, flags, 0o600), False, note
+
+
+def _write_file(path: str, size: int, buffer: "mmap.mmap", block: int, direct: bool) -> Tuple[float, bool, Optional[str]]:
+    """Write `size` bytes of `buffer`'s contents block by block to a new file; (seconds open..close, direct, note)."""
+    view = memoryview(buffer)
+    try:
+        start = time.perf_counter()
+        fd, used_direct, note = _open_maybe_direct(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(
+            os, "O_CLOEXEC", 0), direct)
+        try:
+            done = 0
+            while done < size:
+                length = min(block, size - done)
+                written = 0
+                while written < length:
+                    try:
+                        count = os.write(fd, view[written:length])
+                    except OSError as exc:
+                        if exc.errno == errno.EINTR:
+                            continue
+                        if exc.errno == errno.EINVAL and used_direct and done == 0 and written == 0:
+                            # open() took O_DIRECT but the first write is refused: start over, buffered.
+                            os.close(fd)
+                            fd = -1
+                            seconds, _, _ = _write_file(path, size, buffer, block, False)
+                            return seconds, False, f"O_DIRECT writes refused by the filesystem ({exc.strerror})"
+                        raise
+                    if count <= 0:
+                        raise OSError(errno.ENOSPC, f"write returned {count} at byte {done + written}")
+                    written += count
+                done += length
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return time.perf_counter() - start, used_direct, note
+    finally:
+        view.release()
+
+
+def _read_file(path: str, size: int, buffer: "mmap.mmap", block: int, direct: bool) -> Tuple[float, bool, Optional[str]]:
+    """Read `size` bytes of `path` block by block into `buffer`; (seconds open..close, direct, note)."""
+    view = memoryview(buffer)
+    try:
+        start = time.perf_counter()
+        fd, used_direct, note = _open_maybe_direct(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0), direct)
+        try:
+            done = 0
+            while done < size:
+                length = min(block, size - done)
+                got = 0
+                while got < length:
+                    try:
+                        count = os.preadv(fd, [view[got:length]], done + got)
+                    except OSError as exc:
+                        if exc.errno == errno.EINTR:
+                            continue
+                        raise
+                    if count <= 0:
+                        raise OSError(errno.EIO, f"{path} ends at byte {done + got}, expected {size}")
+                    got += count
+                done += length
+        finally:
+            os.close(fd)
+        return time.perf_counter() - start, used_direct, note
+    finally:
+        view.release()
+
+
+def disk_floor(directory: str, total_bytes: int, block_bytes: int = DISK_BLOCK_BYTES, repeats: int = 1,
+               direct: bool = True) -> Dict[str, Any]:
+    """Sequential write and read rate of `directory`'s filesystem, the floor of the disk backup.
+
+    Each round writes a new file of `total_bytes` (rounded down to 4 KiB) in
+    blocks of `block_bytes` from a page-aligned anonymous mmap buffer filled
+    with random bytes (nothing for a compressing filesystem to gain), opened
+    with O_DIRECT|O_WRONLY|O_CREAT, then reads it back with O_DIRECT into a
+    second page-aligned buffer, checks the last block read, and removes it.
+    O_DIRECT keeps the page cache out of both numbers; where the filesystem
+    refuses it (EINVAL, e.g. tmpfs) the round goes through the page cache
+    instead, without fsync, and `notes` says so: the rates are then memory
+    rates, not the disk's. No fsync either way (the engine does none).
+    Times are open..close. Best of `repeats` rounds. Needs no torch and no GPU.
+    """
+    block = _round_up(max(int(block_bytes), DISK_IO_ALIGNMENT), DISK_IO_ALIGNMENT)
+    size = int(total_bytes) // DISK_IO_ALIGNMENT * DISK_IO_ALIGNMENT
+    if size <= 0:
+        raise ValueError(f"the disk floor needs at least {DISK_IO_ALIGNMENT} bytes, got {total_bytes}")
+    fs = filesystem_info(directory)
+    if fs.get("free_bytes") is not None and fs["free_bytes"] < size + 64 * MiB:
+        raise RuntimeError(f"the disk floor needs {size / GiB:.2f} GiB in {directory} ({fs.get('fs_type')}), only "
+                           f"{fs['free_bytes'] / GiB:.2f} GiB are free; lower --disk-gib or choose --disk-dir")
+    block = min(block, _round_up(size, DISK_IO_ALIGNMENT))
+    path = os.path.join(directory, f"tms-bench-floor-{os.getpid()}.bin")
+    result: Dict[str, Any] = {"directory": os.path.realpath(directory), "bytes": size, "block_bytes": block,
+                              "filesystem": fs, "direct_asked": bool(direct), "notes": []}
+    write_times: List[float] = []
+    read_times: List[float] = []
+    direct_write: List[bool] = []
+    direct_read: List[bool] = []
+    wbuf = mmap.mmap(-1, block)  # anonymous mmap: page-aligned, as O_DIRECT wants
+    rbuf = mmap.mmap(-1, block)
+    try:
+        wbuf[:] = os.urandom(block)
+        for _ in range(max(1, int(repeats))):
+            try:
+                seconds, used, note = _write_file(path, size, wbuf, block, direct)
+                write_times.append(seconds)
+                direct_write.append(used)
+                if note and f"write: {note}" not in result["notes"]:
+                    result["notes"].append(f"write: {note}")
+                seconds, used, note = _read_file(path, size, rbuf, block, direct)
+                read_times.append(seconds)
+                direct_read.append(used)
+                if note and f"read: {note}" not in result["notes"]:
+                    result["notes"].append(f"read: {note}")
+                last = size - (size - 1) // block * block  # bytes of the last block read
+                if rbuf[:last] != wbuf[:last]:
+                    raise RuntimeError(f"the disk floor read back other bytes than it wrote ({path})")
+            finally:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+    finally:
+        wbuf.close()
+        rbuf.close()
+    result["file_removed"] = not os.path.exists(path)
+    if fs.get("fs_type") in ("tmpfs", "ramfs"):
+        result["notes"].append(f"the directory is on {fs['fs_type']} (memory): the rates are memory rates, "
+                               f"not a disk's; choose --disk-dir on the disk meant for backups")
+    result["direct_write"] = all(direct_write)
+    result["direct_read"] = all(direct_read)
+    if not (result["direct_write"] and result["direct_read"]):
+        result["notes"].append("buffered I/O without fsync: the rates are page-cache (memory) rates, "
+                               "not the disk's")
+    result["write_seconds"] = _best(write_times)
+    result["read_seconds"] = _best(read_times)
+    result["write_all_seconds"] = write_times
+    result["read_all_seconds"] = read_times
+    result["write_gbps"] = _gbps(size, result["write_seconds"])
+    result["read_gbps"] = _gbps(size, result["read_seconds"])
+    return result
+
+
+def backup_files(directory: str, pid: Optional[int] = None) -> List[str]:
+    """Names of the engine's disk backup files (tms-backup-<pid>-*.bin) in `directory`."""
+    prefix = "tms-backup-" if pid is None else f"tms-backup-{pid}-"
+    try:
+        return sorted(n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".bin"))
+    except OSError:
+        return []
 
 
 # =============================================================================
@@ -834,12 +1056,100 @@ def _w_backup(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
     items["layout"] = {"count": count, "bytes": payload, "host_kind": kind}
 
 
+def _w_disk_floor(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
+    """The disk floor in the backup directory (no torch: `torch` is None here)."""
+    with _item(result, "disk_floor"):
+        result["items"]["disk"] = disk_floor(spec["disk_dir"], int(spec["disk_bytes"]),
+                                             int(spec.get("disk_block_bytes", DISK_BLOCK_BYTES)),
+                                             int(spec.get("disk_repeats", 1)))
+        floor = result["items"]["disk"]
+        print(f"[disk_floor] {floor['bytes'] / GiB:.2f} GiB in {floor['directory']} "
+              f"({floor['filesystem'].get('fs_type')}): write {floor['write_gbps']:.2f} GB/s, read "
+              f"{floor['read_gbps']:.2f} GB/s{'; ' + '; '.join(floor['notes']) if floor['notes'] else ''}",
+              flush=True)
+
+
+def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
+    """Pause (files written) and resume (read back) of one enable_disk_backup=True tag, one layout."""
+    device, count, directory = spec["device"], spec["layout"], spec["disk_dir"]
+    total = int(spec["disk_bytes"])
+    tms = _library_setup(spec, result)
+    items = result["items"]
+    tag = f"bench_disk_{count}"
+    elements = _layout_elements(total, count)
+    payload = elements * 8 * count
+    pid = os.getpid()
+    items["layout"] = {"count": count, "bytes": payload, "directory": directory,
+                       "chunk_mb_env": os.environ.get("TMS_DISK_BACKUP_CHUNK_MB")}
+    step = "setup"
+    try:
+        _require_device_memory(torch, device, payload + 1 * GiB, f"disk layout {count}")
+        step = "set_disk_backup_dir"
+        tms.set_disk_backup_dir(directory)
+        step = "allocate"
+        with tms.region(tag, enable_disk_backup=True):
+            tensors = [torch.empty(elements, dtype=torch.int64, device=f"cuda:{device}") for _ in range(count)]
+        pointers = [t.data_ptr() for t in tensors]
+        result["engine_after_alloc"] = _tag_stats(tms, tag)
+        step = "fill"
+        _fill(torch, tensors, 1)
+        torch.cuda.synchronize()
+        before = backup_files(directory, pid)
+        if before:
+            result["warnings"].append(f"{len(before)} backup file(s) of this process before the pause: {before[:4]}")
+
+        for op, verb in (("pause_disk", tms.pause), ("resume_disk", tms.resume)):
+            step = op
+            free0 = _device_free(torch, device)
+            returned, synced = _timed(torch, lambda: verb(tag))
+            free1 = _device_free(torch, device)
+            files = backup_files(directory, pid)
+            on_disk = 0
+            for name in files:
+                try:
+                    on_disk += os.path.getsize(os.path.join(directory, name))
+                except OSError:
+                    pass
+            items[op] = {"seconds": synced, "returned_seconds": returned, "bytes": payload,
+                         "device_free_delta": free1 - free0, "engine": _tag_stats(tms, tag), "rss": rss_bytes(),
+                         "files": len(files), "file_bytes": on_disk}
+            print(f"[disk n={count}] {op}: {synced * 1e3:.1f} ms ({(_gbps(payload, synced) or 0):.2f} GB/s), "
+                  f"{len(files)} backup file(s) of {on_disk / GiB:.2f} GiB in {directory}", flush=True)
+        files_after_pause = items["pause_disk"]["files"]
+        if files_after_pause == 0:
+            result["warnings"].append("no tms-backup-*.bin file existed after the pause: was the disk backup used?")
+        left = backup_files(directory, pid)
+        items["resume_disk"]["files_left"] = left
+        if left:
+            result["errors"]["files_left_after_resume"] = (
+                f"{len(left)} disk backup file(s) still in {directory} after resume: {', '.join(left[:8])}")
+
+        step = "verify"
+        if [t.data_ptr() for t in tensors] != pointers:
+            result["mismatches"].append(f"disk layout {count}: data_ptr changed across pause/resume")
+        problem = _verify(torch, tensors, 1)
+        result["verified"] = result.get("verified", 0) + 1
+        if problem is not None:
+            result["mismatches"].append(f"disk layout {count}, after resume: {problem}")
+            print(f"DATA MISMATCH (disk, {count} tensors): {problem}", flush=True)
+        tensors[0].add_(1)  # usable after resume
+        torch.cuda.synchronize()
+        step = "done"
+    except Exception as exc:  # noqa: BLE001 - later steps depend on this one; stop here
+        result["errors"][step] = _exc_with_trace(exc)
+        print(f"[disk n={count}] FAILED at {step}: {_exc_text(exc)}", flush=True)
+
+
 _WORKERS: Dict[str, Callable[[Any, Dict[str, Any], Dict[str, Any]], None]] = {
     "floors": _w_floors,
     "nobackup": _w_nobackup,
     "alloc": _w_alloc,
     "backup": _w_backup,
+    "disk_floor": _w_disk_floor,
+    "disk": _w_disk,
 }
+# Workers that need neither torch nor a GPU.
+_CPU_WORKERS = ("disk_floor",)
 
 
 def worker_main(spec_path: str) -> None:
@@ -854,6 +1164,9 @@ def worker_main(spec_path: str) -> None:
         result_path = spec["result_path"]
         result["kind"] = spec["kind"]
         result["name"] = spec.get("name")
+        if spec["kind"] in _CPU_WORKERS:
+            _WORKERS[spec["kind"]](None, spec, result)
+            return
         torch = _import_torch_cuda()
         device = spec.get("device")
         if device is None:
@@ -1049,8 +1362,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensor counts, comma separated (default 1,16,256,4096; 1,16 with --quick)")
     parser.add_argument("--host-kinds", type=_parse_list(HOST_KINDS, "--host-kinds"), default=list(HOST_KINDS),
                         help="CPU backup backends to measure (default pinned,mmap)")
-    parser.add_argument("--parts", type=_parse_list(PARTS, "--parts"), default=list(PARTS),
-                        help="what to run (default floors,nobackup,backup,alloc)")
+    parser.add_argument("--parts", type=_parse_list(PARTS, "--parts"), default=list(DEFAULT_PARTS),
+                        help="what to run, from floors,nobackup,backup,alloc,disk (default "
+                             "floors,nobackup,backup,alloc; disk is opt-in)")
+    parser.add_argument("--disk-dir", default=None,
+                        help="directory for the disk part (floor file and the library's backup files); a "
+                             "private subdirectory is made in it and removed afterwards (default: the temp "
+                             "directory, $TMPDIR or /tmp)")
+    parser.add_argument("--disk-gib", type=float, default=None,
+                        help=f"payload of the disk part, GiB (default min(--total-gib, {DEFAULT_DISK_GIB_CAP:g}))")
+    parser.add_argument("--disk-layouts", type=_parse_layouts, default=None,
+                        help=f"tensor counts for the disk part (default 1,16; at most {MAX_DISK_LAYOUTS})")
+    parser.add_argument("--disk-repeats", type=int, default=1,
+                        help="best of N rounds for the disk floor (default 1; each round writes and reads "
+                             "--disk-gib)")
     parser.add_argument("--quick", action="store_true", help="small smoke run: 1 GiB, layouts 1,16, 2 repeats")
     parser.add_argument("--hook-mode", choices=("torch", "preload"), default="torch",
                         help="library hook mode (default torch; preload starts the library workers with "
@@ -1079,6 +1404,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--total-gib, --repeats, --alloc-count and --alloc-mib must be positive")
     if total_bytes // layouts[-1] < 8:
         parser.error(f"--total-gib {total_gib} is too small for {layouts[-1]} tensors")
+    disk_gib = args.disk_gib if args.disk_gib is not None else min(total_gib, DEFAULT_DISK_GIB_CAP)
+    disk_bytes = int(disk_gib * GiB)
+    disk_layouts = list(args.disk_layouts if args.disk_layouts is not None else DEFAULT_DISK_LAYOUTS)
+    if len(disk_layouts) > MAX_DISK_LAYOUTS:
+        print(f"--disk-layouts: keeping the first {MAX_DISK_LAYOUTS} of {disk_layouts} to keep the disk part "
+              f"quick", file=sys.stderr)
+        disk_layouts = disk_layouts[:MAX_DISK_LAYOUTS]
+    if "disk" in args.parts:
+        if disk_bytes < DISK_IO_ALIGNMENT or args.disk_repeats <= 0:
+            parser.error("--disk-gib and --disk-repeats must be positive")
+        if disk_bytes // disk_layouts[-1] < DISK_IO_ALIGNMENT:
+            parser.error(f"--disk-gib {disk_gib} is too small for {disk_layouts[-1]} tensors")
+        if args.disk_dir is not None and not os.path.isdir(args.disk_dir):
+            parser.error(f"--disk-dir {args.disk_dir!r} is not a directory")
 
     try:
         pre = _preflight()
@@ -1100,11 +1439,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "alloc_count": args.alloc_count,
         "alloc_bytes": int(args.alloc_mib * MiB),
         "quick": args.quick,
+        "disk_bytes": disk_bytes,
+        "disk_gib": disk_gib,
+        "disk_layouts": disk_layouts,
+        "disk_dir": (os.path.realpath(args.disk_dir) if args.disk_dir else tempfile.gettempdir())
+        if "disk" in args.parts else None,
+        "disk_repeats": args.disk_repeats,
         "argv": sys.argv if argv is None else ["bench", *argv],
         # Settings that change what torch or the engine do underneath the numbers.
         "environment": {name: os.environ.get(name) for name in (
             "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
-            *_STRIPPED_ENV)},
+            "TMS_DISK_BACKUP_DIR", "TMS_DISK_BACKUP_CHUNK_MB", *_STRIPPED_ENV)},
         "stripped_from_workers": list(_STRIPPED_ENV),
     }
     print(f"torch_memory_saver bench: {total_gib:g} GiB, layouts {layouts}, host kinds {args.host_kinds}, "
@@ -1138,6 +1483,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 name = f"backup_{kind}_{count}"
                 workers[name] = runner.run(name, dict(common, kind="backup", host_kind=kind, layout=count),
                                            library_env)
+    if "disk" in args.parts:
+        workers.update(_run_disk_part(runner, common, config, base_env, library_env))
 
     report = build_report(config, pre, workers, time.perf_counter() - started)
     plot_path = out / "rate_vs_layout.png"
@@ -1161,6 +1508,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\n{len(report['failures'])} measurement(s) failed; see results.md and logs/", file=sys.stderr)
         return EXIT_MEASUREMENT_FAILED
     return EXIT_OK
+
+
+def _run_disk_part(runner: "Runner", common: Dict[str, Any], config: Dict[str, Any], base_env: Dict[str, str],
+                   library_env: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
+    """The disk floor worker, then one library worker per disk layout, in a private directory removed after."""
+    workers: Dict[str, Dict[str, Any]] = {}
+    try:
+        run_dir = tempfile.mkdtemp(prefix="tms-bench-disk-", dir=config["disk_dir"])
+    except OSError as exc:
+        workers["disk_floor"] = {"kind": "disk_floor", "items": {}, "errors": {}, "mismatches": [], "warnings": [],
+                                 "fatal": f"cannot make a directory in --disk-dir {config['disk_dir']}: "
+                                          f"{_exc_text(exc)}"}
+        return workers
+    disk = dict(common, disk_dir=run_dir, disk_bytes=config["disk_bytes"])
+    try:
+        workers["disk_floor"] = runner.run("disk_floor", dict(disk, kind="disk_floor",
+                                                              disk_block_bytes=DISK_BLOCK_BYTES,
+                                                              disk_repeats=config["disk_repeats"]), base_env)
+        for count in config["disk_layouts"]:
+            name = f"disk_{count}"
+            workers[name] = runner.run(name, dict(disk, kind="disk", layout=count), library_env)
+            stale = backup_files(run_dir)  # e.g. from a worker that died between pause and resume
+            if stale:
+                workers[name].setdefault("warnings", []).append(
+                    f"{len(stale)} tms-backup file(s) left in {run_dir} after the worker exited; removed")
+                for file_name in stale:
+                    try:
+                        os.unlink(os.path.join(run_dir, file_name))
+                    except OSError:
+                        pass
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return workers
 
 
 def _engine_vmm_layouts(nobackup: Optional[Dict[str, Any]], layouts: List[int]) -> List[Dict[str, Any]]:
@@ -1263,6 +1643,8 @@ def build_report(config: Dict[str, Any], pre: Dict[str, Any], workers: Dict[str,
     }
     alloc_items = (workers.get("alloc") or {}).get("items", {})
     floors["torch_alloc"] = alloc_items.get("torch_alloc")
+    disk_floor_item = ((workers.get("disk_floor") or {}).get("items") or {}).get("disk")
+    floors["disk"] = disk_floor_item
     if floors["pinned_d2h"] and floors["pinned_alloc"]:
         a, d = floors["pinned_alloc"]["gbps"], floors["pinned_d2h"]["gbps"]
         if a and d:
@@ -1308,6 +1690,34 @@ def build_report(config: Dict[str, Any], pre: Dict[str, Any], workers: Dict[str,
                 rows.append(_row(op, kind, count, (item or {}).get("seconds"), (item or {}).get("bytes"),
                                  floor_name, floor.get("seconds"), floor.get("bytes"), engine_allocations, note,
                                  error))
+
+    if "disk" in config.get("parts", ()):
+        disk = disk_floor_item or {}
+        floor_note = "; ".join(disk.get("notes") or [])
+        floor_error = None if disk else _first_error(workers.get("disk_floor"), "disk_floor")
+        for count in config.get("disk_layouts") or []:
+            worker = workers.get(f"disk_{count}")
+            items = (worker or {}).get("items", {})
+            engine_allocations = ((worker or {}).get("engine_after_alloc") or {}).get("allocations")
+            for op, key, floor_name in (("pause_disk", "write", "disk write"), ("resume_disk", "read", "disk read")):
+                item = items.get(op)
+                notes = []
+                if item:
+                    notes.append(f"{item.get('files')} file(s) of {item.get('file_bytes', 0) / GiB:.2f} GiB on disk"
+                                 if op == "pause_disk" else
+                                 ("no backup file left" if not item.get("files_left") else
+                                  f"{len(item['files_left'])} backup file(s) LEFT"))
+                    lag = (item.get("seconds") or 0) - (item.get("returned_seconds") or 0)
+                    if lag > 0.001:
+                        notes.append(f"returned {lag * 1e3:.1f} ms before the device was idle")
+                if floor_note:
+                    notes.append(f"floor: {floor_note}")
+                if not disk and floor_error:
+                    notes.append(f"floor failed: {floor_error}")
+                error = None if item else _first_error(worker, op)
+                rows.append(_row(op, "disk", count, (item or {}).get("seconds"), (item or {}).get("bytes"),
+                                 floor_name, disk.get(f"{key}_seconds"), disk.get("bytes"), engine_allocations,
+                                 "; ".join(notes), error))
 
     if "alloc" in config["parts"]:
         alloc_w = workers.get("alloc")
@@ -1422,6 +1832,12 @@ def render_markdown(report: Dict[str, Any]) -> str:
     lines.append(f"- payload {config['total_gib']:g} GiB per layout, layouts {config['layouts']} tensors, hook mode "
                  f"`{config['hook_mode']}`, best of {config['repeats']} for floors and no-backup runs; backup "
                  f"pauses/resumes are single shots in a fresh process")
+    if "disk" in config.get("parts", ()):
+        lines.append(f"- disk part: {config['disk_gib']:g} GiB, layouts {config['disk_layouts']} tensors, in a "
+                     f"temporary directory under `{config.get('disk_dir')}`; floor best of "
+                     f"{config.get('disk_repeats', 1)}, library pause/resume single shots in a fresh process; "
+                     f"TMS_DISK_BACKUP_CHUNK_MB="
+                     f"{(config.get('environment') or {}).get('TMS_DISK_BACKUP_CHUNK_MB') or 'unset (64)'}")
     summary = report["summary"]
     lines.append(f"- targets met: **{summary['targets_met']} of {summary['targets_judged']}** judged rows"
                  + (f"; {summary['rows_without_result']} rows without a result" if summary["rows_without_result"]
@@ -1454,10 +1870,24 @@ def render_markdown(report: Dict[str, Any]) -> str:
         lines.append(f"| raw VMM unmap+release, {v['count']} x {v['handle_bytes'] / MiB:g} MiB"
                      f"{' (engine handle count)' if label.startswith('engine-') else ''} | {label} | "
                      f"{_fmt_ms(v.get('unmap_seconds'))} | |")
+    disk = floors.get("disk") or {}
+    if disk:
+        fs = disk.get("filesystem") or {}
+        where = (f"`{disk.get('directory')}` ({fs.get('fs_type', '?')} on {fs.get('device', '?')}, "
+                 f"mounted at {fs.get('mount_point', '?')})")
+        for key, verb in (("write", "write"), ("read", "read")):
+            direct = disk.get(f"direct_{key}")
+            how = "O_DIRECT" if direct else "buffered, page cache (O_DIRECT refused)"
+            lines.append(f"| disk sequential {verb}, {disk.get('block_bytes', 0) / MiB:g} MiB blocks, {how}, in "
+                         f"{_md_escape(where)} | {_fmt_gib(disk.get('bytes'))} GiB | "
+                         f"{_fmt_ms(disk.get(f'{key}_seconds'))} | {_fmt(disk.get(f'{key}_gbps'), 2)} |")
     ta = floors.get("torch_alloc") or {}
     if ta:
         lines.append(f"| plain torch alloc, {ta.get('count')} x {config['alloc_bytes'] / MiB:g} MiB, empty cache | "
                      f"{ta.get('count')} | {_fmt_ms(ta.get('seconds'))} | |")
+    if disk.get("notes"):
+        lines.append("")
+        lines.append("Disk floor: " + _md_escape("; ".join(disk["notes"])))
     lines.append("")
 
     lines.append("## Library vs floor")
@@ -1549,15 +1979,22 @@ def render_plot(report: Dict[str, Any], path: Path) -> str:
         rows = report["rows"]
         floors = report["floors"]
 
-        def series(op: str, host: Optional[str], field: str) -> List[float]:
+        def series(op: str, host: Optional[str], field: str, xs: Optional[List[int]] = None) -> List[float]:
             values = []
-            for n in layouts:
+            for n in (layouts if xs is None else xs):
                 row = next((r for r in rows if r["operation"] == op and r["host"] == host and r["layout"] == n), None)
                 value = row.get(field) if row else None
                 values.append(float("nan") if value is None else value)
             return values
 
-        fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+        disk_layouts = [n for n in (report["config"].get("disk_layouts") or [])
+                        if any(r["operation"] in ("pause_disk", "resume_disk") and r["layout"] == n and
+                               r["seconds"] is not None for r in rows)]
+        if disk_layouts:
+            fig, (left, right, third) = plt.subplots(1, 3, figsize=(20, 5.5))
+        else:
+            fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+            third = None
         styles = {"pause_cold": ("o", "-"), "pause_warm": ("s", "-"), "resume_cold": ("^", "--"),
                   "resume_warm": ("v", "--")}
         colors = {"pinned": ("tab:blue", "tab:cyan"), "mmap": ("tab:red", "tab:orange")}
@@ -1599,12 +2036,35 @@ def render_plot(report: Dict[str, Any], path: Path) -> str:
                 right.plot(layouts, [float("nan") if y is None else y * 1e3 for y in ys], linestyle=":",
                            color=color, label=f"{label} (engine handle count)")
         _log_x(right, layouts)
-        right.set_yscale("log")
+        if any(math.isfinite(y) and y > 0 for line in right.get_lines() for y in line.get_ydata()):
+            right.set_yscale("log")  # (log of no data at all raises: e.g. --parts without nobackup)
         right.set_xlabel("tensors in the tag (log scale)")
         right.set_ylabel("ms")
         right.set_title("without backup (time, lower is better)")
         right.grid(True, alpha=0.3, which="both")
         right.legend(fontsize=7, loc="best")
+
+        if third is not None:
+            for op, color, marker in (("pause_disk", "tab:brown", "o"), ("resume_disk", "tab:olive", "^")):
+                third.plot(disk_layouts, series(op, "disk", "gbps", disk_layouts), marker=marker, color=color,
+                           label=f"library {OP_LABELS[op]}")
+            disk = floors.get("disk") or {}
+            for key, color, style in (("write", "tab:brown", "--"), ("read", "tab:olive", "-.")):
+                rate = disk.get(f"{key}_gbps")
+                if rate:
+                    third.axhline(rate, color=color, linestyle=style, linewidth=1,
+                                  label=f"disk {key} floor {rate:.2f} GB/s"
+                                        + ("" if disk.get(f"direct_{key}") else " (page cache)"))
+                    third.axhline(0.8 * rate, color=color, linestyle=":", linewidth=1, label=f"0.8x disk {key}")
+            _log_x(third, disk_layouts)
+            fs_type = (disk.get("filesystem") or {}).get("fs_type")
+            third.set_xlabel("tensors in the tag (log scale)")
+            third.set_ylabel("GB/s (payload / time)")
+            third.set_title(f"disk backup, {report['config'].get('disk_gib', 0):g} GiB"
+                            + (f" ({fs_type})" if fs_type else ""))
+            third.set_ylim(bottom=0)
+            third.grid(True, alpha=0.3)
+            third.legend(fontsize=7, loc="best")
 
         device = report["device"].get("device_name") or "GPU"
         fig.suptitle(f"torch_memory_saver pause/resume vs floors on {device}, "
