@@ -3,7 +3,7 @@
 #
 #   bash tests/gpu/distributed/run_batch.sh 1    # colocated processes (both hook modes) + example on 1 GPU
 #   bash tests/gpu/distributed/run_batch.sh 2    # NCCL tests at world size 2 + example on 2 GPUs
-#   bash tests/gpu/distributed/run_batch.sh 4    # NCCL tests at world size 4 + example on 4 GPUs
+#   bash tests/gpu/distributed/run_batch.sh 4    # NCCL tests at world size 4 + example on 4 and on 2 GPUs
 #
 # Builds the engine into /tmp/tms-build, runs from this source tree (PYTHONPATH=python).
 # Output: $OUT/batch.log (everything printed) and $OUT/logs.tar.gz (every child's log,
@@ -77,6 +77,11 @@ case "$gpus" in
     step "end-to-end example, $gpus GPUs (DDP trainer), torch hook mode"
     run 180 python3 -m torch.distributed.run --standalone --nproc-per-node "$gpus" examples/rl_loop_e2e.py \
       --json "$logs/e2e-${gpus}gpu-torch.json"
+    if [[ "$gpus" == 4 ]]; then  # the 2-GPU example on the first two cards of the same machine
+      step "end-to-end example, 2 GPUs (CUDA_VISIBLE_DEVICES=0,1, DDP trainer), torch hook mode"
+      run 180 env CUDA_VISIBLE_DEVICES=0,1 python3 -m torch.distributed.run --standalone --nproc-per-node 2 \
+        examples/rl_loop_e2e.py --json "$logs/e2e-2gpu-torch.json"
+    fi
     step "end-to-end example, $gpus GPUs, trainer offloaded too (--offload-trainer)"
     run 150 python3 -m torch.distributed.run --standalone --nproc-per-node "$gpus" examples/rl_loop_e2e.py \
       --offload-trainer --steps 2 --json "$logs/e2e-${gpus}gpu-offload.json"
