@@ -76,6 +76,14 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
   }
   config.disk_backup_chunk_mb =
       parse_positive("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 64, 65536);
+  config.host_prepare_threads = static_cast<unsigned>(
+      parse_positive("TMS_HOST_PREPARE_THREADS", lookup("TMS_HOST_PREPARE_THREADS"), 0, 256));
+  config.host_register_chunk_mb =
+      parse_positive("TMS_HOST_REGISTER_CHUNK_MB", lookup("TMS_HOST_REGISTER_CHUNK_MB"), 64, 65536);
+  config.copy_chunk_mb =
+      parse_positive("TMS_COPY_CHUNK_MB", lookup("TMS_COPY_CHUNK_MB"), 64, 65536);
+  config.copy_streams =
+      static_cast<unsigned>(parse_positive("TMS_COPY_STREAMS", lookup("TMS_COPY_STREAMS"), 2, 16));
 
   if (const char* raw = lookup("TMS_DRIVER"); raw != nullptr && *raw != '\0') {
     const std::string value = lowercase(raw);

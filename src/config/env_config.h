@@ -22,10 +22,15 @@ struct EnvConfig {
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
   std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
   std::size_t disk_backup_chunk_mb = 64;                        ///< TMS_DISK_BACKUP_CHUNK_MB
-  DriverKind driver = DriverKind::kCuda;                        ///< TMS_DRIVER: cuda | sim
-  LogLevel log_level = LogLevel::kWarning;                      ///< TMS_LOG_LEVEL
-  int sim_devices = 1;                                          ///< TMS_SIM_DEVICES
-  std::size_t sim_capacity_bytes = std::size_t{8} << 30;        ///< TMS_SIM_CAPACITY_MB
+  // Tuning of the host backup pipeline (defaults suit an 8+ core host):
+  unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(8, cores / 2))
+  std::size_t host_register_chunk_mb = 64;  ///< TMS_HOST_REGISTER_CHUNK_MB
+  std::size_t copy_chunk_mb = 64;           ///< TMS_COPY_CHUNK_MB
+  unsigned copy_streams = 2;                ///< TMS_COPY_STREAMS (per device)
+  DriverKind driver = DriverKind::kCuda;    ///< TMS_DRIVER: cuda | sim
+  LogLevel log_level = LogLevel::kWarning;  ///< TMS_LOG_LEVEL
+  int sim_devices = 1;                      ///< TMS_SIM_DEVICES
+  std::size_t sim_capacity_bytes = std::size_t{8} << 30;  ///< TMS_SIM_CAPACITY_MB
 };
 
 /// Looks a variable up; returns nullptr when unset.

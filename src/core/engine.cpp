@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <set>
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/phase_clock.h"
 #include "core/vmm_handles.h"
 
 namespace tms {
@@ -25,19 +27,44 @@ std::string describe_tag(const std::optional<std::string>& tag) {
   return tag ? "tag '" + *tag + "'" : std::string("all tags");
 }
 
+// "64.0 MiB", "8.00 GiB": short sizes for log lines (errors give exact bytes).
+std::string describe_size(std::uint64_t bytes) {
+  char text[32];
+  if (bytes >= (1ULL << 30)) {
+    std::snprintf(text, sizeof text, "%.2f GiB", static_cast<double>(bytes) / (1ULL << 30));
+  } else {
+    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1ULL << 20));
+  }
+  return text;
+}
+
+std::string describe_milliseconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f ms", seconds * 1e3);
+  return text;
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-class Stopwatch {
- public:
-  [[nodiscard]] double seconds() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+// "3 allocations (8.00 GiB, 2.00 GiB to host) of tag 'kv'" for the
+// transition log lines.
+std::string describe_transition(const std::vector<Allocation*>& allocations,
+                                const std::optional<std::string>& tag, const char* backup_word) {
+  std::uint64_t bytes = 0;
+  std::uint64_t host = 0;
+  std::uint64_t disk = 0;
+  for (const Allocation* allocation : allocations) {
+    bytes += allocation->size;
+    if (allocation->policy.uses_host_backup()) host += allocation->requested_size;
+    if (allocation->policy.disk_backup) disk += allocation->requested_size;
   }
-
- private:
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
+  std::string text = std::to_string(allocations.size()) + " allocations (" + describe_size(bytes);
+  if (host > 0) text += ", " + describe_size(host) + " " + backup_word + " host";
+  if (disk > 0) text += ", " + describe_size(disk) + " " + backup_word + " disk";
+  return text + ") of " + describe_tag(tag);
+}
 
 }  // namespace
 
@@ -170,7 +197,7 @@ bool Engine::owns(DevicePtr ptr) const {
 void Engine::pause(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   retry_parked();
-  const Stopwatch stopwatch;
+  PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
@@ -178,6 +205,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   // 1. Let the work that uses the memory finish, so copies see its results
   //    and nothing touches a range after it is unmapped.
   synchronize_devices(claimed);
+  clock.lap("synchronize");
 
   // 2. Back up to host memory. New buffers come in one batch (pooled
   //    memory first, then fresh blocks registered while the copies run) and
@@ -203,6 +231,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   }
   copies_.to_host(copies);
   batch.wait_all();
+  clock.lap("host backup");
 
   // 2b. Disk backups, one file each. A failure unlinks the files written so
   //     far (DiskFile) and leaves every allocation active.
@@ -218,6 +247,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
     }
     files[i] = disk_.save(dir, allocation.device, allocation.base, allocation.requested_size);
   }
+  if (!dir.empty()) clock.lap("disk backup");
 
   // 3. Unmap. If one fails, map the ones already unmapped again: their
   //    physical memory is still alive, so their contents come back intact.
@@ -239,9 +269,11 @@ void Engine::pause(const std::optional<std::string>& tag) {
     }
     throw;
   }
+  clock.lap("unmap");
 
   // 4. Commit: release the physical memory and publish the new state.
   for (Allocation* allocation : claimed) parking_.release_or_park(allocation->handle);
+  clock.lap("release");
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -252,9 +284,12 @@ void Engine::pause(const std::optional<std::string>& tag) {
       if (!files[i].empty()) allocation.disk_file = std::move(files[i]);
     }
   }
-  record_transition(claimed, /*pause=*/true, stopwatch.seconds());
-  log(LogLevel::kInfo,
-      "paused " + std::to_string(claimed.size()) + " allocations of " + describe_tag(tag));
+  const double seconds = clock.total_seconds();
+  record_transition(claimed, /*pause=*/true, seconds);
+  if (log_enabled(LogLevel::kInfo)) {
+    log(LogLevel::kInfo, "paused " + describe_transition(claimed, tag, "to") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  }
 }
 
 // ---- resume --------------------------------------------------------------
@@ -262,7 +297,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
 void Engine::resume(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   retry_parked();
-  const Stopwatch stopwatch;
+  PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
@@ -272,6 +307,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   std::map<int, std::size_t> needed;
   for (const Allocation* allocation : claimed) needed[allocation->device] += allocation->size;
   for (const auto& [device, bytes] : needed) check_headroom(device, bytes, "resume");
+  clock.lap("headroom check");
 
   // 1. Physical memory for everything. RAII gives it back on any failure.
   std::vector<PhysicalMemory> physical;
@@ -291,6 +327,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
                           " free; everything stays paused with its backup (" + error.what() + ")",
                       needed[device], free_bytes);
   }
+  clock.lap("create");
 
   // 2. Map at the same addresses.
   std::vector<Mapping> mappings;
@@ -300,6 +337,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
     mappings.emplace_back(driver_, parking_, allocation.base, allocation.size, physical[i].handle(),
                           allocation.device);
   }
+  clock.lap("map");
 
   // 3. Restore backups. On failure the mappings and memory above unwind and
   //    the backups are untouched.
@@ -310,11 +348,15 @@ void Engine::resume(const std::optional<std::string>& tag) {
                       allocation->requested_size, &allocation->backup});
   }
   copies_.to_device(copies);
+  if (!copies.empty()) clock.lap("host restore");
+  bool loaded_files = false;
   for (const Allocation* allocation : claimed) {
     if (allocation->disk_file.empty()) continue;
     disk_.load(allocation->disk_file, allocation->device, allocation->base,
                allocation->requested_size);
+    loaded_files = true;
   }
+  if (loaded_files) clock.lap("disk restore");
 
   // 4. Commit.
   std::vector<HostBuffer> dropped;
@@ -334,9 +376,13 @@ void Engine::resume(const std::optional<std::string>& tag) {
   }
   dropped.clear();  // given back (in the background when so configured)
   for (DiskFile& file : dropped_files) parking_.remove_or_park(std::move(file));
-  record_transition(claimed, /*pause=*/false, stopwatch.seconds());
-  log(LogLevel::kInfo,
-      "resumed " + std::to_string(claimed.size()) + " allocations of " + describe_tag(tag));
+  clock.lap("commit");
+  const double seconds = clock.total_seconds();
+  record_transition(claimed, /*pause=*/false, seconds);
+  if (log_enabled(LogLevel::kInfo)) {
+    log(LogLevel::kInfo, "resumed " + describe_transition(claimed, tag, "from") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  }
 }
 
 // ---- queries and settings ------------------------------------------------

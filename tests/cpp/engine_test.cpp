@@ -4,8 +4,10 @@
 
 #include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "common/errors.h"
+#include "common/log.h"
 #include "test_support.h"
 
 namespace tms {
@@ -249,6 +251,28 @@ TEST_F(EngineTest, StatsReportBytesPerTagAndState) {
   engine_->resume("a");
   engine_->free(a);
   engine_->free(b);
+}
+
+TEST_F(EngineTest, InfoLogSaysWhatMovedAndWhereTheTimeWent) {
+  const DevicePtr weights = allocate(3 * kMiB, "weights", /*backup=*/true);
+  set_log_level(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  engine_->pause("weights");
+  engine_->resume("weights");
+  const std::string lines = ::testing::internal::GetCapturedStderr();
+  set_log_level(LogLevel::kWarning);
+  // 3 MiB rounds up to 4 MiB of device memory; the backup holds what was asked for.
+  EXPECT_NE(lines.find("paused 1 allocations (4.0 MiB, 3.0 MiB to host) of tag 'weights' in "),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(lines.find("synchronize "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("host backup "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("release "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("resumed 1 allocations (4.0 MiB, 3.0 MiB from host) of tag 'weights'"),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(lines.find("host restore "), std::string::npos) << lines;
+  engine_->free(weights);
 }
 
 TEST_F(EngineTest, DestroyingTheEngineGivesEverythingBack) {

@@ -25,6 +25,10 @@ TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config.driver, DriverKind::kCuda);
   EXPECT_EQ(config.disk_backup_chunk_mb, 64u);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
+  EXPECT_EQ(config.host_prepare_threads, 0u) << "0: the engine picks from the core count";
+  EXPECT_EQ(config.host_register_chunk_mb, 64u);
+  EXPECT_EQ(config.copy_chunk_mb, 64u);
+  EXPECT_EQ(config.copy_streams, 2u);
 }
 
 TEST(EnvConfig, ReadsEveryVariable) {
@@ -38,7 +42,11 @@ TEST(EnvConfig, ReadsEveryVariable) {
                                   {"TMS_DRIVER", "sim"},
                                   {"TMS_LOG_LEVEL", "debug"},
                                   {"TMS_SIM_DEVICES", "4"},
-                                  {"TMS_SIM_CAPACITY_MB", "100"}});
+                                  {"TMS_SIM_CAPACITY_MB", "100"},
+                                  {"TMS_HOST_PREPARE_THREADS", "12"},
+                                  {"TMS_HOST_REGISTER_CHUNK_MB", "256"},
+                                  {"TMS_COPY_CHUNK_MB", "32"},
+                                  {"TMS_COPY_STREAMS", "4"}});
   EXPECT_TRUE(config.init_enable);
   EXPECT_TRUE(config.init_enable_cpu_backup);
   EXPECT_FALSE(config.init_enable_disk_backup);
@@ -50,14 +58,25 @@ TEST(EnvConfig, ReadsEveryVariable) {
   EXPECT_EQ(config.log_level, LogLevel::kDebug);
   EXPECT_EQ(config.sim_devices, 4);
   EXPECT_EQ(config.sim_capacity_bytes, std::size_t{100} << 20);
+  EXPECT_EQ(config.host_prepare_threads, 12u);
+  EXPECT_EQ(config.host_register_chunk_mb, 256u);
+  EXPECT_EQ(config.copy_chunk_mb, 32u);
+  EXPECT_EQ(config.copy_streams, 4u);
 }
 
 TEST(EnvConfig, BadValuesNameTheVariableAndTheAcceptedValues) {
   const std::map<std::string, std::string> bad[] = {
-      {{"TMS_INIT_ENABLE", "maybe"}},       {{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}},
-      {{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}}, {{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}},
-      {{"TMS_DISK_BACKUP_CHUNK_MB", "0"}},  {{"TMS_DRIVER", "hip"}},
+      {{"TMS_INIT_ENABLE", "maybe"}},
+      {{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}},
+      {{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}},
+      {{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}},
+      {{"TMS_DISK_BACKUP_CHUNK_MB", "0"}},
+      {{"TMS_DRIVER", "hip"}},
       {{"TMS_LOG_LEVEL", "loud"}},
+      {{"TMS_HOST_PREPARE_THREADS", "0"}},
+      {{"TMS_COPY_STREAMS", "17"}},
+      {{"TMS_COPY_CHUNK_MB", "x"}},
+      {{"TMS_HOST_REGISTER_CHUNK_MB", "-1"}},
   };
   for (const auto& env : bad) {
     const std::string variable = env.begin()->first;

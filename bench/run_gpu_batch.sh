@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One GPU batch for the backup pipelines (issue 4), under the device's 600 s per command:
+#
+#   bash bench/run_gpu_batch.sh            # breakdown + full benchmark with disk + tuning sweep
+#   TMS_BATCH_PARTS=bench bash bench/run_gpu_batch.sh   # only the full benchmark
+#
+# Builds the engine into /tmp/tms-bench-build and runs from this source tree.
+# Output under $OUT (default /tmp/tms-bench-out): batch.log, breakdown.json,
+# bench/ (results.json, results.md, rate_vs_layout.png) and sweep-*/ (one
+# benchmark of the backup part per setting of the pipeline's tuning variables).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out="${OUT:-/tmp/tms-bench-out}"
+parts="${TMS_BATCH_PARTS:-breakdown,bench,sweep}"
+mkdir -p "$out"
+exec > >(tee -a "$out/batch.log") 2>&1
+start=$(date +%s)
+deadline=$((start + ${TMS_BATCH_SECONDS:-560}))
+status=0
+step() { echo; echo "=== [+$(($(date +%s) - start)) s] $*"; }
+run() {  # run LIMIT CMD...: record a failure and go on; skip what would end past the deadline
+  local limit=$1 left=$((deadline - $(date +%s) - 10))
+  shift
+  if ((left < 20)); then
+    echo "SKIPPED (batch time used up): $*"
+    status=1
+    return
+  fi
+  ((limit > left)) && limit=$left
+  echo "\$ $*   (limit ${limit} s)"
+  timeout --kill-after=10 "$limit" "$@"
+  local code=$?
+  echo "--- exit $code"
+  ((code == 0)) || status=1
+}
+wants() { [[ ",$parts," == *",$1,"* ]]; }
+
+step "machine"
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader || true
+nproc
+df -h /tmp | tail -1
+cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true
+
+step "build the engine"
+build=/tmp/tms-bench-build
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTMS_BUILD_TESTS=OFF -DTMS_WERROR=OFF >/dev/null \
+  && timeout 240 cmake --build "$build" >/dev/null || { echo "BUILD FAILED"; exit 1; }
+export TMS_LIBRARY_PATH="$build/libtorch_memory_saver.so" PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+disk_dir=/tmp/tms-bench-disk
+mkdir -p "$disk_dir"
+
+if wants breakdown; then
+  step "pause/resume without backup: engine phases next to raw VMM variants"
+  run 120 python3 bench/pause_breakdown.py --total-gib 8 --out "$out/breakdown.json"
+fi
+if wants bench; then
+  step "full benchmark, 8 GiB, with the disk part in $disk_dir"
+  run 300 python3 bench/bench_pause_resume.py --total-gib 8 --parts floors,nobackup,backup,alloc,disk \
+    --disk-dir "$disk_dir" --disk-gib 4 --out "$out/bench"
+fi
+if wants sweep; then
+  # name:VAR=value,VAR=value (the backup part only, pinned, layouts 1 and 256)
+  for setting in "threads16:TMS_HOST_PREPARE_THREADS=16" "threads4:TMS_HOST_PREPARE_THREADS=4" \
+    "register256:TMS_HOST_REGISTER_CHUNK_MB=256" "copy256x1:TMS_COPY_CHUNK_MB=256,TMS_COPY_STREAMS=1" \
+    "copy16x4:TMS_COPY_CHUNK_MB=16,TMS_COPY_STREAMS=4"; do
+    name=${setting%%:*}
+    vars=${setting#*:}
+    step "sweep $name ($vars)"
+    run 90 env ${vars//,/ } python3 bench/bench_pause_resume.py --total-gib 8 --parts backup --layouts 1,256 \
+      --host-kinds pinned --no-plot --out "$out/sweep-$name"
+  done
+fi
+
+step "done (status $status)"
+rm -rf "$disk_dir"
+exit $status

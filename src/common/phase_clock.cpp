@@ -1,0 +1,29 @@
+#include "common/phase_clock.h"
+
+#include <cstdio>
+
+namespace tms {
+
+void PhaseClock::lap(const char* phase) {
+  const Clock::time_point now = Clock::now();
+  phases_.emplace_back(phase, std::chrono::duration<double>(now - last_).count());
+  last_ = now;
+}
+
+double PhaseClock::total_seconds() const {
+  return std::chrono::duration<double>(Clock::now() - start_).count();
+}
+
+std::string PhaseClock::describe() const {
+  std::string text;
+  for (const auto& [phase, seconds] : phases_) {
+    char figure[32];
+    std::snprintf(figure, sizeof figure, " %.3f ms", seconds * 1e3);
+    if (!text.empty()) text += ", ";
+    text += phase;
+    text += figure;
+  }
+  return text;
+}
+
+}  // namespace tms
