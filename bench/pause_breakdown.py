@@ -184,6 +184,7 @@ def main() -> int:
     from torch_memory_saver import torch_memory_saver as tms
     from torch_memory_saver.bench import CudaDriverFloor
 
+    tms.hook_mode = "torch"  # no LD_PRELOAD needed
     torch.cuda.init()
     torch.zeros(1, device="cuda")
     floor = CudaDriverFloor(torch.cuda.current_device())

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One GPU batch for the backup pipelines (issue 4), under the device's 600 s per command:
 #
-#   bash bench/run_gpu_batch.sh            # breakdown + full benchmark with disk + tuning sweep
-#   TMS_BATCH_PARTS=bench bash bench/run_gpu_batch.sh   # only the full benchmark
+#   bash bench/run_gpu_batch.sh                          # rates + breakdown + full benchmark with disk
+#   TMS_BATCH_PARTS=rates,breakdown,bench,sweep bash bench/run_gpu_batch.sh   # also the tuning sweep
 #
 # Builds the engine into /tmp/tms-bench-build and runs from this source tree.
 # Output under $OUT (default /tmp/tms-bench-out): batch.log, breakdown.json,
+# (rates: tms_host_prep_rates' table in batch.log),
 # bench/ (results.json, results.md, rate_vs_layout.png) and sweep-*/ (one
 # benchmark of the backup part per setting of the pipeline's tuning variables).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 out="${OUT:-/tmp/tms-bench-out}"
-parts="${TMS_BATCH_PARTS:-breakdown,bench,sweep}"
+parts="${TMS_BATCH_PARTS:-rates,breakdown,bench}"
 mkdir -p "$out"
 exec > >(tee -a "$out/batch.log") 2>&1
 start=$(date +%s)
@@ -50,6 +51,10 @@ export TMS_LIBRARY_PATH="$build/libtorch_memory_saver.so" PYTHONPATH="$PWD/pytho
 disk_dir=/tmp/tms-bench-disk
 mkdir -p "$disk_dir"
 
+if wants rates; then
+  step "host-side rates of a cold pause (fault-in, register, copies), 1 to 16 threads"
+  run 120 "$build/tms_host_prep_rates" 8 16
+fi
 if wants breakdown; then
   step "pause/resume without backup: engine phases next to raw VMM variants"
   run 120 python3 bench/pause_breakdown.py --total-gib 8 --out "$out/breakdown.json"

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
@@ -300,13 +300,12 @@ class TorchMemorySaver:
         lib = _library.library()
         call = lib.tms_pause if verb == "pause" else lib.tms_resume
         measure = logger.isEnabledFor(logging.INFO)
-        before = _active_bytes(tag) if measure else 0
+        before = _active_bytes_by_key(tag) if measure else {}
         start = time.perf_counter()
         check(call(None if tag is None else encode(tag)))
         if measure:
             seconds = time.perf_counter() - start
-            moved = abs(before - _active_bytes(tag))
-            logger.info("%s tag=%s: %d bytes (%.1f MiB) in %.3f s", verb, tag, moved, moved / 2**20, seconds)
+            _log_transition(verb, tag, before, seconds)
 
     # ---- settings --------------------------------------------------------------
 
@@ -387,8 +386,23 @@ def _refuse_during_capture(verb: str) -> None:
         )
 
 
-def _active_bytes(tag: Optional[str]) -> int:
-    return sum(s.active_bytes for s in stats() if tag is None or s.tag == tag)
+def _active_bytes_by_key(tag: Optional[str]) -> Dict[Tuple[str, int], int]:
+    return {(s.tag, s.device): s.active_bytes for s in stats() if tag is None or s.tag == tag}
+
+
+def _log_transition(verb: str, tag: Optional[str], before: Dict[Tuple[str, int], int], seconds: float) -> None:
+    """One INFO line per (tag, device) whose memory moved, with torchrun's rank when there is one."""
+    rank = os.environ.get("RANK")
+    where = f"rank={rank} " if rank else ""
+    for s in sorted(stats(), key=lambda s: (s.tag, s.device)):
+        if tag is not None and s.tag != tag:
+            continue
+        moved = abs(before.get((s.tag, s.device), 0) - s.active_bytes)
+        if moved:
+            logger.info(
+                "%s %stag=%s device=%d: %d bytes (%.1f MiB), host backup %d bytes, in %.3f s",
+                verb, where, s.tag, s.device, moved, moved / 2**20, s.backup_bytes, seconds,
+            )
 
 
 torch_memory_saver = TorchMemorySaver()

@@ -113,6 +113,10 @@ Runtime& runtime() {
   } else {
     driver = std::make_unique<CudaDriver>();
   }
+  // torchrun's rank in every log line: many processes often share one log.
+  if (const char* rank = std::getenv("RANK"); rank != nullptr && *rank != '\0') {
+    set_log_context(std::string("rank ") + rank);
+  }
   EngineOptions options;
   options.disk.chunk_bytes = created->config.disk_backup_chunk_mb << 20;
   options.host.prepare_threads = created->config.host_prepare_threads;

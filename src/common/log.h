@@ -10,7 +10,11 @@ enum class LogLevel { kError = 0, kWarning = 1, kInfo = 2, kDebug = 3 };
 
 void set_log_level(LogLevel level);
 [[nodiscard]] bool log_enabled(LogLevel level);
-/// Writes one line "[torch_memory_saver LEVEL] message" if `level` is enabled.
+/// Words added to every line's prefix, e.g. "rank 3" under torchrun, so that
+/// the lines of many processes in one log can be told apart. Empty: none.
+void set_log_context(std::string_view context);
+/// Writes one line "[torch_memory_saver LEVEL context] message" if `level`
+/// is enabled.
 void log(LogLevel level, std::string_view message);
 
 }  // namespace tms

@@ -48,22 +48,27 @@ double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// "3 allocations (8.00 GiB, 2.00 GiB to host) of tag 'kv'" for the
-// transition log lines.
+// "3 allocations (8.00 GiB, 2.00 GiB to host) of tag 'kv' on device 0" for
+// the transition log lines.
 std::string describe_transition(const std::vector<Allocation*>& allocations,
                                 const std::optional<std::string>& tag, const char* backup_word) {
   std::uint64_t bytes = 0;
   std::uint64_t host = 0;
   std::uint64_t disk = 0;
+  std::set<int> devices;
   for (const Allocation* allocation : allocations) {
     bytes += allocation->size;
     if (allocation->policy.uses_host_backup()) host += allocation->requested_size;
     if (allocation->policy.disk_backup) disk += allocation->requested_size;
+    devices.insert(allocation->device);
   }
+  std::string on = devices.size() == 1 ? " on device " : " on devices ";
+  for (int device : devices)
+    on += (device == *devices.begin() ? "" : ", ") + std::to_string(device);
   std::string text = std::to_string(allocations.size()) + " allocations (" + describe_size(bytes);
   if (host > 0) text += ", " + describe_size(host) + " " + backup_word + " host";
   if (disk > 0) text += ", " + describe_size(disk) + " " + backup_word + " disk";
-  return text + ") of " + describe_tag(tag);
+  return text + ") of " + describe_tag(tag) + on;
 }
 
 }  // namespace

@@ -253,26 +253,32 @@ TEST_F(EngineTest, StatsReportBytesPerTagAndState) {
   engine_->free(b);
 }
 
-TEST_F(EngineTest, InfoLogSaysWhatMovedAndWhereTheTimeWent) {
+TEST_F(EngineTest, InfoLogSaysWhatMovedWhereAndWhereTheTimeWent) {
   const DevicePtr weights = allocate(3 * kMiB, "weights", /*backup=*/true);
+  const DevicePtr cache = allocate(kMiB, "weights", /*backup=*/false, /*device=*/1);
   set_log_level(LogLevel::kInfo);
+  set_log_context("rank 3");
   ::testing::internal::CaptureStderr();
   engine_->pause("weights");
   engine_->resume("weights");
   const std::string lines = ::testing::internal::GetCapturedStderr();
+  set_log_context("");
   set_log_level(LogLevel::kWarning);
-  // 3 MiB rounds up to 4 MiB of device memory; the backup holds what was asked for.
-  EXPECT_NE(lines.find("paused 1 allocations (4.0 MiB, 3.0 MiB to host) of tag 'weights' in "),
+  // Device memory is counted in whole granules (2 MiB); the backup holds what was asked for.
+  EXPECT_NE(lines.find("[torch_memory_saver INFO rank 3] paused 2 allocations (6.0 MiB, 3.0 MiB "
+                       "to host) of tag 'weights' on devices 0, 1 in "),
             std::string::npos)
       << lines;
   EXPECT_NE(lines.find("synchronize "), std::string::npos) << lines;
   EXPECT_NE(lines.find("host backup "), std::string::npos) << lines;
   EXPECT_NE(lines.find("release "), std::string::npos) << lines;
-  EXPECT_NE(lines.find("resumed 1 allocations (4.0 MiB, 3.0 MiB from host) of tag 'weights'"),
+  EXPECT_NE(lines.find("resumed 2 allocations (6.0 MiB, 3.0 MiB from host) of tag 'weights' on "
+                       "devices 0, 1 in "),
             std::string::npos)
       << lines;
   EXPECT_NE(lines.find("host restore "), std::string::npos) << lines;
   engine_->free(weights);
+  engine_->free(cache);
 }
 
 TEST_F(EngineTest, DestroyingTheEngineGivesEverythingBack) {

@@ -3,7 +3,7 @@
 import ctypes
 import logging
 
-from simhelpers import MIB, device_free, pattern
+from simhelpers import MIB, device_free, pattern, run_python
 from torch_memory_saver import TorchMemorySaver, stats
 
 
@@ -100,16 +100,17 @@ def test_retain_cpu_backup_round_trips():
         saver.retain_cpu_backup = False
 
 
-def test_pause_and_resume_are_logged_with_bytes_and_seconds(allocate, caplog):
+def test_pause_and_resume_are_logged_per_device_with_bytes_backup_and_seconds(allocate, caplog, monkeypatch):
     saver = TorchMemorySaver()
-    allocate(2 * MIB, tag="logged")
+    allocate(2 * MIB, tag="logged", cpu_backup=True)
+    monkeypatch.setenv("RANK", "5")  # as under torchrun: the lines name the rank
     with caplog.at_level(logging.INFO, logger="torch_memory_saver"):
         saver.pause("logged")
         saver.resume("logged")
     lines = [r.getMessage() for r in caplog.records if r.name == "torch_memory_saver"]
-    assert len(lines) == 2
-    assert lines[0].startswith("pause tag=logged: 2097152 bytes")
-    assert lines[1].startswith("resume tag=logged: 2097152 bytes")
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("pause rank=5 tag=logged device=0: 2097152 bytes (2.0 MiB), host backup 2097152 bytes, in ")
+    assert lines[1].startswith("resume rank=5 tag=logged device=0: 2097152 bytes (2.0 MiB), host backup 0 bytes, in ")
     assert all(line.endswith(" s") for line in lines)
 
 
@@ -131,3 +132,30 @@ def test_disk_backup_round_trips_through_a_file(lib, allocate, tmp_path):
     saver.resume("disk")
     assert ctypes.string_at(address, 6 * MIB) == pattern(6 * MIB)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_log_lines_name_the_rank_device_bytes_and_phases():
+    # What a user of torchrun reads with TMS_LOG_LEVEL=info: many ranks write to one log.
+    code = """
+        import ctypes
+        from torch_memory_saver import _library, _settings
+        lib = _library.library()
+        address = ctypes.c_void_p()
+        with _settings.changed(tag="weights", cpu_backup=True, disk_backup=False):
+            _library.check(lib.tms_malloc(ctypes.byref(address), 3 << 20, 0))
+        _library.check(lib.tms_pause(b"weights"))
+        _library.check(lib.tms_resume(b"weights"))
+        _library.check(lib.tms_free(address.value))
+    """
+    result = run_python(code, RANK="2", TMS_LOG_LEVEL="info")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    paused = [line for line in lines if "paused 1 allocations" in line]
+    resumed = [line for line in lines if "resumed 1 allocations" in line]
+    assert len(paused) == 1 and len(resumed) == 1, result.stderr
+    assert paused[0].startswith(
+        "[torch_memory_saver INFO rank 2] paused 1 allocations (4.0 MiB, 3.0 MiB to host) of tag 'weights' on device 0 in "
+    ), paused[0]
+    for phase in ("synchronize", "host backup", "unmap", "release"):
+        assert f"{phase} " in paused[0], paused[0]
+    assert "3.0 MiB from host" in resumed[0] and "host restore " in resumed[0], resumed[0]
