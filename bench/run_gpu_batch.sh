@@ -65,18 +65,21 @@ if wants bench; then
     --disk-dir "$disk_dir" --disk-gib 4 --out "$out/bench"
 fi
 if wants sweep; then
-  # name:VAR=value,VAR=value (the backup part only, pinned, layouts 1 and 256)
-  for setting in "threads16:TMS_HOST_PREPARE_THREADS=16" "threads4:TMS_HOST_PREPARE_THREADS=4" \
-    "register256:TMS_HOST_REGISTER_CHUNK_MB=256" "copy256x1:TMS_COPY_CHUNK_MB=256,TMS_COPY_STREAMS=1" \
-    "copy16x4:TMS_COPY_CHUNK_MB=16,TMS_COPY_STREAMS=4"; do
+  # name:VAR=value,VAR=value (the backup part only, pinned host memory); TMS_SWEEP overrides the list.
+  # Earlier sweeps (docs/gpu-runs.md) tried prepare threads 4/16, register chunks of 256 MiB, copy
+  # chunks of 16 and 256 MiB with 4 and 1 streams: none beat the defaults.
+  for setting in ${TMS_SWEEP:-"default:" "smallreq16:TMS_HOST_SMALL_REQUEST_MB=16" "threads12:TMS_HOST_PREPARE_THREADS=12"}; do
     name=${setting%%:*}
     vars=${setting#*:}
     step "sweep $name ($vars)"
-    run 90 env ${vars//,/ } python3 bench/bench_pause_resume.py --total-gib 8 --parts backup --layouts 1,256 \
+    run 90 env ${vars//,/ } python3 bench/bench_pause_resume.py --total-gib 8 --parts backup --layouts 256,4096 \
       --host-kinds pinned --no-plot --out "$out/sweep-$name"
   done
 fi
 
 step "done (status $status)"
 rm -rf "$disk_dir"
+# The device returns a limited number of files: one archive for the per-worker logs.
+(cd "$out" && logs=$(ls -d bench/logs sweep-*/logs 2>/dev/null) && [[ -n "$logs" ]] \
+  && tar czf worker-logs.tar.gz $logs && rm -rf $logs)
 exit $status

@@ -1450,7 +1450,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "environment": {name: os.environ.get(name) for name in (
             "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
             "TMS_DISK_BACKUP_DIR", "TMS_DISK_BACKUP_CHUNK_MB", "TMS_HOST_PREPARE_THREADS",
-            "TMS_HOST_REGISTER_CHUNK_MB", "TMS_COPY_CHUNK_MB", "TMS_COPY_STREAMS", *_STRIPPED_ENV)},
+            "TMS_HOST_REGISTER_CHUNK_MB", "TMS_HOST_SMALL_REQUEST_MB", "TMS_COPY_CHUNK_MB", "TMS_COPY_STREAMS", *_STRIPPED_ENV)},
         "stripped_from_workers": list(_STRIPPED_ENV),
     }
     print(f"torch_memory_saver bench: {total_gib:g} GiB, layouts {layouts}, host kinds {args.host_kinds}, "

@@ -125,7 +125,10 @@ struct HostMemoryOptions {
   /// Threads that fault in and register fresh blocks; 0: min(8, cores / 2).
   /// 1: done on the calling thread before acquire returns.
   unsigned prepare_threads = 0;
-  std::size_t small_request_bytes = std::size_t{16} << 20;
+  /// Requests below this share blocks (up to arena_bytes), so that many
+  /// medium backups, such as torch's 20 MiB segments of small tensors, cost
+  /// a few mmap and register calls rather than one block each.
+  std::size_t small_request_bytes = std::size_t{64} << 20;
   std::size_t arena_bytes = std::size_t{256} << 20;
   std::size_t pool_limit_bytes = std::size_t{8} << 30;
   bool background_release = false;

@@ -121,6 +121,7 @@ Runtime& runtime() {
   options.disk.chunk_bytes = created->config.disk_backup_chunk_mb << 20;
   options.host.prepare_threads = created->config.host_prepare_threads;
   options.host.register_chunk_bytes = created->config.host_register_chunk_mb << 20;
+  options.host.small_request_bytes = created->config.host_small_request_mb << 20;
   options.copies.chunk_bytes = created->config.copy_chunk_mb << 20;
   options.copies.streams_per_device = created->config.copy_streams;
   // Unregistering and unmapping host backups after resume is slow; do it

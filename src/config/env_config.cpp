@@ -80,6 +80,8 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
       parse_positive("TMS_HOST_PREPARE_THREADS", lookup("TMS_HOST_PREPARE_THREADS"), 0, 256));
   config.host_register_chunk_mb =
       parse_positive("TMS_HOST_REGISTER_CHUNK_MB", lookup("TMS_HOST_REGISTER_CHUNK_MB"), 64, 65536);
+  config.host_small_request_mb =
+      parse_positive("TMS_HOST_SMALL_REQUEST_MB", lookup("TMS_HOST_SMALL_REQUEST_MB"), 64, 65536);
   config.copy_chunk_mb =
       parse_positive("TMS_COPY_CHUNK_MB", lookup("TMS_COPY_CHUNK_MB"), 64, 65536);
   config.copy_streams =

@@ -25,11 +25,13 @@ struct EnvConfig {
   // Tuning of the host backup pipeline (defaults suit an 8+ core host):
   unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(8, cores / 2))
   std::size_t host_register_chunk_mb = 64;  ///< TMS_HOST_REGISTER_CHUNK_MB
-  std::size_t copy_chunk_mb = 64;           ///< TMS_COPY_CHUNK_MB
-  unsigned copy_streams = 2;                ///< TMS_COPY_STREAMS (per device)
-  DriverKind driver = DriverKind::kCuda;    ///< TMS_DRIVER: cuda | sim
-  LogLevel log_level = LogLevel::kWarning;  ///< TMS_LOG_LEVEL
-  int sim_devices = 1;                      ///< TMS_SIM_DEVICES
+  std::size_t host_small_request_mb =
+      64;                                 ///< TMS_HOST_SMALL_REQUEST_MB (smaller ones share blocks)
+  std::size_t copy_chunk_mb = 64;         ///< TMS_COPY_CHUNK_MB
+  unsigned copy_streams = 2;              ///< TMS_COPY_STREAMS (per device)
+  DriverKind driver = DriverKind::kCuda;  ///< TMS_DRIVER: cuda | sim
+  LogLevel log_level = LogLevel::kWarning;                ///< TMS_LOG_LEVEL
+  int sim_devices = 1;                                    ///< TMS_SIM_DEVICES
   std::size_t sim_capacity_bytes = std::size_t{8} << 30;  ///< TMS_SIM_CAPACITY_MB
 };
 

@@ -27,6 +27,7 @@ TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   EXPECT_FALSE(config.disk_backup_dir.has_value());
   EXPECT_EQ(config.host_prepare_threads, 0u) << "0: the engine picks from the core count";
   EXPECT_EQ(config.host_register_chunk_mb, 64u);
+  EXPECT_EQ(config.host_small_request_mb, 64u);
   EXPECT_EQ(config.copy_chunk_mb, 64u);
   EXPECT_EQ(config.copy_streams, 2u);
 }
@@ -46,6 +47,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
                                   {"TMS_HOST_PREPARE_THREADS", "12"},
                                   {"TMS_HOST_REGISTER_CHUNK_MB", "256"},
                                   {"TMS_COPY_CHUNK_MB", "32"},
+                                  {"TMS_HOST_SMALL_REQUEST_MB", "8"},
                                   {"TMS_COPY_STREAMS", "4"}});
   EXPECT_TRUE(config.init_enable);
   EXPECT_TRUE(config.init_enable_cpu_backup);
@@ -60,6 +62,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
   EXPECT_EQ(config.sim_capacity_bytes, std::size_t{100} << 20);
   EXPECT_EQ(config.host_prepare_threads, 12u);
   EXPECT_EQ(config.host_register_chunk_mb, 256u);
+  EXPECT_EQ(config.host_small_request_mb, 8u);
   EXPECT_EQ(config.copy_chunk_mb, 32u);
   EXPECT_EQ(config.copy_streams, 4u);
 }
