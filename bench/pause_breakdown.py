@@ -13,6 +13,11 @@ This diagnostic runs, in one process and on one device, for each layout:
   its tensors written before each pause or not; the time seen by Python and
   by the engine (``stats()``), and the engine's own phases (its INFO log line).
 
+With ``--sections restore`` (also in the default): host-to-device copies from
+page-locked THP memory (the engine's backup memory), whole and in the engine's
+64 MiB chunks on two streams, into device memory copied to before and into
+memory that ``resume()`` has just mapped, next to the library's own restore.
+
     PYTHONPATH=python TMS_LIBRARY_PATH=build/libtorch_memory_saver.so \\
         python bench/pause_breakdown.py --total-gib 8 --out breakdown.json
 
@@ -27,7 +32,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 os.environ.setdefault("TMS_LOG_LEVEL", "info")  # the engine logs each transition's phases
 
@@ -170,12 +175,77 @@ def library_runs(torch: Any, tms: Any, tms_stats: Callable, count: int, total: i
     }
 
 
+def registered_host_tensor(torch: Any, nbytes: int) -> Tuple[Any, Any]:
+    """(tensor, mmap) of page-locked anonymous THP memory, as the engine backs up into."""
+    import mmap
+
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buffer.madvise(mmap.MADV_HUGEPAGE)
+    host = torch.frombuffer(buffer, dtype=torch.uint8)
+    host.fill_(7)
+    code = torch.cuda.cudart().cudaHostRegister(host.data_ptr(), nbytes, 0)
+    if int(getattr(code, "value", code)) != 0:
+        raise RuntimeError(f"cudaHostRegister failed: {code}")
+    return host, buffer
+
+
+def restore_probe(torch: Any, tms: Any, total: int, repeats: int) -> Dict[str, Any]:
+    """H2D from page-locked THP memory: whole vs 64 MiB chunks on two streams, into memory copied to
+    before vs memory just mapped by resume(); and the library's own restore of the same size."""
+    host, _buffer = registered_host_tensor(torch, total)
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    chunk = 64 << 20
+
+    def whole(dev: Any) -> None:
+        dev.copy_(host, non_blocking=True)
+
+    def chunked(dev: Any) -> None:
+        for index, offset in enumerate(range(0, total, chunk)):
+            with torch.cuda.stream(streams[index % 2]):
+                dev[offset:offset + chunk].copy_(host[offset:offset + chunk], non_blocking=True)
+
+    def timed(action: Callable[[], None]) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        action()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    warm = torch.empty(total, dtype=torch.uint8, device="cuda")
+    warm.fill_(1)
+    with tms.region("restore_probe_fresh", enable_cpu_backup=False):
+        fresh = torch.empty(total, dtype=torch.uint8, device="cuda")
+    with tms.region("restore_probe_library", enable_cpu_backup=True):
+        backed = torch.empty(total, dtype=torch.uint8, device="cuda")
+    backed.fill_(3)
+    out: Dict[str, List[float]] = {}
+    for name, copy in (("whole", whole), ("chunked 64 MiB x 2 streams", chunked)):
+        out[f"{name}, into warm memory"] = [timed(lambda: copy(warm)) for _ in range(repeats)]
+        rounds = []
+        for _ in range(repeats):
+            tms.pause("restore_probe_fresh")
+            tms.resume("restore_probe_fresh")  # new physical memory under the same address
+            rounds.append(timed(lambda: copy(fresh)))
+        out[f"{name}, into memory just mapped by resume()"] = rounds
+    library = []
+    for _ in range(repeats):
+        tms.pause("restore_probe_library")
+        library.append(timed(lambda: tms.resume("restore_probe_library")))
+    out["library resume(), restore from its backup"] = library
+    report = {name: {"best_ms": round(min(v) * 1e3, 2), "gbps": round(total / min(v) / 1e9, 1),
+                     "all_ms": [round(x * 1e3, 2) for x in v]} for name, v in out.items()}
+    torch.cuda.cudart().cudaHostUnregister(host.data_ptr())
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total-gib", type=float, default=8.0)
     parser.add_argument("--layouts", default="1,16,256")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="pause_breakdown.json")
+    parser.add_argument("--sections", default="vmm,restore",
+                        help="vmm: no-backup pause/resume next to raw VMM loops; restore: H2D floors vs restore")
     args = parser.parse_args()
 
     import torch
@@ -191,7 +261,13 @@ def main() -> int:
     bind_extra(floor.lib)
     total = int(args.total_gib * GiB)
     report: Dict[str, Any] = {"device": torch.cuda.get_device_name(), "total_bytes": total, "layouts": {}}
-    for count in [int(x) for x in args.layouts.split(",")]:
+    sections = args.sections.split(",")
+    if "restore" in sections:
+        report["restore"] = restore_probe(torch, tms, total, args.repeats)
+        for name, values in report["restore"].items():
+            print(f"restore probe: {name}: best {values['best_ms']} ms ({values['gbps']} GB/s), "
+                  f"all {values['all_ms']}", flush=True)
+    for count in [int(x) for x in args.layouts.split(",")] if "vmm" in sections else []:
         print(f"--- layout {count} x {total // count / 2**20:.0f} MiB", flush=True)
         entry = {
             "raw": raw_variants(floor, count, total // count, args.repeats),

@@ -80,6 +80,6 @@ fi
 step "done (status $status)"
 rm -rf "$disk_dir"
 # The device returns a limited number of files: one archive for the per-worker logs.
-(cd "$out" && logs=$(ls -d bench/logs sweep-*/logs 2>/dev/null) && [[ -n "$logs" ]] \
+(cd "$out" && logs=$(ls -d bench/logs sweep-*/logs 2>/dev/null; true) && [[ -n "$logs" ]] \
   && tar czf worker-logs.tar.gz $logs && rm -rf $logs)
 exit $status
