@@ -18,23 +18,8 @@ mkdir -p "$out"
 exec > >(tee -a "$out/batch.log") 2>&1
 start=$(date +%s)
 deadline=$((start + ${TMS_BATCH_SECONDS:-560}))
-status=0
-step() { echo; echo "=== [+$(($(date +%s) - start)) s] $*"; }
-run() {  # run LIMIT CMD...: record a failure and go on; skip what would end past the deadline
-  local limit=$1 left=$((deadline - $(date +%s) - 10))
-  shift
-  if ((left < 20)); then
-    echo "SKIPPED (batch time used up): $*"
-    status=1
-    return
-  fi
-  ((limit > left)) && limit=$left
-  echo "\$ $*   (limit ${limit} s)"
-  timeout --kill-after=10 "$limit" "$@"
-  local code=$?
-  echo "--- exit $code"
-  ((code == 0)) || status=1
-}
+BATCH_MARGIN_S=10 BATCH_MIN_S=20 BATCH_KILL_AFTER_S=10
+source scripts/batch_steps.sh
 wants() { [[ ",$parts," == *",$1,"* ]]; }
 
 step "machine"

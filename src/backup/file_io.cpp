@@ -69,6 +69,11 @@ void FaultyFileIo::set_refuse_direct_io(bool refuse) {
   refuse_direct_io_ = refuse;
 }
 
+std::size_t FaultyFileIo::capped(std::size_t count) const {
+  std::lock_guard lock(mutex_);
+  return max_transfer_ != 0 && count > max_transfer_ ? max_transfer_ : count;
+}
+
 int FaultyFileIo::enter(FileCall call) {
   std::lock_guard lock(mutex_);
   return failures_.next(call).value_or(0);
@@ -96,12 +101,7 @@ ssize_t FaultyFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_
     errno = error;
     return -1;
   }
-  std::size_t limit = 0;
-  {
-    std::lock_guard lock(mutex_);
-    limit = max_transfer_;
-  }
-  return PosixFileIo::pwrite(fd, buffer, limit != 0 && count > limit ? limit : count, offset);
+  return PosixFileIo::pwrite(fd, buffer, capped(count), offset);
 }
 
 ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
@@ -109,12 +109,7 @@ ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offse
     errno = error;
     return -1;
   }
-  std::size_t limit = 0;
-  {
-    std::lock_guard lock(mutex_);
-    limit = max_transfer_;
-  }
-  return PosixFileIo::pread(fd, buffer, limit != 0 && count > limit ? limit : count, offset);
+  return PosixFileIo::pread(fd, buffer, capped(count), offset);
 }
 
 int FaultyFileIo::close(int fd) {

@@ -81,6 +81,8 @@ class FaultyFileIo final : public PosixFileIo {
  private:
   /// Counts the call; returns the errno to fail with, or 0.
   int enter(FileCall call);
+  // `count`, cut to the transfer limit set by set_max_transfer (short I/O).
+  [[nodiscard]] std::size_t capped(std::size_t count) const;
 
   mutable std::mutex mutex_;
   FailureSchedule<FileCall, int> failures_;  // the errno to fail with

@@ -27,23 +27,7 @@ start=$(date +%s)
 # The whole batch ends by TMS_BATCH_SECONDS (default 540 s, under the device's 600 s per command),
 # so that the log archive is always written; a step that would start too late is skipped.
 deadline=$((start + ${TMS_BATCH_SECONDS:-540}))
-status=0
-step() { echo; echo "=== [+$(($(date +%s) - start)) s] $*"; }
-run() {  # run LIMIT_SECONDS CMD...: record a failure but go on with the batch
-  local limit=$1 left=$((deadline - $(date +%s) - 15))
-  shift
-  if ((left < 30)); then
-    echo "SKIPPED (batch time used up): $*"
-    status=1
-    return
-  fi
-  ((limit > left)) && limit=$left
-  echo "\$ $*   (limit ${limit} s)"
-  timeout --kill-after=15 "$limit" "$@"
-  local code=$?
-  echo "--- exit $code"
-  ((code == 0)) || status=1
-}
+source scripts/batch_steps.sh
 
 step "machine"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader || true
