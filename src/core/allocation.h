@@ -32,7 +32,16 @@ struct AllocationRequest {
   BackupPolicy policy;
 };
 
-enum class AllocationState { kActive, kPaused };
+enum class AllocationState {
+  kActive,
+  kPaused,
+  /// A failed pause could not map it back (a second driver failure while
+  /// undoing the first). Its physical memory, and so its contents, is kept,
+  /// but its range is not usable. Later operations try to map it again
+  /// (Engine::repair_broken); until one succeeds, pausing or resuming it is
+  /// an InvalidState error, and free() gives back what it holds.
+  kBroken,
+};
 
 struct Allocation {
   DevicePtr base = 0;
@@ -43,7 +52,10 @@ struct Allocation {
   BackupPolicy policy;
 
   AllocationState state = AllocationState::kActive;
-  PhysicalHandle handle = 0;  ///< valid while active
+  PhysicalHandle handle = 0;  ///< valid while active or broken
+  /// kBroken only: the range is mapped (the map succeeded, granting access
+  /// did not), so a repair only grants access and free() unmaps.
+  bool range_mapped = false;
   /// Host copy of the contents. Holds the data while paused; with retention
   /// on it is kept (stale) while active, to be reused by the next pause.
   HostBuffer backup;

@@ -44,6 +44,12 @@ std::string describe_milliseconds(double seconds) {
   return text;
 }
 
+std::string describe_address(DevicePtr address) {
+  char text[32];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
+  return text;
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -96,10 +102,8 @@ Engine::~Engine() {
   for (auto& [base, allocation] : registry_.all()) {
     Allocation& a = *allocation;
     attempt([&] {
-      if (a.state == AllocationState::kActive) {
-        driver_.unmap(a.base, a.size);
-        driver_.release_physical(a.handle);
-      }
+      if (a.state == AllocationState::kActive || a.range_mapped) driver_.unmap(a.base, a.size);
+      if (a.state != AllocationState::kPaused) driver_.release_physical(a.handle);
       driver_.free_reservation(a.base, a.size);
     });
     attempt([&] { a.backup.reset(); });
@@ -113,6 +117,10 @@ Engine::~Engine() {
 
 DevicePtr Engine::allocate(const AllocationRequest& request) {
   if (request.size == 0) throw InvalidArgument("allocation size must be positive");
+  if (request.device < -1) {
+    throw InvalidArgument("device " + std::to_string(request.device) +
+                          " does not exist; pass a device index, or -1 for the current device");
+  }
   const int device = request.device >= 0 ? request.device : driver_.current_device();
   if (device >= driver_.device_count()) {
     throw InvalidArgument("device " + std::to_string(device) + " does not exist (" +
@@ -129,6 +137,13 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
     disk_.check_directory(dir);
   }
   const std::size_t granularity = driver_.granularity(device);
+  if (request.size > SIZE_MAX - (granularity - 1)) {
+    // Rounding up would wrap around to a tiny size.
+    throw OutOfMemory("allocation",
+                      "allocation of " + describe_bytes(request.size) +
+                          " exceeds the address space of device " + std::to_string(device),
+                      request.size, driver_.memory_info(device).free_bytes);
+  }
   const std::size_t size = round_up(request.size, granularity);
   check_headroom(device, size, "allocation");
 
@@ -170,7 +185,7 @@ void Engine::free(DevicePtr ptr) {
   }
   // The record cannot go away while busy; work on it without the lock.
   try {
-    if (allocation->state == AllocationState::kActive) {
+    if (allocation->state == AllocationState::kActive || allocation->range_mapped) {
       // As cudaFree does: kernels may still use the memory.
       driver_.synchronize(allocation->device);
       driver_.unmap(allocation->base, allocation->size);
@@ -186,7 +201,7 @@ void Engine::free(DevicePtr ptr) {
     owned = registry_.remove(ptr);
   }
   idle_.notify_all();
-  if (owned->state == AllocationState::kActive) parking_.release_or_park(owned->handle);
+  if (owned->state != AllocationState::kPaused) parking_.release_or_park(owned->handle);
   parking_.free_reservation_or_park(owned->base, owned->size);
   owned->backup.reset();
   if (!owned->disk_file.empty()) parking_.remove_or_park(std::move(owned->disk_file));
@@ -202,6 +217,7 @@ bool Engine::owns(DevicePtr ptr) const {
 void Engine::pause(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   retry_parked();
+  refuse_broken(tag, "pause");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
@@ -261,17 +277,16 @@ void Engine::pause(const std::optional<std::string>& tag) {
     for (; unmapped < claimed.size(); ++unmapped) {
       driver_.unmap(claimed[unmapped]->base, claimed[unmapped]->size);
     }
+  } catch (const Error& error) {
+    const std::size_t broken = map_again_after_failed_pause(claimed, unmapped);
+    if (broken == 0) throw;
+    // The pause did not leave everything active: say so in its error.
+    throw Error(error.status(),
+                std::string(error.what()) + "; then " + std::to_string(broken) +
+                    " allocations could not be mapped again and are unusable (their contents "
+                    "are kept): the next operation retries; free them to give their memory back");
   } catch (...) {
-    for (std::size_t i = 0; i < unmapped; ++i) {
-      const Allocation& allocation = *claimed[i];
-      try {
-        driver_.map(allocation.base, allocation.size, allocation.handle);
-        driver_.set_access(allocation.base, allocation.size, allocation.device);
-      } catch (const std::exception& error) {
-        log(LogLevel::kError,
-            "pause rollback could not map an allocation again: " + std::string(error.what()));
-      }
-    }
+    map_again_after_failed_pause(claimed, unmapped);
     throw;
   }
   clock.lap("unmap");
@@ -302,6 +317,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
 void Engine::resume(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   retry_parked();
+  refuse_broken(tag, "resume");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
@@ -503,8 +519,17 @@ EngineStats Engine::stats() const {
   for (const auto& [base, allocation] : registry_.all()) {
     TagDeviceStats& stats = entry(allocation->tag, allocation->device);
     ++stats.allocations;
-    (allocation->state == AllocationState::kActive ? stats.active_bytes : stats.paused_bytes) +=
-        allocation->size;
+    switch (allocation->state) {
+      case AllocationState::kActive:
+        stats.active_bytes += allocation->size;
+        break;
+      case AllocationState::kPaused:
+        stats.paused_bytes += allocation->size;
+        break;
+      case AllocationState::kBroken:
+        stats.broken_bytes += allocation->size;
+        break;
+    }
     stats.backup_bytes += allocation->backup.size();
   }
   EngineStats result;
@@ -580,6 +605,79 @@ void Engine::record_transition(const std::vector<Allocation*>& allocations, bool
 void Engine::retry_parked() {
   host_memory_.retry_failed();
   parking_.retry();
+  repair_broken();
+}
+
+std::size_t Engine::map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
+                                                 std::size_t unmapped) noexcept {
+  // Their physical memory is still alive, so mapping it again brings the
+  // contents back intact. What cannot be mapped again is marked broken
+  // rather than left "active" over an unusable range.
+  std::size_t broken = 0;
+  for (std::size_t i = 0; i < unmapped; ++i) {
+    Allocation& allocation = *claimed[i];
+    bool mapped = false;
+    try {
+      driver_.map(allocation.base, allocation.size, allocation.handle);
+      mapped = true;
+      driver_.set_access(allocation.base, allocation.size, allocation.device);
+      continue;
+    } catch (const std::exception& error) {
+      log(LogLevel::kError, "pause rollback could not map the allocation at " +
+                                describe_address(allocation.base) + " again; it is unusable " +
+                                "until a later operation maps it: " + error.what());
+    }
+    std::lock_guard lock(mutex_);
+    allocation.state = AllocationState::kBroken;
+    allocation.range_mapped = mapped;
+    ++broken;
+  }
+  return broken;
+}
+
+void Engine::repair_broken() noexcept {
+  std::vector<Allocation*> claimed;
+  try {
+    claimed = claim(std::nullopt, AllocationState::kBroken);
+  } catch (const std::exception&) {
+    return;  // host memory exhausted: the next operation tries again
+  }
+  if (claimed.empty()) return;
+  const ClaimGuard unclaim_on_exit(*this, claimed);
+  for (Allocation* allocation : claimed) {
+    try {
+      if (!allocation->range_mapped) {
+        driver_.map(allocation->base, allocation->size, allocation->handle);
+        std::lock_guard lock(mutex_);
+        allocation->range_mapped = true;
+      }
+      driver_.set_access(allocation->base, allocation->size, allocation->device);
+      {
+        std::lock_guard lock(mutex_);
+        allocation->state = AllocationState::kActive;
+        allocation->range_mapped = false;
+      }
+      log(LogLevel::kWarning, "the allocation at " + describe_address(allocation->base) +
+                                  " is mapped again and usable, with its contents");
+    } catch (const std::exception& error) {
+      log(LogLevel::kWarning, "the unusable allocation at " + describe_address(allocation->base) +
+                                  " could not be mapped again yet: " + error.what());
+    }
+  }
+}
+
+void Engine::refuse_broken(const std::optional<std::string>& tag, const char* operation) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& [base, allocation] : registry_.all()) {
+    if (allocation->state != AllocationState::kBroken || !tag_matches(tag, allocation->tag)) {
+      continue;
+    }
+    throw InvalidState(std::string(operation) + " of " + describe_tag(tag) +
+                       " refused: the allocation at " + describe_address(base) + " (" +
+                       describe_bytes(allocation->size) + ", tag '" + allocation->tag +
+                       "') is unusable since a failed pause could not map it again, and mapping "
+                       "it still fails; free it (its memory is given back) or retry later");
+  }
 }
 
 }  // namespace tms

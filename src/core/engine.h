@@ -1,6 +1,6 @@
 // The engine: pauseable allocations on an injected Driver.
 //
-// Semantics (DESIGN.md §3):
+// Semantics:
 //  - pause/resume act on every allocation of a tag (all tags for nullopt)
 //    that is in the other state; repeating either is harmless.
 //  - Both are all-or-nothing. A failed pause leaves every allocation active
@@ -10,6 +10,12 @@
 //    memory) is the point of no return of an operation. If such a call fails,
 //    the operation still completes and the resource is parked and given back
 //    at the start of the next operation (see deferred_releases in stats).
+//  - A failed pause maps back what it had unmapped. If that fails too (a
+//    second driver failure), the allocation is marked broken
+//    (AllocationState::kBroken) instead of claiming to be active: its
+//    physical memory and contents are kept, every later operation tries to
+//    map it again, and until that works pause/resume of its tag fail with
+//    InvalidState and free() gives back what it holds (broken_bytes in stats).
 //
 //  - Disk backup (BackupPolicy::disk_backup) writes a paused allocation's
 //    contents to one file in the disk backup directory (backup/disk_backup.h)
@@ -141,8 +147,18 @@ class Engine {
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
-  /// Gives back what earlier give-backs could not (see ParkingLot).
+  /// Gives back what earlier give-backs could not (see ParkingLot) and
+  /// repairs broken allocations.
   void retry_parked();
+  /// Maps claimed[0, unmapped) again after a failed unmap in pause; marks
+  /// those it cannot map kBroken and returns how many.
+  std::size_t map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
+                                           std::size_t unmapped) noexcept;
+  /// Tries to map every kBroken allocation again; those that succeed are
+  /// active again with their contents.
+  void repair_broken() noexcept;
+  /// @throws InvalidState when an allocation of `tag` is still broken.
+  void refuse_broken(const std::optional<std::string>& tag, const char* operation) const;
 
   /// Unclaims its allocations when the operation that claimed them ends.
   class ClaimGuard {

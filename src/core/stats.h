@@ -15,6 +15,7 @@ struct TagDeviceStats {
   std::size_t allocations = 0;
   std::size_t active_bytes = 0;    ///< rounded sizes of active allocations
   std::size_t paused_bytes = 0;    ///< rounded sizes of paused allocations
+  std::size_t broken_bytes = 0;    ///< rounded sizes of unusable ones (AllocationState::kBroken)
   std::size_t backup_bytes = 0;    ///< host memory held for backups (incl. retained)
   std::uint64_t pause_count = 0;   ///< pause calls that paused something here
   std::uint64_t resume_count = 0;  ///< resume calls that resumed something here

@@ -58,6 +58,9 @@ SimDriver::~SimDriver() {
 void SimDriver::enter(SimCall call) {
   const std::optional<SimFailure> failure = failures_.next(call);
   if (!failure) return;
+  for (std::size_t kind = 0; kind < counts_at_failure_.size(); ++kind) {
+    counts_at_failure_[kind] = failures_.count(static_cast<SimCall>(kind));
+  }
   const std::string name(sim_call_name(call));
   if (*failure == SimFailure::kOutOfMemory) {
     throw OutOfMemory("sim." + name, "injected out-of-memory", 0, 0);
@@ -154,11 +157,14 @@ PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
   enter(SimCall::kCreatePhysical);
   check_device(device, "create_physical");
   auto& used = physical_bytes_[static_cast<std::size_t>(device)];
-  if (used + size > options_.capacity_bytes) {
-    throw OutOfMemory("sim.create_physical",
-                      "device " + std::to_string(device) + " has " +
-                          describe_bytes(options_.capacity_bytes - used) + " free",
-                      size, options_.capacity_bytes - used);
+  // The capacity may have been lowered below what is in use.
+  const std::size_t free_bytes =
+      used < options_.capacity_bytes ? options_.capacity_bytes - used : 0;
+  if (size > free_bytes) {
+    throw OutOfMemory(
+        "sim.create_physical",
+        "device " + std::to_string(device) + " has " + describe_bytes(free_bytes) + " free", size,
+        free_bytes);
   }
   const int fd = memfd_create("tms-sim-physical", MFD_CLOEXEC);
   if (fd < 0)
@@ -216,15 +222,21 @@ void SimDriver::unmap(DevicePtr va, std::size_t size) {
   if (result == MAP_FAILED)
     throw DriverError("sim.unmap", "CUDA_ERROR_UNKNOWN", errno_text("mmap"));
   mappings_.erase(it);
+  accessible_.erase(va);
 }
 
 void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kSetAccess);
   check_device(device, "set_access");
+  const auto mapping = mappings_.find(va);
+  if (mapping == mappings_.end() || mapping->second != size) {
+    throw DriverError("sim.set_access", "CUDA_ERROR_INVALID_VALUE", "range is not mapped");
+  }
   if (mprotect(reinterpret_cast<void*>(va), size, PROT_READ | PROT_WRITE) != 0) {
     throw DriverError("sim.set_access", "CUDA_ERROR_INVALID_VALUE", errno_text("mprotect"));
   }
+  accessible_[va] = size;
 }
 
 void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
@@ -321,6 +333,18 @@ void SimDriver::clear_failures() {
 std::size_t SimDriver::call_count(SimCall call) const {
   std::lock_guard lock(mutex_);
   return failures_.count(call);
+}
+
+std::size_t SimDriver::call_count_at_last_failure(SimCall call) const {
+  std::lock_guard lock(mutex_);
+  return counts_at_failure_[static_cast<std::size_t>(call)];
+}
+
+std::size_t SimDriver::accessible_bytes() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [va, size] : accessible_) total += size;
+  return total;
 }
 
 void SimDriver::set_capacity(std::size_t bytes_per_device) {

@@ -1,5 +1,5 @@
 // SimDriver: the Driver contract on host memory, so the engine runs and is
-// tested without a GPU (DESIGN.md §4).
+// tested without a GPU.
 //
 //   reserve          mmap(PROT_NONE, MAP_NORESERVE)       -> touching faults
 //   create_physical  memfd_create + ftruncate              -> counted against capacity
@@ -96,6 +96,9 @@ class SimDriver final : public Driver {
   void clear_failures();
   /// How many times `call` has been made since construction.
   [[nodiscard]] std::size_t call_count(SimCall call) const;
+  /// call_count(call) when the most recent injected failure fired (0 before
+  /// any): tells the calls made before a failure from those made after it.
+  [[nodiscard]] std::size_t call_count_at_last_failure(SimCall call) const;
   void set_capacity(std::size_t bytes_per_device);
   void set_current_device(int device);
 
@@ -103,6 +106,9 @@ class SimDriver final : public Driver {
   [[nodiscard]] std::size_t physical_bytes(int device) const;  // created, not released
   [[nodiscard]] std::size_t reserved_bytes() const;            // VA reserved
   [[nodiscard]] std::size_t mapped_bytes() const;
+  /// Mapped bytes the device may read and write (set_access done): what a
+  /// kernel could touch without faulting.
+  [[nodiscard]] std::size_t accessible_bytes() const;
   [[nodiscard]] std::size_t host_bytes() const;  // host_alloc'ed, not freed
   [[nodiscard]] std::size_t live_streams() const;
   [[nodiscard]] std::size_t registered_host_ranges() const;
@@ -125,6 +131,8 @@ class SimDriver final : public Driver {
   PhysicalHandle next_handle_ = 1;
   std::map<DevicePtr, std::size_t> reservations_;
   std::map<DevicePtr, std::size_t> mappings_;
+  std::map<DevicePtr, std::size_t> accessible_;  // mappings after set_access
+  std::array<std::size_t, static_cast<std::size_t>(SimCall::kCount)> counts_at_failure_{};
   std::map<void*, std::size_t> host_allocations_;
   std::map<void*, std::size_t> host_registrations_;
   std::vector<std::size_t> physical_bytes_;

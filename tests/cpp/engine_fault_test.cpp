@@ -1,12 +1,16 @@
 // Every driver call and every file operation (disk backup) an operation
-// makes is made to fail once, in turn. The
+// makes is made to fail once, in turn; then every pair of driver failures in
+// which the second hits the operation while it undoes the first. The
 // operation must either report the error and leave everything as it was
 // (state, contents, backups, device and host accounting), after which a
 // retry succeeds; or, for a failure at its point of no return (giving a
 // resource back), complete and give the parked resource back on the next
-// operation.
+// operation. A pause whose undoing fails too may leave allocations broken
+// (never claiming to be active over an unusable range); the next operation
+// once the driver works again repairs them.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <memory>
@@ -148,6 +152,14 @@ struct World {
 
   [[nodiscard]] WorldSnapshot snapshot() const {
     return {testing::snapshot(sim), dir.files().size()};
+  }
+
+  /// Bytes the engine reports active: each of them must be accessible (no
+  /// record claims to be usable when it is not).
+  [[nodiscard]] std::size_t active_bytes() const {
+    std::size_t active = 0;
+    for (const TagDeviceStats& entry : engine->stats().entries) active += entry.active_bytes;
+    return active;
   }
 };
 
@@ -317,10 +329,225 @@ TEST_P(FaultSweep, EveryFileOperationFailingOnceLeavesNothingBehind) {
   }
 }
 
+/// Calls (first, last] of one kind, sampled: the first and the last. Calls
+/// of a kind that repeat (one per copy chunk, per allocation) take the same
+/// path in between, and the sweep stays within seconds.
+std::vector<std::size_t> sampled_calls(std::size_t first, std::size_t last) {
+  std::set<std::size_t> picked;
+  for (std::size_t nth : {first + 1, last}) {
+    if (nth > first && nth <= last) picked.insert(nth);
+  }
+  return {picked.begin(), picked.end()};
+}
+
+/// Two driver failures in one operation: each call of the operation fails
+/// in turn, and with it each call the operation makes after that failure
+/// (undoing its work, or going on past a give-back that failed). After the
+/// failures clear and one more operation has run (it retries give-backs and
+/// repairs broken allocations), the world must be exactly as before the
+/// operation (it failed) or as after it (it completed). Returns how many
+/// pairs it injected.
+std::size_t sweep_pairs(const Scenario& scenario) {
+  const FaultFamily family = driver_faults();
+  const int variant = static_cast<int>(SimFailure::kDriverError);
+  std::vector<std::size_t> calls(family.kinds);
+  WorldSnapshot reference_after{};
+  {
+    World world;
+    scenario.setup(world);
+    std::vector<std::size_t> before(calls.size());
+    for (std::size_t c = 0; c < calls.size(); ++c) before[c] = family.calls(world, c);
+    scenario.operation(world);
+    for (std::size_t c = 0; c < calls.size(); ++c) calls[c] = family.calls(world, c) - before[c];
+    reference_after = world.snapshot();
+  }
+
+  std::size_t injected = 0;
+  for (std::size_t c1 = 0; c1 < calls.size(); ++c1) {
+    for (const std::size_t nth1 : sampled_calls(0, calls[c1])) {
+      // Which calls the operation makes after the first failure fires.
+      std::vector<std::pair<std::size_t, std::size_t>> later;  // (first, last] per kind
+      {
+        World world;
+        scenario.setup(world);
+        std::vector<std::size_t> before(calls.size());
+        for (std::size_t c = 0; c < calls.size(); ++c) before[c] = family.calls(world, c);
+        family.inject(world, c1, static_cast<int>(nth1), variant);
+        try {
+          scenario.operation(world);
+        } catch (const Error&) {
+        }
+        for (std::size_t c = 0; c < calls.size(); ++c) {
+          const auto kind = static_cast<SimCall>(c);
+          later.emplace_back(world.sim.call_count_at_last_failure(kind) - before[c],
+                             family.calls(world, c) - before[c]);
+        }
+      }
+      for (std::size_t c2 = 0; c2 < calls.size(); ++c2) {
+        for (const std::size_t nth2 : sampled_calls(later[c2].first, later[c2].second)) {
+          SCOPED_TRACE(scenario.name + ": " + family.name(c1) + " #" + std::to_string(nth1) +
+                       ", then " + family.name(c2) + " #" + std::to_string(nth2));
+          World world;
+          scenario.setup(world);
+          const WorldSnapshot before = world.snapshot();
+          const std::set<std::string> files_before = world.dir.files();
+          const std::vector<std::size_t> state_before = world.state_bytes();
+          family.inject(world, c1, static_cast<int>(nth1), variant);
+          family.inject(world, c2, static_cast<int>(nth2), variant);
+          ++injected;
+
+          bool failed = false;
+          try {
+            scenario.operation(world);
+          } catch (const Error& error) {
+            failed = true;
+            const std::string what = error.what();
+            EXPECT_TRUE(what.find(family.name(c1)) != std::string::npos ||
+                        what.find(family.name(c2)) != std::string::npos)
+                << "the error names a failing call: " << what;
+          }
+          // A mapping whose give-back was parked may still be accessible.
+          EXPECT_LE(world.active_bytes(), world.sim.accessible_bytes())
+              << "a record claims to be active but is not";
+          family.clear(world);
+          world.engine->pause("no-such-tag");  // retries give-backs, repairs broken records
+          EXPECT_EQ(world.active_bytes(), world.sim.accessible_bytes());
+          EXPECT_EQ(world.engine->stats().deferred_releases, 0u);
+          if (failed) {
+            EXPECT_EQ(world.snapshot(), before) << "accounting changed";
+            EXPECT_EQ(world.dir.files(), files_before) << "backup files changed";
+            EXPECT_EQ(world.state_bytes(), state_before) << "allocation state changed";
+            EXPECT_TRUE(world.contents_intact(scenario.starts_paused));
+            EXPECT_NO_THROW(scenario.operation(world)) << "retry after the failures";
+          }
+          EXPECT_EQ(world.snapshot(), reference_after) << "end state differs";
+          if (!scenario.starts_paused) {
+            world.engine->resume(std::nullopt);
+            EXPECT_TRUE(world.contents_intact(false, true)) << "backed-up contents after the retry";
+          }
+          world.engine.reset();
+          EXPECT_TRUE(world.dir.files().empty()) << "teardown removes every backup file";
+          if (::testing::Test::HasFailure()) return injected;
+        }
+      }
+    }
+  }
+  return injected;
+}
+
+TEST_P(FaultSweep, EveryPairOfDriverFailuresLeavesNothingBehind) {
+  const Scenario scenario = scenarios()[GetParam()];
+  const std::size_t injected = sweep_pairs(scenario);
+  // Freeing a paused disk-backed allocation makes one driver call, a give-back.
+  if (scenario.name != "free_paused_disk") {
+    EXPECT_GT(injected, 0u) << "the sweep must have covered some pairs";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Operations, FaultSweep, ::testing::Range<std::size_t>(0, 10),
                          [](const ::testing::TestParamInfo<std::size_t>& param_info) {
                            return scenarios()[param_info.param].name;
                          });
+
+// The double fault the pair sweep found: an unmap fails during pause, and
+// mapping back an allocation already unmapped fails as well.
+class PauseRollback : public ::testing::Test {
+ protected:
+  static constexpr std::size_t kSize = 4 * kMiB;
+  SimDriver sim;
+  Engine engine{sim};
+  DevicePtr broken = 0;   // claimed first by the pause: unmapped, then not mapped back
+  DevicePtr healthy = 0;  // its unmap fails: still active
+
+  void SetUp() override {
+    const DevicePtr a = engine.allocate({kSize, 0, "t", {true}});
+    const DevicePtr b = engine.allocate({kSize, 0, "t", {true}});
+    broken = std::min(a, b);  // pause works in address order
+    healthy = std::max(a, b);
+    testing::fill_pattern(broken, kSize, 1);
+    testing::fill_pattern(healthy, kSize, 2);
+  }
+
+  /// Fails the pause of "t" at its second unmap, then `rollback` (the map or
+  /// the access grant of the first, already unmapped, allocation).
+  void double_fault(SimCall rollback) {
+    sim.fail_call(SimCall::kUnmap, 2);
+    sim.fail_call(rollback, 1);
+    try {
+      engine.pause("t");
+      ADD_FAILURE() << "the pause succeeded";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.status(), TMS_ERROR_DRIVER);
+      EXPECT_NE(std::string(error.what()).find("sim.unmap"), std::string::npos) << error.what();
+      EXPECT_NE(std::string(error.what()).find("unusable"), std::string::npos)
+          << "the error hides the unusable allocation: " << error.what();
+    }
+  }
+
+  [[nodiscard]] std::size_t broken_bytes() const {
+    std::size_t bytes = 0;
+    for (const TagDeviceStats& entry : engine.stats().entries) bytes += entry.broken_bytes;
+    return bytes;
+  }
+};
+
+TEST_F(PauseRollback, UnusableAllocationIsBrokenNotActiveAndEveryUseIsAnError) {
+  double_fault(SimCall::kMap);
+  EXPECT_EQ(broken_bytes(), kSize);
+  EXPECT_EQ(sim.accessible_bytes(), kSize) << "only the healthy one is usable";
+  sim.fail_call(SimCall::kMap, 1);  // the repair at the start of the next pause fails too
+  EXPECT_THROW(engine.pause("t"), InvalidState);
+  sim.fail_call(SimCall::kMap, 1);
+  EXPECT_THROW(engine.resume("t"), InvalidState);
+  sim.fail_call(SimCall::kMap, 1);
+  EXPECT_THROW(engine.pause(std::nullopt), InvalidState);
+  EXPECT_TRUE(testing::has_pattern(healthy, kSize, 2)) << "the other one is still active";
+  EXPECT_EQ(engine.backup_pointer(broken, 16), nullptr);
+
+  // Once the driver works, the next operation maps it back with its contents.
+  engine.pause("t");
+  EXPECT_EQ(broken_bytes(), 0u);
+  engine.resume("t");
+  EXPECT_TRUE(testing::has_pattern(broken, kSize, 1));
+  EXPECT_TRUE(testing::has_pattern(healthy, kSize, 2));
+}
+
+TEST_F(PauseRollback, FreeGivesBackWhatABrokenAllocationHolds) {
+  double_fault(SimCall::kMap);
+  engine.free(broken);
+  EXPECT_FALSE(engine.owns(broken));
+  EXPECT_EQ(sim.physical_bytes(0), kSize);
+  EXPECT_EQ(sim.reserved_bytes(), kSize);
+  engine.free(healthy);
+  EXPECT_EQ(sim.physical_bytes(0), 0u);
+  EXPECT_EQ(sim.reserved_bytes(), 0u);
+}
+
+TEST_F(PauseRollback, MappedButInaccessibleAllocationIsBrokenAndFreeUnmapsIt) {
+  double_fault(SimCall::kSetAccess);
+  EXPECT_EQ(broken_bytes(), kSize);
+  EXPECT_EQ(sim.mapped_bytes(), 2 * kSize) << "the map of the rollback succeeded";
+  EXPECT_EQ(sim.accessible_bytes(), kSize);
+  engine.free(broken);
+  EXPECT_EQ(sim.mapped_bytes(), kSize);
+  EXPECT_EQ(sim.physical_bytes(0), kSize);
+  EXPECT_EQ(sim.reserved_bytes(), kSize);
+}
+
+TEST(PauseRollbackTeardown, EngineTeardownGivesBackBrokenAllocations) {
+  SimDriver sim;
+  {
+    Engine engine(sim);
+    engine.allocate({kMiB, 0, "u", {}});
+    engine.allocate({kMiB, 0, "u", {}});
+    sim.fail_call(SimCall::kUnmap, 2);
+    sim.fail_call(SimCall::kSetAccess, 1);
+    EXPECT_THROW(engine.pause("u"), Error);
+  }
+  EXPECT_EQ(sim.physical_bytes(0), 0u);
+  EXPECT_EQ(sim.mapped_bytes(), 0u);
+  EXPECT_EQ(sim.reserved_bytes(), 0u);
+}
 
 }  // namespace
 }  // namespace tms
