@@ -183,8 +183,36 @@ def check_last_status() -> None:
     check(library().tms_last_status())
 
 
-def encode(text: str) -> bytes:
-    return text.encode("utf-8")
+def encode(text: str, what: str = "text") -> bytes:
+    """`text` as the engine's C string: UTF-8, with no NUL (C would cut the string there).
+
+    Raises:
+        InvalidArgumentError: `text` holds a NUL or a lone surrogate (not encodable as UTF-8).
+    """
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.InvalidArgumentError(f"{what} must be valid Unicode text, got {text!r} ({exc.reason})") from None
+    if b"\0" in raw:
+        raise errors.InvalidArgumentError(f"{what} must not contain a NUL character, got {text!r}")
+    return raw
+
+
+def encode_path(path: "os.PathLike[str] | os.PathLike[bytes] | str | bytes", what: str = "path") -> bytes:
+    """A str, bytes or os.PathLike path as the engine's C string (os.fsencode), with no NUL.
+
+    Raises:
+        InvalidArgumentError: not a path, or it holds a NUL.
+    """
+    try:
+        raw = os.fsencode(path)
+    except TypeError:
+        raise errors.InvalidArgumentError(
+            f"{what} must be a str, bytes or os.PathLike, got {type(path).__name__}"
+        ) from None
+    if b"\0" in raw:
+        raise errors.InvalidArgumentError(f"{what} must not contain a NUL character, got {path!r}")
+    return raw
 
 
 def decode(raw: Optional[bytes]) -> str:

@@ -49,11 +49,11 @@ def _apply(
     """Set the given settings (None = leave as is); raises on the first rejected one."""
     lib = _library.library()
     if tag is not None:
-        check(lib.tms_set_current_tag(encode(tag)))
+        check(lib.tms_set_current_tag(encode(tag, "tag")))
     if cpu_backup is not None:
         check(lib.tms_set_enable_cpu_backup(cpu_backup))
     if cpu_backup_backend is not None:
-        check(lib.tms_set_cpu_backup_backend(encode(cpu_backup_backend)))
+        check(lib.tms_set_cpu_backup_backend(encode(cpu_backup_backend, "cpu_backup_backend")))
     if disk_backup is not None:
         check(lib.tms_set_enable_disk_backup(disk_backup))
     if interesting is not None:

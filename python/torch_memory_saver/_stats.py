@@ -22,6 +22,7 @@ class TagStats:
     allocations: int
     active_bytes: int
     paused_bytes: int
+    broken_bytes: int
     backup_bytes: int
     pause_count: int
     resume_count: int

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
-from ._library import check, encode
+from ._library import check, encode, encode_path
 from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
@@ -26,6 +26,7 @@ _TAG_DEFAULT = "default"
 def _check_tag(tag: Any) -> str:
     if not isinstance(tag, str) or not tag:
         raise InvalidArgumentError(f"tag must be a non-empty str, got {tag!r}")
+    encode(tag, "tag")  # no NUL, no lone surrogate: what the engine gets is the whole tag
     return tag
 
 
@@ -302,7 +303,7 @@ class TorchMemorySaver:
         measure = logger.isEnabledFor(logging.INFO)
         before = _active_bytes_by_key(tag) if measure else {}
         start = time.perf_counter()
-        check(call(None if tag is None else encode(tag)))
+        check(call(None if tag is None else encode(tag, "tag")))
         if measure:
             seconds = time.perf_counter() - start
             _log_transition(verb, tag, before, seconds)
@@ -316,8 +317,11 @@ class TorchMemorySaver:
 
     @memory_margin_bytes.setter
     def memory_margin_bytes(self, value: int) -> None:
-        if not isinstance(value, int) or value < 0:
-            raise InvalidArgumentError(f"memory_margin_bytes must be a non-negative int, got {value!r}")
+        # bool is an int, and ctypes would keep only the low 64 bits of a larger one.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+            raise InvalidArgumentError(
+                f"memory_margin_bytes must be an int from 0 to 2**64 - 1, got {value!r}"
+            )
         check(_library.library().set_memory_margin_bytes(value))
 
     @property
@@ -329,13 +333,14 @@ class TorchMemorySaver:
     def retain_cpu_backup(self, retain: bool) -> None:
         check(_library.library().tms_set_retain_cpu_backup(bool(retain)))
 
-    def set_disk_backup_dir(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def set_disk_backup_dir(self, path: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]) -> None:
         """Directory for disk backup files written from now on; it must exist and be writable.
 
         Raises:
             BackupIOError: the directory is missing or not writable.
+            InvalidArgumentError: `path` is not a str, bytes or os.PathLike, or holds a NUL.
         """
-        check(_library.library().tms_set_disk_backup_dir(encode(os.fspath(path))))
+        check(_library.library().tms_set_disk_backup_dir(encode_path(path, "disk backup directory")))
 
     # ---- inspection ----------------------------------------------------------
 
@@ -390,6 +395,11 @@ def _active_bytes_by_key(tag: Optional[str]) -> Dict[Tuple[str, int], int]:
     return {(s.tag, s.device): s.active_bytes for s in stats() if tag is None or s.tag == tag}
 
 
+def _loggable(tag: str) -> str:
+    """`tag` as is when printable, else quoted with escapes: a newline in a tag cannot forge a log line."""
+    return tag if tag.isprintable() else repr(tag)
+
+
 def _log_transition(verb: str, tag: Optional[str], before: Dict[Tuple[str, int], int], seconds: float) -> None:
     """One INFO line per (tag, device) whose memory moved, with torchrun's rank when there is one."""
     rank = os.environ.get("RANK")
@@ -401,7 +411,7 @@ def _log_transition(verb: str, tag: Optional[str], before: Dict[Tuple[str, int],
         if moved:
             logger.info(
                 "%s %stag=%s device=%d: %d bytes (%.1f MiB), host backup %d bytes, in %.3f s",
-                verb, where, s.tag, s.device, moved, moved / 2**20, s.backup_bytes, seconds,
+                verb, where, _loggable(s.tag), s.device, moved, moved / 2**20, s.backup_bytes, seconds,
             )
 
 

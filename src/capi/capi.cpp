@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <exception>
 #include <new>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "capi/runtime.h"
 #include "common/errors.h"
@@ -19,20 +21,28 @@
 namespace tms {
 namespace {
 
-thread_local std::string t_error_message;
-thread_local int t_error_status = TMS_OK;
+// Reported when not even the thread's state could be made.
+constexpr const char* kNoHostMemory = "host memory exhausted";
 
-int fail(int status, const char* message) {
-  t_error_status = status;
-  t_error_message = message;
+int fail(int status, const char* message) noexcept {
+  if (ThreadState* state = thread_state()) {
+    state->error_status = status;
+    try {
+      state->error_message = message;
+    } catch (...) {
+      state->error_message.clear();  // tms_last_error() says kNoHostMemory
+    }
+  }
   return status;
 }
 
 template <typename Body>
 int call_guarded(Body&& body) noexcept {
   try {
-    t_error_status = TMS_OK;
-    t_error_message.clear();
+    ThreadState* state = thread_state();
+    if (state == nullptr) return fail(TMS_ERROR_OUT_OF_MEMORY, kNoHostMemory);
+    state->error_status = TMS_OK;
+    state->error_message.clear();
     body();
     return TMS_OK;
   } catch (const Error& error) {
@@ -51,12 +61,66 @@ std::string require_text(const char* text, const char* what) {
   return text;
 }
 
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points past U+10FFFF).
+bool is_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    std::size_t length = 0;
+    std::uint32_t code = 0;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    } else if (lead >= 0xc2 && lead <= 0xdf) {
+      length = 2, code = lead & 0x1fu;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3, code = lead & 0x0fu;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4, code = lead & 0x07u;
+    } else {
+      return false;
+    }
+    if (text.size() - i < length) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0u) != 0x80u) return false;
+      code = (code << 6) | (next & 0x3fu);
+    }
+    const std::uint32_t smallest = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+    if (code < smallest || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += length;
+  }
+  return true;
+}
+
+// Tags come back to callers (tms_get_current_tag, stats JSON, messages) as
+// text, so they must be UTF-8.
+std::string require_tag(const char* tag) {
+  std::string text = require_text(tag, "tag");
+  if (!is_utf8(text)) throw InvalidArgument("tag must be UTF-8 text");
+  return text;
+}
+
 std::optional<std::string> optional_tag(const char* tag) {
-  return tag == nullptr ? std::nullopt : std::optional<std::string>(tag);
+  return tag == nullptr ? std::nullopt : std::optional<std::string>(require_tag(tag));
+}
+
+ThreadRegion& thread_region_or_throw() {
+  ThreadState* state = thread_state();
+  if (state == nullptr) throw std::bad_alloc();
+  return state->region;
+}
+
+// The calling thread's settings for the getters, which cannot fail.
+const ThreadRegion& thread_region_or_defaults() noexcept {
+  static const ThreadRegion defaults;
+  const ThreadState* state = thread_state();
+  return state != nullptr ? state->region : defaults;
 }
 
 AllocationRequest request_from_thread(std::size_t size, int device) {
-  const ThreadRegion& region = thread_region();
+  const ThreadRegion& region = thread_region_or_throw();
   AllocationRequest request;
   request.size = size;
   request.device = device;
@@ -84,9 +148,17 @@ using namespace tms;
 
 extern "C" {
 
-const char* tms_last_error(void) { return t_error_message.c_str(); }
+const char* tms_last_error(void) {
+  const ThreadState* state = thread_state();
+  if (state == nullptr) return kNoHostMemory;
+  if (state->error_status != TMS_OK && state->error_message.empty()) return kNoHostMemory;
+  return state->error_message.c_str();
+}
 
-int tms_last_status(void) { return t_error_status; }
+int tms_last_status(void) {
+  const ThreadState* state = thread_state();
+  return state != nullptr ? state->error_status : TMS_ERROR_OUT_OF_MEMORY;
+}
 
 const char* tms_status_name(int status) {
   switch (status) {
@@ -128,39 +200,39 @@ const char* tms_driver_name(void) {
 // ---- per-thread region settings ----
 
 int tms_set_interesting_region(bool is_interesting) {
-  return call_guarded([&] { thread_region().interesting = is_interesting; });
+  return call_guarded([&] { thread_region_or_throw().interesting = is_interesting; });
 }
 
-bool tms_get_interesting_region(void) { return thread_region().interesting; }
+bool tms_get_interesting_region(void) { return thread_region_or_defaults().interesting; }
 
 int tms_set_current_tag(const char* tag) {
-  return call_guarded([&] { thread_region().tag = require_text(tag, "tag"); });
+  return call_guarded([&] { thread_region_or_throw().tag = require_tag(tag); });
 }
 
-const char* tms_get_current_tag(void) { return thread_region().tag.c_str(); }
+const char* tms_get_current_tag(void) { return thread_region_or_defaults().tag.c_str(); }
 
 int tms_set_enable_cpu_backup(bool enable) {
-  return call_guarded([&] { thread_region().cpu_backup = enable; });
+  return call_guarded([&] { thread_region_or_throw().cpu_backup = enable; });
 }
 
-bool tms_get_enable_cpu_backup(void) { return thread_region().cpu_backup; }
+bool tms_get_enable_cpu_backup(void) { return thread_region_or_defaults().cpu_backup; }
 
 int tms_set_cpu_backup_backend(const char* backend) {
   return call_guarded([&] {
-    thread_region().cpu_backup_backend =
+    thread_region_or_throw().cpu_backup_backend =
         parse_host_memory_kind(require_text(backend, "CPU backup backend"));
   });
 }
 
 const char* tms_get_cpu_backup_backend(void) {
-  return host_memory_kind_name(thread_region().cpu_backup_backend);
+  return host_memory_kind_name(thread_region_or_defaults().cpu_backup_backend);
 }
 
 int tms_set_enable_disk_backup(bool enable) {
-  return call_guarded([&] { thread_region().disk_backup = enable; });
+  return call_guarded([&] { thread_region_or_throw().disk_backup = enable; });
 }
 
-bool tms_get_enable_disk_backup(void) { return thread_region().disk_backup; }
+bool tms_get_enable_disk_backup(void) { return thread_region_or_defaults().disk_backup; }
 
 // ---- process-wide settings ----
 
@@ -238,7 +310,12 @@ void* tms_torch_malloc(ssize_t size, int device, void* /*stream*/) {
 void tms_torch_free(void* ptr, ssize_t /*size*/, int /*device*/, void* /*stream*/) {
   // torch's free hook cannot report failure; the reason stays readable
   // through tms_last_error() and the engine logs it.
-  if (tms_free(ptr) != TMS_OK) tms::log(LogLevel::kError, t_error_message);
+  if (tms_free(ptr) != TMS_OK) {
+    try {
+      tms::log(LogLevel::kError, tms_last_error());
+    } catch (...) {  // no host memory for the line: the status still says it
+    }
+  }
 }
 
 // ---- pause and resume ----
@@ -285,7 +362,15 @@ int tms_stats_json(char* buffer, size_t capacity, size_t* required) {
 int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes) {
   return call_guarded([&] {
     Driver& driver = *runtime().driver;
-    if (device < 0) device = driver.current_device();
+    if (device < -1) {
+      throw InvalidArgument("device " + std::to_string(device) +
+                            " does not exist; pass a device index, or -1 for the current device");
+    }
+    if (device == -1) device = driver.current_device();
+    if (device >= driver.device_count()) {
+      throw InvalidArgument("device " + std::to_string(device) + " does not exist (" +
+                            std::to_string(driver.device_count()) + " devices)");
+    }
     const DeviceMemoryInfo info = driver.memory_info(device);
     if (free_bytes != nullptr) *free_bytes = info.free_bytes;
     if (total_bytes != nullptr) *total_bytes = info.total_bytes;

@@ -16,12 +16,32 @@
 namespace tms {
 namespace {
 
-std::mutex g_mutex;
-Runtime* g_runtime = nullptr;  // intentionally leaked, see runtime.h
+std::mutex g_mutex;                        // serializes creating the runtime, nothing else
+std::atomic<Runtime*> g_runtime{nullptr};  // intentionally leaked, see runtime.h
+std::atomic<int> g_creating{0};            // threads inside runtime creation
 std::atomic<bool> g_forked_child{false};
 std::atomic<bool> g_exiting{false};
 
-void mark_forked_child() { g_forked_child.store(true); }
+// The child of fork() has one thread. Whatever the parent's other threads
+// were doing in the library (a pause, a log line, creating the runtime) is
+// frozen there with its locks held, and the parent's GPU context is not the
+// child's. So if the library was in use, every call in the child is
+// refused, decided from atomics alone before any lock is taken.
+void on_fork_child() {
+  if (g_runtime.load() != nullptr || g_creating.load() > 0) g_forked_child.store(true);
+}
+
+// Registered when the library is loaded, before any thread can be inside it.
+const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, on_fork_child) == 0;
+
+/// Counts the calling thread as creating the runtime for its lifetime.
+class CreatingRuntime {
+ public:
+  CreatingRuntime() { g_creating.fetch_add(1); }
+  CreatingRuntime(const CreatingRuntime&) = delete;
+  CreatingRuntime& operator=(const CreatingRuntime&) = delete;
+  ~CreatingRuntime() { g_creating.fetch_sub(1); }
+};
 
 void remove_disk_backups_at_exit() {
   // From here on calls are refused, so no thread writes a new backup file
@@ -67,25 +87,21 @@ const EnvConfig& env_config() {
   return *parsed.config;
 }
 
-ThreadRegion& thread_region() {
-  thread_local ThreadRegion region = [] {
-    ThreadRegion initial;
-    const ParsedEnv& parsed = parsed_env();
-    if (parsed.config) {
-      initial.interesting = parsed.config->init_enable;
-      initial.cpu_backup = parsed.config->init_enable_cpu_backup;
-      initial.cpu_backup_backend = parsed.config->cpu_backup_backend;
-      initial.disk_backup = parsed.config->init_enable_disk_backup;
-    }
-    return initial;
-  }();
-  return region;
+ThreadRegion default_thread_region() {
+  ThreadRegion initial;
+  const ParsedEnv& parsed = parsed_env();
+  if (parsed.config) {
+    initial.interesting = parsed.config->init_enable;
+    initial.cpu_backup = parsed.config->init_enable_cpu_backup;
+    initial.cpu_backup_backend = parsed.config->cpu_backup_backend;
+    initial.disk_backup = parsed.config->init_enable_disk_backup;
+  }
+  return initial;
 }
 
-Runtime* runtime_if_created() {
-  std::lock_guard lock(g_mutex);
-  return g_runtime;
-}
+Runtime* runtime_if_created() noexcept { return g_runtime.load(std::memory_order_acquire); }
+
+bool in_forked_child() noexcept { return g_forked_child.load(); }
 
 Runtime& runtime() {
   if (g_forked_child.load()) {
@@ -97,8 +113,13 @@ Runtime& runtime() {
   if (g_exiting.load()) {
     throw InvalidState("the process is exiting; torch_memory_saver no longer takes calls");
   }
+  if (Runtime* created = g_runtime.load(std::memory_order_acquire)) return *created;
+  const CreatingRuntime creating;  // before the lock: a fork from now on refuses the child
   std::lock_guard lock(g_mutex);
-  if (g_runtime != nullptr) return *g_runtime;
+  if (Runtime* created = g_runtime.load()) return *created;
+  if (!g_fork_handler_registered) {
+    throw InvalidState("pthread_atfork failed; torch_memory_saver cannot guard fork() children");
+  }
 
   auto created = std::make_unique<Runtime>();
   created->config = env_config();
@@ -111,7 +132,9 @@ Runtime& runtime() {
     created->sim = sim.get();
     driver = std::move(sim);
   } else {
-    driver = std::make_unique<CudaDriver>();
+    auto cuda = std::make_unique<CudaDriver>();
+    cuda->load();  // a missing driver is an error now, not at the first allocation
+    driver = std::move(cuda);
   }
   // torchrun's rank in every log line: many processes often share one log.
   if (const char* rank = std::getenv("RANK"); rank != nullptr && *rank != '\0') {
@@ -133,14 +156,14 @@ Runtime& runtime() {
     created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
   }
   created->driver = driver.release();
-  pthread_atfork(nullptr, nullptr, mark_forked_child);
   // Backup files must not outlive the process; the engine itself is never
   // destroyed (see runtime.h), so remove them explicitly at exit.
   std::atexit(remove_disk_backups_at_exit);
-  g_runtime = created.release();
+  Runtime* ready = created.release();
+  g_runtime.store(ready, std::memory_order_release);
   log(LogLevel::kInfo,
-      std::string("engine ready on the ") + std::string(g_runtime->driver->name()) + " driver");
-  return *g_runtime;
+      std::string("engine ready on the ") + std::string(ready->driver->name()) + " driver");
+  return *ready;
 }
 
 }  // namespace tms

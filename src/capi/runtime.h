@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "capi/thread_state.h"
 #include "config/env_config.h"
 #include "core/engine.h"
 #include "driver/driver.h"
@@ -11,19 +12,6 @@
 namespace tms {
 
 class SimDriver;
-
-/// Settings that apply to the allocations the calling thread makes.
-struct ThreadRegion {
-  bool interesting = false;  ///< allocations go to the engine
-  std::string tag = "default";
-  bool cpu_backup = false;
-  HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;
-  bool disk_backup = false;
-};
-
-/// The calling thread's settings; a thread starts with the defaults from the
-/// TMS_INIT_* variables. Cheap: called on every interposed cudaMalloc.
-ThreadRegion& thread_region();
 
 struct Runtime {
   EnvConfig config;
@@ -36,14 +24,21 @@ struct Runtime {
 /// Creates the runtime on first use. Never destroyed: tearing the engine
 /// down during static destruction races the CUDA driver's own teardown at
 /// exit, so the process exit returns everything instead.
-/// @throws ConfigError, DriverUnavailable, InvalidState (used in a fork()ed
-/// child of a process that had already initialized the library). A failed
-/// creation is retried on the next call.
+/// @throws ConfigError, DriverUnavailable (TMS_DRIVER=cuda without a
+/// loadable libcuda), InvalidState (in a fork()ed child of a process that
+/// had used the library, and once exit cleanup started). A failed creation
+/// is retried on the next call.
 Runtime& runtime();
 
 /// The runtime if some call already created it, else nullptr. Never
-/// creates it: the interposers use this to leave foreign pointers alone.
-Runtime* runtime_if_created();
+/// creates it and takes no lock: the interposers use this to leave foreign
+/// pointers alone.
+Runtime* runtime_if_created() noexcept;
+
+/// Whether this process is a fork()ed child of a process that had used the
+/// library; every call is refused there. Takes no lock: the parent's other
+/// threads may have held any lock at the fork.
+bool in_forked_child() noexcept;
 
 /// The configuration from the environment, without creating the engine.
 /// @throws ConfigError.

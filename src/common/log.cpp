@@ -2,15 +2,16 @@
 
 #include <atomic>
 #include <cstdio>
-#include <mutex>
 #include <string>
 
 namespace tms {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kWarning)};
-std::mutex g_context_mutex;
-std::string g_context;  // guarded by g_context_mutex; " rank 3" (with its leading space) or ""
+// " rank 3" (with its leading space) or empty. Replaced, never freed: log()
+// reads it without a lock, so that a line can be written in a fork()ed
+// child whatever the parent's other threads held at the fork.
+std::atomic<const std::string*> g_context{nullptr};
 
 const char* level_name(LogLevel level) {
   switch (level) {
@@ -33,17 +34,40 @@ void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
 bool log_enabled(LogLevel level) { return static_cast<int>(level) <= g_level.load(); }
 
 void set_log_context(std::string_view context) {
-  std::lock_guard lock(g_context_mutex);
-  g_context = context.empty() ? std::string() : " " + std::string(context);
+  // Set once per process (when the engine is created); the old one leaks.
+  g_context.store(new std::string(context.empty() ? std::string() : " " + std::string(context)));
+}
+
+std::string escape_control_characters(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte != 0x7f) {
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", byte);
+      out += hex;
+    }
+  }
+  return out;
 }
 
 void log(LogLevel level, std::string_view message) {
   if (!log_enabled(level)) return;
-  // One fprintf per line keeps lines from different threads whole; the lock
-  // only guards the context (lines are rare: transitions and problems).
-  std::lock_guard lock(g_context_mutex);
-  std::fprintf(stderr, "[torch_memory_saver %s%s] %.*s\n", level_name(level), g_context.c_str(),
-               static_cast<int>(message.size()), message.data());
+  const std::string* context = g_context.load();
+  // One fprintf per line keeps lines from different threads whole. Messages
+  // carry user text (tags, paths): escaped, a newline in it cannot forge a line.
+  const std::string text = escape_control_characters(message);
+  std::fprintf(stderr, "[torch_memory_saver %s%s] %s\n", level_name(level),
+               context != nullptr ? context->c_str() : "", text.c_str());
 }
 
 }  // namespace tms

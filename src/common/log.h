@@ -2,6 +2,7 @@
 // (parsed in config/env_config.cpp); the Python package has its own logger.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace tms {
@@ -14,7 +15,10 @@ void set_log_level(LogLevel level);
 /// the lines of many processes in one log can be told apart. Empty: none.
 void set_log_context(std::string_view context);
 /// Writes one line "[torch_memory_saver LEVEL context] message" if `level`
-/// is enabled.
+/// is enabled, with control characters of `message` escaped. Takes no lock
+/// of its own (safe in a fork()ed child).
 void log(LogLevel level, std::string_view message);
+/// `text` with control characters written as \n, \r, \t or \xNN.
+[[nodiscard]] std::string escape_control_characters(std::string_view text);
 
 }  // namespace tms

@@ -74,6 +74,12 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
   if (const char* raw = lookup("TMS_DISK_BACKUP_DIR"); raw != nullptr && *raw != '\0') {
     config.disk_backup_dir = raw;
   }
+  if (config.init_enable_disk_backup && !config.disk_backup_dir) {
+    // Every thread would start with disk backup on and nowhere to write it.
+    throw ConfigError(
+        "TMS_INIT_ENABLE_DISK_BACKUP is on but TMS_DISK_BACKUP_DIR is not set; set it to the "
+        "directory for backup files");
+  }
   config.disk_backup_chunk_mb =
       parse_positive("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 64, 65536);
   config.host_prepare_threads = static_cast<unsigned>(

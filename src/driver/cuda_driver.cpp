@@ -302,6 +302,8 @@ CudaDriver::~CudaDriver() {
 
 const std::string& CudaDriver::library_path() const noexcept { return state_->library_path; }
 
+void CudaDriver::load() { (void)state_->api(); }
+
 int CudaDriver::device_count() {
   const CudaApi& cu = state_->api();
   int count = 0;

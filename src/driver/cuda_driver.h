@@ -2,8 +2,8 @@
 //
 // libcuda is loaded at run time (dlopen + cuGetProcAddress), never linked, so
 // one build serves every CUDA 12/13 driver and a process without a GPU can
-// still load the library (DESIGN.md §2). Loading happens on the first call
-// that needs the driver; if it fails, that call and every later one throws
+// still load the library. Loading happens on load() or the first call that
+// needs the driver; if it fails, that call and every later one throws
 // DriverUnavailable with the same message.
 //
 // Device operations run under the device's primary context, the one PyTorch
@@ -31,6 +31,9 @@ class CudaDriver final : public Driver {
 
   [[nodiscard]] std::string_view name() const override { return "cuda"; }
   [[nodiscard]] const std::string& library_path() const noexcept;
+  /// Loads libcuda and its entry points now (no cuInit, no context).
+  /// @throws DriverUnavailable, naming what is missing.
+  void load();
 
   int device_count() override;
   /// Device of the calling thread's current context; 0 when it has none.

@@ -38,6 +38,8 @@ int to_cuda_error(int status) {
       return kCudaErrorMemoryAllocation;
     case TMS_ERROR_INVALID_ARGUMENT:
       return kCudaErrorInvalidValue;
+    case TMS_ERROR_INVALID_STATE:  // e.g. in a fork()ed child: the runtime's answer there
+      return kCudaErrorInitializationError;
     default:
       return kCudaErrorUnknown;
   }
@@ -48,15 +50,25 @@ int to_cuda_error(int status) {
 extern "C" {
 
 TMS_API int cudaMalloc(void** dev_ptr, std::size_t size) {
-  if (tms::thread_region().interesting) return to_cuda_error(tms_malloc(dev_ptr, size, -1));
+  if (tms_get_interesting_region()) {
+    if (dev_ptr == nullptr) return kCudaErrorInvalidValue;
+    if (size == 0) {
+      *dev_ptr = nullptr;  // as the runtime does: nothing to allocate
+      return kCudaSuccess;
+    }
+    return to_cuda_error(tms_malloc(dev_ptr, size, -1));
+  }
   static const CudaMallocFn real = next_symbol<CudaMallocFn>("cudaMalloc");
   return real != nullptr ? real(dev_ptr, size) : kCudaErrorInitializationError;
 }
 
 TMS_API int cudaFree(void* dev_ptr) {
   // Only an engine that exists can own the pointer; never create one here.
-  if (dev_ptr != nullptr && tms::runtime_if_created() != nullptr && tms_owns(dev_ptr)) {
-    return to_cuda_error(tms_free(dev_ptr));
+  if (dev_ptr != nullptr && tms::runtime_if_created() != nullptr) {
+    // In a fork()ed child the engine cannot tell its pointers from others
+    // without a lock the parent's threads may hold: refuse them all, the
+    // parent's GPU context is unusable there anyway.
+    if (tms::in_forked_child() || tms_owns(dev_ptr)) return to_cuda_error(tms_free(dev_ptr));
   }
   static const CudaFreeFn real = next_symbol<CudaFreeFn>("cudaFree");
   return real != nullptr ? real(dev_ptr) : kCudaErrorInitializationError;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -279,6 +280,34 @@ TEST_F(EngineTest, InfoLogSaysWhatMovedWhereAndWhereTheTimeWent) {
   EXPECT_NE(lines.find("host restore "), std::string::npos) << lines;
   engine_->free(weights);
   engine_->free(cache);
+}
+
+TEST_F(EngineTest, ANewlineInATagCannotForgeALogLine) {
+  const std::string tag = "x\n[torch_memory_saver ERROR] forged\r\x01";
+  const DevicePtr ptr = allocate(kMiB, tag);
+  set_log_level(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  engine_->pause(tag);
+  const std::string lines = ::testing::internal::GetCapturedStderr();
+  set_log_level(LogLevel::kWarning);
+  EXPECT_EQ(lines.find("\n[torch_memory_saver ERROR] forged"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("tag 'x\\n[torch_memory_saver ERROR] forged\\r\\x01'"), std::string::npos)
+      << lines;
+  engine_->free(ptr);
+}
+
+TEST_F(EngineTest, DevicesBelowMinusOneAndSizesThatWouldWrapAreRefused) {
+  EXPECT_THROW(allocate(kMiB, "t", false, -2), InvalidArgument);
+  EXPECT_THROW(allocate(kMiB, "t", false, -1000), InvalidArgument);
+  for (const std::size_t size : {SIZE_MAX, SIZE_MAX - 5, SIZE_MAX - 2 * kMiB + 2}) {
+    try {
+      allocate(size, "t");
+      ADD_FAILURE() << "allocated " << size << " bytes";
+    } catch (const OutOfMemory& error) {
+      EXPECT_EQ(error.bytes_needed(), size);
+    }
+  }
+  EXPECT_EQ(sim_.reserved_bytes(), 0u);
 }
 
 TEST_F(EngineTest, DestroyingTheEngineGivesEverythingBack) {

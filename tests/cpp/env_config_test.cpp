@@ -94,6 +94,17 @@ TEST(EnvConfig, BadValuesNameTheVariableAndTheAcceptedValues) {
   }
 }
 
+TEST(EnvConfig, DiskBackupForEveryThreadNeedsADirectory) {
+  try {
+    parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}});
+    ADD_FAILURE() << "accepted disk backup with nowhere to write it";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("TMS_DISK_BACKUP_DIR"), std::string::npos);
+  }
+  EXPECT_TRUE(parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}, {"TMS_DISK_BACKUP_DIR", "/tmp"}})
+                  .init_enable_disk_backup);
+}
+
 TEST(EnvConfig, BackendNamesRoundTrip) {
   EXPECT_EQ(parse_host_memory_kind("pinned"), HostMemoryKind::kPinned);
   EXPECT_STREQ(host_memory_kind_name(HostMemoryKind::kMmap), "mmap");

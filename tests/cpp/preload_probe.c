@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
   CHECK(inside != NULL && inside != FAKE_POINTER);
   CHECK(owns(inside));
   memset(inside, 0xab, 3 << 20); /* simulated device memory is host-addressable */
+  void* empty = FAKE_POINTER;
+  CHECK(cudaMalloc(&empty, 0) == 0); /* as the runtime: success, and no memory */
+  CHECK(empty == NULL);
+  CHECK(cudaMalloc(NULL, 1 << 20) == 1); /* cudaErrorInvalidValue */
   CHECK(set_region(false) == 0);
   CHECK(cudaFree(inside) == 0); /* routed to the engine by ownership, not region */
   CHECK(!owns(inside));

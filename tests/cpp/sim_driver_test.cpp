@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "common/errors.h"
 #include "test_support.h"
 
@@ -68,6 +70,20 @@ TEST(SimDriver, CapacityIsPerDeviceAndReportedAsOutOfMemory) {
   const PhysicalHandle b = sim.create_physical(1, 2 * kMiB);
   sim.release_physical(a);
   sim.release_physical(b);
+}
+
+TEST(SimDriver, CapacityLoweredBelowWhatIsInUseReportsNothingFree) {
+  SimDriver sim = make_sim(1, 8 * kMiB);
+  const PhysicalHandle a = sim.create_physical(0, 6 * kMiB);
+  sim.set_capacity(2 * kMiB);
+  try {
+    (void)sim.create_physical(0, 2 * kMiB);
+    FAIL() << "expected OutOfMemory";
+  } catch (const OutOfMemory& error) {
+    EXPECT_EQ(error.bytes_free(), 0u) << "not a wrapped-around huge number";
+    EXPECT_NE(std::string(error.what()).find("has 0 bytes"), std::string::npos) << error.what();
+  }
+  sim.release_physical(a);
 }
 
 TEST(SimDriver, FailsTheNthCallOfAKindOnce) {

@@ -1,0 +1,182 @@
+"""Bad input is refused with the library's InvalidArgumentError, never silently changed.
+
+C strings end at a NUL, ctypes keeps only the low 64 bits of an int, and
+lone surrogates cannot be encoded: each would otherwise reach the engine as
+a different value than the caller passed (a different tag paused, a margin
+of 5 bytes instead of 2**64 + 5).
+"""
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from simhelpers import MIB, assert_no_crash, run_python
+from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
+
+_OUT_OF_MEMORY = 1  # tms_status codes (tms.h)
+_INVALID_ARGUMENT = 2
+
+
+def entry(tag):
+    (found,) = [s for s in stats() if s.tag == tag]
+    return found
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+@pytest.mark.parametrize("tag", ["victim\0suffix", "bad\udcffsurrogate", "\ud800"])
+def test_a_tag_with_a_nul_or_a_lone_surrogate_is_refused_not_truncated(verb, tag, allocate):
+    saver = TorchMemorySaver()
+    allocate(2 * MIB, tag="victim")
+    with pytest.raises(errors.InvalidArgumentError, match="tag"):
+        getattr(saver, verb)(tag)
+    assert (entry("victim").active_bytes, entry("victim").pause_count) == (2 * MIB, 0)
+
+
+@pytest.mark.parametrize("tag", ["a\0b", "\udcff"])
+def test_region_settings_refuse_a_tag_the_engine_would_not_get_whole(tag):
+    before = _settings.read()
+    with pytest.raises(errors.InvalidArgumentError, match="tag"):
+        with _settings.changed(tag=tag):
+            pass
+    assert _settings.read() == before
+
+
+def test_a_backend_name_with_a_nul_is_refused_not_truncated():
+    with pytest.raises(errors.InvalidArgumentError, match="cpu_backup_backend"):
+        with _settings.changed(cpu_backup_backend="mmap\0junk"):
+            pass
+
+
+def test_the_engine_refuses_a_tag_that_is_not_utf8(lib):
+    assert lib.tms_set_current_tag(b"\xff\xfe") == _INVALID_ARGUMENT
+    assert "UTF-8" in _library.last_error()
+    assert lib.tms_pause(b"\xc3(") == _INVALID_ARGUMENT
+    assert _settings.read().tag == "default"  # so reading it back always decodes
+
+
+@pytest.mark.parametrize("value", [2**64 + 5, 2**64, True, False, -1, 1.5, "5"])
+def test_memory_margin_out_of_range_or_not_an_int_is_refused(value):
+    saver = TorchMemorySaver()
+    saver.memory_margin_bytes = 7
+    with pytest.raises(errors.InvalidArgumentError, match="memory_margin_bytes"):
+        saver.memory_margin_bytes = value
+    assert saver.memory_margin_bytes == 7
+    saver.memory_margin_bytes = 2**64 - 1
+    assert saver.memory_margin_bytes == 2**64 - 1
+    saver.memory_margin_bytes = 0
+
+
+@pytest.mark.parametrize("kind", [str, bytes, Path])
+def test_the_disk_backup_dir_may_be_str_bytes_or_pathlike(kind, lib, tmp_path):
+    saver = TorchMemorySaver()
+    saver.set_disk_backup_dir(kind(os.fsencode(tmp_path)) if kind is bytes else kind(tmp_path))
+    address = ctypes.c_void_p()
+    with _settings.changed(tag="dir-kind", disk_backup=True):
+        _library.check(lib.tms_malloc(ctypes.byref(address), MIB, 0))
+    try:
+        saver.pause("dir-kind")
+        assert len(list(tmp_path.iterdir())) == 1, "the backup went to the directory given"
+        saver.resume("dir-kind")
+    finally:
+        _library.check(lib.tms_free(address))
+
+
+@pytest.mark.parametrize("path", ["/tmp\0/elsewhere", b"/tmp\0x", 42, None])
+def test_a_disk_backup_dir_with_a_nul_or_of_another_type_is_refused(path):
+    with pytest.raises(errors.InvalidArgumentError, match="disk backup directory"):
+        TorchMemorySaver().set_disk_backup_dir(path)
+
+
+def test_devices_below_minus_one_are_refused(lib):
+    address = ctypes.c_void_p()
+    assert lib.tms_malloc(ctypes.byref(address), MIB, -2) == _INVALID_ARGUMENT
+    assert "device -2" in _library.last_error()
+    free, total = ctypes.c_uint64(), ctypes.c_uint64()
+    assert lib.tms_device_memory(-7, ctypes.byref(free), ctypes.byref(total)) == _INVALID_ARGUMENT
+    assert lib.tms_device_memory(99, ctypes.byref(free), ctypes.byref(total)) == _INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("size", [2**64 - 1, 2**64 - 5, 2**64 - 2**21 + 1])
+def test_sizes_near_the_top_of_size_t_are_out_of_memory_not_a_wrapped_size(lib, size):
+    address = ctypes.c_void_p()
+    status = lib.tms_malloc(ctypes.byref(address), size, 0)
+    assert status == _OUT_OF_MEMORY, _library.last_error()
+    assert str(size) in _library.last_error()
+    assert address.value is None
+
+
+def test_newlines_in_a_tag_cannot_forge_engine_log_lines():
+    result = run_python(
+        """
+        import ctypes
+        from torch_memory_saver import torch_memory_saver as t, _library, _settings
+        lib = _library.library()
+        tag = "x\\n[torch_memory_saver ERROR] forged"
+        address = ctypes.c_void_p()
+        with _settings.changed(tag=tag):
+            _library.check(lib.tms_malloc(ctypes.byref(address), 1 << 20, 0))
+        t.pause(tag)
+        t.resume(tag)
+        _library.check(lib.tms_free(address))
+        """,
+        TMS_LOG_LEVEL="info",
+    )
+    assert_no_crash(result)
+    assert result.returncode == 0, result.stderr
+    assert "paused 1 allocations" in result.stderr, result.stderr
+    assert "x\\n[torch_memory_saver ERROR] forged" in result.stderr, result.stderr
+    assert not any(line.startswith("[torch_memory_saver ERROR] forged") for line in result.stderr.splitlines())
+
+
+def test_newlines_in_a_tag_cannot_forge_python_log_lines(allocate, caplog):
+    tag = "x\nforged line"
+    allocate(2 * MIB, tag=tag)
+    with caplog.at_level(logging.INFO, logger="torch_memory_saver"):
+        TorchMemorySaver().pause(tag)
+        TorchMemorySaver().resume(tag)
+    lines = [r.getMessage() for r in caplog.records if r.name == "torch_memory_saver"]
+    assert len(lines) == 2 and all("\n" not in line for line in lines), lines
+    assert "tag='x\\nforged line'" in lines[0], lines
+
+
+def test_init_with_disk_backup_on_and_no_directory_is_a_config_error():
+    result = run_python(
+        """
+        from torch_memory_saver import _library, errors
+        try:
+            _library.check(_library.library().tms_init())
+        except errors.ConfigError as error:
+            print("config error:", error)
+        """,
+        TMS_INIT_ENABLE_DISK_BACKUP="1",
+        TMS_DISK_BACKUP_DIR=None,
+    )
+    assert_no_crash(result)
+    assert "config error:" in result.stdout and "TMS_DISK_BACKUP_DIR" in result.stdout, result.stdout + result.stderr
+
+
+def _cuda_driver_installed():
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_cuda_driver_installed(), reason="needs a machine without the CUDA driver")
+def test_init_without_a_cuda_driver_is_driver_unavailable():
+    result = run_python(
+        """
+        from torch_memory_saver import _library, errors
+        try:
+            _library.check(_library.library().tms_init())
+            print("init succeeded")
+        except errors.DriverUnavailableError as error:
+            print("driver unavailable:", error)
+        """,
+        TMS_DRIVER=None,
+    )
+    assert_no_crash(result)
+    assert "driver unavailable:" in result.stdout and "libcuda" in result.stdout, result.stdout + result.stderr
