@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from . import _library, _nccl, _settings, hooks
+from . import _captures, _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
 from ._library import check, encode, encode_path
 from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
@@ -221,7 +221,7 @@ class TorchMemorySaver:
                             "cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id
                         )
                     graph_pool = own_pool.id
-                with torch.cuda.graph(
+                with _captures.capturing(), torch.cuda.graph(
                     cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode
                 ):
                     yield
@@ -272,8 +272,11 @@ class TorchMemorySaver:
             DriverError: a driver call failed.
             BackupIOError: a disk backup could not be written.
             InvalidStateError: called while the current CUDA stream is
-                capturing a graph (pause outside the capture), or in a
-                ``fork()``ed child of a process that had used the library.
+                capturing a graph (pause outside the capture), while another
+                thread captures through :meth:`cuda_graph` or on a blocking
+                stream, while an allocation of `tag` is unusable after a
+                failed pause, or in a ``fork()``ed child of a process that
+                had used the library.
             InvalidArgumentError: `tag` is not a non-empty str.
         """
         self._transition("pause", tag)
@@ -289,8 +292,8 @@ class TorchMemorySaver:
         Raises:
             OutOfMemoryError: not enough free device memory (the message says
                 how much was needed and free); also a ``torch.OutOfMemoryError``.
-            InvalidStateError: called while the current CUDA stream is
-                capturing a graph, or in a ``fork()``ed child (see :meth:`pause`).
+            InvalidStateError: called during a graph capture, with an unusable
+                allocation of `tag`, or in a ``fork()``ed child (see :meth:`pause`).
         """
         self._transition("resume", tag)
 
@@ -367,14 +370,24 @@ class TorchMemorySaver:
 
 
 def _refuse_during_capture(verb: str) -> None:
-    """Raise InvalidStateError if this thread's current CUDA stream is capturing a graph.
+    """Raise InvalidStateError if a CUDA graph capture that `verb` would break is under way.
 
     Pause and resume synchronize the device and map or unmap memory, which a
     stream capture cannot record: in the default ("global") capture mode the
     driver would reject the call and invalidate the capture. Checked here,
-    before the engine is called, so the capture stays intact and can go on.
-    Never initialises CUDA (no capture can be underway before CUDA is).
+    before the engine is called, so the capture stays intact and can go on:
+    this thread's current stream, and captures other threads run through
+    :meth:`TorchMemorySaver.cuda_graph`. (The engine also asks the driver,
+    which sees captures on blocking streams of any thread.) Never
+    initialises CUDA (no capture can be underway before CUDA is).
     """
+    if _captures.on_other_threads():
+        raise InvalidStateError(
+            f"torch_memory_saver.{verb}() was called while another thread captures a CUDA graph "
+            f"through torch_memory_saver.cuda_graph(); {verb} synchronizes the device and "
+            f"maps/unmaps memory, which would invalidate that capture. Call {verb}() after the "
+            f"capture ends. The capture is unaffected."
+        )
     torch = sys.modules.get("torch")
     if torch is None:
         return

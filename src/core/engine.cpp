@@ -222,6 +222,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
+  refuse_during_capture(claimed, "pause");
 
   // 1. Let the work that uses the memory finish, so copies see its results
   //    and nothing touches a range after it is unmapped.
@@ -322,6 +323,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
+  refuse_during_capture(claimed, "resume");
 
   // Check every device up front so an obvious shortfall fails before
   // anything is created, with the whole amount in the message.
@@ -561,6 +563,25 @@ void Engine::unclaim(const std::vector<Allocation*>& claimed) {
     for (Allocation* allocation : claimed) allocation->busy = false;
   }
   idle_.notify_all();
+}
+
+void Engine::refuse_during_capture(const std::vector<Allocation*>& allocations,
+                                   const char* operation) {
+  std::set<int> devices;
+  for (const Allocation* allocation : allocations) devices.insert(allocation->device);
+  for (int device : devices) {
+    if (!driver_.capture_underway(device)) continue;
+    // Synchronizing, mapping or unmapping now would invalidate that capture.
+    throw InvalidState(std::string(operation) +
+                       " refused: a CUDA graph capture is under way on "
+                       "device " +
+                       std::to_string(device) +
+                       " (another thread captures on a "
+                       "blocking stream); " +
+                       operation +
+                       " after the capture ends. The capture "
+                       "is unaffected");
+  }
 }
 
 void Engine::synchronize_devices(const std::vector<Allocation*>& allocations) {

@@ -353,6 +353,20 @@ void CudaDriver::synchronize(int device) {
   TMS_CU_TRY(cu, cuCtxSynchronize, on_device(device));
 }
 
+bool CudaDriver::capture_underway(int device) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  // Asking the legacy stream is safe while another stream captures: a
+  // capture on a blocking stream of the device makes it answer
+  // CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, without invalidating that capture.
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  const CUresult result = cu.cuStreamIsCapturing_(CU_STREAM_LEGACY, &status);
+  if (result == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT) return true;
+  if (result != CUDA_SUCCESS)
+    throw_cuda_error(cu, "cuStreamIsCapturing", result, on_device(device));
+  return status != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
 DevicePtr CudaDriver::reserve(std::size_t size, std::size_t alignment) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());

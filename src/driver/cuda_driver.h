@@ -41,6 +41,7 @@ class CudaDriver final : public Driver {
   std::size_t granularity(int device) override;
   DeviceMemoryInfo memory_info(int device) override;
   void synchronize(int device) override;
+  bool capture_underway(int device) override;
 
   DevicePtr reserve(std::size_t size, std::size_t alignment) override;
   void free_reservation(DevicePtr va, std::size_t size) override;

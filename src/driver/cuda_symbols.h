@@ -46,5 +46,6 @@
   _(cuStreamCreate, 2000)                 \
   _(cuStreamDestroy, 4000)                \
   _(cuStreamSynchronize, 2000)            \
+  _(cuStreamIsCapturing, 10000)           \
   _(cuMemcpyDtoHAsync, 3020)              \
   _(cuMemcpyHtoDAsync, 3020)

@@ -53,6 +53,12 @@ class Driver {
   virtual DeviceMemoryInfo memory_info(int device) = 0;
   /// Waits for all outstanding work on `device`.
   virtual void synchronize(int device) = 0;
+  /// Whether a stream capture that a pause or resume on `device` would
+  /// invalidate is under way, as far as the driver can tell without
+  /// disturbing it: a capture on a blocking stream of the device (the legacy
+  /// stream reports it). Captures on non-blocking streams of other threads
+  /// are invisible here.
+  virtual bool capture_underway(int device) = 0;
 
   // --- virtual address space ----------------------------------------------
   /// Reserves `size` bytes of device VA (size is a granularity multiple).

@@ -14,10 +14,24 @@ namespace tms {
 namespace {
 
 constexpr std::string_view kCallNames[] = {
-    "reserve",         "free_reservation",   "create_physical", "release_physical", "map",
-    "unmap",           "set_access",         "host_alloc",      "host_free",        "host_register",
-    "host_unregister", "copy_to_host",       "copy_to_device",  "synchronize",      "create_stream",
-    "destroy_stream",  "synchronize_stream",
+    "reserve",
+    "free_reservation",
+    "create_physical",
+    "release_physical",
+    "map",
+    "unmap",
+    "set_access",
+    "host_alloc",
+    "host_free",
+    "host_register",
+    "host_unregister",
+    "copy_to_host",
+    "copy_to_device",
+    "synchronize",
+    "create_stream",
+    "destroy_stream",
+    "synchronize_stream",
+    "capture_underway",
 };
 static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
@@ -39,7 +53,9 @@ SimCall parse_sim_call(std::string_view name) {
 }
 
 SimDriver::SimDriver(SimDriverOptions options)
-    : options_(options), physical_bytes_(static_cast<std::size_t>(options.device_count), 0) {
+    : options_(options),
+      physical_bytes_(static_cast<std::size_t>(options.device_count), 0),
+      capturing_(static_cast<std::size_t>(options.device_count), false) {
   if (options_.device_count < 1) throw InvalidArgument("SimDriver needs at least one device");
   if (options_.granularity == 0 ||
       (options_.granularity % static_cast<std::size_t>(getpagesize())) != 0) {
@@ -92,6 +108,19 @@ int SimDriver::current_device() { return t_current_device; }
 void SimDriver::set_current_device(int device) {
   check_device(device, "set_current_device");
   t_current_device = device;
+}
+
+void SimDriver::set_capturing(int device, bool capturing) {
+  std::lock_guard lock(mutex_);
+  check_device(device, "set_capturing");
+  capturing_[static_cast<std::size_t>(device)] = capturing;
+}
+
+bool SimDriver::capture_underway(int device) {
+  std::lock_guard lock(mutex_);
+  enter(SimCall::kCaptureUnderway);
+  check_device(device, "capture_underway");
+  return capturing_[static_cast<std::size_t>(device)];
 }
 
 std::size_t SimDriver::granularity(int device) {

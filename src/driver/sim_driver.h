@@ -42,6 +42,7 @@ enum class SimCall {
   kCreateStream,
   kDestroyStream,
   kSynchronizeStream,
+  kCaptureUnderway,
   kCount,
 };
 
@@ -70,6 +71,7 @@ class SimDriver final : public Driver {
   std::size_t granularity(int device) override;
   DeviceMemoryInfo memory_info(int device) override;
   void synchronize(int device) override;
+  bool capture_underway(int device) override;
   DevicePtr reserve(std::size_t size, std::size_t alignment) override;
   void free_reservation(DevicePtr va, std::size_t size) override;
   PhysicalHandle create_physical(int device, std::size_t size) override;
@@ -101,6 +103,9 @@ class SimDriver final : public Driver {
   [[nodiscard]] std::size_t call_count_at_last_failure(SimCall call) const;
   void set_capacity(std::size_t bytes_per_device);
   void set_current_device(int device);
+  /// Simulates a stream capture on a blocking stream of `device` starting
+  /// (true) or ending (false): capture_underway(device) reports it.
+  void set_capturing(int device, bool capturing);
 
   // --- accounting ---------------------------------------------------------------
   [[nodiscard]] std::size_t physical_bytes(int device) const;  // created, not released
@@ -136,6 +141,7 @@ class SimDriver final : public Driver {
   std::map<void*, std::size_t> host_allocations_;
   std::map<void*, std::size_t> host_registrations_;
   std::vector<std::size_t> physical_bytes_;
+  std::vector<bool> capturing_;  // per device, see set_capturing
   std::size_t live_streams_ = 0;
   std::uintptr_t next_stream_ = 1;
 };

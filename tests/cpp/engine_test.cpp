@@ -310,6 +310,38 @@ TEST_F(EngineTest, DevicesBelowMinusOneAndSizesThatWouldWrapAreRefused) {
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
 }
 
+TEST_F(EngineTest, PauseAndResumeRefuseWhileTheDriverReportsACaptureOnTheirDevice) {
+  const DevicePtr on0 = allocate(kMiB, "graph-time", /*backup=*/true, 0);
+  const DevicePtr on1 = allocate(kMiB, "elsewhere", /*backup=*/true, 1);
+  testing::fill_pattern(on0, kMiB, 3);
+  sim_.set_capturing(0, true);  // another thread captures on a blocking stream of device 0
+  const std::size_t synchronizations = sim_.call_count(SimCall::kSynchronize);
+  try {
+    engine_->pause("graph-time");
+    ADD_FAILURE() << "paused during a capture";
+  } catch (const InvalidState& error) {
+    EXPECT_NE(std::string(error.what()).find("capture"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("device 0"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(engine_->pause(std::nullopt), InvalidState);
+  EXPECT_EQ(sim_.call_count(SimCall::kSynchronize), synchronizations)
+      << "nothing the capture would see was done";
+  EXPECT_TRUE(testing::has_pattern(on0, kMiB, 3)) << "still active";
+  engine_->pause("elsewhere");  // device 1 is not capturing
+  engine_->resume("elsewhere");
+
+  sim_.set_capturing(0, false);
+  engine_->pause("graph-time");
+  sim_.set_capturing(0, true);
+  EXPECT_THROW(engine_->resume("graph-time"), InvalidState);
+  EXPECT_EQ(sim_.physical_bytes(0), 0u) << "still paused";
+  sim_.set_capturing(0, false);
+  engine_->resume("graph-time");
+  EXPECT_TRUE(testing::has_pattern(on0, kMiB, 3));
+  engine_->free(on0);
+  engine_->free(on1);
+}
+
 TEST_F(EngineTest, DestroyingTheEngineGivesEverythingBack) {
   (void)allocate(2 * kMiB, "a", true);
   (void)allocate(2 * kMiB, "b", true);

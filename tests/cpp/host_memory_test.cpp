@@ -35,6 +35,7 @@ class CheckingDriver final : public Driver {
   std::size_t granularity(int device) override { return sim_.granularity(device); }
   DeviceMemoryInfo memory_info(int device) override { return sim_.memory_info(device); }
   void synchronize(int device) override { sim_.synchronize(device); }
+  bool capture_underway(int device) override { return sim_.capture_underway(device); }
   DevicePtr reserve(std::size_t size, std::size_t alignment) override {
     return sim_.reserve(size, alignment);
   }

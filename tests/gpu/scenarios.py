@@ -6,6 +6,7 @@ allocator, and lets preload mode start with the library in LD_PRELOAD
 returns; the runner then prints SCENARIO OK and exits 0.
 """
 
+import ctypes
 import os
 import re
 import sys
@@ -588,6 +589,87 @@ def capture_misuse():
     static_in.fill_(1.0)
     graphs[0][1].replay()
     assert bool((graphs[0][2] == 5.0).all())
+
+
+def blocking_stream():
+    """A stream made with the driver's default flags (blocking), which torch never creates itself."""
+    cuda = ctypes.CDLL("libcuda.so.1")
+    handle = ctypes.c_void_p()
+    torch.cuda.init()
+    assert cuda.cuStreamCreate(ctypes.byref(handle), 0) == 0, "cuStreamCreate failed"  # CU_STREAM_DEFAULT
+    return torch.cuda.ExternalStream(handle.value)
+
+
+def capture_on_other_thread():
+    """pause()/resume() while another thread captures a graph in global mode: InvalidStateError, capture intact.
+
+    Three captures: torch.cuda.graph on a blocking stream (the engine sees it
+    through the driver's legacy stream), torch_memory_saver.cuda_graph on
+    torch's own non-blocking stream (the package counts it), and
+    torch_memory_saver.cuda_graph on a blocking stream (both).
+    """
+    with tms.region("oth_active", enable_cpu_backup=True):
+        active = torch.full((16 * MIB,), 3.0, device="cuda")
+    with tms.region("oth_paused", enable_cpu_backup=True):
+        paused = torch.full((16 * MIB,), 4.0, device="cuda")
+    tms.pause("oth_paused")
+    states = {tag: tag_state(tag) for tag in ("oth_active", "oth_paused")}
+    static_in = torch.ones(MIB, device="cuda")
+    torch.relu(static_in)  # warm up outside any capture
+    torch.cuda.synchronize()
+
+    cases = [
+        ("torch.cuda.graph, blocking stream", lambda g, s: torch.cuda.graph(g, stream=s), blocking_stream()),
+        ("tms.cuda_graph, torch stream", lambda g, s: tms.cuda_graph(g, tag="oth_graph"), None),
+        ("tms.cuda_graph, blocking stream", lambda g, s: tms.cuda_graph(g, stream=s, tag="oth_graph"),
+         blocking_stream()),
+    ]
+    graphs = []
+    for name, make_context, stream in cases:
+        graph = torch.cuda.CUDAGraph()
+        started, finish = threading.Event(), threading.Event()
+        result, failure = {}, []
+
+        def capture():
+            try:
+                torch.cuda.set_device(0)
+                with make_context(graph, stream):
+                    doubled = static_in * 2
+                    started.set()
+                    assert finish.wait(60), "the main thread never let the capture finish"
+                    result["out"] = doubled + active[: static_in.numel()]
+            except BaseException as error:  # noqa: BLE001 - reported by the main thread
+                failure.append(error)
+                started.set()
+
+        thread = threading.Thread(target=capture)
+        thread.start()
+        assert started.wait(60), f"{name}: the capture never started"
+        try:
+            for action in (
+                lambda: tms.pause("oth_active"),
+                lambda: tms.pause(),
+                lambda: tms.resume("oth_paused"),
+                lambda: tms.resume(),
+            ):
+                error = expect_raises(tms_package.InvalidStateError, action, "capture")
+                assert isinstance(error, RuntimeError)
+        finally:
+            finish.set()
+            thread.join()
+        assert not failure, f"{name}: the capture failed: {failure[0]!r}"
+        graphs.append((name, graph, result["out"]))
+
+    assert {tag: tag_state(tag) for tag in states} == states, "a transition ran during a capture"
+    static_in.fill_(5.0)
+    for name, graph, out in graphs:
+        graph.replay()
+        torch.cuda.synchronize()
+        assert bool((out == 13.0).all()), f"graph captured with {name} computes the wrong values"
+    tms.resume("oth_paused")
+    assert bool((paused == 4.0).all())
+    tms.pause("oth_graph")
+    tms.resume("oth_graph")
 
 
 def get_cpu_backup_misuse():

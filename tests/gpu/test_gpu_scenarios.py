@@ -41,10 +41,11 @@ BOTH_MODES = [
     "threads_share_a_tag",
     "freed_outside_region",
     "misuse",
-    # issue 5: reliability
+    # reliability
     "resume_oom",
     "resume_oom_one_tag",
     "capture_misuse",
+    "capture_on_other_thread",
     "get_cpu_backup_misuse",
     "free_while_paused",
     "fork_child",

@@ -1,4 +1,4 @@
-"""Misuse and bad input (issue 5, item 3) on the simulated driver.
+"""Misuse and bad input on the simulated driver.
 
 Each case gets its documented behaviour and a message that says what to do,
 and none of them kills the process. Cases that need a GPU (pause during a
@@ -13,7 +13,7 @@ import types
 
 import pytest
 from simhelpers import MIB, assert_no_crash, device_free, pattern, run_python
-from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
+from torch_memory_saver import TorchMemorySaver, _captures, _library, _settings, errors, stats
 
 
 def entry(tag):
@@ -120,6 +120,37 @@ def test_transitions_during_a_graph_capture_are_refused_before_the_engine(verb, 
     if verb == "pause":
         saver.resume("capturing")
     assert ctypes.string_at(address, 2 * MIB) == pattern(2 * MIB, 4)
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+def test_transitions_while_another_thread_captures_through_cuda_graph_are_refused(verb, allocate):
+    saver = TorchMemorySaver()
+    address = allocate(2 * MIB, tag="other-thread", cpu_backup=True)
+    ctypes.memmove(address, pattern(2 * MIB, 5), 2 * MIB)
+    if verb == "resume":
+        saver.pause("other-thread")
+    state_before = entry("other-thread")
+    started, finish = threading.Event(), threading.Event()
+
+    def capture():  # what cuda_graph() does around torch.cuda.graph()
+        with _captures.capturing():
+            started.set()
+            finish.wait(10)
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    try:
+        started.wait(10)
+        with pytest.raises(errors.InvalidStateError, match="another thread captures"):
+            getattr(saver, verb)("other-thread")
+        assert entry("other-thread") == state_before, "the engine was called during the capture"
+    finally:
+        finish.set()
+        thread.join()
+    getattr(saver, verb)("other-thread")
+    if verb == "pause":
+        saver.resume("other-thread")
+    assert ctypes.string_at(address, 2 * MIB) == pattern(2 * MIB, 5)
 
 
 def test_the_capture_check_never_initialises_cuda(allocate, monkeypatch):
