@@ -15,7 +15,15 @@
  *  - Region settings (enabled, tag, backup policy) are per thread: a thread
  *    starts with the process defaults taken from the TMS_INIT_* environment
  *    variables and its changes are invisible to other threads.
- *  - A `tag` of NULL in tms_pause/tms_resume means "every tag".
+ *  - A `tag` of NULL in tms_pause/tms_resume means "every tag". Tags must be
+ *    UTF-8 (else TMS_ERROR_INVALID_ARGUMENT): they come back as text.
+ *  - Calls are safe while the calling thread exits (e.g. from a pthread-key
+ *    destructor, as CUDA runtimes free memory): the thread's settings and
+ *    message live until the library's own key destructor runs; a call after
+ *    that sees the process defaults.
+ *  - In a fork()ed child of a process that had used the library every call
+ *    fails with TMS_ERROR_INVALID_STATE, decided before taking any lock (no
+ *    hang whatever the parent's other threads held at the fork).
  *  - The engine is created on first use; TMS_DRIVER=sim selects the host
  *    simulation, anything else (or unset) the CUDA driver.
  */
@@ -56,7 +64,9 @@ TMS_API const char* tms_status_name(int status);
 /** Library version string, e.g. "0.1.0". */
 TMS_API const char* tms_version(void);
 /** Creates the engine now (otherwise done on first use) and reports
- *  configuration or driver-loading errors. */
+ *  configuration errors (TMS_ERROR_CONFIG, e.g. TMS_INIT_ENABLE_DISK_BACKUP
+ *  without TMS_DISK_BACKUP_DIR) or a CUDA driver that cannot be loaded
+ *  (TMS_ERROR_DRIVER_UNAVAILABLE). */
 TMS_API int tms_init(void);
 /** Name of the driver the engine runs on: "cuda" or "sim". Creates the
  *  engine if needed; NULL on failure (see tms_last_error). */
@@ -110,7 +120,9 @@ TMS_API bool tms_get_retain_cpu_backup(void);
 /* ---- allocation --------------------------------------------------------- */
 
 /** Allocates `size` bytes of pauseable device memory on `device` (-1 = the
- *  current device) with this thread's region settings. */
+ *  current device; below -1 is TMS_ERROR_INVALID_ARGUMENT) with this thread's
+ *  region settings. A size that cannot be rounded up to the allocation
+ *  granularity without wrapping is TMS_ERROR_OUT_OF_MEMORY. */
 TMS_API int tms_malloc(void** out_ptr, size_t size, int device);
 /** Frees memory from tms_malloc (active or paused). An active allocation
  *  first waits for its device's outstanding work, as cudaFree does. */
@@ -128,11 +140,19 @@ TMS_API void tms_torch_free(void* ptr, ssize_t size, int device, void* stream);
 
 /** Pauses every active allocation of `tag` (NULL: of every tag): backs up
  *  those with a backup policy, waits for their devices, then releases
- *  their physical memory. All or nothing: on failure all stay active. */
+ *  their physical memory. All or nothing: on failure all stay active,
+ *  except that an allocation the failed pause could not map back (a second
+ *  driver failure) is broken: the message says so, stats count it in
+ *  broken_bytes, later calls try to map it back, and until then tms_pause
+ *  and tms_resume of its tag fail with TMS_ERROR_INVALID_STATE; tms_free
+ *  gives back what it holds. Also TMS_ERROR_INVALID_STATE while the driver
+ *  reports a stream capture on a device involved (a blocking stream of
+ *  another thread capturing): nothing is done then, the capture goes on. */
 TMS_API int tms_pause(const char* tag);
 /** Resumes every paused allocation of `tag` (NULL: every tag) at the same
  *  addresses, restoring backups. All or nothing: on failure all stay paused
- *  with their backups, and the message names the bytes needed and free. */
+ *  with their backups, and the message names the bytes needed and free.
+ *  TMS_ERROR_INVALID_STATE as for tms_pause (broken allocations, capture). */
 TMS_API int tms_resume(const char* tag);
 
 /** Host backup of [ptr, ptr+size) while paused, or NULL when that range has
@@ -151,14 +171,15 @@ TMS_API int tms_trim_host_memory(void);
 /* ---- observability ------------------------------------------------------- */
 
 /** Statistics as JSON: {"driver": ..., "entries": [{"tag", "device",
- *  "allocations", "active_bytes", "paused_bytes", "backup_bytes",
+ *  "allocations", "active_bytes", "paused_bytes", "broken_bytes", "backup_bytes",
  *  "pause_count", "resume_count", "last_pause_seconds",
  *  "last_resume_seconds", "last_pause_unix", "last_resume_unix"}, ...]}.
  *  Writes at most `capacity` bytes (NUL included) and stores the size
  *  needed (NUL included) in *required; returns TMS_ERROR_INVALID_ARGUMENT
  *  when the buffer is too small. */
 TMS_API int tms_stats_json(char* buffer, size_t capacity, size_t* required);
-/** Free and total memory of `device` as the driver reports it. */
+/** Free and total memory of `device` (-1: the current one) as the driver
+ *  reports it. */
 TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes);
 
 /* ---- simulated driver controls (TMS_DRIVER=sim only) --------------------- */

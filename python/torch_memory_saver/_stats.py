@@ -15,7 +15,12 @@ _TMS_ERROR_INVALID_ARGUMENT = 2
 
 @dataclass(frozen=True)
 class TagStats:
-    """Statistics of one (tag, device) pair, as the engine reports them."""
+    """Statistics of one (tag, device) pair, as the engine reports them.
+
+    ``broken_bytes``: allocations a failed pause could not map back (see
+    README, Guarantees); later calls map them back, freeing them gives their
+    memory back.
+    """
 
     tag: str
     device: int

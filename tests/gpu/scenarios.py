@@ -414,7 +414,7 @@ def without_ld_preload():
     assert owned(x)
 
 
-# ---- issue 5: reliability ------------------------------------------------------
+# ---- reliability ---------------------------------------------------------------
 
 
 def tag_state(tag):
