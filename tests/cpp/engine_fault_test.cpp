@@ -246,34 +246,69 @@ FaultFamily file_faults() {
   };
 }
 
+/// How many calls of each kind of `family` the operation makes, and the
+/// world it leaves, from a run without failures.
+struct Reference {
+  std::vector<std::size_t> calls;
+  WorldSnapshot after;
+};
+
+Reference reference_run(const Scenario& scenario, const FaultFamily& family) {
+  World world;
+  scenario.setup(world);
+  std::vector<std::size_t> before(family.kinds);
+  for (std::size_t c = 0; c < family.kinds; ++c) before[c] = family.calls(world, c);
+  scenario.operation(world);
+  Reference reference{std::vector<std::size_t>(family.kinds), world.snapshot()};
+  for (std::size_t c = 0; c < family.kinds; ++c) {
+    reference.calls[c] = family.calls(world, c) - before[c];
+  }
+  return reference;
+}
+
+/// What a failed operation must leave as it was.
+struct Before {
+  WorldSnapshot snapshot;
+  std::set<std::string> files;
+  std::vector<std::size_t> state;
+
+  explicit Before(const World& world)
+      : snapshot(world.snapshot()), files(world.dir.files()), state(world.state_bytes()) {}
+
+  void expect_unchanged(const World& world, const Scenario& scenario) const {
+    EXPECT_EQ(world.snapshot(), snapshot) << "accounting changed";
+    EXPECT_EQ(world.dir.files(), files) << "backup files changed";
+    EXPECT_EQ(world.state_bytes(), state) << "allocation state changed";
+    EXPECT_TRUE(world.contents_intact(scenario.starts_paused));
+  }
+};
+
+/// After the operation completed (perhaps on a retry): the world is as in
+/// the reference run, backed-up contents are exact, and teardown leaves no
+/// backup file.
+void expect_completed(World& world, const Scenario& scenario, const Reference& reference) {
+  EXPECT_EQ(world.snapshot(), reference.after) << "end state differs";
+  if (!scenario.starts_paused) {
+    world.engine->resume(std::nullopt);
+    EXPECT_TRUE(world.contents_intact(false, true)) << "backed-up contents after the retry";
+  }
+  world.engine.reset();
+  EXPECT_TRUE(world.dir.files().empty()) << "teardown removes every backup file";
+}
+
 /// Makes every call of `family` that `scenario`'s operation makes fail once
 /// in turn, and checks all-or-nothing. Returns how many failures it injected.
 std::size_t sweep(const Scenario& scenario, const FaultFamily& family) {
-  // Reference run: how many calls of each kind the operation makes, and the
-  // accounting it ends with.
-  std::vector<std::size_t> calls(family.kinds);
-  WorldSnapshot reference_after{};
-  {
-    World world;
-    scenario.setup(world);
-    std::vector<std::size_t> before(calls.size());
-    for (std::size_t c = 0; c < calls.size(); ++c) before[c] = family.calls(world, c);
-    scenario.operation(world);
-    for (std::size_t c = 0; c < calls.size(); ++c) calls[c] = family.calls(world, c) - before[c];
-    reference_after = world.snapshot();
-  }
-
+  const Reference reference = reference_run(scenario, family);
   std::size_t injected = 0;
-  for (std::size_t c = 0; c < calls.size(); ++c) {
-    for (std::size_t nth = 1; nth <= calls[c]; ++nth) {
+  for (std::size_t c = 0; c < family.kinds; ++c) {
+    for (std::size_t nth = 1; nth <= reference.calls[c]; ++nth) {
       for (const int variant : family.variants) {
         SCOPED_TRACE(scenario.name + ": " + family.name(c) + " #" + std::to_string(nth) +
                      " (variant " + std::to_string(variant) + ")");
         World world;
         scenario.setup(world);
-        const WorldSnapshot before = world.snapshot();
-        const std::set<std::string> files_before = world.dir.files();
-        const std::vector<std::size_t> state_before = world.state_bytes();
+        const Before before(world);
         family.inject(world, c, static_cast<int>(nth), variant);
         ++injected;
 
@@ -287,10 +322,7 @@ std::size_t sweep(const Scenario& scenario, const FaultFamily& family) {
         }
         if (failed) {
           EXPECT_FALSE(family.releases(c)) << "giving back must not fail the operation";
-          EXPECT_EQ(world.snapshot(), before) << "accounting changed";
-          EXPECT_EQ(world.dir.files(), files_before) << "backup files changed";
-          EXPECT_EQ(world.state_bytes(), state_before) << "allocation state changed";
-          EXPECT_TRUE(world.contents_intact(scenario.starts_paused));
+          before.expect_unchanged(world, scenario);
           family.clear(world);
           EXPECT_NO_THROW(scenario.operation(world)) << "retry after the failure";
         } else {
@@ -298,13 +330,7 @@ std::size_t sweep(const Scenario& scenario, const FaultFamily& family) {
           world.engine->pause("no-such-tag");  // any operation retries parked releases
           EXPECT_EQ(world.engine->stats().deferred_releases, 0u);
         }
-        EXPECT_EQ(world.snapshot(), reference_after) << "end state differs";
-        if (!scenario.starts_paused) {
-          world.engine->resume(std::nullopt);
-          EXPECT_TRUE(world.contents_intact(false, true)) << "backed-up contents after the retry";
-        }
-        world.engine.reset();
-        EXPECT_TRUE(world.dir.files().empty()) << "teardown removes every backup file";
+        expect_completed(world, scenario, reference);
         if (::testing::Test::HasFailure()) return injected;
       }
     }
@@ -350,48 +376,35 @@ std::vector<std::size_t> sampled_calls(std::size_t first, std::size_t last) {
 std::size_t sweep_pairs(const Scenario& scenario) {
   const FaultFamily family = driver_faults();
   const int variant = static_cast<int>(SimFailure::kDriverError);
-  std::vector<std::size_t> calls(family.kinds);
-  WorldSnapshot reference_after{};
-  {
-    World world;
-    scenario.setup(world);
-    std::vector<std::size_t> before(calls.size());
-    for (std::size_t c = 0; c < calls.size(); ++c) before[c] = family.calls(world, c);
-    scenario.operation(world);
-    for (std::size_t c = 0; c < calls.size(); ++c) calls[c] = family.calls(world, c) - before[c];
-    reference_after = world.snapshot();
-  }
-
+  const Reference reference = reference_run(scenario, family);
   std::size_t injected = 0;
-  for (std::size_t c1 = 0; c1 < calls.size(); ++c1) {
-    for (const std::size_t nth1 : sampled_calls(0, calls[c1])) {
+  for (std::size_t c1 = 0; c1 < family.kinds; ++c1) {
+    for (const std::size_t nth1 : sampled_calls(0, reference.calls[c1])) {
       // Which calls the operation makes after the first failure fires.
       std::vector<std::pair<std::size_t, std::size_t>> later;  // (first, last] per kind
       {
         World world;
         scenario.setup(world);
-        std::vector<std::size_t> before(calls.size());
-        for (std::size_t c = 0; c < calls.size(); ++c) before[c] = family.calls(world, c);
+        std::vector<std::size_t> before(family.kinds);
+        for (std::size_t c = 0; c < family.kinds; ++c) before[c] = family.calls(world, c);
         family.inject(world, c1, static_cast<int>(nth1), variant);
         try {
           scenario.operation(world);
         } catch (const Error&) {
         }
-        for (std::size_t c = 0; c < calls.size(); ++c) {
+        for (std::size_t c = 0; c < family.kinds; ++c) {
           const auto kind = static_cast<SimCall>(c);
           later.emplace_back(world.sim.call_count_at_last_failure(kind) - before[c],
                              family.calls(world, c) - before[c]);
         }
       }
-      for (std::size_t c2 = 0; c2 < calls.size(); ++c2) {
+      for (std::size_t c2 = 0; c2 < family.kinds; ++c2) {
         for (const std::size_t nth2 : sampled_calls(later[c2].first, later[c2].second)) {
           SCOPED_TRACE(scenario.name + ": " + family.name(c1) + " #" + std::to_string(nth1) +
                        ", then " + family.name(c2) + " #" + std::to_string(nth2));
           World world;
           scenario.setup(world);
-          const WorldSnapshot before = world.snapshot();
-          const std::set<std::string> files_before = world.dir.files();
-          const std::vector<std::size_t> state_before = world.state_bytes();
+          const Before before(world);
           family.inject(world, c1, static_cast<int>(nth1), variant);
           family.inject(world, c2, static_cast<int>(nth2), variant);
           ++injected;
@@ -414,19 +427,10 @@ std::size_t sweep_pairs(const Scenario& scenario) {
           EXPECT_EQ(world.active_bytes(), world.sim.accessible_bytes());
           EXPECT_EQ(world.engine->stats().deferred_releases, 0u);
           if (failed) {
-            EXPECT_EQ(world.snapshot(), before) << "accounting changed";
-            EXPECT_EQ(world.dir.files(), files_before) << "backup files changed";
-            EXPECT_EQ(world.state_bytes(), state_before) << "allocation state changed";
-            EXPECT_TRUE(world.contents_intact(scenario.starts_paused));
+            before.expect_unchanged(world, scenario);
             EXPECT_NO_THROW(scenario.operation(world)) << "retry after the failures";
           }
-          EXPECT_EQ(world.snapshot(), reference_after) << "end state differs";
-          if (!scenario.starts_paused) {
-            world.engine->resume(std::nullopt);
-            EXPECT_TRUE(world.contents_intact(false, true)) << "backed-up contents after the retry";
-          }
-          world.engine.reset();
-          EXPECT_TRUE(world.dir.files().empty()) << "teardown removes every backup file";
+          expect_completed(world, scenario, reference);
           if (::testing::Test::HasFailure()) return injected;
         }
       }

@@ -544,6 +544,18 @@ def resume_oom_one_tag():
     assert bool((bystander == 7).all())
 
 
+def expect_transitions_refused(active_tag, paused_tag, text):
+    """Pausing `active_tag` or everything, resuming `paused_tag` or everything: InvalidStateError saying `text`."""
+    for action in (
+        lambda: tms.pause(active_tag),
+        lambda: tms.pause(),
+        lambda: tms.resume(paused_tag),
+        lambda: tms.resume(),
+    ):
+        error = expect_raises(tms_package.InvalidStateError, action, text)
+        assert isinstance(error, RuntimeError)
+
+
 def capture_misuse():
     """pause()/resume() while capturing a graph raise InvalidStateError; the capture goes on intact."""
     with tms.region("cap_active", enable_cpu_backup=True):
@@ -555,14 +567,7 @@ def capture_misuse():
     static_in = torch.ones(MIB, device="cuda")
 
     def misuse_inside_capture():
-        for action in (
-            lambda: tms.pause("cap_active"),
-            lambda: tms.pause(),
-            lambda: tms.resume("cap_paused"),
-            lambda: tms.resume(),
-        ):
-            error = expect_raises(tms_package.InvalidStateError, action, "outside the capture")
-            assert isinstance(error, RuntimeError)
+        expect_transitions_refused("cap_active", "cap_paused", "outside the capture")
 
     graphs = []
     for capture in ("torch_memory_saver.cuda_graph", "torch.cuda.graph"):
@@ -646,14 +651,7 @@ def capture_on_other_thread():
         thread.start()
         assert started.wait(60), f"{name}: the capture never started"
         try:
-            for action in (
-                lambda: tms.pause("oth_active"),
-                lambda: tms.pause(),
-                lambda: tms.resume("oth_paused"),
-                lambda: tms.resume(),
-            ):
-                error = expect_raises(tms_package.InvalidStateError, action, "capture")
-                assert isinstance(error, RuntimeError)
+            expect_transitions_refused("oth_active", "oth_paused", "capture")
         finally:
             finish.set()
             thread.join()
