@@ -2,15 +2,18 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace tms {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kWarning)};
-// " rank 3" (with its leading space) or empty. Replaced, never freed: log()
-// reads it without a lock, so that a line can be written in a fork()ed
-// child whatever the parent's other threads held at the fork.
+// " rank 3" (with its leading space) or empty. log() reads it without a
+// lock, so that a line can be written in a fork()ed child whatever the
+// parent's other threads held at the fork.
 std::atomic<const std::string*> g_context{nullptr};
 
 const char* level_name(LogLevel level) {
@@ -34,8 +37,15 @@ void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
 bool log_enabled(LogLevel level) { return static_cast<int>(level) <= g_level.load(); }
 
 void set_log_context(std::string_view context) {
-  // Set once per process (when the engine is created); the old one leaks.
-  g_context.store(new std::string(context.empty() ? std::string() : " " + std::string(context)));
+  // A log() on another thread may still read the old context, so every one
+  // is kept (set once per process, when the engine is created; tests set a
+  // few). Never destroyed: log lines can come during static destruction.
+  static std::mutex mutex;
+  static auto* kept = new std::vector<std::unique_ptr<const std::string>>;
+  std::lock_guard lock(mutex);
+  kept->push_back(std::make_unique<const std::string>(
+      context.empty() ? std::string() : " " + std::string(context)));
+  g_context.store(kept->back().get());
 }
 
 std::string escape_control_characters(std::string_view text) {
