@@ -216,13 +216,13 @@ bool Engine::owns(DevicePtr ptr) const {
 
 void Engine::pause(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
+  refuse_during_capture(tag, "pause");  // first: even retrying give-backs would disturb a capture
   retry_parked();
   refuse_broken(tag, "pause");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
-  refuse_during_capture(claimed, "pause");
 
   // 1. Let the work that uses the memory finish, so copies see its results
   //    and nothing touches a range after it is unmapped.
@@ -317,13 +317,13 @@ void Engine::pause(const std::optional<std::string>& tag) {
 
 void Engine::resume(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
+  refuse_during_capture(tag, "resume");
   retry_parked();
   refuse_broken(tag, "resume");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
-  refuse_during_capture(claimed, "resume");
 
   // Check every device up front so an obvious shortfall fails before
   // anything is created, with the whole amount in the message.
@@ -557,10 +557,14 @@ void Engine::unclaim(const std::vector<Allocation*>& claimed) {
   idle_.notify_all();
 }
 
-void Engine::refuse_during_capture(const std::vector<Allocation*>& allocations,
-                                   const char* operation) {
+void Engine::refuse_during_capture(const std::optional<std::string>& tag, const char* operation) {
   std::set<int> devices;
-  for (const Allocation* allocation : allocations) devices.insert(allocation->device);
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [base, allocation] : registry_.all()) {
+      if (tag_matches(tag, allocation->tag)) devices.insert(allocation->device);
+    }
+  }
   for (int device : devices) {
     if (!driver_.capture_underway(device)) continue;
     // Synchronizing, mapping or unmapping now would invalidate that capture.

@@ -148,9 +148,9 @@ class Engine {
   /// Clears busy on `claimed` and wakes waiters in free().
   void unclaim(const std::vector<Allocation*>& claimed);
   void synchronize_devices(const std::vector<Allocation*>& allocations);
-  /// @throws InvalidState when the driver reports a stream capture on a
-  /// device of `allocations` that the operation would invalidate.
-  void refuse_during_capture(const std::vector<Allocation*>& allocations, const char* operation);
+  /// @throws InvalidState when the driver reports a stream capture that the
+  /// operation would invalidate on a device with allocations of `tag`.
+  void refuse_during_capture(const std::optional<std::string>& tag, const char* operation);
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
