@@ -692,14 +692,19 @@ def expect_transitions_refused(active_tag, paused_tag, text):
         assert isinstance(error, RuntimeError)
 
 
+def active_and_paused(prefix):
+    """Tags PREFIX_active (16 Mi floats of 3.0) and PREFIX_paused (of 4.0, paused), backed up; and their states."""
+    with tms.region(f"{prefix}_active", enable_cpu_backup=True):
+        active = torch.full((16 * MIB,), 3.0, device="cuda")
+    with tms.region(f"{prefix}_paused", enable_cpu_backup=True):
+        paused = torch.full((16 * MIB,), 4.0, device="cuda")
+    tms.pause(f"{prefix}_paused")
+    return active, paused, {tag: tag_state(tag) for tag in (f"{prefix}_active", f"{prefix}_paused")}
+
+
 def capture_misuse():
     """pause()/resume() while capturing a graph raise InvalidStateError; the capture goes on intact."""
-    with tms.region("cap_active", enable_cpu_backup=True):
-        active = torch.full((16 * MIB,), 3.0, device="cuda")
-    with tms.region("cap_paused", enable_cpu_backup=True):
-        paused = torch.full((16 * MIB,), 4.0, device="cuda")
-    tms.pause("cap_paused")
-    states = {tag: tag_state(tag) for tag in ("cap_active", "cap_paused")}
+    active, paused, states = active_and_paused("cap")
     static_in = torch.ones(MIB, device="cuda")
 
     def misuse_inside_capture():
@@ -749,12 +754,7 @@ def capture_on_other_thread():
     torch's own non-blocking stream (the package counts it), and
     torch_memory_saver.cuda_graph on a blocking stream (both).
     """
-    with tms.region("oth_active", enable_cpu_backup=True):
-        active = torch.full((16 * MIB,), 3.0, device="cuda")
-    with tms.region("oth_paused", enable_cpu_backup=True):
-        paused = torch.full((16 * MIB,), 4.0, device="cuda")
-    tms.pause("oth_paused")
-    states = {tag: tag_state(tag) for tag in ("oth_active", "oth_paused")}
+    active, paused, states = active_and_paused("oth")
     static_in = torch.ones(MIB, device="cuda")
     torch.relu(static_in)  # warm up outside any capture
     torch.cuda.synchronize()
