@@ -130,7 +130,12 @@ Runtime& runtime() {
   created->engine = new Engine(*driver, options);
   created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
   if (created->config.disk_backup_dir) {
-    created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
+    try {
+      created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
+    } catch (const Error& error) {
+      delete created->engine;
+      throw ConfigError(std::string("TMS_DISK_BACKUP_DIR: ") + error.what());
+    }
   }
   created->driver = driver.release();
   pthread_atfork(nullptr, nullptr, mark_forked_child);

@@ -16,6 +16,7 @@ struct TagDeviceStats {
   std::size_t active_bytes = 0;    ///< rounded sizes of active allocations
   std::size_t paused_bytes = 0;    ///< rounded sizes of paused allocations
   std::size_t backup_bytes = 0;    ///< host memory held for backups (incl. retained)
+  std::size_t disk_backup_bytes = 0;  ///< bytes of paused allocations held in backup files
   std::uint64_t pause_count = 0;   ///< pause calls that paused something here
   std::uint64_t resume_count = 0;  ///< resume calls that resumed something here
   double last_pause_seconds = 0;   ///< duration of the last such pause call

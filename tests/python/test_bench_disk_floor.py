@@ -46,12 +46,19 @@ def test_disk_floor_refuses_what_does_not_fit(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_backup_files_lists_engine_names(tmp_path):
-    (tmp_path / "tms-backup-12-7f00.bin").write_bytes(b"")
-    (tmp_path / "tms-backup-13-7f00.bin").write_bytes(b"")
+def test_backup_files_finds_unnamed_files_this_process_holds(tmp_path):
+    fd = os.open(tmp_path, os.O_TMPFILE | os.O_RDWR, 0o600)  # as the engine makes them
+    try:
+        os.write(fd, b"x" * 4096)
+        (found,) = bench.backup_files(str(tmp_path))
+        assert os.stat(found).st_size == 4096
+        assert bench.backup_files(str(tmp_path), pid=os.getpid()) == [found.replace("self", str(os.getpid()))]
+    finally:
+        os.close(fd)
+    assert bench.backup_files(str(tmp_path)) == []
+    (tmp_path / "tms-backup-12-1-0000000000000001.tmp").write_bytes(b"")
     (tmp_path / "other.bin").write_bytes(b"")
-    assert bench.backup_files(str(tmp_path)) == ["tms-backup-12-7f00.bin", "tms-backup-13-7f00.bin"]
-    assert bench.backup_files(str(tmp_path), pid=12) == ["tms-backup-12-7f00.bin"]
+    assert bench.named_backup_files(str(tmp_path)) == ["tms-backup-12-1-0000000000000001.tmp"]
 
 
 def test_disk_part_is_opt_in():
