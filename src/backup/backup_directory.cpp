@@ -77,8 +77,8 @@ struct DirFd {
 }  // namespace
 
 int open_backup_directory(FileIo& io, const std::string& dir) {
-  const int fd =
-      io.open(AT_FDCWD, dir.c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0);
+  const int fd = io.open(AT_FDCWD, dir.c_str(),
+                         O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0);
   if (fd < 0) {
     const int error = errno;
     refuse(dir, error == ENOENT ? "it does not exist"
@@ -92,8 +92,9 @@ int open_backup_directory(FileIo& io, const std::string& dir) {
   if (!S_ISDIR(info.st_mode)) refuse(dir, "it is not a directory");
   const uid_t user = geteuid();
   if (info.st_uid != user && info.st_uid != 0) {
-    refuse(dir, "it belongs to user " + std::to_string(info.st_uid) + ", not to this process's user " +
-                    std::to_string(user) + " (who could replace or read backup files there)");
+    refuse(dir, "it belongs to user " + std::to_string(info.st_uid) +
+                    ", not to this process's user " + std::to_string(user) +
+                    " (who could replace or read backup files there)");
   }
   if ((info.st_mode & S_IWOTH) != 0 && (info.st_mode & S_ISVTX) == 0) {
     refuse(dir,

@@ -31,10 +31,10 @@ std::string space_hint(int error) {
   return error == ENOSPC || error == EDQUOT
              ? "; free space there or choose another directory (TMS_DISK_BACKUP_DIR or "
                "set_disk_backup_dir)"
-             : error == EMFILE || error == ENFILE
-                 ? "; every paused disk backup holds a file descriptor: raise the limit "
-                   "(ulimit -n) or use fewer, larger allocations"
-                 : std::string();
+         : error == EMFILE || error == ENFILE
+             ? "; every paused disk backup holds a file descriptor: raise the limit "
+               "(ulimit -n) or use fewer, larger allocations"
+             : std::string();
 }
 
 std::string describe_file(const std::string& dir) { return "disk backup file in '" + dir + "'"; }
@@ -48,7 +48,8 @@ class ScopedFd {
   ScopedFd& operator=(const ScopedFd&) = delete;
   ~ScopedFd() {
     if (io_.close(fd_) != 0) {
-      log(LogLevel::kWarning, "closing a disk backup directory failed: close: " + errno_text(errno));
+      log(LogLevel::kWarning,
+          "closing a disk backup directory failed: close: " + errno_text(errno));
     }
   }
 
@@ -295,8 +296,9 @@ void DiskBackupIo::load(const DiskFile& file, int device, DevicePtr dst, std::si
     copies_.wait(device, 0);
     if (chunks > 1) copies_.wait(device, 1);
     if (checksum.digest() != file.checksum_) {
-      throw IoError(where + " was changed or damaged while paused (its checksum does not match "
-                            "what was written)");
+      throw IoError(where +
+                    " was changed or damaged while paused (its checksum does not match "
+                    "what was written)");
     }
   } catch (...) {
     copies_.drain_quietly(device);

@@ -58,8 +58,8 @@ void room_in_cgroup(const std::string& mount, std::string path, const CgroupFile
     const std::optional<std::uint64_t> usage = read_number(dir + "/" + files.usage);
     if (limit && usage && *limit < kNoLimit) {
       const std::string stat = dir + "/memory.stat";
-      const std::uint64_t cache =
-          read_field(stat, "active_file").value_or(0) + read_field(stat, "inactive_file").value_or(0);
+      const std::uint64_t cache = read_field(stat, "active_file").value_or(0) +
+                                  read_field(stat, "inactive_file").value_or(0);
       const std::uint64_t used = *usage > cache ? *usage - cache : 0;
       const std::uint64_t room = *limit > used ? *limit - used : 0;
       if (!best || room < best->bytes) {
@@ -101,8 +101,7 @@ std::optional<HostMemoryRoom> read_host_memory_room(const std::string& root) {
   if (const std::optional<std::uint64_t> kib = read_field(meminfo, "MemAvailable:")) {
     const std::uint64_t available = *kib * 1024;
     if (!best || available < best->bytes) {
-      best = HostMemoryRoom{static_cast<std::size_t>(available),
-                            "MemAvailable in " + meminfo};
+      best = HostMemoryRoom{static_cast<std::size_t>(available), "MemAvailable in " + meminfo};
     }
   }
   return best;

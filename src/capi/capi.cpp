@@ -163,9 +163,8 @@ bool tms_get_enable_disk_backup(void) { return thread_region().disk_backup; }
 // ---- process-wide settings ----
 
 int tms_set_disk_backup_dir(const char* path) {
-  return call_guarded([&] {
-    runtime().engine->set_disk_backup_dir(require_text(path, "disk backup directory"));
-  });
+  return call_guarded(
+      [&] { runtime().engine->set_disk_backup_dir(require_text(path, "disk backup directory")); });
 }
 
 int tms_get_disk_backup_dir(char* buffer, size_t capacity, size_t* required) {
@@ -187,8 +186,9 @@ int tms_remove_orphaned_backups(const char* directory, uint64_t* removed) {
     if (directory == nullptr) {
       dir = runtime().engine->disk_backup_dir();
       if (dir.empty()) {
-        throw ConfigError("no disk backup directory is set; pass one, set TMS_DISK_BACKUP_DIR or "
-                          "call set_disk_backup_dir()");
+        throw ConfigError(
+            "no disk backup directory is set; pass one, set TMS_DISK_BACKUP_DIR or "
+            "call set_disk_backup_dir()");
       }
     }
     const std::size_t count = remove_orphaned_backups(posix_file_io(), dir);

@@ -43,9 +43,8 @@ std::string describe_allocation(const Allocation& allocation) {
   char address[32];
   std::snprintf(address, sizeof address, "0x%llx",
                 static_cast<unsigned long long>(allocation.base));
-  return std::string("allocation ") + address + " of " +
-         std::to_string(allocation.requested_size) + " bytes (tag '" + allocation.tag +
-         "', device " + std::to_string(allocation.device) + ")";
+  return std::string("allocation ") + address + " of " + std::to_string(allocation.requested_size) +
+         " bytes (tag '" + allocation.tag + "', device " + std::to_string(allocation.device) + ")";
 }
 
 std::string describe_milliseconds(double seconds) {
@@ -382,7 +381,8 @@ void Engine::resume(const std::optional<std::string>& tag) {
       throw IoError("resume of " + describe_tag(tag) + " failed: the disk backup of " +
                     describe_allocation(*allocation) + " cannot be restored: " + error.what() +
                     ". Everything stays paused. To resume without this allocation's contents, "
-                    "call discard_backup(" + address + ") (C: tms_discard_backup), or free it");
+                    "call discard_backup(" +
+                    address + ") (C: tms_discard_backup), or free it");
     }
     loaded_files = true;
   }

@@ -7,10 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-
-#include <cerrno>
 #include <memory>
 #include <string>
 #include <vector>
@@ -238,8 +237,7 @@ TEST_F(DiskBackupTest, NoDirectoryIsAClearErrorAtAllocationTime) {
     FAIL() << "expected IoError";
   } catch (const IoError& error) {
     EXPECT_NE(std::string(error.what()).find(doomed.path()), std::string::npos) << error.what();
-    EXPECT_NE(std::string(error.what()).find("does not exist"), std::string::npos)
-        << error.what();
+    EXPECT_NE(std::string(error.what()).find("does not exist"), std::string::npos) << error.what();
   }
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
   request.policy.disk_backup = false;
@@ -527,9 +525,8 @@ TEST_F(DiskBackupTest, UnsafeDirectoriesAreRefused) {
 }
 
 TEST_F(DiskBackupTest, MissingDirectoryIsCreatedPrivateAndRelativeOnesBecomeAbsolute) {
-  const std::string old_cwd = std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0),
-                                                                          &std::free)
-                                  .get();
+  const std::string old_cwd =
+      std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0), &std::free).get();
   ASSERT_EQ(::chdir(dir_.path().c_str()), 0);
   engine_->set_disk_backup_dir("made/by/set");
   const std::string expected = dir_.path() + "/made/by/set";

@@ -33,7 +33,7 @@ TEST(HostMemoryRoom, CgroupV2TakesTheTightestAncestorAndCountsPageCacheAsRoom) {
   put(root.path(), "/proc/meminfo", "MemTotal: 100000000 kB\nMemAvailable: 50000000 kB\n");
   put(root.path(), "/sys/fs/cgroup/job/worker/memory.max", "max\n");
   put(root.path(), "/sys/fs/cgroup/job/worker/memory.current", "100\n");
-  put(root.path(), "/sys/fs/cgroup/job/memory.max", "1073741824\n");  // 1 GiB
+  put(root.path(), "/sys/fs/cgroup/job/memory.max", "1073741824\n");     // 1 GiB
   put(root.path(), "/sys/fs/cgroup/job/memory.current", "805306368\n");  // 768 MiB
   put(root.path(), "/sys/fs/cgroup/job/memory.stat",
       "anon 1\nactive_file 33554432\ninactive_file 33554432\nshmem 5\n");  // 64 MiB cache
