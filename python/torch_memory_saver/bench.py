@@ -63,6 +63,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ._disk_files import named_backup_files, open_backup_files
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -418,36 +420,6 @@ def disk_floor(directory: str, total_bytes: int, block_bytes: int = DISK_BLOCK_B
     result["write_gbps"] = _gbps(size, result["write_seconds"])
     result["read_gbps"] = _gbps(size, result["read_seconds"])
     return result
-
-
-def backup_files(directory: str, pid: Optional[int] = None) -> List[str]:
-    """The disk backup files in `directory` that process `pid` (None: this one) holds open.
-
-    Backup files have no name in the directory; they are found through the
-    process's descriptors. Returns their /proc/<pid>/fd/<n> paths (os.stat works on them).
-    """
-    fd_dir = f"/proc/{'self' if pid is None else pid}/fd"
-    prefix = os.path.realpath(directory) + "/"
-    found = []
-    try:
-        entries = os.listdir(fd_dir)
-    except OSError:
-        return []
-    for fd in entries:
-        try:
-            if os.readlink(os.path.join(fd_dir, fd)).startswith(prefix):
-                found.append(os.path.join(fd_dir, fd))
-        except OSError:  # closed meanwhile
-            pass
-    return sorted(found)
-
-
-def named_backup_files(directory: str) -> List[str]:
-    """Names of backup files in `directory` (only a process killed while creating one leaves them)."""
-    try:
-        return sorted(n for n in os.listdir(directory) if n.startswith("tms-backup-"))
-    except OSError:
-        return []
 
 
 # =============================================================================
@@ -1206,7 +1178,7 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
         step = "fill"
         _fill(torch, tensors, 1)
         torch.cuda.synchronize()
-        before = backup_files(directory)
+        before = open_backup_files(directory)
         if before:
             result["warnings"].append(f"{len(before)} backup file(s) of this process before the pause: {before[:4]}")
 
@@ -1215,7 +1187,7 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
             free0 = _device_free(torch, device)
             returned, synced = _timed(torch, lambda: verb(tag))
             free1 = _device_free(torch, device)
-            files = backup_files(directory)
+            files = open_backup_files(directory)
             on_disk = 0
             for path in files:
                 try:
@@ -1230,7 +1202,7 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
         files_after_pause = items["pause_disk"]["files"]
         if files_after_pause == 0:
             result["warnings"].append("no backup file was open after the pause: was the disk backup used?")
-        left = backup_files(directory) + named_backup_files(directory)
+        left = open_backup_files(directory) + named_backup_files(directory)
         items["resume_disk"]["files_left"] = left
         if left:
             result["errors"]["files_left_after_resume"] = (

@@ -358,9 +358,17 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
   return batch;
 }
 
-void HostMemory::check_room(std::size_t bytes) const {
-  const std::optional<HostMemoryRoom> room =
-      options_.memory_room ? options_.memory_room() : read_host_memory_room("/");
+void HostMemory::check_room(std::size_t bytes) {
+  auto measure = [this] {
+    return options_.memory_room ? options_.memory_room() : read_host_memory_room("/");
+  };
+  std::optional<HostMemoryRoom> room = measure();
+  if (!room || bytes <= room->bytes) return;
+  // Before refusing, give back what is only on its way out or kept for
+  // speed: background releases still running and the pool's idle blocks.
+  drain();
+  trim();
+  room = measure();
   if (!room || bytes <= room->bytes) return;
   throw OutOfMemory("host backup",
                     "backups need " + describe_bytes(bytes) + " of new host memory, but only " +

@@ -34,8 +34,9 @@
 //
 // Room. Before fresh blocks are mapped and faulted in, acquire checks that
 // they fit in the host memory this process may still use (its memory
-// cgroup and MemAvailable, backup/host_limits.h) and throws OutOfMemory
-// instead of letting the kernel's OOM killer end the process.
+// cgroup and MemAvailable, backup/host_limits.h); if not, it waits for
+// background releases, frees the pool and measures again, then throws
+// OutOfMemory instead of letting the kernel's OOM killer end the process.
 //
 // Releasing. Freeing a block (unregister its chunks, then host_free) runs
 // on the releasing thread, or on a background thread when
@@ -181,8 +182,9 @@ class HostMemory {
   friend class HostBuffer;
 
   void release(HostBlock* block) noexcept;
-  /// @throws OutOfMemory when `bytes` of fresh memory do not fit (Room).
-  void check_room(std::size_t bytes) const;
+  /// @throws OutOfMemory when `bytes` of fresh memory do not fit (Room),
+  /// even after background releases and the pool were given back.
+  void check_room(std::size_t bytes);
   /// Unregisters and frees; keeps partial progress and throws on failure.
   void free_block(HostBlock& block);
   /// free_block, or keep the block for retry_failed.

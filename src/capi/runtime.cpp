@@ -134,7 +134,10 @@ Runtime& runtime() {
       created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
     } catch (const Error& error) {
       delete created->engine;
-      throw ConfigError(std::string("TMS_DISK_BACKUP_DIR: ") + error.what());
+      throw ConfigError("environment variable TMS_DISK_BACKUP_DIR='" +
+                        *created->config.disk_backup_dir + "' is not valid (" + error.what() +
+                        "); accepted values: a directory this user can create or write, owned by "
+                        "this user or root, not writable by other users unless sticky");
     }
   }
   created->driver = driver.release();

@@ -65,7 +65,14 @@ inline std::vector<int> backup_fds(const std::string& dir) {
     const ssize_t length = ::readlink(link.c_str(), target, sizeof target - 1);
     if (length <= 0) continue;
     target[length] = '\0';
-    if (std::string(target).rfind(dir + "/", 0) == 0) fds.push_back(std::atoi(entry->d_name));
+    // Directly in `dir` (not below it), and without a name.
+    const std::string file = target;
+    const std::string suffix = " (deleted)";
+    if (file.size() > suffix.size() &&
+        file.compare(file.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        file.rfind(dir + "/", 0) == 0 && file.find('/', dir.size() + 1) == std::string::npos) {
+      fds.push_back(std::atoi(entry->d_name));
+    }
   }
   ::closedir(listing);
   return fds;

@@ -111,5 +111,34 @@ TEST(HostMemoryRoom, APauseThatWouldNotFitFailsCleanlyWithEverythingActive) {
   for (const DevicePtr ptr : ptrs) engine.free(ptr);
 }
 
+TEST(HostMemoryRoom, MemoryKeptOnlyForSpeedIsGivenBackBeforeAPauseIsRefused) {
+  SimDriver sim;
+  EngineOptions options;
+  options.host.background_release = true;  // as the library runs
+  // A limit of 20 MiB of host memory, of which what the engine holds is used.
+  options.host.memory_room = [&sim]() -> std::optional<HostMemoryRoom> {
+    const std::size_t limit = 20 * kMiB;
+    return HostMemoryRoom{limit > sim.host_bytes() ? limit - sim.host_bytes() : 0, "fake limit"};
+  };
+  Engine engine(sim, options);
+  engine.set_retain_cpu_backup(true);  // freed allocations' host blocks go to the pool
+  AllocationRequest request;
+  request.tag = "t";
+  request.policy.cpu_backup = true;
+  request.size = 10 * kMiB;
+  const DevicePtr first = engine.allocate(request);
+  engine.pause("t");
+  engine.resume("t");
+  engine.free(first);  // its 10 MiB backup block is pooled now
+  ASSERT_EQ(sim.host_bytes(), 10 * kMiB);
+  request.size = 14 * kMiB;  // too large for the pooled block; fits once it is gone
+  const DevicePtr second = engine.allocate(request);
+  testing::fill_pattern(second, 14 * kMiB, 3);
+  engine.pause("t");
+  engine.resume("t");
+  EXPECT_TRUE(testing::has_pattern(second, 14 * kMiB, 3));
+  engine.free(second);
+}
+
 }  // namespace
 }  // namespace tms

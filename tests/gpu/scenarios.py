@@ -17,6 +17,7 @@ import traceback
 import torch
 import torch_memory_saver as tms_package
 from torch_memory_saver import _library, _settings
+from torch_memory_saver._disk_files import open_backup_files
 from torch_memory_saver import torch_memory_saver as tms
 
 GIB = 2**30
@@ -113,18 +114,6 @@ def cpu_backup_exact():
     assert not bool((lost == 12345).all()), "a tensor without backup kept its contents"
 
 
-def _open_backup_files(directory):
-    """Disk backup files have no name: this process's descriptors on files in `directory`."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith(os.path.realpath(directory) + "/"):
-                found.append(fd)
-        except OSError:  # closed meanwhile
-            pass
-    return found
-
-
 def disk_backup():
     """A disk-backed region comes back exact after its memory was reused; it has no CPU backup."""
     with tempfile.TemporaryDirectory() as directory:
@@ -135,7 +124,7 @@ def disk_backup():
         active = free_bytes()
         tms.pause("disk")
         assert free_bytes() - active >= 0.9 * 256 * MIB
-        assert len(_open_backup_files(directory)) == 1, "pause wrote no backup file"
+        assert len(open_backup_files(directory)) == 1, "pause wrote no backup file"
         assert os.listdir(directory) == [], "backup files have no name"
         assert tms.get_cpu_backup(data) is None
         scribble = torch.full((256 * MIB,), 0xCD, dtype=torch.uint8, device="cuda")
@@ -143,7 +132,7 @@ def disk_backup():
         torch.cuda.empty_cache()
         tms.resume("disk")
         assert torch.equal(data.cpu(), expected), "disk backup not exact"
-        assert _open_backup_files(directory) == [], "resume left the backup file open"
+        assert open_backup_files(directory) == [], "resume left the backup file open"
         assert os.listdir(directory) == []
 
 
@@ -838,7 +827,7 @@ def exit_with_everything():
     for tag in ("exit_plain", "exit_pinned", "exit_mmap", "exit_disk", "exit_graph"):
         tms.pause(tag)
     # Backup files have no name: count this process's descriptors on files in the directory.
-    print("backup files while paused:", len(_open_backup_files(directory)), flush=True)
+    print("backup files while paused:", len(open_backup_files(directory)), flush=True)
     _KEPT_UNTIL_EXIT.extend([tensors, static_in, graph, graph_out, outside])
 
 

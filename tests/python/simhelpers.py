@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from torch_memory_saver import _library
+from torch_memory_saver._disk_files import open_backup_files
 
 MIB = 2**20
 
@@ -19,17 +20,8 @@ def pattern(size, seed=1):
 
 
 def backup_fds(directory):
-    """Descriptors this process holds on files in `directory`: its disk backups, which have no name there."""
-    prefix = os.path.realpath(directory) + "/"
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(prefix):
-            found.append(int(fd))
-    return found
+    """Descriptors this process holds on backup files in `directory` (they have no name there)."""
+    return [int(os.path.basename(path)) for path in open_backup_files(str(directory))]
 
 
 def device_free(lib, device=0):

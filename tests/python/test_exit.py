@@ -20,20 +20,11 @@ from torch_memory_saver import _pools
 EXIT_SCRIPT = """
     import ctypes, os, sys, threading, time
     from torch_memory_saver import torch_memory_saver as t, _library, _settings
+    from torch_memory_saver._disk_files import open_backup_files
 
     DIRECTORY, HOW = {directory!r}, {how!r}
     lib = _library.library()
     t.set_disk_backup_dir(DIRECTORY)
-
-    def open_backup_files(directory):
-        # Backup files have no name: count this process's descriptors on files in `directory`.
-        count = 0
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                count += os.readlink("/proc/self/fd/" + fd).startswith(directory + "/")
-            except OSError:
-                pass
-        return count
 
     def allocate(tag, size=4 << 20, **policy):
         address = ctypes.c_void_p()
@@ -58,7 +49,7 @@ EXIT_SCRIPT = """
     t.resume("exit-retained")
     for tag in ("exit-plain", "exit-pinned", "exit-mmap", "exit-disk"):
         t.pause(tag)
-    print("backup files while paused:", open_backup_files(DIRECTORY), flush=True)
+    print("backup files while paused:", len(open_backup_files(DIRECTORY)), flush=True)
 
     # A thread that stays inside a region, and one still pausing and resuming, at exit.
     inside = threading.Event()
