@@ -38,13 +38,17 @@ std::string describe_size(std::uint64_t bytes) {
   return text;
 }
 
+std::string hex_address(DevicePtr ptr) {
+  char text[32];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(ptr));
+  return text;
+}
+
 // "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".
 std::string describe_allocation(const Allocation& allocation) {
-  char address[32];
-  std::snprintf(address, sizeof address, "0x%llx",
-                static_cast<unsigned long long>(allocation.base));
-  return std::string("allocation ") + address + " of " + std::to_string(allocation.requested_size) +
-         " bytes (tag '" + allocation.tag + "', device " + std::to_string(allocation.device) + ")";
+  return "allocation " + hex_address(allocation.base) + " of " +
+         std::to_string(allocation.requested_size) + " bytes (tag '" + allocation.tag +
+         "', device " + std::to_string(allocation.device) + ")";
 }
 
 std::string describe_milliseconds(double seconds) {
@@ -375,14 +379,11 @@ void Engine::resume(const std::optional<std::string>& tag) {
     } catch (const IoError& error) {
       // Name the one allocation at fault and the way out, so that one lost
       // file does not block every later resume.
-      char address[32];
-      std::snprintf(address, sizeof address, "0x%llx",
-                    static_cast<unsigned long long>(allocation->base));
       throw IoError("resume of " + describe_tag(tag) + " failed: the disk backup of " +
                     describe_allocation(*allocation) + " cannot be restored: " + error.what() +
                     ". Everything stays paused. To resume without this allocation's contents, "
                     "call discard_backup(" +
-                    address + ") (C: tms_discard_backup), or free it");
+                    hex_address(allocation->base) + ") (C: tms_discard_backup), or free it");
     }
     loaded_files = true;
   }
@@ -476,8 +477,8 @@ void Engine::discard_backup(DevicePtr ptr) {
   {
     std::lock_guard lock(mutex_);
     Allocation* allocation = registry_.find_containing(ptr);
-    if (allocation == nullptr || allocation->busy) {
-      throw InvalidArgument("discard_backup of a pointer the engine did not allocate");
+    if (allocation == nullptr || allocation->busy) {  // busy here: being freed
+      throw InvalidArgument("discard_backup of a pointer that is not (or no longer) engine memory");
     }
     if (allocation->state != AllocationState::kPaused) {
       throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
