@@ -29,6 +29,7 @@ class TagStats:
     paused_bytes: int
     broken_bytes: int
     backup_bytes: int
+    disk_backup_bytes: int
     pause_count: int
     resume_count: int
     last_pause_seconds: float

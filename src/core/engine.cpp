@@ -38,15 +38,22 @@ std::string describe_size(std::uint64_t bytes) {
   return text;
 }
 
-std::string describe_milliseconds(double seconds) {
+std::string hex_address(DevicePtr ptr) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.3f ms", seconds * 1e3);
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(ptr));
   return text;
 }
 
-std::string describe_address(DevicePtr address) {
+// "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".
+std::string describe_allocation(const Allocation& allocation) {
+  return "allocation " + hex_address(allocation.base) + " of " +
+         std::to_string(allocation.requested_size) + " bytes (tag '" + allocation.tag +
+         "', device " + std::to_string(allocation.device) + ")";
+}
+
+std::string describe_milliseconds(double seconds) {
   char text[32];
-  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
+  std::snprintf(text, sizeof text, "%.3f ms", seconds * 1e3);
   return text;
 }
 
@@ -268,6 +275,9 @@ void Engine::pause(const std::optional<std::string>& tag) {
           "disk backup needs a directory; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir()");
     }
     files[i] = disk_.save(dir, allocation.device, allocation.base, allocation.requested_size);
+    // The data lives in the descriptor; a name left by a failed unlink is
+    // removed now or later.
+    if (files[i].named()) parking_.remove_or_park(files[i].take_name());
   }
   if (!dir.empty()) clock.lap("disk backup");
 
@@ -375,8 +385,18 @@ void Engine::resume(const std::optional<std::string>& tag) {
   bool loaded_files = false;
   for (const Allocation* allocation : claimed) {
     if (allocation->disk_file.empty()) continue;
-    disk_.load(allocation->disk_file, allocation->device, allocation->base,
-               allocation->requested_size);
+    try {
+      disk_.load(allocation->disk_file, allocation->device, allocation->base,
+                 allocation->requested_size);
+    } catch (const IoError& error) {
+      // Name the one allocation at fault and the way out, so that one lost
+      // file does not block every later resume.
+      throw IoError("resume of " + describe_tag(tag) + " failed: the disk backup of " +
+                    describe_allocation(*allocation) + " cannot be restored: " + error.what() +
+                    ". Everything stays paused. To resume without this allocation's contents, "
+                    "call discard_backup(" +
+                    hex_address(allocation->base) + ") (C: tms_discard_backup), or free it");
+    }
     loaded_files = true;
   }
   if (loaded_files) clock.lap("disk restore");
@@ -388,6 +408,11 @@ void Engine::resume(const std::optional<std::string>& tag) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
       Allocation& allocation = *claimed[i];
+      if (allocation.backup_discarded) {
+        log(LogLevel::kWarning, "resumed " + describe_allocation(allocation) +
+                                    " WITHOUT its contents: its backup was discarded");
+        allocation.backup_discarded = false;
+      }
       mappings[i].release();
       allocation.handle = physical[i].release();
       allocation.state = AllocationState::kActive;
@@ -450,11 +475,37 @@ bool Engine::retain_cpu_backup() const {
   return retain_cpu_backup_;
 }
 
-void Engine::set_disk_backup_dir(std::string dir) {
-  if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+void Engine::set_disk_backup_dir(const std::string& dir) {
+  std::string absolute = disk_.prepare_directory(dir);
   std::lock_guard lock(mutex_);
-  disk_dir_ = std::move(dir);
+  disk_dir_ = std::move(absolute);
+}
+
+void Engine::discard_backup(DevicePtr ptr) {
+  std::lock_guard transition(transition_mutex_);  // not while a resume reads it
+  DiskFile file;
+  HostBuffer buffer;
+  std::string described;
+  {
+    std::lock_guard lock(mutex_);
+    Allocation* allocation = registry_.find_containing(ptr);
+    if (allocation == nullptr || allocation->busy) {  // busy here: being freed
+      throw InvalidArgument("discard_backup of a pointer that is not (or no longer) engine memory");
+    }
+    if (allocation->state != AllocationState::kPaused) {
+      throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
+                         " is active; only a paused allocation's backup can be discarded");
+    }
+    if (allocation->disk_file.empty() && allocation->backup.empty()) return;  // nothing to drop
+    file = std::move(allocation->disk_file);
+    buffer = std::move(allocation->backup);
+    allocation->backup_discarded = true;
+    described = describe_allocation(*allocation);
+  }
+  log(LogLevel::kError, "discarded the backup of " + described +
+                            ": its contents are LOST; resume maps it with undefined contents");
+  buffer.reset();
+  if (!file.empty()) parking_.remove_or_park(std::move(file));
 }
 
 std::string Engine::disk_backup_dir() const {
@@ -525,6 +576,7 @@ EngineStats Engine::stats() const {
         break;
     }
     stats.backup_bytes += allocation->backup.size();
+    if (!allocation->disk_file.empty()) stats.disk_backup_bytes += allocation->requested_size;
   }
   EngineStats result;
   for (auto& [key, stats] : entries) result.entries.push_back(std::move(stats));
@@ -641,7 +693,7 @@ std::size_t Engine::map_again_after_failed_pause(const std::vector<Allocation*>&
       continue;
     } catch (const std::exception& error) {
       log(LogLevel::kError, "pause rollback could not map the allocation at " +
-                                describe_address(allocation.base) + " again; it is unusable " +
+                                hex_address(allocation.base) + " again; it is unusable " +
                                 "until a later operation maps it: " + error.what());
     }
     std::lock_guard lock(mutex_);
@@ -674,10 +726,10 @@ void Engine::repair_broken() noexcept {
         allocation->state = AllocationState::kActive;
         allocation->range_mapped = false;
       }
-      log(LogLevel::kWarning, "the allocation at " + describe_address(allocation->base) +
+      log(LogLevel::kWarning, "the allocation at " + hex_address(allocation->base) +
                                   " is mapped again and usable, with its contents");
     } catch (const std::exception& error) {
-      log(LogLevel::kWarning, "the unusable allocation at " + describe_address(allocation->base) +
+      log(LogLevel::kWarning, "the unusable allocation at " + hex_address(allocation->base) +
                                   " could not be mapped again yet: " + error.what());
     }
   }
@@ -685,14 +737,14 @@ void Engine::repair_broken() noexcept {
 
 void Engine::refuse_broken(const std::optional<std::string>& tag, const char* operation) const {
   std::lock_guard lock(mutex_);
-  for (const auto& [base, allocation] : registry_.all()) {
+  for (const auto& entry : registry_.all()) {
+    const Allocation* allocation = entry.second.get();
     if (allocation->state != AllocationState::kBroken || !tag_matches(tag, allocation->tag)) {
       continue;
     }
     throw InvalidState(std::string(operation) + " of " + describe_tag(tag) +
-                       " refused: the allocation at " + describe_address(base) + " (" +
-                       describe_bytes(allocation->size) + ", tag '" + allocation->tag +
-                       "') is unusable since a failed pause could not map it again, and mapping "
+                       " refused: " + describe_allocation(*allocation) +
+                       " is unusable since a failed pause could not map it again, and mapping "
                        "it still fails; free it (its memory is given back) or retry later");
   }
 }

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from simhelpers import MIB, assert_no_crash, run_python
+from simhelpers import MIB, assert_no_crash, backup_fds, run_python
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
 
 _OUT_OF_MEMORY = 1  # tms_status codes (tms.h)
@@ -77,7 +77,8 @@ def test_the_disk_backup_dir_may_be_str_bytes_or_pathlike(kind, lib, tmp_path):
         _library.check(lib.tms_malloc(ctypes.byref(address), MIB, 0))
     try:
         saver.pause("dir-kind")
-        assert len(list(tmp_path.iterdir())) == 1, "the backup went to the directory given"
+        assert saver.disk_backup_dir == str(tmp_path)
+        assert len(backup_fds(tmp_path)) == 1, "the backup went to the directory given"
         saver.resume("dir-kind")
     finally:
         _library.check(lib.tms_free(address))
