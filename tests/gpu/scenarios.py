@@ -413,7 +413,7 @@ def without_ld_preload():
     assert owned(x)
 
 
-# ---- issue 5: reliability ------------------------------------------------------
+# ---- reliability: out-of-memory, misuse, exit ------------------------------------
 
 
 def tag_state(tag):

@@ -41,7 +41,7 @@ BOTH_MODES = [
     "threads_share_a_tag",
     "freed_outside_region",
     "misuse",
-    # issue 5: reliability
+    # reliability
     "resume_oom",
     "resume_oom_one_tag",
     "capture_misuse",

@@ -1,4 +1,4 @@
-"""Process exit (issue 5, item 4) on the simulated driver, without torch.
+"""Process exit on the simulated driver, without torch.
 
 A process that ends with allocations active, paused, backed up on host and
 on disk exits through Python with its own status, prints no crash report,

@@ -1,4 +1,4 @@
-"""Misuse and bad input (issue 5, item 3) on the simulated driver.
+"""Misuse and bad input on the simulated driver.
 
 Each case gets its documented behaviour and a message that says what to do,
 and none of them kills the process. Cases that need a GPU (pause during a
