@@ -1,10 +1,12 @@
 """The benchmark's worker protocol and raw VMM floor on the CPU (simulated driver, no torch)."""
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
-from simhelpers import PACKAGE_ROOT
+from simhelpers import PACKAGE_ROOT, assert_no_crash, run_python
 from torch_memory_saver.bench import vmm
 from torch_memory_saver.bench.records import DiskFloor, WorkerSpec
 from torch_memory_saver.bench.runner import Runner
@@ -39,7 +41,7 @@ def test_a_failed_item_is_reported_and_the_worker_exits_cleanly(tmp_path):
     assert result.items.disk is None
 
 
-def test_a_worker_without_a_result_is_fatal_with_its_log(tmp_path):
+def test_a_gpu_worker_without_torch_reports_why(tmp_path):
     spec = WorkerSpec(kind="floors")  # a GPU kind: without torch the worker reports why and exits 1
     env = _env()
     env["PYTHONPATH"] = str(tmp_path / "no-torch") + os.pathsep + env["PYTHONPATH"]
@@ -88,3 +90,27 @@ def test_vmm_floor_reports_driver_failures():
     # More than the simulated host can create: the driver's error comes back as an exception, not a crash.
     with pytest.raises(RuntimeError, match="raw VMM floor"):
         vmm.measure(count=1 << 20, handle_bytes=1 << 40, repeats=1, driver="sim")
+
+
+def test_vmm_floor_library_does_not_link_cuda():
+    readelf = shutil.which("readelf")
+    assert readelf, "readelf (binutils) is needed to check the library's dependencies"
+    dynamic = subprocess.run([readelf, "-d", str(vmm.library_path())], capture_output=True, text=True, check=True)
+    needed = [line for line in dynamic.stdout.splitlines() if "NEEDED" in line]
+    assert needed and not [line for line in needed if "libcuda" in line], needed
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"TMS_DRIVER": None}, "PyTorch is not installed"),
+    ({"TMS_DRIVER": "sim"}, "TMS_DRIVER=sim selects the simulated driver"),
+])
+def test_bench_says_in_one_line_why_it_cannot_run(tmp_path, env, reason):
+    result = run_python(f"""
+        import sys
+        from torch_memory_saver.__main__ import main
+        sys.exit(main(["bench", "--quick", "--out", {str(tmp_path / "out")!r}]))
+        """, **env)
+    assert_no_crash(result)
+    assert result.returncode == 2, result.stderr
+    assert reason in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

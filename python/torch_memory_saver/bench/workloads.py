@@ -224,6 +224,23 @@ def alloc(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     result.items.torch_alloc, result.items.region_alloc = plain, region
 
 
+class _Steps:
+    """Where a sequence of dependent steps is; a failure ends the sequence and is recorded under that step."""
+
+    def __init__(self, result: WorkerResult, label: str) -> None:
+        self.result, self.label, self.now = result, label, "setup"
+
+    def __enter__(self) -> "_Steps":
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, trace: Any) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        self.result.errors[self.now] = exc_with_trace(exc)
+        print(f"[{self.label}] FAILED at {self.now}: {exc_text(exc)}", flush=True)
+        return True  # later steps depend on this one: stop here, the worker goes on
+
+
 class _Transitions:
     """Timed pauses and resumes of one backed-up tag, with the checks of contents after each resume."""
 
@@ -258,6 +275,11 @@ class _Transitions:
             self.result.mismatches.append(f"{self.what}, {when}: {problem}")
             print(f"DATA MISMATCH ({self.what}, {when}): {problem}", flush=True)
 
+    def use(self) -> None:
+        """Resumed memory must be usable."""
+        self.tensors[0].add_(1)
+        self.torch.cuda.synchronize()
+
 
 def backup(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     device, total, count, kind = int(spec.device or 0), spec.total_bytes, int(spec.layout or 1), spec.host_kind
@@ -269,74 +291,70 @@ def backup(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     payload = elements * 8 * count
     items.layout = LayoutInfo(count=count, bytes=payload, host_kind=kind)
     cycle = _Transitions(torch, tms, result, tag, device, payload, f"{kind} layout {count}")
-    step = "setup"
     mem = meminfo()
     if mem.get("MemAvailable") and mem["MemAvailable"] < 2 * payload:
         result.warnings.append(f"only {mem['MemAvailable'] / GiB:.1f} GiB host memory available for "
                                f"{payload / GiB:.1f} GiB backups")
 
-    def measure(op: str) -> None:
-        nonlocal step
-        step = op
-        setattr(items, op, cycle.measure(op))
-        seconds = getattr(items, op).seconds
-        print(f"[backup {kind} n={count}] {op}: {seconds * 1e3:.1f} ms ({(gbps(payload, seconds) or 0):.2f} GB/s)",
-              flush=True)
+    with _Steps(result, f"backup {kind} n={count}") as step:
 
-    try:
-        require_device_memory(torch, device, payload + 1 * GiB, f"layout {count}")
-        step = "allocate"
-        cycle.allocate(tms.region(tag, enable_cpu_backup=True, cpu_backup_backend=kind), elements, count)
+        def measure(op: str) -> None:
+            step.now = op
+            setattr(items, op, cycle.measure(op))
+            seconds = getattr(items, op).seconds
+            print(f"[backup {kind} n={count}] {op}: {seconds * 1e3:.1f} ms "
+                  f"({(gbps(payload, seconds) or 0):.2f} GB/s)", flush=True)
 
-        # Cycle A, retention off: the first pause is cold, the resume gives host memory back.
-        tms.retain_cpu_backup = False
-        step = "fill 1"
-        fill(torch, cycle.tensors, 1)
-        torch.cuda.synchronize()
-        rss.before_pause = rss_bytes()
-        measure("pause_cold")
-        rss.after_pause_cold = rss_bytes()
-        measure("resume_cold")
-        rss.after_resume_cold = rss_bytes()
-        settle_start = time.perf_counter()
-        limit = (rss.before_pause or 0) + payload // 4
-        while (rss_bytes() or 0) > limit and time.perf_counter() - settle_start < spec.rss_settle_s:
-            time.sleep(0.05)
-        rss.after_resume_cold_settled = rss_bytes()
-        rss.settle_seconds = time.perf_counter() - settle_start
-        step = "verify 1"
-        cycle.check(1, "after resume (retain off)")
-
-        # Cycle B, retention on: cold again (nothing retained yet); the resume keeps host memory.
-        tms.retain_cpu_backup = True
-        step = "fill 2"
-        fill(torch, cycle.tensors, 2)
-        measure("pause_cold_retain")
-        measure("resume_retain_first")
-        rss.after_resume_retained = rss_bytes()
-        step = "verify 2"
-        cycle.check(2, "after resume (retain on, first)")
-
-        # Cycle C: warm pause into the retained host memory, new contents.
-        step = "fill 3"
-        fill(torch, cycle.tensors, 3)
-        measure("pause_warm")
-        rss.after_pause_warm = rss_bytes()
-        measure("resume_warm")
-        rss.after_resume_warm = rss_bytes()
-        step = "verify 3"
-        cycle.check(3, "after warm resume (retain on)")
-        cycle.tensors[0].add_(1)  # usable after resume
-        torch.cuda.synchronize()
-        step = "done"
-    except Exception as exc:  # noqa: BLE001 - later steps depend on this one; stop here
-        result.errors[step] = exc_with_trace(exc)
-        print(f"[backup {kind} n={count}] FAILED at {step}: {exc_text(exc)}", flush=True)
-    finally:
         try:
+            require_device_memory(torch, device, payload + 1 * GiB, f"layout {count}")
+            step.now = "allocate"
+            cycle.allocate(tms.region(tag, enable_cpu_backup=True, cpu_backup_backend=kind), elements, count)
+
+            # Cycle A, retention off: the first pause is cold, the resume gives host memory back.
             tms.retain_cpu_backup = False
-        except Exception:  # noqa: BLE001
-            pass
+            step.now = "fill 1"
+            fill(torch, cycle.tensors, 1)
+            torch.cuda.synchronize()
+            rss.before_pause = rss_bytes()
+            measure("pause_cold")
+            rss.after_pause_cold = rss_bytes()
+            measure("resume_cold")
+            rss.after_resume_cold = rss_bytes()
+            settle_start = time.perf_counter()
+            limit = (rss.before_pause or 0) + payload // 4
+            while (rss_bytes() or 0) > limit and time.perf_counter() - settle_start < spec.rss_settle_s:
+                time.sleep(0.05)
+            rss.after_resume_cold_settled = rss_bytes()
+            rss.settle_seconds = time.perf_counter() - settle_start
+            step.now = "verify 1"
+            cycle.check(1, "after resume (retain off)")
+
+            # Cycle B, retention on: cold again (nothing retained yet); the resume keeps host memory.
+            tms.retain_cpu_backup = True
+            step.now = "fill 2"
+            fill(torch, cycle.tensors, 2)
+            measure("pause_cold_retain")
+            measure("resume_retain_first")
+            rss.after_resume_retained = rss_bytes()
+            step.now = "verify 2"
+            cycle.check(2, "after resume (retain on, first)")
+
+            # Cycle C: warm pause into the retained host memory, new contents.
+            step.now = "fill 3"
+            fill(torch, cycle.tensors, 3)
+            measure("pause_warm")
+            rss.after_pause_warm = rss_bytes()
+            measure("resume_warm")
+            rss.after_resume_warm = rss_bytes()
+            step.now = "verify 3"
+            cycle.check(3, "after warm resume (retain on)")
+            cycle.use()
+            step.now = "done"
+        finally:
+            try:
+                tms.retain_cpu_backup = False
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def disk_floor_worker(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
@@ -372,21 +390,20 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     items.layout = LayoutInfo(count=count, bytes=payload, directory=directory,
                               chunk_mb_env=os.environ.get("TMS_DISK_BACKUP_CHUNK_MB"))
     cycle = _Transitions(torch, tms, result, tag, device, payload, f"disk layout {count}")
-    step = "setup"
-    try:
+    with _Steps(result, f"disk n={count}") as step:
         require_device_memory(torch, device, payload + 1 * GiB, f"disk layout {count}")
-        step = "set_disk_backup_dir"
+        step.now = "set_disk_backup_dir"
         tms.set_disk_backup_dir(directory)
-        step = "allocate"
+        step.now = "allocate"
         cycle.allocate(tms.region(tag, enable_disk_backup=True), elements, count)
-        step = "fill"
+        step.now = "fill"
         fill(torch, cycle.tensors, 1)
         torch.cuda.synchronize()
         before = backup_files(directory, pid)
         if before:
             result.warnings.append(f"{len(before)} backup file(s) of this process before the pause: {before[:4]}")
         for op in ("pause_disk", "resume_disk"):
-            step = op
+            step.now = op
             transition = cycle.measure(op)
             files = backup_files(directory, pid)
             transition.files, transition.file_bytes = len(files), _bytes_of(directory, files)
@@ -401,14 +418,10 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
         if left:
             result.errors["files_left_after_resume"] = (
                 f"{len(left)} disk backup file(s) still in {directory} after resume: {', '.join(left[:8])}")
-        step = "verify"
+        step.now = "verify"
         cycle.check(1, "after resume")
-        cycle.tensors[0].add_(1)  # usable after resume
-        torch.cuda.synchronize()
-        step = "done"
-    except Exception as exc:  # noqa: BLE001 - later steps depend on this one; stop here
-        result.errors[step] = exc_with_trace(exc)
-        print(f"[disk n={count}] FAILED at {step}: {exc_text(exc)}", flush=True)
+        cycle.use()
+        step.now = "done"
 
 
 BY_KIND: Dict[str, Callable[[Any, WorkerSpec, WorkerResult], None]] = {
