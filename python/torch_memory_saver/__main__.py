@@ -36,8 +36,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo_parser.add_argument(
         "--hook-mode",
         choices=("torch", "preload"),
-        default="torch",
-        help="hook mode on a GPU; preload needs LD_PRELOAD (default torch)",
+        default=None,
+        help="hook mode on a GPU (default torch); preload restarts the demo with the library in LD_PRELOAD",
     )
     args = parser.parse_args(args_list)
 
