@@ -8,6 +8,7 @@ with one; `corrupt` changes one value on resume, as a broken restore would).
 
 import contextlib
 import itertools
+import os
 import types
 
 MIB = 1 << 20
@@ -168,10 +169,10 @@ class FakeSaver:
             return
         if entry["backup"]:
             entry["saved"] = [list(t.values) for t in entry["tensors"]]
-        if entry["disk"]:
-            for t in entry["tensors"]:
-                with open(f"{self.disk_dir}/tms-backup-{__import__('os').getpid()}-{t.address:x}.bin", "wb") as f:
-                    f.write(b"\0" * 16)
+        if entry["disk"]:  # one unnamed file per allocation, held open while paused, as the engine does
+            entry["files"] = [os.open(self.disk_dir, os.O_TMPFILE | os.O_RDWR, 0o600) for _ in entry["tensors"]]
+            for fd in entry["files"]:
+                os.write(fd, b"\0" * 4096)
         self.torch.cuda.used -= self._bytes(entry)
         entry["paused"] = True
 
@@ -185,11 +186,8 @@ class FakeSaver:
         if self.corrupt and entry["tensors"]:
             entry["tensors"][-1].values[-1] += 1
         if entry["disk"]:
-            import glob
-            import os
-
-            for name in glob.glob(f"{self.disk_dir}/tms-backup-{os.getpid()}-*.bin"):
-                os.unlink(name)
+            for fd in entry.pop("files"):
+                os.close(fd)
         entry["paused"] = False
 
     def stats(self):

@@ -71,6 +71,7 @@ def test_every_worker_kind_fills_its_record_and_the_report_judges_it(fakes, tmp_
     assert workers["backup_pinned_4"].verified == 3
     assert workers["disk_1"].items.resume_disk.files_left == []
     assert workers["disk_1"].items.pause_disk.files == 1
+    assert workers["disk_1"].items.pause_disk.file_bytes == 4096
 
     config = BenchConfig(total_bytes=TOTAL, total_gib=TOTAL / (1 << 30), layouts=[1, 4], host_kinds=["pinned"],
                          parts=["floors", "nobackup", "backup", "alloc", "disk"], disk_layouts=[1], disk_gib=1 / 1024)

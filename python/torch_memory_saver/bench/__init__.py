@@ -48,7 +48,7 @@ performance targets do not change the exit status. See bench/README.md.
 
 from .cli import build_parser, main
 from .constants import BenchUnavailable
-from .disk import backup_files, disk_floor, filesystem_info
+from .disk import disk_floor, filesystem_info
 from .records import WorkerResult, WorkerSpec
 from .render import render_markdown, render_rows_text
 from .report import BACKUP_OPS, OP_LABELS, TARGETS, Report, build_report
@@ -59,7 +59,6 @@ __all__ = [
     "BenchUnavailable",
     "disk_floor",
     "filesystem_info",
-    "backup_files",
     "WorkerSpec",
     "WorkerResult",
     "build_report",

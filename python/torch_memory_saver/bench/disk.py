@@ -1,8 +1,4 @@
-"""The disk floor: sequential write and read rates of the backup directory (no torch, no GPU).
-
-Also the names of the engine's disk backup files, which the disk part of the
-benchmark counts and cleans up.
-"""
+"""The disk floor: sequential write and read rates of the backup directory (no torch, no GPU)."""
 
 from __future__ import annotations
 
@@ -202,12 +198,3 @@ def disk_floor(directory: str, total_bytes: int, block_bytes: int = DISK_BLOCK_B
     result.write_gbps = gbps(size, result.write_seconds)
     result.read_gbps = gbps(size, result.read_seconds)
     return result
-
-
-def backup_files(directory: str, pid: Optional[int] = None) -> List[str]:
-    """Names of the engine's disk backup files (tms-backup-<pid>-*.bin) in `directory`."""
-    prefix = "tms-backup-" if pid is None else f"tms-backup-{pid}-"
-    try:
-        return sorted(n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".bin"))
-    except OSError:
-        return []

@@ -289,9 +289,9 @@ class Transition:
     device_free_delta: int
     engine: EngineTagStats
     rss: Optional[int] = None
-    files: Optional[int] = None  # disk backup: backup files of the worker after the call
+    files: Optional[int] = None  # disk backup: backup files the worker holds open after the call
     file_bytes: Optional[int] = None
-    files_left: Optional[List[str]] = None
+    files_left: Optional[List[str]] = None  # backup files still open or named after resume
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .constants import STRIPPED_ENV, BenchUnavailable, exc_text
-from .disk import backup_files
+from .._disk_files import named_backup_files
 from .records import VmmLayoutSpec, WorkerResult, WorkerSpec
 from .worker import WORKER_BOOT, read_result, write_spec
 
@@ -187,7 +187,7 @@ def run_disk_part(runner: Runner, common: WorkerSpec, disk_dir: str, layouts: Li
         for count in layouts:
             name = f"disk_{count}"
             workers[name] = runner.run(name, spec("disk", count), library)
-            stale = backup_files(run_dir)  # e.g. from a worker that died between pause and resume
+            stale = named_backup_files(run_dir)  # only a worker killed while creating a file leaves one
             if stale:
                 workers[name].warnings.append(
                     f"{len(stale)} tms-backup file(s) left in {run_dir} after the worker exited; removed")

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Optional
 from . import vmm
 from .constants import GiB, MiB, exc_text, gbps
 from .copies import copy_times, registered_copy_floor
-from .disk import backup_files, disk_floor
+from .._disk_files import named_backup_files, open_backup_files
+from .disk import disk_floor
 from .machine import meminfo, rss_bytes
 from .records import (
     EngineTagStats,
@@ -368,12 +369,12 @@ def disk_floor_worker(torch: Any, spec: WorkerSpec, result: WorkerResult) -> Non
               flush=True)
 
 
-def _bytes_of(directory: str, names: List[str]) -> int:
+def _bytes_of(paths: List[str]) -> int:
     total = 0
-    for name in names:
+    for path in paths:
         try:
-            total += os.path.getsize(os.path.join(directory, name))
-        except OSError:
+            total += os.stat(path).st_size
+        except OSError:  # closed meanwhile
             pass
     return total
 
@@ -386,7 +387,6 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     tag = f"bench_disk_{count}"
     elements = layout_elements(spec.disk_bytes, count)
     payload = elements * 8 * count
-    pid = os.getpid()
     items.layout = LayoutInfo(count=count, bytes=payload, directory=directory,
                               chunk_mb_env=os.environ.get("TMS_DISK_BACKUP_CHUNK_MB"))
     cycle = _Transitions(torch, tms, result, tag, device, payload, f"disk layout {count}")
@@ -399,21 +399,21 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
         step.now = "fill"
         fill(torch, cycle.tensors, 1)
         torch.cuda.synchronize()
-        before = backup_files(directory, pid)
+        before = open_backup_files(directory)
         if before:
             result.warnings.append(f"{len(before)} backup file(s) of this process before the pause: {before[:4]}")
         for op in ("pause_disk", "resume_disk"):
             step.now = op
             transition = cycle.measure(op)
-            files = backup_files(directory, pid)
-            transition.files, transition.file_bytes = len(files), _bytes_of(directory, files)
+            files = open_backup_files(directory)  # unnamed files: found through /proc/self/fd
+            transition.files, transition.file_bytes = len(files), _bytes_of(files)
             setattr(items, op, transition)
             print(f"[disk n={count}] {op}: {transition.seconds * 1e3:.1f} ms "
                   f"({(gbps(payload, transition.seconds) or 0):.2f} GB/s), {len(files)} backup file(s) of "
                   f"{transition.file_bytes / GiB:.2f} GiB in {directory}", flush=True)
         if not items.pause_disk.files:
-            result.warnings.append("no tms-backup-*.bin file existed after the pause: was the disk backup used?")
-        left = backup_files(directory, pid)
+            result.warnings.append("no backup file was open after the pause: was the disk backup used?")
+        left = open_backup_files(directory) + named_backup_files(directory)
         items.resume_disk.files_left = left
         if left:
             result.errors["files_left_after_resume"] = (
