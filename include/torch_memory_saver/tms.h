@@ -59,8 +59,13 @@ typedef enum tms_status {
 TMS_API const char* tms_last_error(void);
 /** Status code of the calling thread's last failed call (TMS_OK if none). */
 TMS_API int tms_last_status(void);
-/** Symbolic name of a status code, e.g. "TMS_ERROR_OUT_OF_MEMORY". */
+/** Symbolic name of a status code, e.g. "TMS_ERROR_OUT_OF_MEMORY"
+ *  ("TMS_ERROR_UNKNOWN_STATUS" for a value that is not a status). */
 TMS_API const char* tms_status_name(int status);
+/** Number of status codes: every value from 0 to tms_status_count() - 1 is
+ *  a tms_status with its own name, so bindings read the names from here
+ *  instead of copying the numbers. */
+TMS_API int tms_status_count(void);
 /** Library version string, e.g. "0.1.0". */
 TMS_API const char* tms_version(void);
 /** Creates the engine now (otherwise done on first use) and reports
@@ -195,11 +200,15 @@ TMS_API int tms_trim_host_memory(void);
 
 /* ---- observability ------------------------------------------------------- */
 
-/** Statistics as JSON: {"driver": ..., "entries": [{"tag", "device",
- *  "allocations", "active_bytes", "paused_bytes", "broken_bytes", "backup_bytes" (host),
- *  "disk_backup_bytes" (bytes of paused allocations held in backup files),
- *  "pause_count", "resume_count", "last_pause_seconds",
- *  "last_resume_seconds", "last_pause_unix", "last_resume_unix"}, ...]}.
+/** Statistics as JSON: {"driver": ..., "deferred_releases": N,
+ *  "entries": [{"tag", "device", "allocations", "active_bytes",
+ *  "paused_bytes", "broken_bytes" (allocations a failed pause could not map
+ *  back, see tms_pause), "backup_bytes" (host), "disk_backup_bytes" (bytes
+ *  of paused allocations held in backup files), "pause_count",
+ *  "resume_count", "last_pause_seconds", "last_resume_seconds",
+ *  "last_pause_unix", "last_resume_unix"}, ...]}. deferred_releases counts
+ *  resources whose give-back failed and is retried at the start of the next
+ *  operation.
  *  Writes at most `capacity` bytes (NUL included) and stores the size
  *  needed (NUL included) in *required; returns TMS_ERROR_INVALID_ARGUMENT
  *  when the buffer is too small. */

@@ -30,6 +30,7 @@ _SIGNATURES = {
     "tms_last_error": (_c_char_p, []),
     "tms_last_status": (_c_int, []),
     "tms_status_name": (_c_char_p, [_c_int]),
+    "tms_status_count": (_c_int, []),
     "tms_version": (_c_char_p, []),
     "tms_init": (_c_int, []),
     "tms_driver_name": (_c_char_p, []),

@@ -183,6 +183,9 @@ const char* tms_status_name(int status) {
   }
 }
 
+// TMS_ERROR_INTERNAL is the last tms_status: a new status goes before it.
+int tms_status_count(void) { return TMS_ERROR_INTERNAL + 1; }
+
 const char* tms_version(void) { return TMS_VERSION_STRING; }
 
 int tms_init(void) {

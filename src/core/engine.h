@@ -1,6 +1,6 @@
 // The engine: pauseable allocations on an injected Driver.
 //
-// Semantics:
+// Semantics (docs/architecture.md has the whole picture):
 //  - pause/resume act on every allocation of a tag (all tags for nullopt)
 //    that is in the other state; repeating either is harmless.
 //  - Both are all-or-nothing. A failed pause leaves every allocation active

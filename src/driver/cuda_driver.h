@@ -2,9 +2,10 @@
 //
 // libcuda is loaded at run time (dlopen + cuGetProcAddress), never linked, so
 // one build serves every CUDA 12/13 driver and a process without a GPU can
-// still load the library. Loading happens on load() or the first call that
-// needs the driver; if it fails, that call and every later one throws
-// DriverUnavailable with the same message.
+// still load the library (docs/architecture.md, "The driver seam"). Loading
+// happens on load() or the first call that needs the driver; if it fails,
+// that call and every later one throws DriverUnavailable with the same
+// message.
 //
 // Device operations run under the device's primary context, the one PyTorch
 // and the CUDA runtime use, so memory made here is the same memory torch sees.

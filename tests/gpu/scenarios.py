@@ -553,7 +553,7 @@ def without_ld_preload():
     assert owned(x)
 
 
-# ---- reliability ---------------------------------------------------------------
+# ---- reliability: out-of-memory, misuse, exit ------------------------------------
 
 
 def tag_state(tag):

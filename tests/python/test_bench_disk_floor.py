@@ -1,4 +1,4 @@
-"""The benchmark's disk floor (bench.disk_floor) runs without torch or a GPU."""
+"""The benchmark's disk floor (bench.disk.disk_floor) runs without torch or a GPU."""
 
 import os
 
@@ -8,32 +8,32 @@ MiB = 1 << 20
 
 
 def _check_shape(result, directory, size):
-    assert result["bytes"] == size
-    assert result["write_seconds"] > 0 and result["read_seconds"] > 0
-    assert result["write_gbps"] > 0 and result["read_gbps"] > 0
-    assert result["file_removed"] is True
+    assert result.bytes == size
+    assert result.write_seconds > 0 and result.read_seconds > 0
+    assert result.write_gbps > 0 and result.read_gbps > 0
+    assert result.file_removed is True
     assert os.listdir(directory) == []
-    assert result["filesystem"].get("path") == os.path.realpath(directory)
+    assert result.filesystem.path == os.path.realpath(directory)
 
 
 def test_disk_floor_small_file(tmp_path):
     result = bench.disk_floor(str(tmp_path), 8 * MiB, block_bytes=1 * MiB)
     _check_shape(result, tmp_path, 8 * MiB)
-    assert result["block_bytes"] == 1 * MiB
-    assert len(result["write_all_seconds"]) == 1
+    assert result.block_bytes == 1 * MiB
+    assert len(result.write_all_seconds) == 1
     # Either path may happen (tmpfs refuses O_DIRECT on older kernels); a fallback is always noted.
-    if not (result["direct_write"] and result["direct_read"]):
-        assert any("O_DIRECT" in note for note in result["notes"])
-        assert any("page-cache" in note for note in result["notes"])
+    if not (result.direct_write and result.direct_read):
+        assert any("O_DIRECT" in note for note in result.notes)
+        assert any("page-cache" in note for note in result.notes)
 
 
 def test_disk_floor_buffered_is_noted(tmp_path):
     # Not a multiple of the block nor of 4 KiB: rounded down to 4 KiB, last block shorter.
     result = bench.disk_floor(str(tmp_path), 3 * MiB + 5000, block_bytes=1 * MiB, repeats=2, direct=False)
     _check_shape(result, tmp_path, 3 * MiB + 4096)
-    assert result["direct_write"] is False and result["direct_read"] is False
-    assert len(result["read_all_seconds"]) == 2
-    assert any("O_DIRECT" in note for note in result["notes"])
+    assert result.direct_write is False and result.direct_read is False
+    assert len(result.read_all_seconds) == 2
+    assert any("O_DIRECT" in note for note in result.notes)
 
 
 def test_disk_floor_refuses_what_does_not_fit(tmp_path):

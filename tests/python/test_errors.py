@@ -8,25 +8,25 @@ from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, st
 
 
 @pytest.mark.parametrize(
-    "status, cls, builtin",
+    "name, cls, builtin",
     [
-        (1, errors.OutOfMemoryError, MemoryError),
-        (2, errors.InvalidArgumentError, ValueError),
-        (3, errors.InvalidStateError, RuntimeError),
-        (4, errors.DriverError, RuntimeError),
-        (5, errors.DriverUnavailableError, RuntimeError),
-        (6, errors.BackupIOError, OSError),
-        (7, errors.ConfigError, ValueError),
-        (8, errors.InternalError, RuntimeError),
-        (99, errors.InternalError, RuntimeError),
+        ("TMS_ERROR_OUT_OF_MEMORY", errors.OutOfMemoryError, MemoryError),
+        ("TMS_ERROR_INVALID_ARGUMENT", errors.InvalidArgumentError, ValueError),
+        ("TMS_ERROR_INVALID_STATE", errors.InvalidStateError, RuntimeError),
+        ("TMS_ERROR_DRIVER", errors.DriverError, RuntimeError),
+        ("TMS_ERROR_DRIVER_UNAVAILABLE", errors.DriverUnavailableError, RuntimeError),
+        ("TMS_ERROR_IO", errors.BackupIOError, OSError),
+        ("TMS_ERROR_CONFIG", errors.ConfigError, ValueError),
+        ("TMS_ERROR_INTERNAL", errors.InternalError, RuntimeError),
+        ("TMS_ERROR_OF_A_NEWER_ENGINE", errors.InternalError, RuntimeError),
     ],
 )
-def test_status_codes_map_to_typed_errors(status, cls, builtin):
-    error = errors.error_from_status(status, "engine says no", "NAME")
+def test_status_names_map_to_typed_errors(name, cls, builtin):
+    error = errors.error_from_status(42, "engine says no", name)
     assert type(error) is cls
     assert isinstance(error, errors.TorchMemorySaverError)
     assert isinstance(error, builtin)
-    assert error.status == status
+    assert error.status == 42 and error.status_name == name
     assert "engine says no" in str(error)
 
 
