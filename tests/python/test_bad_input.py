@@ -15,9 +15,6 @@ import pytest
 from simhelpers import MIB, assert_no_crash, backup_fds, run_python
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
 
-_OUT_OF_MEMORY = 1  # tms_status codes (tms.h)
-_INVALID_ARGUMENT = 2
-
 
 def entry(tag):
     (found,) = [s for s in stats() if s.tag == tag]
@@ -50,9 +47,10 @@ def test_a_backend_name_with_a_nul_is_refused_not_truncated():
 
 
 def test_the_engine_refuses_a_tag_that_is_not_utf8(lib):
-    assert lib.tms_set_current_tag(b"\xff\xfe") == _INVALID_ARGUMENT
-    assert "UTF-8" in _library.last_error()
-    assert lib.tms_pause(b"\xc3(") == _INVALID_ARGUMENT
+    with pytest.raises(errors.InvalidArgumentError, match="UTF-8"):
+        _library.check(lib.tms_set_current_tag(b"\xff\xfe"))
+    with pytest.raises(errors.InvalidArgumentError, match="UTF-8"):
+        _library.check(lib.tms_pause(b"\xc3("))
     assert _settings.read().tag == "default"  # so reading it back always decodes
 
 
@@ -92,19 +90,19 @@ def test_a_disk_backup_dir_with_a_nul_or_of_another_type_is_refused(path):
 
 def test_devices_below_minus_one_are_refused(lib):
     address = ctypes.c_void_p()
-    assert lib.tms_malloc(ctypes.byref(address), MIB, -2) == _INVALID_ARGUMENT
-    assert "device -2" in _library.last_error()
+    with pytest.raises(errors.InvalidArgumentError, match="device -2"):
+        _library.check(lib.tms_malloc(ctypes.byref(address), MIB, -2))
     free, total = ctypes.c_uint64(), ctypes.c_uint64()
-    assert lib.tms_device_memory(-7, ctypes.byref(free), ctypes.byref(total)) == _INVALID_ARGUMENT
-    assert lib.tms_device_memory(99, ctypes.byref(free), ctypes.byref(total)) == _INVALID_ARGUMENT
+    for device in (-7, 99):
+        with pytest.raises(errors.InvalidArgumentError, match=f"device {device}"):
+            _library.check(lib.tms_device_memory(device, ctypes.byref(free), ctypes.byref(total)))
 
 
 @pytest.mark.parametrize("size", [2**64 - 1, 2**64 - 5, 2**64 - 2**21 + 1])
 def test_sizes_near_the_top_of_size_t_are_out_of_memory_not_a_wrapped_size(lib, size):
     address = ctypes.c_void_p()
-    status = lib.tms_malloc(ctypes.byref(address), size, 0)
-    assert status == _OUT_OF_MEMORY, _library.last_error()
-    assert str(size) in _library.last_error()
+    with pytest.raises(errors.OutOfMemoryError, match=str(size)):
+        _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
     assert address.value is None
 
 
