@@ -172,7 +172,8 @@ TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_
  *  "reserve", "free_reservation", "create_physical", "release_physical",
  *  "map", "unmap", "set_access", "host_alloc", "host_free",
  *  "host_register", "host_unregister", "copy_to_host", "copy_to_device",
- *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream".
+ *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream",
+ *  "codec" (the compressed-backup kernels).
  *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
 TMS_API int tms_sim_fail_call(const char* call, int nth, bool out_of_memory);
 /** Sets the simulated capacity of every device in bytes. */
