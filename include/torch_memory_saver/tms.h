@@ -89,6 +89,17 @@ TMS_API const char* tms_get_cpu_backup_backend(void);
  *  tms_get_cpu_backup_pointer returns NULL for such allocations. */
 TMS_API int tms_set_enable_disk_backup(bool enable);
 TMS_API bool tms_get_enable_disk_backup(void);
+/** Whether this thread's next allocations with a CPU backup keep it
+ *  compressed: on pause the contents are compressed on the device (lossless;
+ *  bf16/fp16 weights take ~0.7 of their size, other data is stored as is
+ *  plus at most 20 bytes per 32 KiB) and the compressed bytes go to host; on
+ *  resume they are decompressed on the device. Needs a device scratch of
+ *  ~64 MiB for the length of the pause or resume. A compressed backup is
+ *  never retained after resume and cannot be read in place
+ *  (tms_get_cpu_backup_pointer fails with TMS_ERROR_INVALID_STATE while
+ *  paused). No effect without CPU backup, or with disk backup. */
+TMS_API int tms_set_cpu_backup_compress(bool enable);
+TMS_API bool tms_get_cpu_backup_compress(void);
 
 /* ---- process-wide settings ----------------------------------------------- */
 

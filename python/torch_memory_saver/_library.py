@@ -44,6 +44,8 @@ _SIGNATURES = {
     "tms_get_cpu_backup_backend": (_c_char_p, []),
     "tms_set_enable_disk_backup": (_c_int, [_c_bool]),
     "tms_get_enable_disk_backup": (_c_bool, []),
+    "tms_set_cpu_backup_compress": (_c_int, [_c_bool]),
+    "tms_get_cpu_backup_compress": (_c_bool, []),
     # process-wide settings
     "tms_set_disk_backup_dir": (_c_int, [_c_char_p]),
     "set_memory_margin_bytes": (_c_int, [_c_uint64]),
