@@ -228,7 +228,10 @@ void Engine::pause(const std::optional<std::string>& tag) {
     to_compress.push_back({allocation.device, allocation.base, allocation.requested_size});
   }
   std::optional<CompressedBackup> compressed;
-  if (!to_compress.empty()) compressed.emplace(driver_, parking_, copies_, std::move(to_compress));
+  if (!to_compress.empty()) {
+    compressed.emplace(driver_, parking_, copies_, std::move(to_compress));
+    clock.lap("measure");
+  }
   std::vector<HostRequest> requests;
   std::vector<std::size_t> request_of(claimed.size(), SIZE_MAX);
   for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -386,6 +389,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   copies_.to_device(copies);
   if (!to_decompress.empty()) {
     restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources);
+    clock.lap("compressed restore");
   }
   if (!copies.empty()) clock.lap("host restore");
   bool loaded_files = false;
