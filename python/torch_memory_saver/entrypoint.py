@@ -408,6 +408,7 @@ class TorchMemorySaver:
 
         Raises:
             InvalidArgumentError: `x` is not a CUDA tensor, or the engine rejects the range.
+            InvalidStateError: `x`'s backup is compressed (``region(compress=True)``).
         """
         return get_cpu_backup(x, zero_copy=zero_copy)
 
