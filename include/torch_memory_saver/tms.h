@@ -153,7 +153,8 @@ TMS_API int tms_resume(const char* tag);
  *  at the same address every cycle). NULL when that range has no host backup
  *  (none retained, no backup policy, disk backup, not an engine allocation).
  *  A NULL result with tms_last_status() != TMS_OK is an error (e.g. the
- *  range runs past its allocation). */
+ *  range runs past its allocation; TMS_ERROR_INVALID_STATE for a compressed
+ *  backup, which has no bytes to read in place). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
 /** Waits until host backup memory released so far (after resume, freed in

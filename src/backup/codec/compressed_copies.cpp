@@ -22,8 +22,9 @@ std::size_t batch_input(const CompressItem& item, std::size_t batch) {
   return std::min<std::size_t>(codec::kBatchBytes, item.size - batch * codec::kBatchBytes);
 }
 
-// Copies [offset, offset + size) of `buffer` and the device range at `device_ptr`
-// in pieces that never span two registered chunks of the buffer.
+// Calls copy(done, piece) for consecutive pieces of [offset, offset + size)
+// of `buffer` that never span two registered chunks of it (and waits for
+// each chunk to be registered).
 template <typename Copy>
 void copy_in_extents(const HostBuffer& buffer, std::size_t offset, std::size_t size, Copy&& copy) {
   for (std::size_t done = 0, piece = 0; done < size; done += piece) {
