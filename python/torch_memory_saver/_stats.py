@@ -23,6 +23,7 @@ class TagStats:
     active_bytes: int
     paused_bytes: int
     backup_bytes: int
+    disk_backup_bytes: int
     pause_count: int
     resume_count: int
     last_pause_seconds: float

@@ -63,6 +63,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ._disk_files import named_backup_files, open_backup_files
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -418,15 +420,6 @@ def disk_floor(directory: str, total_bytes: int, block_bytes: int = DISK_BLOCK_B
     result["write_gbps"] = _gbps(size, result["write_seconds"])
     result["read_gbps"] = _gbps(size, result["read_seconds"])
     return result
-
-
-def backup_files(directory: str, pid: Optional[int] = None) -> List[str]:
-    """Names of the engine's disk backup files (tms-backup-<pid>-*.bin) in `directory`."""
-    prefix = "tms-backup-" if pid is None else f"tms-backup-{pid}-"
-    try:
-        return sorted(n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".bin"))
-    except OSError:
-        return []
 
 
 # =============================================================================
@@ -1170,7 +1163,6 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
     tag = f"bench_disk_{count}"
     elements = _layout_elements(total, count)
     payload = elements * 8 * count
-    pid = os.getpid()
     items["layout"] = {"count": count, "bytes": payload, "directory": directory,
                        "chunk_mb_env": os.environ.get("TMS_DISK_BACKUP_CHUNK_MB")}
     step = "setup"
@@ -1186,7 +1178,7 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
         step = "fill"
         _fill(torch, tensors, 1)
         torch.cuda.synchronize()
-        before = backup_files(directory, pid)
+        before = open_backup_files(directory)
         if before:
             result["warnings"].append(f"{len(before)} backup file(s) of this process before the pause: {before[:4]}")
 
@@ -1195,11 +1187,11 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
             free0 = _device_free(torch, device)
             returned, synced = _timed(torch, lambda: verb(tag))
             free1 = _device_free(torch, device)
-            files = backup_files(directory, pid)
+            files = open_backup_files(directory)
             on_disk = 0
-            for name in files:
+            for path in files:
                 try:
-                    on_disk += os.path.getsize(os.path.join(directory, name))
+                    on_disk += os.stat(path).st_size
                 except OSError:
                     pass
             items[op] = {"seconds": synced, "returned_seconds": returned, "bytes": payload,
@@ -1209,8 +1201,8 @@ def _w_disk(torch: Any, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
                   f"{len(files)} backup file(s) of {on_disk / GiB:.2f} GiB in {directory}", flush=True)
         files_after_pause = items["pause_disk"]["files"]
         if files_after_pause == 0:
-            result["warnings"].append("no tms-backup-*.bin file existed after the pause: was the disk backup used?")
-        left = backup_files(directory, pid)
+            result["warnings"].append("no backup file was open after the pause: was the disk backup used?")
+        left = open_backup_files(directory) + named_backup_files(directory)
         items["resume_disk"]["files_left"] = left
         if left:
             result["errors"]["files_left_after_resume"] = (
@@ -1622,7 +1614,7 @@ def _run_disk_part(runner: "Runner", common: Dict[str, Any], config: Dict[str, A
         for count in config["disk_layouts"]:
             name = f"disk_{count}"
             workers[name] = runner.run(name, dict(disk, kind="disk", layout=count), library_env)
-            stale = backup_files(run_dir)  # e.g. from a worker that died between pause and resume
+            stale = named_backup_files(run_dir)  # only a worker killed while creating a file leaves one
             if stale:
                 workers[name].setdefault("warnings", []).append(
                     f"{len(stale)} tms-backup file(s) left in {run_dir} after the worker exited; removed")

@@ -46,12 +46,26 @@ def test_disk_floor_refuses_what_does_not_fit(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_backup_files_lists_engine_names(tmp_path):
-    (tmp_path / "tms-backup-12-7f00.bin").write_bytes(b"")
-    (tmp_path / "tms-backup-13-7f00.bin").write_bytes(b"")
-    (tmp_path / "other.bin").write_bytes(b"")
-    assert bench.backup_files(str(tmp_path)) == ["tms-backup-12-7f00.bin", "tms-backup-13-7f00.bin"]
-    assert bench.backup_files(str(tmp_path), pid=12) == ["tms-backup-12-7f00.bin"]
+def test_open_backup_files_finds_unnamed_files_of_this_process_only_in_that_directory(tmp_path):
+    from torch_memory_saver._disk_files import named_backup_files, open_backup_files
+
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    fd = os.open(tmp_path, os.O_TMPFILE | os.O_RDWR, 0o600)  # as the engine makes them
+    nested = os.open(inner, os.O_TMPFILE | os.O_RDWR, 0o600)  # another directory: not counted
+    named = open(tmp_path / "named-and-open", "wb")  # has a name: not a backup
+    try:
+        os.write(fd, b"x" * 4096)
+        (found,) = open_backup_files(str(tmp_path))
+        assert os.stat(found).st_size == 4096
+        assert open_backup_files(str(tmp_path), pid=os.getpid()) == [found.replace("self", str(os.getpid()))]
+    finally:
+        os.close(fd)
+        os.close(nested)
+        named.close()
+    assert open_backup_files(str(tmp_path)) == []
+    (tmp_path / "tms-backup-12-1-0000000000000001.tmp").write_bytes(b"")
+    assert named_backup_files(str(tmp_path)) == ["tms-backup-12-1-0000000000000001.tmp"]
 
 
 def test_disk_part_is_opt_in():

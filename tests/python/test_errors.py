@@ -109,9 +109,14 @@ def test_memory_margin_is_enforced_and_validated(allocate):
         saver.memory_margin_bytes = -1
 
 
-def test_disk_backup_dir_must_exist(tmp_path):
+def test_a_missing_disk_backup_dir_is_created_private_and_an_unusable_one_refused(tmp_path, monkeypatch):
     saver = TorchMemorySaver()
-    saver.set_disk_backup_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    saver.set_disk_backup_dir("missing/below")  # relative: kept absolute
+    assert saver.disk_backup_dir == str(tmp_path / "missing" / "below")
+    assert (tmp_path / "missing" / "below").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(errors.BackupIOError) as raised:
-        saver.set_disk_backup_dir(tmp_path / "missing")
+        saver.set_disk_backup_dir(tmp_path / "a-file")
     assert isinstance(raised.value, OSError)
+    assert saver.disk_backup_dir == str(tmp_path / "missing" / "below"), "unchanged after a refusal"
