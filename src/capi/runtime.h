@@ -19,6 +19,7 @@ struct ThreadRegion {
   bool cpu_backup = false;
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;
   bool disk_backup = false;
+  bool compress = false;  ///< compress the CPU backup (bf16/fp16 weights)
 };
 
 /// The calling thread's settings; a thread starts with the defaults from the

@@ -11,6 +11,12 @@
 //    the operation still completes and the resource is parked and given back
 //    at the start of the next operation (see deferred_releases in stats).
 //
+//  - Compressed host backups (BackupPolicy::compress) are measured on the
+//    device first (their host size is what the codec stores), then encoded
+//    and copied batch by batch through a device scratch that lives only for
+//    the operation (backup/codec/compressed_copies.h); resume decodes them
+//    into the freshly mapped memory. They are never retained.
+//
 //  - Disk backup (BackupPolicy::disk_backup) writes a paused allocation's
 //    contents to one file in the disk backup directory (backup/disk_backup.h)
 //    and reads it back on resume; the file is removed after a successful

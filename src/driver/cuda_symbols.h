@@ -47,4 +47,8 @@
   _(cuStreamDestroy, 4000)                \
   _(cuStreamSynchronize, 2000)            \
   _(cuMemcpyDtoHAsync, 3020)              \
-  _(cuMemcpyHtoDAsync, 3020)
+  _(cuMemcpyHtoDAsync, 3020)              \
+  _(cuModuleLoadData, 2000)               \
+  _(cuModuleUnload, 2000)                 \
+  _(cuModuleGetFunction, 2000)            \
+  _(cuLaunchKernel, 4000)

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "backup/codec/cpu_codec.h"
 #include "common/errors.h"
 
 namespace tms {
@@ -17,7 +18,7 @@ constexpr std::string_view kCallNames[] = {
     "reserve",         "free_reservation",   "create_physical", "release_physical", "map",
     "unmap",           "set_access",         "host_alloc",      "host_free",        "host_register",
     "host_unregister", "copy_to_host",       "copy_to_device",  "synchronize",      "create_stream",
-    "destroy_stream",  "synchronize_stream",
+    "destroy_stream",  "synchronize_stream", "codec",
 };
 static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
@@ -363,6 +364,43 @@ std::size_t SimDriver::live_streams() const {
 std::size_t SimDriver::registered_host_ranges() const {
   std::lock_guard lock(mutex_);
   return host_registrations_.size();
+}
+
+// The codec "kernels" run the CPU reference codec on the simulated device
+// memory (host memory at the device addresses), outside the lock like copies.
+void SimDriver::codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                    StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_measure");
+  }
+  codec::measure(reinterpret_cast<const std::uint8_t*>(src), size,
+                 reinterpret_cast<std::uint32_t*>(sizes));
+}
+
+void SimDriver::codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr /*sizes*/,
+                                   DevicePtr dst, StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_encode");
+  }
+  codec::encode_batch(reinterpret_cast<const std::uint8_t*>(src), size,
+                      reinterpret_cast<std::uint8_t*>(dst));
+}
+
+void SimDriver::codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                                   StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_decode");
+  }
+  // The batch's stored length is what its size table says (format.h).
+  const auto* head = reinterpret_cast<const std::uint8_t*>(stored);
+  codec::decode_batch(head, codec::stored_batch_bytes(head, size),
+                      reinterpret_cast<std::uint8_t*>(dst), size);
 }
 
 }  // namespace tms
