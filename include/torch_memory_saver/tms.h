@@ -105,6 +105,17 @@ TMS_API const char* tms_get_cpu_backup_backend(void);
  *  tms_get_cpu_backup_pointer returns NULL for such allocations. */
 TMS_API int tms_set_enable_disk_backup(bool enable);
 TMS_API bool tms_get_enable_disk_backup(void);
+/** Whether this thread's next allocations with a CPU backup keep it
+ *  compressed: on pause the contents are compressed on the device (lossless;
+ *  bf16/fp16 weights take ~0.7 of their size, other data is stored as is
+ *  plus at most 20 bytes per 32 KiB) and the compressed bytes go to host; on
+ *  resume they are decompressed on the device. Needs a device scratch of
+ *  ~64 MiB for the length of the pause or resume. A compressed backup is
+ *  never retained after resume and cannot be read in place
+ *  (tms_get_cpu_backup_pointer fails with TMS_ERROR_INVALID_STATE while
+ *  paused). No effect without CPU backup, or with disk backup. */
+TMS_API int tms_set_cpu_backup_compress(bool enable);
+TMS_API bool tms_get_cpu_backup_compress(void);
 
 /* ---- process-wide settings ----------------------------------------------- */
 
@@ -188,7 +199,8 @@ TMS_API int tms_discard_backup(const void* ptr);
  *  at the same address every cycle). NULL when that range has no host backup
  *  (none retained, no backup policy, disk backup, not an engine allocation).
  *  A NULL result with tms_last_status() != TMS_OK is an error (e.g. the
- *  range runs past its allocation). */
+ *  range runs past its allocation; TMS_ERROR_INVALID_STATE for a compressed
+ *  backup, which has no bytes to read in place). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
 /** Waits until host backup memory released so far (after resume, freed in
@@ -225,7 +237,7 @@ TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_
  *  "map", "unmap", "set_access", "host_alloc", "host_free",
  *  "host_register", "host_unregister", "copy_to_host", "copy_to_device",
  *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream",
- *  "capture_underway".
+ *  "capture_underway", "codec" (the compressed-backup kernels).
  *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
 TMS_API int tms_sim_fail_call(const char* call, int nth, bool out_of_memory);
 /** Sets the simulated capacity of every device in bytes. */

@@ -45,6 +45,8 @@ _SIGNATURES = {
     "tms_get_cpu_backup_backend": (_c_char_p, []),
     "tms_set_enable_disk_backup": (_c_int, [_c_bool]),
     "tms_get_enable_disk_backup": (_c_bool, []),
+    "tms_set_cpu_backup_compress": (_c_int, [_c_bool]),
+    "tms_get_cpu_backup_compress": (_c_bool, []),
     # process-wide settings
     "tms_set_disk_backup_dir": (_c_int, [_c_char_p]),
     "tms_get_disk_backup_dir": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),

@@ -71,6 +71,7 @@ class PoolKey:
     cpu_backup_backend: str
     disk_backup: bool
     device: int
+    compress: bool = False
 
 
 @dataclass

@@ -24,6 +24,7 @@ class ThreadSettings:
     cpu_backup: bool
     cpu_backup_backend: str
     disk_backup: bool
+    compress: bool = False
 
 
 def read() -> ThreadSettings:
@@ -35,6 +36,7 @@ def read() -> ThreadSettings:
         cpu_backup=bool(lib.tms_get_enable_cpu_backup()),
         cpu_backup_backend=decode(lib.tms_get_cpu_backup_backend()),
         disk_backup=bool(lib.tms_get_enable_disk_backup()),
+        compress=bool(lib.tms_get_cpu_backup_compress()),
     )
 
 
@@ -45,6 +47,7 @@ def _apply(
     cpu_backup: Optional[bool] = None,
     cpu_backup_backend: Optional[str] = None,
     disk_backup: Optional[bool] = None,
+    compress: Optional[bool] = None,
 ) -> None:
     """Set the given settings (None = leave as is); raises on the first rejected one."""
     lib = _library.library()
@@ -56,6 +59,8 @@ def _apply(
         check(lib.tms_set_cpu_backup_backend(encode(cpu_backup_backend, "cpu_backup_backend")))
     if disk_backup is not None:
         check(lib.tms_set_enable_disk_backup(disk_backup))
+    if compress is not None:
+        check(lib.tms_set_cpu_backup_compress(compress))
     if interesting is not None:
         check(lib.tms_set_interesting_region(interesting))
 
@@ -67,6 +72,7 @@ def _restore(saved: ThreadSettings) -> None:
         cpu_backup=saved.cpu_backup,
         cpu_backup_backend=saved.cpu_backup_backend,
         disk_backup=saved.disk_backup,
+        compress=saved.compress,
     )
 
 
@@ -78,6 +84,7 @@ def changed(
     cpu_backup: Optional[bool] = None,
     cpu_backup_backend: Optional[str] = None,
     disk_backup: Optional[bool] = None,
+    compress: Optional[bool] = None,
 ) -> Iterator[ThreadSettings]:
     """Change the calling thread's settings for the block; yields the settings in effect.
 
@@ -92,6 +99,7 @@ def changed(
             cpu_backup=cpu_backup,
             cpu_backup_backend=cpu_backup_backend,
             disk_backup=disk_backup,
+            compress=compress,
         )
         yield read()
     finally:

@@ -101,6 +101,11 @@ void CopyPipeline::start_to_device(int device, std::size_t lane, DevicePtr dst, 
   driver_.copy_to_device_async(device, dst, src, size, streams[lane % streams.size()]);
 }
 
+StreamHandle CopyPipeline::stream(int device, std::size_t lane) {
+  const std::vector<StreamHandle>& streams = streams_for(device);
+  return streams[lane % streams.size()];
+}
+
 void CopyPipeline::wait(int device, std::size_t lane) {
   const std::vector<StreamHandle>& streams = streams_for(device);
   driver_.synchronize_stream(device, streams[lane % streams.size()]);

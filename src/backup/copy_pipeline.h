@@ -64,6 +64,9 @@ class CopyPipeline {
   void start_to_host(int device, std::size_t lane, void* dst, DevicePtr src, std::size_t size);
   void start_to_device(int device, std::size_t lane, DevicePtr dst, const void* src,
                        std::size_t size);
+  /// The stream of `lane`, for callers that queue kernels between copies
+  /// (compressed backups).
+  StreamHandle stream(int device, std::size_t lane);
   /// Waits for the copies queued on `lane`. @throws DriverError.
   void wait(int device, std::size_t lane);
   /// Waits for every lane of `device`, ignoring errors (for unwinding).

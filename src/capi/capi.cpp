@@ -127,6 +127,7 @@ AllocationRequest request_from_thread(std::size_t size, int device) {
   request.policy.host_kind = region.cpu_backup_backend;
   // The engine refuses it at allocation time when no directory is set.
   request.policy.disk_backup = region.disk_backup;
+  request.policy.compress = region.compress;
   return request;
 }
 
@@ -234,6 +235,12 @@ int tms_set_enable_disk_backup(bool enable) {
 }
 
 bool tms_get_enable_disk_backup(void) { return thread_region_or_defaults().disk_backup; }
+
+int tms_set_cpu_backup_compress(bool enable) {
+  return call_guarded([&] { thread_region_or_throw().compress = enable; });
+}
+
+bool tms_get_cpu_backup_compress(void) { return thread_region_or_defaults().compress; }
 
 // ---- process-wide settings ----
 

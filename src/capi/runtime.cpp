@@ -95,6 +95,7 @@ ThreadRegion default_thread_region() {
     initial.cpu_backup = parsed.config->init_enable_cpu_backup;
     initial.cpu_backup_backend = parsed.config->cpu_backup_backend;
     initial.disk_backup = parsed.config->init_enable_disk_backup;
+    initial.compress = parsed.config->init_cpu_backup_compress;
   }
   return initial;
 }

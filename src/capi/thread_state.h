@@ -24,6 +24,7 @@ struct ThreadRegion {
   bool cpu_backup = false;
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;
   bool disk_backup = false;
+  bool compress = false;  ///< compress the CPU backup (bf16/fp16 weights)
 };
 
 struct ThreadState {

@@ -57,6 +57,8 @@ const char* host_memory_kind_name(HostMemoryKind kind) {
 EnvConfig parse_env_config(const EnvLookup& lookup) {
   EnvConfig config;
   config.init_enable = parse_bool("TMS_INIT_ENABLE", lookup("TMS_INIT_ENABLE"), false);
+  config.init_cpu_backup_compress =
+      parse_bool("TMS_INIT_CPU_BACKUP_COMPRESS", lookup("TMS_INIT_CPU_BACKUP_COMPRESS"), false);
   config.init_enable_cpu_backup =
       parse_bool("TMS_INIT_ENABLE_CPU_BACKUP", lookup("TMS_INIT_ENABLE_CPU_BACKUP"), false);
   config.init_enable_disk_backup =

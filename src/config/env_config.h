@@ -18,6 +18,7 @@ struct EnvConfig {
   bool init_enable = false;              ///< TMS_INIT_ENABLE: threads start inside a region
   bool init_enable_cpu_backup = false;   ///< TMS_INIT_ENABLE_CPU_BACKUP
   bool init_enable_disk_backup = false;  ///< TMS_INIT_ENABLE_DISK_BACKUP
+  bool init_cpu_backup_compress = false;  ///< TMS_INIT_CPU_BACKUP_COMPRESS
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
   std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR

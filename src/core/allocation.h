@@ -18,8 +18,12 @@ struct BackupPolicy {
   bool cpu_backup = false;  ///< keep a copy in host memory
   HostMemoryKind host_kind = HostMemoryKind::kPinned;
   bool disk_backup = false;  ///< keep a copy in a file of the disk backup directory
+  /// Compress the host backup on the device (backup/codec): for bf16/fp16
+  /// weights. Compressed backups are never retained after resume.
+  bool compress = false;
 
   [[nodiscard]] bool uses_host_backup() const { return cpu_backup && !disk_backup; }
+  [[nodiscard]] bool uses_compressed_backup() const { return uses_host_backup() && compress; }
 
   bool operator==(const BackupPolicy&) const = default;
 };

@@ -7,6 +7,7 @@
 #include <exception>
 #include <set>
 
+#include "backup/codec/compressed_copies.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
@@ -240,25 +241,51 @@ void Engine::pause(const std::optional<std::string>& tag) {
   //    memory first, then fresh blocks registered while the copies run) and
   //    live in `batch` until the commit; on failure they are given back and
   //    every allocation is still active and intact.
+  //    Compressed backups are measured on their devices first: their host
+  //    size is what the codec will store.
+  std::vector<CompressItem> to_compress;
+  std::vector<std::size_t> compressed_of(claimed.size(), SIZE_MAX);
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    const Allocation& allocation = *claimed[i];
+    if (!allocation.policy.uses_compressed_backup()) continue;
+    compressed_of[i] = to_compress.size();
+    to_compress.push_back({allocation.device, allocation.base, allocation.requested_size});
+  }
+  std::optional<CompressedBackup> compressed;
+  if (!to_compress.empty()) {
+    compressed.emplace(driver_, parking_, copies_, std::move(to_compress));
+    clock.lap("measure");
+  }
   std::vector<HostRequest> requests;
   std::vector<std::size_t> request_of(claimed.size(), SIZE_MAX);
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     const Allocation& allocation = *claimed[i];
     if (!allocation.policy.uses_host_backup() || !allocation.backup.empty()) continue;
     request_of[i] = requests.size();
-    requests.push_back({allocation.requested_size, allocation.policy.host_kind});
+    requests.push_back({compressed_of[i] == SIZE_MAX ? allocation.requested_size
+                                                     : compressed->stored_bytes(compressed_of[i]),
+                        allocation.policy.host_kind});
   }
   HostBatch batch = host_memory_.acquire(requests);
   std::vector<CopyItem> copies;
+  std::vector<const HostBuffer*> compressed_targets;
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     const Allocation& allocation = *claimed[i];
     if (!allocation.policy.uses_host_backup()) continue;
     const HostBuffer& target =
         request_of[i] == SIZE_MAX ? allocation.backup : batch.buffers[request_of[i]];
+    if (compressed_of[i] != SIZE_MAX) {
+      compressed_targets.push_back(&target);
+      continue;
+    }
     copies.push_back(
         {allocation.device, allocation.base, target.data(), allocation.requested_size, &target});
   }
   copies_.to_host(copies);
+  if (compressed) {
+    compressed->write(compressed_targets);
+    compressed.reset();  // its device scratch goes back before the unmap
+  }
   batch.wait_all();
   clock.lap("host backup");
 
@@ -375,12 +402,23 @@ void Engine::resume(const std::optional<std::string>& tag) {
   // 3. Restore backups. On failure the mappings and memory above unwind and
   //    the backups are untouched.
   std::vector<CopyItem> copies;
+  std::vector<CompressItem> to_decompress;
+  std::vector<const HostBuffer*> compressed_sources;
   for (const Allocation* allocation : claimed) {
     if (allocation->backup.empty()) continue;
+    if (allocation->policy.uses_compressed_backup()) {
+      to_decompress.push_back({allocation->device, allocation->base, allocation->requested_size});
+      compressed_sources.push_back(&allocation->backup);
+      continue;
+    }
     copies.push_back({allocation->device, allocation->base, allocation->backup.data(),
                       allocation->requested_size, &allocation->backup});
   }
   copies_.to_device(copies);
+  if (!to_decompress.empty()) {
+    restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources);
+    clock.lap("compressed restore");
+  }
   if (!copies.empty()) clock.lap("host restore");
   bool loaded_files = false;
   for (const Allocation* allocation : claimed) {
@@ -416,7 +454,9 @@ void Engine::resume(const std::optional<std::string>& tag) {
       mappings[i].release();
       allocation.handle = physical[i].release();
       allocation.state = AllocationState::kActive;
-      if (!retain_cpu_backup_ && !allocation.backup.empty()) {
+      // A compressed backup's size changes with the contents: never retained.
+      const bool retain = retain_cpu_backup_ && !allocation.policy.uses_compressed_backup();
+      if (!retain && !allocation.backup.empty()) {
         dropped.push_back(std::move(allocation.backup));
       }
       if (!allocation.disk_file.empty()) dropped_files.push_back(std::move(allocation.disk_file));
@@ -449,6 +489,11 @@ std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
   // retain_cpu_backup, holds what the last pause saved (readable until the
   // next non-retaining resume gives it back).
   if (allocation->backup.empty()) return nullptr;
+  if (allocation->policy.uses_compressed_backup()) {
+    throw InvalidState(
+        "this allocation's backup is compressed and cannot be read in place; use a region "
+        "without compress=True for tensors read while paused");
+  }
   return allocation->backup.data() + offset;
 }
 

@@ -17,6 +17,12 @@
 //    map it again, and until that works pause/resume of its tag fail with
 //    InvalidState and free() gives back what it holds (broken_bytes in stats).
 //
+//  - Compressed host backups (BackupPolicy::compress) are measured on the
+//    device first (their host size is what the codec stores), then encoded
+//    and copied batch by batch through a device scratch that lives only for
+//    the operation (backup/codec/compressed_copies.h); resume decodes them
+//    into the freshly mapped memory. They are never retained.
+//
 //  - Disk backup (BackupPolicy::disk_backup) writes a paused allocation's
 //    contents to one file in the disk backup directory (backup/disk_backup.h)
 //    and reads it back on resume; the file is removed after a successful

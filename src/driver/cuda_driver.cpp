@@ -14,6 +14,8 @@
 #include <string>
 #include <utility>
 
+#include "backup/codec/codec_ptx.h"
+#include "backup/codec/format.h"
 #include "common/errors.h"
 #include "driver/cuda_symbols.h"
 
@@ -242,6 +244,40 @@ struct CudaDriver::State {
   std::mutex mutex;                          // guards the two caches below
   std::map<int, Retained> contexts;          // device ordinal -> retained primary context
   std::map<int, std::size_t> granularities;  // device ordinal -> recommended granularity
+
+  // The compressed-backup kernels of a device, loaded from the shipped PTX
+  // on first use (the driver JIT-compiles it for the device).
+  struct CodecKernels {
+    CUmodule module = nullptr;
+    CUfunction measure = nullptr;
+    CUfunction encode = nullptr;
+    CUfunction decode = nullptr;
+  };
+  std::mutex codec_mutex;                     // guards codec_kernels (loading may be slow)
+  std::map<int, CodecKernels> codec_kernels;  // device ordinal -> its loaded module
+
+  // The kernels of `device`, loaded on first use; the caller has made the
+  // device's primary context current.
+  CodecKernels& codec(const CudaApi& cu, int device) {
+    std::lock_guard lock(codec_mutex);
+    auto it = codec_kernels.find(device);
+    if (it != codec_kernels.end()) return it->second;
+    CodecKernels kernels;
+    TMS_CU_TRY(cu, cuModuleLoadData, "compressed-backup kernels (PTX) on " + on_device(device),
+               &kernels.module, codec::kCodecPtx);
+    try {
+      TMS_CU_TRY(cu, cuModuleGetFunction, codec::kMeasureKernel, &kernels.measure, kernels.module,
+                 codec::kMeasureKernel);
+      TMS_CU_TRY(cu, cuModuleGetFunction, codec::kEncodeKernel, &kernels.encode, kernels.module,
+                 codec::kEncodeKernel);
+      TMS_CU_TRY(cu, cuModuleGetFunction, codec::kDecodeKernel, &kernels.decode, kernels.module,
+                 codec::kDecodeKernel);
+    } catch (...) {
+      cu.cuModuleUnload_(kernels.module);
+      throw;
+    }
+    return codec_kernels.emplace(device, kernels).first->second;
+  }
 };
 
 namespace {
@@ -295,6 +331,9 @@ CudaDriver::~CudaDriver() {
   // contexts are not usable there. Errors are ignored (e.g. the driver may
   // already be shut down when this runs at process exit).
   if (!state_->load_ok || state_->load_pid != getpid()) return;
+  for (const auto& [ordinal, kernels] : state_->codec_kernels) {
+    state_->loaded.cuModuleUnload_(kernels.module);
+  }
   for (const auto& [ordinal, retained] : state_->contexts) {
     state_->loaded.cuDevicePrimaryCtxRelease_(retained.device);
   }
@@ -543,6 +582,51 @@ void CudaDriver::synchronize_stream(int device, StreamHandle stream) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->primary_context(device));
   TMS_CU_TRY(cu, cuStreamSynchronize, on_device(device), to_stream(stream));
+}
+
+// ---- compressed-backup kernels ----------------------------------------------
+
+namespace {
+
+// Launches `function` with one block per chunk of `size` input bytes.
+template <typename... Args>
+void launch_codec(const CudaApi& cu, CUfunction function, const char* kernel, int device,
+                  std::size_t size, StreamHandle stream, Args... args) {
+  void* params[] = {static_cast<void*>(&args)...};
+  const unsigned blocks = codec::chunk_count(size);
+  TMS_CU_TRY(cu, cuLaunchKernel,
+             std::string(kernel) + " on " + on_device(device) + ", " + describe_bytes(size),
+             function, blocks, 1, 1, codec::kKernelThreads, 1, 1, 0, to_stream(stream), params,
+             nullptr);
+}
+
+}  // namespace
+
+void CudaDriver::codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                     StreamHandle stream) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  launch_codec(cu, state_->codec(cu, device).measure, codec::kMeasureKernel, device, size, stream,
+               static_cast<CUdeviceptr>(src), static_cast<std::uint64_t>(size),
+               static_cast<CUdeviceptr>(sizes));
+}
+
+void CudaDriver::codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                    DevicePtr dst, StreamHandle stream) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  launch_codec(cu, state_->codec(cu, device).encode, codec::kEncodeKernel, device, size, stream,
+               static_cast<CUdeviceptr>(src), static_cast<std::uint64_t>(size),
+               static_cast<CUdeviceptr>(sizes), static_cast<CUdeviceptr>(dst));
+}
+
+void CudaDriver::codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                                    StreamHandle stream) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  launch_codec(cu, state_->codec(cu, device).decode, codec::kDecodeKernel, device, size, stream,
+               static_cast<CUdeviceptr>(stored), static_cast<CUdeviceptr>(dst),
+               static_cast<std::uint64_t>(size));
 }
 
 }  // namespace tms

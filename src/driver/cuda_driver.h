@@ -65,6 +65,12 @@ class CudaDriver final : public Driver {
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override;
   void synchronize_stream(int device, StreamHandle stream) override;
+  void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                           StreamHandle stream) override;
+  void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                          DevicePtr dst, StreamHandle stream) override;
+  void codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                          StreamHandle stream) override;
 
  private:
   struct State;  // the loaded entry points and per-device caches (cuda_driver.cpp)

@@ -48,4 +48,8 @@
   _(cuStreamSynchronize, 2000)            \
   _(cuStreamIsCapturing, 10000)           \
   _(cuMemcpyDtoHAsync, 3020)              \
-  _(cuMemcpyHtoDAsync, 3020)
+  _(cuMemcpyHtoDAsync, 3020)              \
+  _(cuModuleLoadData, 2000)               \
+  _(cuModuleUnload, 2000)                 \
+  _(cuModuleGetFunction, 2000)            \
+  _(cuLaunchKernel, 4000)

@@ -91,6 +91,19 @@ class Driver {
   virtual void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                                     StreamHandle stream) = 0;
   virtual void synchronize_stream(int device, StreamHandle stream) = 0;
+
+  // --- compressed backups (the format of backup/codec/format.h) -------------
+  // Kernels queued on `stream`; all pointers are device memory of `device`.
+  /// Stored size of every chunk of [src, src + size) into the u32 array `sizes`.
+  virtual void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                   StreamHandle stream) = 0;
+  /// Encodes one batch (size <= codec::kBatchBytes) into `dst`; `sizes` holds
+  /// its chunks' sizes from codec_measure_async.
+  virtual void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                  DevicePtr dst, StreamHandle stream) = 0;
+  /// Decodes one stored batch at `stored` into `size` bytes at `dst`.
+  virtual void codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                                  StreamHandle stream) = 0;
 };
 
 }  // namespace tms

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "backup/codec/cpu_codec.h"
 #include "common/errors.h"
 
 namespace tms {
@@ -32,6 +33,7 @@ constexpr std::string_view kCallNames[] = {
     "destroy_stream",
     "synchronize_stream",
     "capture_underway",
+    "codec",
 };
 static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
@@ -416,6 +418,43 @@ std::size_t SimDriver::live_streams() const {
 std::size_t SimDriver::registered_host_ranges() const {
   std::lock_guard lock(mutex_);
   return host_registrations_.size();
+}
+
+// The codec "kernels" run the CPU reference codec on the simulated device
+// memory (host memory at the device addresses), outside the lock like copies.
+void SimDriver::codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                                    StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_measure");
+  }
+  codec::measure(reinterpret_cast<const std::uint8_t*>(src), size,
+                 reinterpret_cast<std::uint32_t*>(sizes));
+}
+
+void SimDriver::codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr /*sizes*/,
+                                   DevicePtr dst, StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_encode");
+  }
+  codec::encode_batch(reinterpret_cast<const std::uint8_t*>(src), size,
+                      reinterpret_cast<std::uint8_t*>(dst));
+}
+
+void SimDriver::codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                                   StreamHandle /*stream*/) {
+  {
+    std::lock_guard lock(mutex_);
+    enter(SimCall::kCodec);
+    check_device(device, "codec_decode");
+  }
+  // The batch's stored length is what its size table says (format.h).
+  const auto* head = reinterpret_cast<const std::uint8_t*>(stored);
+  codec::decode_batch(head, codec::stored_batch_bytes(head, size),
+                      reinterpret_cast<std::uint8_t*>(dst), size);
 }
 
 }  // namespace tms

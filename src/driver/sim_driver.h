@@ -6,6 +6,7 @@
 //   map              mmap(MAP_FIXED | MAP_SHARED, memfd)   -> fresh pages read as zero
 //   unmap            mmap(MAP_FIXED, PROT_NONE) again      -> touching faults again
 //   copies           memcpy (synchronous; streams are tokens)
+//   codec kernels    the CPU reference codec (backup/codec/cpu_codec.h), synchronous
 //
 // It keeps byte accounting per device and for host memory so tests can prove
 // nothing leaked, and it can make the N-th call of a given kind fail.
@@ -43,6 +44,7 @@ enum class SimCall {
   kDestroyStream,
   kSynchronizeStream,
   kCaptureUnderway,
+  kCodec,  ///< codec_measure/encode/decode_async
   kCount,
 };
 
@@ -90,6 +92,12 @@ class SimDriver final : public Driver {
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override;
   void synchronize_stream(int device, StreamHandle stream) override;
+  void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                           StreamHandle stream) override;
+  void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                          DevicePtr dst, StreamHandle stream) override;
+  void codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                          StreamHandle stream) override;
 
   // --- test controls --------------------------------------------------------
   /// The `nth` (1-based) next call of `call` throws; earlier ones succeed.

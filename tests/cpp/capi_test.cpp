@@ -43,6 +43,31 @@ TEST(CApi, AllocatePauseResumeKeepsBackedUpBytes) {
   tms_set_current_tag("default");
 }
 
+TEST(CApi, CompressedBackupRoundTripsAndIsNotReadableInPlace) {
+  ASSERT_EQ(tms_set_current_tag("capi-compressed"), TMS_OK);
+  ASSERT_EQ(tms_set_enable_cpu_backup(true), TMS_OK);
+  ASSERT_EQ(tms_set_cpu_backup_compress(true), TMS_OK);
+  EXPECT_TRUE(tms_get_cpu_backup_compress());
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, 3 * kMiB + 3, 0), TMS_OK) << tms_last_error();
+  auto* bytes = static_cast<uint8_t*>(ptr);
+  for (size_t i = 0; i < 3 * kMiB + 3; ++i) bytes[i] = static_cast<uint8_t>(i % 2 ? 0x3c : i * 7);
+  ASSERT_EQ(tms_pause("capi-compressed"), TMS_OK) << tms_last_error();
+  EXPECT_EQ(tms_get_cpu_backup_pointer(bytes, 16), nullptr);
+  EXPECT_EQ(tms_last_status(), TMS_ERROR_INVALID_STATE);
+  EXPECT_NE(std::string(tms_last_error()).find("compressed"), std::string::npos);
+  ASSERT_EQ(tms_resume("capi-compressed"), TMS_OK) << tms_last_error();
+  bool exact = true;
+  for (size_t i = 0; i < 3 * kMiB + 3; ++i) {
+    exact = exact && bytes[i] == static_cast<uint8_t>(i % 2 ? 0x3c : i * 7);
+  }
+  EXPECT_TRUE(exact);
+  ASSERT_EQ(tms_free(ptr), TMS_OK);
+  tms_set_cpu_backup_compress(false);
+  tms_set_enable_cpu_backup(false);
+  tms_set_current_tag("default");
+}
+
 TEST(CApi, BadArgumentsReturnAStatusAndAMessage) {
   EXPECT_EQ(tms_set_current_tag(nullptr), TMS_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(tms_last_error()).find("tag"), std::string::npos);

@@ -36,6 +36,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
   const EnvConfig config = parse({{"TMS_INIT_ENABLE", "1"},
                                   {"TMS_INIT_ENABLE_CPU_BACKUP", "true"},
                                   {"TMS_INIT_ENABLE_DISK_BACKUP", "0"},
+                                  {"TMS_INIT_CPU_BACKUP_COMPRESS", "on"},
                                   {"TMS_INIT_CPU_BACKUP_BACKEND", "MMAP"},
                                   {"TMS_RETAIN_CPU_BACKUP", "yes"},
                                   {"TMS_DISK_BACKUP_DIR", "/tmp/backups"},
@@ -52,6 +53,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
   EXPECT_TRUE(config.init_enable);
   EXPECT_TRUE(config.init_enable_cpu_backup);
   EXPECT_FALSE(config.init_enable_disk_backup);
+  EXPECT_TRUE(config.init_cpu_backup_compress);
   EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kMmap);
   EXPECT_TRUE(config.retain_cpu_backup);
   EXPECT_EQ(config.disk_backup_dir, "/tmp/backups");

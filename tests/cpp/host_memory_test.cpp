@@ -91,6 +91,18 @@ class CheckingDriver final : public Driver {
   void synchronize_stream(int device, StreamHandle stream) override {
     sim_.synchronize_stream(device, stream);
   }
+  void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                           StreamHandle stream) override {
+    sim_.codec_measure_async(device, src, size, sizes, stream);
+  }
+  void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
+                          DevicePtr dst, StreamHandle stream) override {
+    sim_.codec_encode_async(device, src, size, sizes, dst, stream);
+  }
+  void codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
+                          StreamHandle stream) override {
+    sim_.codec_decode_async(device, stored, dst, size, stream);
+  }
 
   [[nodiscard]] std::size_t unregistered_copies() const {
     std::lock_guard lock(mutex_);

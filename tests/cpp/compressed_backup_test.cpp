@@ -1,0 +1,213 @@
+// Compressed host backups through the engine on the simulated driver (which
+// runs the CPU reference codec in place of the kernels): exact contents,
+// the host memory they hold, the bounded device scratch, and all-or-nothing
+// under every driver call failing in turn.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backup/codec/format.h"
+#include "codec_data.h"
+#include "common/errors.h"
+#include "core/engine.h"
+#include "test_support.h"
+
+namespace tms {
+namespace {
+
+using testing::kMiB;
+
+struct Contents {
+  DevicePtr ptr;
+  std::vector<std::uint8_t> bytes;
+};
+
+/// An engine on a two-device simulation with compressed weights on both
+/// devices (one spans two batches), incompressible data with compression
+/// asked for, and a plain host backup.
+struct CompressedWorld {
+  SimDriver sim{[] {
+    SimDriverOptions options;
+    options.device_count = 2;
+    options.capacity_bytes = 256 * kMiB;
+    return options;
+  }()};
+  std::unique_ptr<Engine> engine = [this] {
+    EngineOptions options;
+    options.host.register_chunk_bytes = kMiB;  // copies split at registered chunks
+    options.host.prepare_threads = 2;
+    options.copies.chunk_bytes = 768 * 1024;
+    return std::make_unique<Engine>(sim, options);
+  }();
+  std::vector<Contents> tracked;
+
+  explicit CompressedWorld(bool large = true) {
+    // Generated once: the sweeps build hundreds of worlds.
+    static const auto big =
+        testing::normal_weights(codec::kBatchBytes / 2 + 2 * kMiB, 0.02f, true, 1);
+    static const auto weights = testing::normal_weights(2 * kMiB, 0.02f, true, 2);
+    static const auto noise = testing::random_bytes(2 * kMiB + 1, 3);
+    if (large) {
+      add(codec::kBatchBytes + 3 * kMiB + 10, 0, true, big);
+      add(3 * kMiB + 6, 1, true, weights);
+      add(2 * kMiB + 1, 0, true, noise);
+      add(kMiB, 1, false, noise);
+    } else {
+      add(kMiB + 6, 1, true, weights);
+      add(64 * 1024 + 1, 0, true, noise);
+      add(64 * 1024, 1, false, noise);
+    }
+    // The copy streams of both devices exist from the first pause on.
+    engine->pause("weights");
+    engine->resume("weights");
+  }
+
+  void add(std::size_t size, int device, bool compress, const std::vector<std::uint8_t>& data) {
+    AllocationRequest request;
+    request.size = size;
+    request.device = device;
+    request.tag = "weights";
+    request.policy.cpu_backup = true;
+    request.policy.compress = compress;
+    const DevicePtr ptr = engine->allocate(request);
+    std::memcpy(reinterpret_cast<void*>(ptr), data.data(), size);
+    tracked.push_back({ptr, std::vector<std::uint8_t>(
+                                data.begin(), data.begin() + static_cast<std::ptrdiff_t>(size))});
+  }
+
+  [[nodiscard]] bool device_contents_exact() const {
+    for (const Contents& c : tracked) {
+      if (std::memcmp(reinterpret_cast<const void*>(c.ptr), c.bytes.data(), c.bytes.size()) != 0) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  [[nodiscard]] std::size_t backup_bytes() const {
+    std::size_t bytes = 0;
+    for (const TagDeviceStats& entry : engine->stats().entries) bytes += entry.backup_bytes;
+    return bytes;
+  }
+};
+
+TEST(CompressedBackup, PauseResumeCyclesAreExactAndHoldLessHostMemory) {
+  CompressedWorld world;
+  const std::size_t physical0 = world.sim.physical_bytes(0);
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    world.engine->pause("weights");
+    // Weights take under 0.75 of their size; random data at most a small
+    // header more than its size; the plain backup its size.
+    const std::size_t weights = world.tracked[0].bytes.size() + world.tracked[1].bytes.size();
+    const std::size_t others = world.tracked[2].bytes.size() + world.tracked[3].bytes.size();
+    EXPECT_LT(world.backup_bytes(), weights * 3 / 4 + others + others / 1000 + 4096);
+    EXPECT_EQ(world.sim.physical_bytes(0), 0u) << "no device scratch is held while paused";
+    EXPECT_EQ(world.sim.physical_bytes(1), 0u);
+    world.engine->resume("weights");
+    EXPECT_TRUE(world.device_contents_exact()) << "cycle " << cycle;
+    EXPECT_EQ(world.sim.physical_bytes(0), physical0) << "scratch given back after resume";
+  }
+}
+
+TEST(CompressedBackup, IsNeverRetainedAndCannotBeReadInPlace) {
+  CompressedWorld world(/*large=*/false);
+  world.engine->set_retain_cpu_backup(true);
+  world.engine->pause("weights");
+  EXPECT_THROW((void)world.engine->backup_pointer(world.tracked[0].ptr, 16), InvalidState);
+  // The plain backup next to it stays readable in place.
+  const Contents& plain = world.tracked.back();
+  const std::uint8_t* backup = world.engine->backup_pointer(plain.ptr, plain.bytes.size());
+  ASSERT_NE(backup, nullptr);
+  EXPECT_EQ(std::memcmp(backup, plain.bytes.data(), plain.bytes.size()), 0);
+  world.engine->resume("weights");
+  EXPECT_EQ(world.engine->backup_pointer(world.tracked[0].ptr, 16), nullptr)
+      << "a compressed backup is given back at resume even with retention on";
+  EXPECT_NE(world.engine->backup_pointer(plain.ptr, 16), nullptr);
+  EXPECT_TRUE(world.device_contents_exact());
+}
+
+TEST(CompressedBackup, DeviceScratchIsBoundedWhateverTheAllocationSize) {
+  // The scratch of a pause is a table of 4 bytes per chunk plus one staging
+  // slot per copy lane, whatever the size paused.
+  CompressedWorld world;
+  const std::size_t before = world.sim.physical_bytes(0);
+  world.sim.set_capacity(before + 2 * codec::max_batch_bytes(codec::kBatchBytes) + 2 * kMiB + kMiB);
+  world.engine->pause("weights");
+  world.engine->resume("weights");
+  EXPECT_TRUE(world.device_contents_exact());
+  // One granule too little for the scratch: the pause fails cleanly.
+  world.sim.set_capacity(before + kMiB);
+  EXPECT_THROW(world.engine->pause("weights"), OutOfMemory);
+  EXPECT_TRUE(world.device_contents_exact());
+  EXPECT_EQ(world.backup_bytes(), 0u);
+}
+
+// Every driver call a compressed pause or resume makes fails once, in turn:
+// the operation fails with nothing changed and a retry succeeds, or (giving
+// something back) it completes and the parked resource goes at the next one.
+void sweep(bool resume) {
+  std::vector<std::size_t> calls(static_cast<std::size_t>(SimCall::kCount));
+  {
+    CompressedWorld world(/*large=*/false);
+    if (resume) world.engine->pause("weights");
+    for (std::size_t c = 0; c < calls.size(); ++c)
+      calls[c] = world.sim.call_count(static_cast<SimCall>(c));
+    resume ? world.engine->resume("weights") : world.engine->pause("weights");
+    for (std::size_t c = 0; c < calls.size(); ++c)
+      calls[c] = world.sim.call_count(static_cast<SimCall>(c)) - calls[c];
+  }
+  EXPECT_GE(calls[static_cast<std::size_t>(SimCall::kCodec)], 2u) << "the codec ran";
+  for (std::size_t c = 0; c < calls.size(); ++c) {
+    const auto call = static_cast<SimCall>(c);
+    const bool releases = call == SimCall::kReleasePhysical || call == SimCall::kFreeReservation ||
+                          call == SimCall::kHostFree || call == SimCall::kHostUnregister;
+    for (std::size_t nth = 1; nth <= calls[c]; ++nth) {
+      for (const SimFailure failure : {SimFailure::kDriverError, SimFailure::kOutOfMemory}) {
+        SCOPED_TRACE(std::string(resume ? "resume: " : "pause: ") +
+                     std::string(sim_call_name(call)) + " #" + std::to_string(nth));
+        CompressedWorld world(/*large=*/false);
+        if (resume) world.engine->pause("weights");
+        const testing::SimSnapshot before = testing::snapshot(world.sim);
+        const std::size_t backup_before = world.backup_bytes();
+        world.sim.fail_call(call, static_cast<int>(nth), failure);
+        bool failed = false;
+        try {
+          resume ? world.engine->resume("weights") : world.engine->pause("weights");
+        } catch (const Error&) {
+          failed = true;
+        }
+        if (failed) {
+          EXPECT_FALSE(releases) << "giving back must not fail the operation";
+          EXPECT_EQ(testing::snapshot(world.sim), before) << "accounting changed";
+          EXPECT_EQ(world.backup_bytes(), backup_before) << "backups changed";
+          if (!resume) {
+            EXPECT_TRUE(world.device_contents_exact());
+          }
+          world.sim.clear_failures();
+          EXPECT_NO_THROW(resume ? world.engine->resume("weights")
+                                 : world.engine->pause("weights"));
+        } else {
+          // Past the point of no return (giving something back, also the
+          // unmap of the scratch): the operation completes and parks it.
+          EXPECT_TRUE(releases || call == SimCall::kUnmap) << "the injected failure was swallowed";
+          EXPECT_GT(world.engine->stats().deferred_releases, 0u) << "what failed is parked";
+        }
+        if (!resume) world.engine->resume("weights");
+        EXPECT_TRUE(world.device_contents_exact()) << "contents after the operation";
+        world.engine->pause("no-such-tag");  // gives back what was parked
+        EXPECT_EQ(world.engine->stats().deferred_releases, 0u);
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(CompressedBackup, EveryDriverCallFailingInPauseLeavesEverythingActive) { sweep(false); }
+
+TEST(CompressedBackup, EveryDriverCallFailingInResumeLeavesEverythingPaused) { sweep(true); }
+
+}  // namespace
+}  // namespace tms
