@@ -14,7 +14,7 @@ list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES TMS_ZIG TMS_ZIG_TARGET)
 
 # CMake needs one executable per tool: small scripts that call `zig <tool>`.
 set(_tms_zig_bin ${CMAKE_BINARY_DIR}/zig-tools)
-foreach(tool cc c++ ar ranlib)
+foreach(tool cc c++ ar ranlib ld.lld)
   set(_target_flag "")
   if(tool STREQUAL "cc" OR tool STREQUAL "c++")
     set(_target_flag "-target ${TMS_ZIG_TARGET}")
@@ -27,3 +27,5 @@ set(CMAKE_C_COMPILER ${_tms_zig_bin}/cc)
 set(CMAKE_CXX_COMPILER ${_tms_zig_bin}/c++)
 set(CMAKE_AR ${_tms_zig_bin}/ar CACHE FILEPATH "" FORCE)
 set(CMAKE_RANLIB ${_tms_zig_bin}/ranlib CACHE FILEPATH "" FORCE)
+# Links the launcher-facing forwarder files (see CMakeLists.txt).
+set(CMAKE_LINKER ${_tms_zig_bin}/ld.lld CACHE FILEPATH "" FORCE)
