@@ -42,7 +42,9 @@ _PYTHON_HOST_PLATFORM=linux-$arch "$tools/bin/python" -m pip wheel . --no-deps -
 raw=("$work"/raw/torch_memory_saver-*.whl)
 
 mkdir -p dist
-"$tools/bin/auditwheel" repair --plat "$platform" -w dist "${raw[0]}"
+# `--plat auto`: the most compatible tag the symbols allow (named platforms
+# are offered for the host's architecture only); checked below.
+"$tools/bin/auditwheel" repair --plat auto -w dist "${raw[0]}"
 wheel=$(ls -t dist/torch_memory_saver-*-py3-none-*"$platform"*.whl | head -1)
 
 # The tag auditwheel derives from the symbols actually used must be the one
