@@ -103,7 +103,9 @@ TMS_API int tms_set_disk_backup_dir(const char* path);
  *  on its device fails with TMS_ERROR_OUT_OF_MEMORY. */
 TMS_API int set_memory_margin_bytes(uint64_t bytes);
 TMS_API uint64_t tms_get_memory_margin_bytes(void);
-/** Keep host backup memory after resume, to reuse on the next pause. */
+/** Keep host backup memory after resume, to reuse on the next pause (and
+ *  to read with tms_get_cpu_backup_pointer). Turning it off frees no backup
+ *  at once: each is given back by its allocation's next resume, or free. */
 TMS_API int tms_set_retain_cpu_backup(bool retain);
 TMS_API bool tms_get_retain_cpu_backup(void);
 
@@ -135,10 +137,12 @@ TMS_API int tms_pause(const char* tag);
  *  with their backups, and the message names the bytes needed and free. */
 TMS_API int tms_resume(const char* tag);
 
-/** Host backup of [ptr, ptr+size) while paused, or NULL when that range has
- *  no backup (not paused, no backup policy, not an engine allocation). A
- *  NULL result with tms_last_status() != TMS_OK is an error (e.g. the range
- *  runs past its allocation). */
+/** Host backup of [ptr, ptr+size): while paused, the saved contents; while
+ *  active, the backup kept by retain_cpu_backup (what the last pause saved,
+ *  at the same address every cycle). NULL when that range has no host backup
+ *  (none retained, no backup policy, disk backup, not an engine allocation).
+ *  A NULL result with tms_last_status() != TMS_OK is an error (e.g. the
+ *  range runs past its allocation). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
 /** Waits until host backup memory released so far (after resume, freed in

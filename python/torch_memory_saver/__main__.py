@@ -68,8 +68,8 @@ def _run(args_list: List[str]) -> int:
     demo_parser.add_argument(
         "--hook-mode",
         choices=("torch", "preload"),
-        default="torch",
-        help="hook mode on a GPU; preload needs LD_PRELOAD (default torch)",
+        default=None,
+        help="hook mode on a GPU (default torch); preload restarts the demo with the library in LD_PRELOAD",
     )
     args = parser.parse_args(args_list)
 

@@ -19,6 +19,15 @@ Two torch behaviours shape this module:
   while a daemon thread may still be inside a region (its route counts as a
   capture underway), and the abort would hit at exit. The memory itself is
   returned by the process exit; the engine removes disk backup files at exit.
+
+``disable()`` needs the opposite: memory used and freed inside the block must
+go back to the driver when it ends. It gets a pool id of its own
+(:func:`scratch_pool`) with no MemPool object behind it, the way
+``torch.cuda.graph`` uses private pools: routing to the id creates the pool,
+ending the route hands its last reference back, and ``empty_cache`` then
+releases its cached blocks (and forgets the pool once none is in use). That
+path never destroys a MemPool and never synchronizes a pool while another
+thread routes, so it cannot hit the assert above.
 """
 
 from __future__ import annotations
@@ -50,7 +59,6 @@ def keep_forever(obj: Any) -> Any:
 # What a pool is for; pools of different kinds never share cached blocks.
 REGION = "region"  # tensors made inside region()
 GRAPH = "graph"  # private memory of graphs captured by cuda_graph()
-RESIDENT = "resident"  # allocations under disable() in preload mode
 
 
 @dataclass(frozen=True)
@@ -118,24 +126,41 @@ def new_default_pool(device: int) -> Any:
         return torch.cuda.MemPool()
 
 
-_Route = Optional[Tuple[int, Any]]  # (device, pool); None or a None pool: torch's default pool
+PoolId = Tuple[int, int]
+_Route = Optional[Tuple[int, PoolId]]  # (device, pool id); None: torch's default pool
 
 
 def _start(route: _Route) -> None:
-    if route is not None and route[1] is not None:
+    if route is not None:
         torch = require_torch("region()")
-        device, pool = route
-        torch._C._cuda_beginAllocateCurrentThreadToPool(device, pool.id)
+        torch._C._cuda_beginAllocateCurrentThreadToPool(*route)
 
 
 def _stop(route: _Route) -> None:
-    # The same two calls torch.cuda.use_mem_pool makes on exit; the pool stays
-    # alive because PoolCache holds it.
-    if route is not None and route[1] is not None:
+    # The same two calls torch.cuda.use_mem_pool makes on exit: the route's
+    # reference to the pool is handed back; whoever holds another keeps it.
+    if route is not None:
         torch = require_torch("region()")
-        device, pool = route
-        torch._C._cuda_endAllocateToPool(device, pool.id)
-        torch._C._cuda_releasePool(device, pool.id)
+        torch._C._cuda_endAllocateToPool(*route)
+        torch._C._cuda_releasePool(*route)
+
+
+def scratch_pool() -> PoolId:
+    """A new pool id nobody holds: the first route to it creates the pool (see module doc)."""
+    torch = require_torch("disable()")
+    return tuple(torch.cuda.graph_pool_handle())  # type: ignore[return-value]
+
+
+def release_unused_scratch_memory() -> None:
+    """Give the cached blocks of pools nobody routes to any more back to the driver.
+
+    ``empty_cache`` releases the blocks of every pool whose last reference was
+    handed back (and, when no thread routes or captures, torch's default
+    pool's cached blocks too); it never synchronizes a single pool, so it is
+    safe while other threads route.
+    """
+    torch = require_torch("disable()")
+    torch.cuda.empty_cache()
 
 
 class PoolRouter:
@@ -151,11 +176,15 @@ class PoolRouter:
         return stack
 
     @contextmanager
-    def route(self, device: int, pool: Any) -> Iterator[None]:
-        """Send the calling thread's allocations on `device` to `pool` (None: torch's default pool)."""
+    def route(self, device: int, pool_id: Optional[PoolId], on_exit: Optional[Callable[[], None]] = None) -> Iterator[None]:
+        """Send the calling thread's allocations on `device` to pool `pool_id` (None: torch's default pool).
+
+        `on_exit` runs after the route ends and before the thread's outer
+        route starts again, i.e. while this thread routes nowhere.
+        """
         stack = self._stack()
         outer = stack[-1] if stack else None
-        mine = (device, pool)
+        mine: _Route = None if pool_id is None else (device, pool_id)
         _stop(outer)
         try:
             _start(mine)
@@ -167,5 +196,9 @@ class PoolRouter:
             yield
         finally:
             stack.pop()
-            _stop(mine)
-            _start(outer)
+            try:
+                _stop(mine)
+                if on_exit is not None:
+                    on_exit()
+            finally:
+                _start(outer)

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 from . import _library, _settings
 from ._library import check, encode
-from .errors import InvalidStateError
+from .errors import ConfigError, InvalidStateError
 
 _TAG = "demo"
+# Set in the child the preload demo starts, so that it never restarts itself again.
+_RESTARTED_ENV = "TMS_DEMO_RESTARTED"
 _MIB = 2**20
 # Bytes of the test pattern repeat every 256 positions: value(i) = (7 * i + 3) mod 256.
 _PATTERN_PERIOD = bytes((7 * i + 3) % 256 for i in range(256))
@@ -130,9 +135,44 @@ def run_gpu(size: int, hook_mode: str) -> bool:
     return ok
 
 
-def run(size_mb: Optional[int], simulated: bool, hook_mode: str) -> bool:
-    """Run the demo on the GPU when possible, else on the simulated driver."""
+def run_preloaded(size_mb: Optional[int]) -> bool:
+    """The GPU demo in preload mode, in a child process started with the library in LD_PRELOAD."""
+    from . import hooks
+    from .utils import configure_subprocess
+
+    if hooks.is_preloaded():
+        return run_gpu((size_mb or 1024) * _MIB, "preload")
+    if os.environ.get(_RESTARTED_ENV):
+        raise ConfigError(
+            "the demo restarted itself with the library in LD_PRELOAD, but the library is still not "
+            f"preloaded (LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r})"
+        )
+    print("preload mode: starting the demo again with the library in LD_PRELOAD", flush=True)
+    command = [sys.executable, "-m", "torch_memory_saver", "demo", "--hook-mode", "preload"]
+    if size_mb is not None:
+        command += ["--size-mb", str(size_mb)]
+    # The child must import this very package, wherever it was imported from.
+    package_parent = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
+    with configure_subprocess():
+        env = dict(os.environ, PYTHONPATH=python_path, **{_RESTARTED_ENV: "1"})
+        child = subprocess.run(command, env=env, check=False)
+    return child.returncode == 0
+
+
+def run(size_mb: Optional[int], simulated: bool, hook_mode: Optional[str] = None) -> bool:
+    """Run the demo on the GPU when possible, else on the simulated driver.
+
+    `hook_mode` None means the default, "torch". "preload" restarts the demo
+    in a child process with the library in LD_PRELOAD when this process was
+    not started that way. The simulated driver has no hooks, so there the
+    mode is ignored (and said so).
+    """
     on_gpu = not simulated and os.environ.get("TMS_DRIVER") != "sim" and cuda_available()
     if on_gpu:
-        return run_gpu((size_mb or 1024) * _MIB, hook_mode)
+        if hook_mode == "preload":
+            return run_preloaded(size_mb)
+        return run_gpu((size_mb or 1024) * _MIB, hook_mode or "torch")
+    if hook_mode is not None:
+        print(f"note: --hook-mode {hook_mode} is ignored on the simulated driver (no GPU, no hooks)")
     return run_simulated((size_mb or 64) * _MIB)

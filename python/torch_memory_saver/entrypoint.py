@@ -12,8 +12,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
+from .binary_wrapper import BinaryWrapper
 from ._library import check, encode
-from ._pools import GRAPH, REGION, RESIDENT, PoolCache, PoolKey, PoolRouter, new_default_pool
+from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
 from .errors import InvalidArgumentError, InvalidStateError, TorchMemorySaverError
@@ -101,16 +102,38 @@ class TorchMemorySaver:
             if self._hooks is None:
                 active = hooks.create(self._hook_mode)
                 active.validate()
-
-                def new_pool(key: PoolKey) -> Any:
-                    return (
-                        new_default_pool(key.device) if key.kind == RESIDENT else active.new_pool(key.device)
-                    )
-
-                self._pools = PoolCache(new_pool)
+                self._pools = PoolCache(lambda key: active.new_pool(key.device))
                 self._hooks = active
                 logger.debug("hook_mode=%s, library %s", self._hook_mode, _library.loaded_path())
             return self._hooks
+
+    # ---- names integrations reach into ----------------------------------------
+
+    def _ensure_initialized(self) -> None:
+        """Make the instance ready for regions now (what the first :meth:`region` does).
+
+        Loads the engine, fixes :attr:`hook_mode` and checks that it can work
+        in this process. Integrations call this before reaching the engine
+        through :attr:`_impl`.
+
+        Raises:
+            ConfigError: the hook mode cannot work in this process (e.g.
+                preload mode without the library in ``LD_PRELOAD``).
+        """
+        self._active_hooks()
+
+    @property
+    def _impl(self) -> Optional["_Internals"]:
+        """None until the instance is initialised (first region, or :meth:`_ensure_initialized`).
+
+        Then ``_impl._binary_wrapper.cdll`` is the engine library with every
+        ``tms.h`` function declared: ``cdll.tms_set_interesting_region(False)``
+        suspends the calling thread's region in the engine, as the library
+        this one replaces allowed.
+        """
+        if self._hooks is None:
+            return None
+        return _Internals(self._hook_mode)
 
     # ---- regions --------------------------------------------------------------
 
@@ -180,12 +203,17 @@ class TorchMemorySaver:
         pool: Optional[Any] = None,
         stream: Optional[Any] = None,
         capture_error_mode: str = "global",
-        tag: str = "cuda_graph",
+        tag: str = _TAG_DEFAULT,
         enable_cpu_backup: bool = False,
+        cpu_backup_backend: Optional[str] = None,
     ) -> Iterator[None]:
         """Capture `cuda_graph` like ``torch.cuda.graph`` with its private memory pauseable under `tag`.
 
-        Arguments are those of ``torch.cuda.graph``. Graphs captured here with
+        Arguments are those of ``torch.cuda.graph``, plus `tag`,
+        `enable_cpu_backup` and `cpu_backup_backend` as for :meth:`region`
+        (the tag defaults to ``"default"``, as in the library this one
+        replaces; pass e.g. ``tag="cuda_graph"`` to pause graphs on their own).
+        Graphs captured here with
         the same tag and backup policy on a device share one private pool (as
         if one pool handle were passed to each capture), so replay them in
         capture order, not concurrently, as with any shared pool.
@@ -207,7 +235,9 @@ class TorchMemorySaver:
         active = self._active_hooks()
         assert self._pools is not None
         device = torch.cuda.current_device()
-        with _settings.changed(interesting=True, tag=tag, cpu_backup=bool(enable_cpu_backup)) as settings:
+        with _settings.changed(
+            interesting=True, tag=tag, cpu_backup=bool(enable_cpu_backup), cpu_backup_backend=cpu_backup_backend
+        ) as settings:
             key = self._key(GRAPH, settings, device)
             with self._pools.borrow(key) as own_pool, self._router.route(device, None):
                 # Suspend this thread's region pool so that the capture's
@@ -231,18 +261,18 @@ class TorchMemorySaver:
 
         Works inside a :meth:`region` and in trainer-wide mode (preload with
         ``TMS_INIT_ENABLE=1``, where every allocation is otherwise pauseable).
+        The block allocates from a pool of its own, so no cached block of a
+        pauseable pool is handed out inside it. When it ends, the memory that
+        was freed inside goes back to the driver (``torch.cuda.empty_cache``
+        runs then); tensors still alive stay valid, and their memory goes back
+        at a later ``empty_cache`` after they are freed.
         """
         torch = require_torch("disable()")
-        active = self._active_hooks()
+        self._active_hooks()
         device = torch.cuda.current_device()
         with _settings.changed(interesting=False):
-            if active.needs_resident_pool:
-                # One resident pool per device, whatever the thread's tag or backup policy.
-                with self._routed_to(PoolKey(RESIDENT, "", False, "", False, device)):
-                    yield
-            else:
-                with self._router.route(device, None):
-                    yield
+            with self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory):
+                yield
 
     @staticmethod
     def _key(kind: str, settings: _settings.ThreadSettings, device: int) -> PoolKey:
@@ -253,7 +283,7 @@ class TorchMemorySaver:
     @contextmanager
     def _routed_to(self, key: PoolKey) -> Iterator[None]:
         assert self._pools is not None
-        with self._pools.borrow(key) as pool, self._router.route(key.device, pool):
+        with self._pools.borrow(key) as pool, self._router.route(key.device, pool.id):
             yield
 
     # ---- pause and resume ----------------------------------------------------
@@ -322,7 +352,12 @@ class TorchMemorySaver:
 
     @property
     def retain_cpu_backup(self) -> bool:
-        """Keep host backup memory after resume for the next pause (default: TMS_RETAIN_CPU_BACKUP)."""
+        """Keep host backup memory after resume for the next pause (default: TMS_RETAIN_CPU_BACKUP).
+
+        Retained backups stay readable with :meth:`get_cpu_backup`. Turning it
+        off frees nothing at once: each retained backup is given back by its
+        allocation's next resume, or when the allocation is freed.
+        """
         return bool(_library.library().tms_get_retain_cpu_backup())
 
     @retain_cpu_backup.setter
@@ -340,16 +375,21 @@ class TorchMemorySaver:
     # ---- inspection ----------------------------------------------------------
 
     def get_cpu_backup(self, x: Any, zero_copy: bool = False) -> Optional[Any]:
-        """Host backup of the paused tensor `x`, as a CPU tensor of x's dtype and shape.
+        """Host backup of `x`, as a CPU tensor of x's dtype and shape.
 
-        Returns None when `x` has no backup: it is not paused, its region had
-        no CPU backup, or it is not engine memory.
+        There is one while `x` is paused with a CPU backup, and after resume
+        while :attr:`retain_cpu_backup` keeps it: then it holds what the last
+        pause saved, at the same host address in every later cycle.
+
+        Returns None when `x` has no host backup: never paused (or the backup
+        was given back by a resume without retention), its region had no CPU
+        backup (disk backups have no host copy), or it is not engine memory.
 
         Args:
             zero_copy: return a tensor over the backup's host memory itself
-                (no copy). It is valid only while `x` stays paused: resume may
-                free that memory (unless :attr:`retain_cpu_backup`). Otherwise
-                the result is an independent copy.
+                (no copy), valid until that backup is given back (a resume
+                without retention, or freeing `x`). Otherwise the result is
+                an independent copy.
 
         Raises:
             InvalidArgumentError: `x` is not a CUDA tensor, or the engine rejects the range.
@@ -359,6 +399,14 @@ class TorchMemorySaver:
     def stats(self) -> List[TagStats]:
         """Per-(tag, device) statistics from the engine (see :class:`TagStats`)."""
         return stats()
+
+
+class _Internals:
+    """What ``TorchMemorySaver._impl`` offers: the hook mode and the engine library."""
+
+    def __init__(self, hook_mode: str) -> None:
+        self._hook_mode = hook_mode
+        self._binary_wrapper = BinaryWrapper()
 
 
 def _refuse_during_capture(verb: str) -> None:

@@ -68,16 +68,24 @@ class BackupIOError(TorchMemorySaverError, OSError):
     """Host I/O for a backup (disk file, mmap) failed."""
 
 
-class ConfigError(TorchMemorySaverError, ValueError):
-    """A setting or environment variable is not usable (e.g. expandable_segments in preload mode)."""
+class ConfigError(TorchMemorySaverError, ValueError, RuntimeError):
+    """A setting or environment variable is not usable (e.g. expandable_segments in preload mode).
+
+    Also a RuntimeError: the library this one replaces raised RuntimeError for
+    these, and callers catch that.
+    """
 
 
 class InternalError(TorchMemorySaverError, RuntimeError):
     """A bug in torch_memory_saver: please report it with the message."""
 
 
-class LibraryNotFoundError(TorchMemorySaverError, FileNotFoundError):
-    """The engine's shared library (libtorch_memory_saver.so) could not be found."""
+class LibraryNotFoundError(TorchMemorySaverError, FileNotFoundError, RuntimeError):
+    """The engine's shared library (libtorch_memory_saver.so) could not be found.
+
+    Also a RuntimeError, which is what callers of ``get_binary_path_from_package``
+    catch (the library this one replaces raised it).
+    """
 
 
 class TorchNotAvailableError(TorchMemorySaverError, ImportError):

@@ -1,4 +1,5 @@
-"""Locating the engine library for other processes (LD_PRELOAD)."""
+"""Locating the engine library for other processes (LD_PRELOAD), and small helpers
+that code written for the library this one replaces imports from here."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from . import _library
-from .errors import InvalidArgumentError
+from .errors import LibraryNotFoundError
 
 logger = logging.getLogger("torch_memory_saver")
 
@@ -25,12 +26,12 @@ def get_binary_path_from_package(stem: str) -> Path:
     """Path of the engine library for `stem` (both known stems name the same library).
 
     Raises:
-        InvalidArgumentError: unknown stem.
-        LibraryNotFoundError: the library is not installed or built.
+        LibraryNotFoundError (also a RuntimeError): unknown stem, or the
+            library is not installed or built.
     """
     if stem not in _BINARY_STEMS:
-        raise InvalidArgumentError(
-            f"unknown torch_memory_saver binary stem {stem!r}; expected one of {_BINARY_STEMS}"
+        raise LibraryNotFoundError(
+            f"no torch_memory_saver library for stem {stem!r}; known stems: {_BINARY_STEMS}"
         )
     return _library.find_library_path()
 
@@ -54,3 +55,27 @@ def configure_subprocess() -> Iterator[None]:
             os.environ.pop("LD_PRELOAD", None)
         else:
             os.environ["LD_PRELOAD"] = previous
+
+
+@contextmanager
+def change_env(key: str, value: str) -> Iterator[None]:
+    """Set environment variable `key` to `value` inside the block; put it back (or remove it) after."""
+    previous: Optional[str] = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def is_xpu() -> bool:
+    """Whether torch runs on an Intel XPU here. This library serves CUDA only, so its tests use it to skip."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    xpu = getattr(torch, "xpu", None)
+    return bool(xpu is not None and xpu.is_available())

@@ -402,7 +402,10 @@ std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
                           std::to_string(offset) + " runs past its allocation of " +
                           std::to_string(allocation->requested_size) + " bytes");
   }
-  if (allocation->state != AllocationState::kPaused || allocation->backup.empty()) return nullptr;
+  // A paused allocation's backup holds its contents; an active one's, kept by
+  // retain_cpu_backup, holds what the last pause saved (readable until the
+  // next non-retaining resume gives it back).
+  if (allocation->backup.empty()) return nullptr;
   return allocation->backup.data() + offset;
 }
 
@@ -417,22 +420,11 @@ std::size_t Engine::memory_margin_bytes() const {
 }
 
 void Engine::set_retain_cpu_backup(bool retain) {
-  host_memory_.set_pooling(retain);  // off: frees the pool
-  std::vector<HostBuffer> dropped;
-  {
-    std::lock_guard lock(mutex_);
-    retain_cpu_backup_ = retain;
-    if (!retain) {
-      // Retained copies of active allocations are stale; give them back now.
-      for (auto& [base, allocation] : registry_.all()) {
-        if (allocation->state == AllocationState::kActive && !allocation->busy &&
-            !allocation->backup.empty()) {
-          dropped.push_back(std::move(allocation->backup));
-        }
-      }
-    }
-  }
-  dropped.clear();
+  host_memory_.set_pooling(retain);  // off: frees the pool of freed allocations' memory
+  // Backups already retained stay readable: the next resume that does not
+  // retain gives them back (or free() does), never this call.
+  std::lock_guard lock(mutex_);
+  retain_cpu_backup_ = retain;
 }
 
 bool Engine::retain_cpu_backup() const {

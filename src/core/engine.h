@@ -86,17 +86,21 @@ class Engine {
   /// host backup or backup file.
   void resume(const std::optional<std::string>& tag);
 
-  /// Host copy of [ptr, ptr+size) of a paused allocation with a backup, or
-  /// nullptr when there is none (also for disk backups, which have no host
-  /// copy). @throws InvalidArgument when the range runs past its allocation.
+  /// Host copy of [ptr, ptr+size) of an allocation with a host backup: a
+  /// paused one's, or an active one's retained backup (what its last pause
+  /// saved). nullptr when there is none (also for disk backups, which have
+  /// no host copy). @throws InvalidArgument when the range runs past its
+  /// allocation.
   [[nodiscard]] std::uint8_t* backup_pointer(DevicePtr ptr, std::size_t size) const;
 
   void set_memory_margin_bytes(std::size_t bytes);
   [[nodiscard]] std::size_t memory_margin_bytes() const;
-  /// Keep host backups after resume for reuse by the next pause, and pool
+  /// Keep host backups after resume for reuse by the next pause (the same
+  /// host address every cycle, readable through backup_pointer), and pool
   /// the page-locked host memory of freed allocations (bounded by
   /// HostMemoryOptions::pool_limit_bytes) for later pauses. Turning it off
-  /// gives retained backups and the pool back.
+  /// gives the pool back; backups already retained stay until the next
+  /// resume of their allocation (which no longer retains) or its free.
   void set_retain_cpu_backup(bool retain);
   [[nodiscard]] bool retain_cpu_backup() const;
 

@@ -225,6 +225,37 @@ TEST_F(EngineTest, RetentionKeepsHostMemoryForTheNextPause) {
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(ptr, 2 * kMiB, 2));
   engine_->set_retain_cpu_backup(false);
+  EXPECT_EQ(sim_.host_bytes(), 2 * kMiB) << "turning retention off frees nothing at once";
+  engine_->free(ptr);
+  EXPECT_EQ(sim_.host_bytes(), 0u) << "free gives a retained backup back";
+}
+
+TEST_F(EngineTest, RetainedBackupStaysReadableAtOneAddressUntilANonRetainingResume) {
+  engine_->set_retain_cpu_backup(true);
+  const DevicePtr ptr = allocate(2 * kMiB, "t", true);
+  testing::fill_pattern(ptr, 2 * kMiB, 1);
+  EXPECT_EQ(engine_->backup_pointer(ptr, 2 * kMiB), nullptr) << "never paused: no backup yet";
+  engine_->pause("t");
+  std::uint8_t* const host = engine_->backup_pointer(ptr, 2 * kMiB);
+  ASSERT_NE(host, nullptr);
+  engine_->resume("t");
+  // Active again: the retained copy is what the pause saved, at the same address.
+  ASSERT_EQ(engine_->backup_pointer(ptr, 2 * kMiB), host);
+  EXPECT_TRUE(testing::has_pattern(reinterpret_cast<std::uintptr_t>(host), 2 * kMiB, 1));
+  EXPECT_EQ(engine_->backup_pointer(ptr + 4096, 16), host + 4096);
+  for (std::uint8_t cycle = 2; cycle < 5; ++cycle) {
+    testing::fill_pattern(ptr, 2 * kMiB, cycle);
+    engine_->pause("t");
+    engine_->resume("t");
+    ASSERT_EQ(engine_->backup_pointer(ptr, 2 * kMiB), host) << "cycle " << int(cycle);
+    EXPECT_TRUE(testing::has_pattern(reinterpret_cast<std::uintptr_t>(host), 2 * kMiB, cycle));
+  }
+  engine_->set_retain_cpu_backup(false);
+  EXPECT_EQ(engine_->backup_pointer(ptr, 2 * kMiB), host) << "still readable after turning off";
+  EXPECT_EQ(sim_.host_bytes(), 2 * kMiB);
+  engine_->pause("t");
+  engine_->resume("t");  // does not retain: gives the backup back
+  EXPECT_EQ(engine_->backup_pointer(ptr, 2 * kMiB), nullptr);
   EXPECT_EQ(sim_.host_bytes(), 0u);
   engine_->free(ptr);
 }

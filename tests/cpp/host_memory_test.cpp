@@ -307,7 +307,10 @@ TEST_F(HostBackupTest, PoolServesRecreatedAllocationsWhileRetentionIsOn) {
                                      static_cast<std::uint8_t>(40 + i)));
   }
   EXPECT_EQ(sim_.host_bytes(), held);
-  engine_->set_retain_cpu_backup(false);  // trims the pool and drops retained backups
+  engine_->set_retain_cpu_backup(false);  // trims the pool; retained backups stay
+  EXPECT_EQ(sim_.host_bytes(), held);
+  engine_->pause("t");
+  engine_->resume("t");  // the first resume that does not retain gives them back
   EXPECT_EQ(sim_.host_bytes(), 0u);
   EXPECT_EQ(sim_.registered_host_ranges(), 0u);
   for (DevicePtr ptr : ptrs) engine_->free(ptr);

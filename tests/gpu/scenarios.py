@@ -256,6 +256,142 @@ def trainer_wide():
     assert bool((x == 3.0).all()), "TMS_INIT_ENABLE_CPU_BACKUP=1 did not back x up"
 
 
+def used_bytes(device=None):
+    torch.cuda.synchronize(device)
+    free, total = torch.cuda.mem_get_info(device)
+    return total - free
+
+
+# What may stay taken around disable() besides tensors still alive (driver
+# bookkeeping, a kernel's first launch); the library this one replaces
+# kept gigabytes there.
+DISABLE_SLACK = 16 * MIB
+
+
+def _disable_round(label):
+    """2 GiB used and freed inside disable() go back to the driver; a live tensor stays valid."""
+    baseline = used_bytes()
+    with tms.disable():
+        scratch = torch.empty(2 * GIB, dtype=torch.uint8, device="cuda")
+        scratch.fill_(1)
+        kept = torch.full((16 * MIB,), 4.0, device="cuda")  # 64 MiB, still alive after the block
+        del scratch
+    grown = used_bytes() - baseline
+    print(f"{label}: device memory after disable() {grown / MIB:+.1f} MiB (64 MiB still alive)")
+    assert grown <= 64 * MIB + DISABLE_SLACK, f"{label}: disable() kept {grown / MIB:.0f} MiB"
+    assert not owned(kept), f"{label}: a disable() allocation went to the engine"
+    assert bool((kept == 4.0).all()), f"{label}: the tensor alive after disable() changed"
+    del kept
+    torch.cuda.empty_cache()
+    assert used_bytes() - baseline <= DISABLE_SLACK, f"{label}: freed tensor's memory never came back"
+
+
+def disable_gives_memory_back():
+    """Memory freed inside disable() is back with the driver when the block ends: in a region and bare."""
+    torch.ones(MIB, device="cuda")  # first kernel launch and context setup outside the measurement
+    with tms.region("model"):
+        before = torch.ones(MIB, device="cuda")
+        _disable_round("inside a region")
+        after = torch.ones(MIB, device="cuda")
+    assert owned(before) and owned(after), "the region stopped working after disable()"
+    # Bare: plain process, or trainer-wide mode when started with TMS_INIT_ENABLE=1.
+    _disable_round("trainer-wide" if _settings.read().interesting else "outside a region")
+    tms.pause("model")
+    tms.resume("model")
+    after.fill_(2.0)
+    assert float(after.sum()) == 2.0 * MIB
+
+
+def retained_cpu_backup():
+    """With retain_cpu_backup, get_cpu_backup after resume reads the retained copy at one host address."""
+    tms.retain_cpu_backup = True
+    expected = torch.arange(1024 * 1024, dtype=torch.float32)
+    with tms.region("w", enable_cpu_backup=True):
+        weights = expected.cuda()
+    assert tms.get_cpu_backup(weights) is None, "never paused: nothing retained yet"
+    address = None
+    for step in range(3):
+        tms.pause("w")
+        tms.resume("w")
+        shared = tms.get_cpu_backup(weights, zero_copy=True)
+        assert shared is not None, f"step {step}: no retained backup after resume"
+        address = address or shared.data_ptr()
+        assert shared.data_ptr() == address, "the retained copy moved"
+        assert torch.equal(shared, expected) and torch.equal(tms.get_cpu_backup(weights), expected)
+        del shared
+        weights.add_(1.0)  # a weight update between cycles
+        expected += 1.0
+    tms.retain_cpu_backup = False
+    assert tms.get_cpu_backup(weights) is not None, "turning retention off must not free at once"
+    tms.pause("w")
+    tms.resume("w")
+    assert tms.get_cpu_backup(weights) is None, "a non-retaining resume gives the backup back"
+    assert torch.equal(weights.cpu(), expected)
+
+
+def cuda_graph_default_tag():
+    """cuda_graph() without a tag pauses with "default" (as the library this one replaces did)."""
+    static_x = torch.ones(GIB // 8, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with tms.cuda_graph(graph, cpu_backup_backend=None):
+        doubled = static_x * 2
+        static_out = (doubled + 1)[:1024].clone()
+    del doubled
+    graph.replay()
+    tags = {s.tag for s in tms.stats() if s.active_bytes}
+    assert tags == {"default"}, f"graph memory under tags {tags}"
+    active = free_bytes()
+    tms.pause("default")
+    assert free_bytes() - active >= 0.4 * GIB, "pausing 'default' did not free the graph's memory"
+    tms.resume("default")
+    static_x.fill_(2.0)
+    graph.replay()
+    assert bool((static_out == 5.0).all())
+
+
+def integration_names():
+    """What patches reach into: _impl._binary_wrapper.cdll switches interception; hooks submodules work."""
+    from torch_memory_saver.hooks.base import HookUtilBase
+    from torch_memory_saver.testing_utils import get_and_print_gpu_memory, get_device
+
+    assert tms._impl is None
+    tms._ensure_initialized()
+    cdll = tms._impl._binary_wrapper.cdll
+    with tms.region("r"):
+        cdll.tms_set_interesting_region(False)  # slime's DeepEP patch
+        try:
+            outside = torch.ones(64 * MIB, device="cuda")
+        finally:
+            cdll.tms_set_interesting_region(True)
+        inside = torch.ones(64 * MIB, device="cuda")
+    assert owned(inside)
+    if tms.hook_mode == "preload":
+        assert not owned(outside), "turning the region off through cdll did not suspend interception"
+    util = HookUtilBase.create(tms.hook_mode)
+    assert os.path.samefile(util.get_path_binary(), _library.loaded_path())
+    if tms.hook_mode == "torch":
+        pool = torch.cuda.MemPool(util.get_allocator())
+        with torch.cuda.use_mem_pool(pool):
+            pooled = torch.ones(MIB, device="cuda")
+        assert owned(pooled), "HookUtilModeTorch's allocator is not the engine's"
+    assert get_device() == "cuda"
+    assert get_and_print_gpu_memory("integration_names") > 0
+
+
+def trainer_wide_cdll_switch():
+    """Trainer-wide mode: turning the region off through cdll keeps an allocation resident (DeepEP buffers)."""
+    tms._ensure_initialized()
+    cdll = tms._impl._binary_wrapper.cdll
+    assert cdll.tms_get_interesting_region(), "TMS_INIT_ENABLE=1 should start threads inside a region"
+    cdll.tms_set_interesting_region(False)
+    try:
+        buffer = torch.empty(64 * MIB, dtype=torch.uint8, device="cuda")
+    finally:
+        cdll.tms_set_interesting_region(True)
+    plain = torch.empty(64 * MIB, dtype=torch.uint8, device="cuda")
+    assert not owned(buffer) and owned(plain)
+
+
 def two_devices():
     """One tag spanning two devices pauses and resumes on each device."""
     tensors = {}

@@ -52,6 +52,11 @@ BOTH_MODES = [
     "thread_region_isolation",
     "threads_alloc_while_pausing",
     "soak",  # SOAK_CYCLES cycles (default 200); tests/gpu/soak.py --cycles 1000 for the long run
+    # drop-in behaviours of the library this one replaces
+    "disable_gives_memory_back",
+    "retained_cpu_backup",
+    "cuda_graph_default_tag",
+    "integration_names",
 ]
 
 
@@ -71,6 +76,11 @@ def test_two_devices(hook_mode):
 def test_trainer_wide_mode_with_disable():
     # Trainer-wide mode is preload by definition: no region() anywhere.
     run_scenario("trainer_wide", "preload", TMS_INIT_ENABLE="1", TMS_INIT_ENABLE_CPU_BACKUP="1")
+
+
+@pytest.mark.parametrize("name", ["disable_gives_memory_back", "trainer_wide_cdll_switch"])
+def test_trainer_wide_drop_in(name):
+    run_scenario(name, "preload", TMS_INIT_ENABLE="1")
 
 
 @pytest.mark.parametrize("hook_mode", HOOK_MODES)

@@ -1,5 +1,9 @@
 """Hook modes: how torch's allocations inside a region reach the engine.
 
+The submodules ``base``, ``mode_preload`` and ``mode_torch`` keep the module
+layout of the library this one replaces (``HookUtilBase`` and friends), for
+code that imports them; the objects the package itself uses live here.
+
 ``preload``: the process starts with the engine library in ``LD_PRELOAD``; its
 ``cudaMalloc``/``cudaFree`` interposers hand allocations of threads inside a
 region to the engine. Regions still allocate through a MemPool of torch's
@@ -14,12 +18,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from typing import Any, Literal, Mapping, Optional
 
-from . import _library
-from ._pools import keep_forever, new_default_pool
-from ._torch import require_torch
-from .errors import ConfigError, InvalidArgumentError
+from .. import _library
+from .._pools import keep_forever, new_default_pool
+from .._torch import require_torch
+from ..errors import ConfigError, InvalidArgumentError
 
 HookMode = Literal["preload", "torch"]
 HOOK_MODES = ("preload", "torch")
@@ -58,9 +63,6 @@ class PreloadHooks:
     """Hook mode "preload" (see module doc)."""
 
     mode: HookMode = "preload"
-    # Trainer-wide mode (TMS_INIT_ENABLE=1) makes torch's default pool
-    # pauseable, so disable() needs a pool of its own for resident memory.
-    needs_resident_pool = True
     # A graph pool the caller passes is fed by cudaMalloc, which the
     # interposer sends to the engine: it is pauseable as it is.
     accepts_any_graph_pool = True
@@ -93,13 +95,8 @@ class TorchHooks:
     """Hook mode "torch" (see module doc)."""
 
     mode: HookMode = "torch"
-    # torch's default pool only ever holds plain cudaMalloc memory here.
-    needs_resident_pool = False
     # Only pools on the engine's allocator make graph memory pauseable.
     accepts_any_graph_pool = False
-
-    def __init__(self) -> None:
-        self._allocator: Optional[Any] = None
 
     def validate(self) -> None:
         """Nothing to check: a MemPool on a pluggable allocator gets every region
@@ -107,15 +104,29 @@ class TorchHooks:
 
     def new_pool(self, device: int) -> Any:
         torch = require_torch("region()")
-        if self._allocator is None:
-            # The pools keep a raw pointer to it: it must live as long as they do.
-            self._allocator = keep_forever(
+        with torch.cuda.device(device):
+            return torch.cuda.MemPool(pluggable_allocator().allocator())
+
+
+_allocator_lock = threading.Lock()
+_allocator: Optional[Any] = None
+
+
+def pluggable_allocator() -> Any:
+    """The process's one ``CUDAPluggableAllocator`` over the engine (made on first use).
+
+    Pools keep a raw pointer to it, so it lives as long as the process.
+    """
+    global _allocator
+    with _allocator_lock:
+        if _allocator is None:
+            torch = require_torch("hook_mode='torch'")
+            _allocator = keep_forever(
                 torch.cuda.memory.CUDAPluggableAllocator(
                     str(_library.loaded_path()), "tms_torch_malloc", "tms_torch_free"
                 )
             )
-        with torch.cuda.device(device):
-            return torch.cuda.MemPool(self._allocator.allocator())
+        return _allocator
 
 
 def create(mode: str) -> Any:
