@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Pause/resume benchmark of torch_memory_saver against the hardware floors (issue 4).
+"""Pause/resume benchmark of torch_memory_saver against the hardware floors.
 
-The implementation lives in the package (``torch_memory_saver.bench``) so that
+The implementation is the package ``torch_memory_saver.bench``, so that
 an installed copy can run it as ``python -m torch_memory_saver bench``; this
 file runs the same thing from a source checkout:
 

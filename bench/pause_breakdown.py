@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Where the time of a pause/resume without backup goes, next to raw VMM loops in the same process.
 
-The main benchmark compares the library with a raw loop of create/map/access and
-unmap/release measured in another process, on memory no kernel ever touched.
+The main benchmark compares the library with the raw loop of create/map/access
+and unmap/release (torch_memory_saver.bench.vmm) on memory nothing ever wrote.
 This diagnostic runs, in one process and on one device, for each layout:
 
-- raw loops in several variants: the benchmark's (per handle unmap then
+- the same raw loop in variants: the benchmark's (per handle unmap then
   release), the engine's order (unmap every handle, then release every
-  handle), on memory a kernel wrote first or not, with a device synchronize
-  first or not; the unmap and release calls timed apart;
+  handle), on memory written first or not, with a device synchronize first
+  or not; the unmap and release calls timed apart;
 - the library: ``pause``/``resume`` of a region tag holding the same layout,
   its tensors written before each pause or not; the time seen by Python and
   by the engine (``stats()``), and the engine's own phases (its INFO log line).
@@ -27,115 +27,51 @@ Needs a GPU; prints a table and writes JSON. Timings are best of --repeats.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+try:
+    from torch_memory_saver.bench import vmm
+    from torch_memory_saver.bench.constants import GiB
+    from torch_memory_saver.bench.copies import registered_host_buffer
+except ImportError:  # a source checkout without `pip install .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    from torch_memory_saver.bench import vmm
+    from torch_memory_saver.bench.constants import GiB
+    from torch_memory_saver.bench.copies import registered_host_buffer
 
 os.environ.setdefault("TMS_LOG_LEVEL", "info")  # the engine logs each transition's phases
 
-GiB = 2**30
+
+# The raw loop variants: name -> option bits of the raw VMM floor (torch_memory_saver.bench.vmm).
+RAW_VARIANTS = {
+    "bench floor (untouched, per-handle unmap+release)": 0,
+    "touched, per-handle unmap+release": vmm.TOUCH,
+    "touched, engine order (unmap all, release all)": vmm.TOUCH | vmm.BATCHED_UNMAP,
+    "touched, engine order, synchronize first": vmm.TOUCH | vmm.BATCHED_UNMAP | vmm.SYNC_FIRST,
+    "touched, engine order, engine resume order": vmm.TOUCH | vmm.BATCHED_UNMAP | vmm.BATCHED_MAP,
+}
 
 
-def bind_extra(lib: Any) -> None:
-    lib.cuMemsetD8_v2.argtypes = [ctypes.c_uint64, ctypes.c_ubyte, ctypes.c_size_t]
-    lib.cuMemsetD8_v2.restype = ctypes.c_int
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 4)
 
 
-class RawLoop:
-    """create/map/access then unmap/release of `count` handles in one reservation, in variants."""
-
-    def __init__(self, floor: Any, count: int, size: int) -> None:
-        self.floor, self.lib = floor, floor.lib
-        self.count = count
-        self.size = -(-size // floor.granularity) * floor.granularity
-        base = ctypes.c_uint64()
-        floor._check(self.lib.cuMemAddressReserve(ctypes.byref(base), count * self.size, floor.granularity, 0, 0),
-                     "cuMemAddressReserve")
-        self.va = int(base.value)
-        self.handles: List[int] = [0] * count
-
-    def close(self) -> None:
-        self.lib.cuMemAddressFree(self.va, self.count * self.size)
-
-    def _address(self, i: int) -> int:
-        return self.va + i * self.size
-
-    def map_all(self, interleaved: bool = True) -> float:
-        lib, handle = self.lib, ctypes.c_uint64()
-        prop, access = ctypes.byref(self.floor.prop), ctypes.byref(self.floor.access)
-        start = time.perf_counter()
-        if interleaved:
-            for i in range(self.count):
-                self.floor._check(lib.cuMemCreate(ctypes.byref(handle), self.size, prop, 0), "cuMemCreate")
-                self.handles[i] = handle.value
-                self.floor._check(lib.cuMemMap(self._address(i), self.size, 0, handle.value, 0), "cuMemMap")
-                self.floor._check(lib.cuMemSetAccess(self._address(i), self.size, access, 1), "cuMemSetAccess")
-        else:  # the engine's resume: every handle first, then map + access each
-            for i in range(self.count):
-                self.floor._check(lib.cuMemCreate(ctypes.byref(handle), self.size, prop, 0), "cuMemCreate")
-                self.handles[i] = handle.value
-            for i in range(self.count):
-                self.floor._check(lib.cuMemMap(self._address(i), self.size, 0, self.handles[i], 0), "cuMemMap")
-                self.floor._check(lib.cuMemSetAccess(self._address(i), self.size, access, 1), "cuMemSetAccess")
-        return time.perf_counter() - start
-
-    def touch(self) -> None:
-        self.floor._check(self.lib.cuMemsetD8_v2(self.va, 1, self.count * self.size), "cuMemsetD8")
-        self.floor._check(self.lib.cuCtxSynchronize(), "cuCtxSynchronize")
-
-    def unmap_all(self, interleaved: bool, synchronize_first: bool) -> Dict[str, float]:
-        lib = self.lib
-        start = time.perf_counter()
-        if synchronize_first:
-            self.floor._check(lib.cuCtxSynchronize(), "cuCtxSynchronize")
-        synced = time.perf_counter()
-        unmap_s = release_s = 0.0
-        if interleaved:
-            for i in range(self.count):
-                self.floor._check(lib.cuMemUnmap(self._address(i), self.size), "cuMemUnmap")
-                self.floor._check(lib.cuMemRelease(self.handles[i]), "cuMemRelease")
-        else:
-            for i in range(self.count):
-                self.floor._check(lib.cuMemUnmap(self._address(i), self.size), "cuMemUnmap")
-            unmap_s = time.perf_counter() - synced
-            for i in range(self.count):
-                self.floor._check(lib.cuMemRelease(self.handles[i]), "cuMemRelease")
-            release_s = time.perf_counter() - synced - unmap_s
-        end = time.perf_counter()
-        self.handles = [0] * self.count
-        return {"total": end - start, "synchronize": synced - start, "unmap": unmap_s, "release": release_s}
-
-
-def best(rows: List[Dict[str, float]]) -> Dict[str, float]:
-    chosen = min(rows, key=lambda r: r["total"])
-    return {k: round(v * 1e3, 4) for k, v in chosen.items()}
-
-
-def raw_variants(floor: Any, count: int, size: int, repeats: int) -> Dict[str, Any]:
-    loop = RawLoop(floor, count, size)
+def raw_variants(device: int, count: int, size: int, repeats: int) -> Dict[str, Any]:
+    """Best map and unmap times (ms) of each raw loop variant; unmap split into its parts where timed apart."""
     out: Dict[str, Any] = {}
-    try:
-        variants = {
-            "bench floor (untouched, per-handle unmap+release)": (False, True, False, True),
-            "touched, per-handle unmap+release": (True, True, False, True),
-            "touched, engine order (unmap all, release all)": (True, False, False, True),
-            "touched, engine order, synchronize first": (True, False, True, True),
-            "touched, engine order, engine resume order": (True, False, False, False),
-        }
-        for name, (touch, interleaved, sync_first, map_interleaved) in variants.items():
-            maps, unmaps = [], []
-            for _ in range(repeats):
-                floor._check(floor.lib.cuCtxSynchronize(), "cuCtxSynchronize")
-                maps.append({"total": loop.map_all(map_interleaved)})
-                if touch:
-                    loop.touch()
-                unmaps.append(loop.unmap_all(interleaved, sync_first))
-            out[name] = {"map_ms": best(maps)["total"], "unmap": best(unmaps)}
-    finally:
-        loop.close()
+    for name, options in RAW_VARIANTS.items():
+        loop = vmm.measure(count, size, repeats, device=device, options=options, slow_round_s=float("inf"))
+        index = loop.unmap_all_seconds.index(min(loop.unmap_all_seconds))
+        unmap = {"total": _ms(loop.unmap_all_seconds[index]), "synchronize": _ms(loop.synchronize_all_seconds[index])}
+        if loop.unmap_only_all_seconds:
+            unmap["unmap"] = _ms(loop.unmap_only_all_seconds[index])
+            unmap["release"] = _ms(loop.release_all_seconds[index])
+        out[name] = {"map_ms": _ms(min(loop.map_all_seconds)), "unmap": unmap}
     return out
 
 
@@ -175,24 +111,14 @@ def library_runs(torch: Any, tms: Any, tms_stats: Callable, count: int, total: i
     }
 
 
-def registered_host_tensor(torch: Any, nbytes: int) -> Tuple[Any, Any]:
-    """(tensor, mmap) of page-locked anonymous THP memory, as the engine backs up into."""
-    import mmap
-
-    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    buffer.madvise(mmap.MADV_HUGEPAGE)
-    host = torch.frombuffer(buffer, dtype=torch.uint8)
-    host.fill_(7)
-    code = torch.cuda.cudart().cudaHostRegister(host.data_ptr(), nbytes, 0)
-    if int(getattr(code, "value", code)) != 0:
-        raise RuntimeError(f"cudaHostRegister failed: {code}")
-    return host, buffer
-
-
 def restore_probe(torch: Any, tms: Any, total: int, repeats: int) -> Dict[str, Any]:
     """H2D from page-locked THP memory: whole vs 64 MiB chunks on two streams, into memory copied to
     before vs memory just mapped by resume(); and the library's own restore of the same size."""
-    host, _buffer = registered_host_tensor(torch, total)
+    with registered_host_buffer(torch, total, fill=7) as host:
+        return _restore_probe(torch, tms, host, total, repeats)
+
+
+def _restore_probe(torch: Any, tms: Any, host: Any, total: int, repeats: int) -> Dict[str, Any]:
     streams = [torch.cuda.Stream(), torch.cuda.Stream()]
     chunk = 64 << 20
 
@@ -232,10 +158,8 @@ def restore_probe(torch: Any, tms: Any, total: int, repeats: int) -> Dict[str, A
         tms.pause("restore_probe_library")
         library.append(timed(lambda: tms.resume("restore_probe_library")))
     out["library resume(), restore from its backup"] = library
-    report = {name: {"best_ms": round(min(v) * 1e3, 2), "gbps": round(total / min(v) / 1e9, 1),
-                     "all_ms": [round(x * 1e3, 2) for x in v]} for name, v in out.items()}
-    torch.cuda.cudart().cudaHostUnregister(host.data_ptr())
-    return report
+    return {name: {"best_ms": round(min(v) * 1e3, 2), "gbps": round(total / min(v) / 1e9, 1),
+                   "all_ms": [round(x * 1e3, 2) for x in v]} for name, v in out.items()}
 
 
 def main() -> int:
@@ -252,13 +176,11 @@ def main() -> int:
 
     from torch_memory_saver import stats as tms_stats
     from torch_memory_saver import torch_memory_saver as tms
-    from torch_memory_saver.bench import CudaDriverFloor
 
     tms.hook_mode = "torch"  # no LD_PRELOAD needed
     torch.cuda.init()
     torch.zeros(1, device="cuda")
-    floor = CudaDriverFloor(torch.cuda.current_device())
-    bind_extra(floor.lib)
+    device = torch.cuda.current_device()
     total = int(args.total_gib * GiB)
     report: Dict[str, Any] = {"device": torch.cuda.get_device_name(), "total_bytes": total, "layouts": {}}
     sections = args.sections.split(",")
@@ -270,7 +192,7 @@ def main() -> int:
     for count in [int(x) for x in args.layouts.split(",")] if "vmm" in sections else []:
         print(f"--- layout {count} x {total // count / 2**20:.0f} MiB", flush=True)
         entry = {
-            "raw": raw_variants(floor, count, total // count, args.repeats),
+            "raw": raw_variants(device, count, total // count, args.repeats),
             "library_untouched": library_runs(torch, tms, tms_stats, count, total, args.repeats, touch=False),
             "library_touched": library_runs(torch, tms, tms_stats, count, total, args.repeats, touch=True),
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU batch for the backup pipelines (issue 4), under the device's 600 s per command:
+# One GPU batch for the backup pipelines, under the 600 s a device command may run:
 #
 #   bash bench/run_gpu_batch.sh                          # rates + breakdown + full benchmark with disk
 #   TMS_BATCH_PARTS=rates,breakdown,bench,sweep bash bench/run_gpu_batch.sh   # also the tuning sweep

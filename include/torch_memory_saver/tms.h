@@ -51,8 +51,13 @@ typedef enum tms_status {
 TMS_API const char* tms_last_error(void);
 /** Status code of the calling thread's last failed call (TMS_OK if none). */
 TMS_API int tms_last_status(void);
-/** Symbolic name of a status code, e.g. "TMS_ERROR_OUT_OF_MEMORY". */
+/** Symbolic name of a status code, e.g. "TMS_ERROR_OUT_OF_MEMORY"
+ *  ("TMS_ERROR_UNKNOWN_STATUS" for a value that is not a status). */
 TMS_API const char* tms_status_name(int status);
+/** Number of status codes: every value from 0 to tms_status_count() - 1 is
+ *  a tms_status with its own name, so bindings read the names from here
+ *  instead of copying the numbers. */
+TMS_API int tms_status_count(void);
 /** Library version string, e.g. "0.1.0". */
 TMS_API const char* tms_version(void);
 /** Creates the engine now (otherwise done on first use) and reports
@@ -79,26 +84,39 @@ TMS_API bool tms_get_enable_cpu_backup(void);
 TMS_API int tms_set_cpu_backup_backend(const char* backend);
 TMS_API const char* tms_get_cpu_backup_backend(void);
 /** Whether this thread's next allocations back up to disk when paused: on
- *  pause their contents are written to one file each in the disk backup
- *  directory (through a bounded staging buffer of 2 x
- *  TMS_DISK_BACKUP_CHUNK_MB), on resume read back; the file is removed after
- *  resume, when the allocation is freed, and at exit. Takes precedence over
- *  CPU backup when both are on. Allocating with it on and no directory set
- *  (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir) fails with
- *  TMS_ERROR_CONFIG; an unwritable directory with TMS_ERROR_IO.
+ *  pause their contents are written to one unnamed file each in the disk
+ *  backup directory (through a staging buffer of at most 2 x
+ *  TMS_DISK_BACKUP_CHUNK_MB), on resume read back through the same
+ *  descriptor and checked against a checksum; the file is gone after
+ *  resume, when the allocation is freed, and on any exit of the process.
+ *  Takes precedence over CPU backup when both are on. Allocating with it on
+ *  and no directory set (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir)
+ *  fails with TMS_ERROR_CONFIG; an unusable directory with TMS_ERROR_IO.
  *  tms_get_cpu_backup_pointer returns NULL for such allocations. */
 TMS_API int tms_set_enable_disk_backup(bool enable);
 TMS_API bool tms_get_enable_disk_backup(void);
 
 /* ---- process-wide settings ----------------------------------------------- */
 
-/** Directory for disk backup files (default: TMS_DISK_BACKUP_DIR). It must
- *  exist and be writable, else TMS_ERROR_IO and the setting is unchanged.
- *  Applies to files written from now on; files of allocations paused
- *  earlier stay where they are. Files are named
- *  tms-backup-<pid>-<address>.bin, are not fsync'ed (scratch data that never
- *  outlives the process) and use O_DIRECT where the filesystem allows. */
+/** Directory for disk backup files (default: TMS_DISK_BACKUP_DIR). A
+ *  missing directory is created with mode 0700 (parents too); a relative
+ *  path is taken against the current directory now and stored absolute,
+ *  with symbolic links resolved. It must be a directory we can write, owned
+ *  by this user or root, and not writable by other users unless it has the
+ *  sticky bit; else TMS_ERROR_IO says why and the setting is unchanged.
+ *  Applies to files written from now on. Files are unnamed (O_TMPFILE; on
+ *  filesystems without it, tms-backup-<pid>-<start time>-<random>.tmp,
+ *  unlinked right after creation), are not fsync'ed and use O_DIRECT where
+ *  the filesystem allows. */
 TMS_API int tms_set_disk_backup_dir(const char* path);
+/** The disk backup directory as an absolute path ("" when none is set),
+ *  with the same buffer convention as tms_stats_json. */
+TMS_API int tms_get_disk_backup_dir(char* buffer, size_t capacity, size_t* required);
+/** Removes named backup files that processes no longer running left in
+ *  `directory` (NULL: the disk backup directory), e.g. after a SIGKILL in
+ *  the instant between creating and unlinking one; files of running
+ *  processes are left alone. Stores how many it removed in *removed. */
+TMS_API int tms_remove_orphaned_backups(const char* directory, uint64_t* removed);
 /** An allocation or resume that would leave less than this many bytes free
  *  on its device fails with TMS_ERROR_OUT_OF_MEMORY. */
 TMS_API int set_memory_margin_bytes(uint64_t bytes);
@@ -137,6 +155,14 @@ TMS_API int tms_pause(const char* tag);
  *  with their backups, and the message names the bytes needed and free. */
 TMS_API int tms_resume(const char* tag);
 
+/** Drops the backup (disk file or host copy) of the paused allocation
+ *  holding `ptr`, for a backup that cannot be restored (tms_resume's
+ *  TMS_ERROR_IO message names the allocation). Its contents are lost: the
+ *  next resume maps it with undefined contents and logs a warning. The
+ *  whole allocation is affected, also other tensors inside it.
+ *  TMS_ERROR_INVALID_STATE while it is active. */
+TMS_API int tms_discard_backup(const void* ptr);
+
 /** Host backup of [ptr, ptr+size): while paused, the saved contents; while
  *  active, the backup kept by retain_cpu_backup (what the last pause saved,
  *  at the same address every cycle). NULL when that range has no host backup
@@ -154,10 +180,13 @@ TMS_API int tms_trim_host_memory(void);
 
 /* ---- observability ------------------------------------------------------- */
 
-/** Statistics as JSON: {"driver": ..., "entries": [{"tag", "device",
- *  "allocations", "active_bytes", "paused_bytes", "backup_bytes",
- *  "pause_count", "resume_count", "last_pause_seconds",
- *  "last_resume_seconds", "last_pause_unix", "last_resume_unix"}, ...]}.
+/** Statistics as JSON: {"driver": ..., "deferred_releases": N,
+ *  "entries": [{"tag", "device", "allocations", "active_bytes",
+ *  "paused_bytes", "backup_bytes" (host), "disk_backup_bytes" (bytes of
+ *  paused allocations held in backup files), "pause_count", "resume_count",
+ *  "last_pause_seconds", "last_resume_seconds", "last_pause_unix",
+ *  "last_resume_unix"}, ...]}. deferred_releases counts resources whose
+ *  give-back failed and is retried at the start of the next operation.
  *  Writes at most `capacity` bytes (NUL included) and stores the size
  *  needed (NUL included) in *required; returns TMS_ERROR_INVALID_ARGUMENT
  *  when the buffer is too small. */

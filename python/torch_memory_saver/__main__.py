@@ -2,6 +2,7 @@
 
 ``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``
 ``python -m torch_memory_saver bench [--total-gib N] [--quick] ...`` (see bench/README.md)
+``python -m torch_memory_saver clean-backups DIR`` (backup files of processes that no longer run)
 ``python -m torch_memory_saver --version``
 
 The ``torch-memory-saver`` console script runs the same :func:`main`.
@@ -59,6 +60,10 @@ def _run(args_list: List[str]) -> int:
         "demo", help="pause and resume one region, printing device memory, timings and checks"
     )
     commands.add_parser("bench", help="pause/resume benchmark against the hardware floors (see bench/README.md)")
+    clean_parser = commands.add_parser(
+        "clean-backups", help="remove disk backup files that processes no longer running left in DIR"
+    )
+    clean_parser.add_argument("directory", help="the disk backup directory")
     demo_parser.add_argument(
         "--size-mb", type=int, default=None, help="region size in MiB (default 1024 on a GPU, 64 simulated)"
     )
@@ -73,6 +78,16 @@ def _run(args_list: List[str]) -> int:
     )
     args = parser.parse_args(args_list)
 
+    if args.command == "clean-backups":
+        from .entrypoint import torch_memory_saver
+
+        try:
+            removed = torch_memory_saver.remove_orphaned_backups(args.directory)
+        except TorchMemorySaverError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"removed {removed} orphaned backup file(s) from {args.directory}")
+        return 0
     if args.size_mb is not None and args.size_mb <= 0:
         parser.error("--size-mb must be positive")
     try:

@@ -31,6 +31,7 @@ _SIGNATURES = {
     "tms_last_error": (_c_char_p, []),
     "tms_last_status": (_c_int, []),
     "tms_status_name": (_c_char_p, [_c_int]),
+    "tms_status_count": (_c_int, []),
     "tms_version": (_c_char_p, []),
     "tms_init": (_c_int, []),
     "tms_driver_name": (_c_char_p, []),
@@ -47,6 +48,8 @@ _SIGNATURES = {
     "tms_get_enable_disk_backup": (_c_bool, []),
     # process-wide settings
     "tms_set_disk_backup_dir": (_c_int, [_c_char_p]),
+    "tms_get_disk_backup_dir": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),
+    "tms_remove_orphaned_backups": (_c_int, [_c_char_p, ctypes.POINTER(_c_uint64)]),
     "set_memory_margin_bytes": (_c_int, [_c_uint64]),
     "tms_get_memory_margin_bytes": (_c_uint64, []),
     "tms_set_retain_cpu_backup": (_c_int, [_c_bool]),
@@ -60,6 +63,7 @@ _SIGNATURES = {
     # pause and resume
     "tms_pause": (_c_int, [_c_char_p]),
     "tms_resume": (_c_int, [_c_char_p]),
+    "tms_discard_backup": (_c_int, [_c_void_p]),
     # uint8_t* is declared as void* so that ctypes hands back a plain int.
     "tms_get_cpu_backup_pointer": (_c_void_p, [_c_void_p, _c_uint64]),
     "tms_drain_host_releases": (_c_int, []),

@@ -10,8 +10,6 @@ from typing import Any, Dict, List
 from . import _library
 from .errors import InternalError
 
-_TMS_ERROR_INVALID_ARGUMENT = 2
-
 
 @dataclass(frozen=True)
 class TagStats:
@@ -23,6 +21,7 @@ class TagStats:
     active_bytes: int
     paused_bytes: int
     backup_bytes: int
+    disk_backup_bytes: int
     pause_count: int
     resume_count: int
     last_pause_seconds: float
@@ -39,7 +38,7 @@ def stats_json() -> Dict[str, Any]:
         buffer = ctypes.create_string_buffer(capacity)
         required = ctypes.c_size_t(0)
         status = lib.tms_stats_json(buffer, capacity, ctypes.byref(required))
-        if status == _TMS_ERROR_INVALID_ARGUMENT and required.value > capacity:
+        if required.value > capacity and _library.status_name(status) == "TMS_ERROR_INVALID_ARGUMENT":
             capacity = required.value  # the document grew; ask again with its size
             continue
         _library.check(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -365,12 +366,59 @@ class TorchMemorySaver:
         check(_library.library().tms_set_retain_cpu_backup(bool(retain)))
 
     def set_disk_backup_dir(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Directory for disk backup files written from now on; it must exist and be writable.
+        """Directory for disk backup files written from now on.
+
+        A missing directory is created (mode 0700, parents too). A relative
+        path is taken against the current directory now and kept absolute
+        (see :attr:`disk_backup_dir`), so a later ``os.chdir`` changes nothing.
 
         Raises:
-            BackupIOError: the directory is missing or not writable.
+            BackupIOError: the directory cannot be created, is not a writable
+                directory, or is not safe: owned by another user, or writable
+                by other users without the sticky bit.
         """
         check(_library.library().tms_set_disk_backup_dir(encode(os.fspath(path))))
+
+    @property
+    def disk_backup_dir(self) -> Optional[str]:
+        """The absolute disk backup directory, or None when none is set."""
+        lib = _library.library()
+        required = ctypes.c_size_t(0)
+        lib.tms_get_disk_backup_dir(None, 0, ctypes.byref(required))  # asks for the size
+        buffer = ctypes.create_string_buffer(max(required.value, 1))
+        check(lib.tms_get_disk_backup_dir(buffer, len(buffer), ctypes.byref(required)))
+        return buffer.value.decode("utf-8", errors="surrogateescape") or None
+
+    def discard_backup(self, tensor_or_ptr: Any) -> None:
+        """Drop the backup of the paused allocation holding `tensor_or_ptr` (a tensor or an address).
+
+        For a backup that cannot be restored: when :meth:`resume` raises
+        BackupIOError naming an allocation (e.g. its disk backup was damaged),
+        discard that allocation's backup and resume again. Its contents are
+        LOST: the resume maps it with undefined contents and logs a warning.
+        The whole allocation is affected, including other tensors that share
+        it. No effect on an allocation without a backup.
+
+        Raises:
+            InvalidStateError: the allocation is active.
+            InvalidArgumentError: not memory of this library.
+        """
+        address = tensor_or_ptr if isinstance(tensor_or_ptr, int) else tensor_or_ptr.data_ptr()
+        check(_library.library().tms_discard_backup(address))
+
+    def remove_orphaned_backups(self, directory: Union[None, str, "os.PathLike[str]"] = None) -> int:
+        """Remove backup files that processes no longer running left in `directory` (None: :attr:`disk_backup_dir`).
+
+        Backup files are unnamed and vanish with the process on any exit;
+        only where the filesystem cannot make unnamed files is a named file
+        briefly created, and a SIGKILL at that instant leaves it behind. Files
+        of running processes are left alone. Returns how many were removed.
+        Also ``python -m torch_memory_saver clean-backups DIR``.
+        """
+        removed = ctypes.c_uint64(0)
+        path = None if directory is None else encode(os.fspath(directory))
+        check(_library.library().tms_remove_orphaned_backups(path, ctypes.byref(removed)))
+        return int(removed.value)
 
     # ---- inspection ----------------------------------------------------------
 

@@ -92,27 +92,30 @@ class TorchNotAvailableError(TorchMemorySaverError, ImportError):
     """The operation needs PyTorch, which is not installed."""
 
 
-# tms_status codes from tms.h.
-_CLASS_BY_STATUS: Dict[int, Type[TorchMemorySaverError]] = {
-    1: OutOfMemoryError,
-    2: InvalidArgumentError,
-    3: InvalidStateError,
-    4: DriverError,
-    5: DriverUnavailableError,
-    6: BackupIOError,
-    7: ConfigError,
-    8: InternalError,
+# Each failure status of tms.h by its name. The numbers are the engine's: the
+# name of a status code is read through the C ABI (tms_status_name), so no
+# integer is copied here; a status this table lacks becomes InternalError.
+_CLASS_BY_STATUS_NAME: Dict[str, Type[TorchMemorySaverError]] = {
+    "TMS_ERROR_OUT_OF_MEMORY": OutOfMemoryError,
+    "TMS_ERROR_INVALID_ARGUMENT": InvalidArgumentError,
+    "TMS_ERROR_INVALID_STATE": InvalidStateError,
+    "TMS_ERROR_DRIVER": DriverError,
+    "TMS_ERROR_DRIVER_UNAVAILABLE": DriverUnavailableError,
+    "TMS_ERROR_IO": BackupIOError,
+    "TMS_ERROR_CONFIG": ConfigError,
+    "TMS_ERROR_INTERNAL": InternalError,
 }
 
 
 def error_from_status(status: int, message: str, status_name: Optional[str] = None) -> TorchMemorySaverError:
     """Build the exception for a failed engine call.
 
-    Unknown codes (a newer engine than this package) become InternalError so
-    that they are never silently ignored.
+    `status_name` is the engine's name of `status` (tms_status_name). Unknown
+    names (a newer engine than this package) become InternalError so that they
+    are never silently ignored.
     """
     name = status_name or f"tms_status {status}"
-    cls = _CLASS_BY_STATUS.get(status, InternalError)
+    cls = _CLASS_BY_STATUS_NAME.get(name, InternalError)
     text = message or name
     if name not in text:
         text = f"{text} [{name}]"

@@ -9,15 +9,17 @@
 namespace tms {
 namespace {
 
-constexpr std::string_view kFileCallNames[] = {"open",  "pwrite", "pread",
-                                               "close", "unlink", "access"};
+constexpr std::string_view kFileCallNames[] = {"open",  "fstat",  "pwrite", "pread",
+                                               "close", "unlink", "access", "mkdir"};
 static_assert(std::size(kFileCallNames) == static_cast<std::size_t>(FileCall::kCount));
 
 }  // namespace
 
-int PosixFileIo::open(const char* path, int flags, mode_t mode) {
-  return ::open(path, flags, mode);
+int PosixFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
+  return ::openat(dir_fd, path, flags, mode);
 }
+
+int PosixFileIo::fstat(int fd, struct stat* info) { return ::fstat(fd, info); }
 
 ssize_t PosixFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t offset) {
   return ::pwrite(fd, buffer, count, offset);
@@ -29,9 +31,13 @@ ssize_t PosixFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset
 
 int PosixFileIo::close(int fd) { return ::close(fd); }
 
-int PosixFileIo::unlink(const char* path) { return ::unlink(path); }
+int PosixFileIo::unlink(int dir_fd, const char* path) { return ::unlinkat(dir_fd, path, 0); }
 
-int PosixFileIo::access(const char* path, int mode) { return ::access(path, mode); }
+int PosixFileIo::access(int dir_fd, const char* path, int mode) {
+  return ::faccessat(dir_fd, path, mode, 0);
+}
+
+int PosixFileIo::mkdir(const char* path, mode_t mode) { return ::mkdir(path, mode); }
 
 FileIo& posix_file_io() {
   // Never destroyed: exit handlers that remove backup files may run after
@@ -69,6 +75,11 @@ void FaultyFileIo::set_refuse_direct_io(bool refuse) {
   refuse_direct_io_ = refuse;
 }
 
+void FaultyFileIo::set_refuse_unnamed_files(bool refuse) {
+  std::lock_guard lock(mutex_);
+  refuse_unnamed_files_ = refuse;
+}
+
 std::size_t FaultyFileIo::capped(std::size_t count) const {
   std::lock_guard lock(mutex_);
   return max_transfer_ != 0 && count > max_transfer_ ? max_transfer_ : count;
@@ -79,21 +90,35 @@ int FaultyFileIo::enter(FileCall call) {
   return failures_.next(call).value_or(0);
 }
 
-int FaultyFileIo::open(const char* path, int flags, mode_t mode) {
+int FaultyFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
   if (const int error = enter(FileCall::kOpen); error != 0) {
     errno = error;
     return -1;
   }
-  bool refuse = false;
+  bool refuse_direct = false;
+  bool refuse_unnamed = false;
   {
     std::lock_guard lock(mutex_);
-    refuse = refuse_direct_io_;
+    refuse_direct = refuse_direct_io_;
+    refuse_unnamed = refuse_unnamed_files_;
   }
-  if (refuse && (flags & O_DIRECT) != 0) {
+  if (refuse_unnamed && (flags & O_TMPFILE) == O_TMPFILE) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  if (refuse_direct && (flags & O_DIRECT) != 0) {
     errno = EINVAL;
     return -1;
   }
-  return PosixFileIo::open(path, flags, mode);
+  return PosixFileIo::open(dir_fd, path, flags, mode);
+}
+
+int FaultyFileIo::fstat(int fd, struct stat* info) {
+  if (const int error = enter(FileCall::kFstat); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::fstat(fd, info);
 }
 
 ssize_t FaultyFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t offset) {
@@ -122,20 +147,28 @@ int FaultyFileIo::close(int fd) {
   return result;
 }
 
-int FaultyFileIo::unlink(const char* path) {
+int FaultyFileIo::unlink(int dir_fd, const char* path) {
   if (const int error = enter(FileCall::kUnlink); error != 0) {
     errno = error;
     return -1;
   }
-  return PosixFileIo::unlink(path);
+  return PosixFileIo::unlink(dir_fd, path);
 }
 
-int FaultyFileIo::access(const char* path, int mode) {
+int FaultyFileIo::access(int dir_fd, const char* path, int mode) {
   if (const int error = enter(FileCall::kAccess); error != 0) {
     errno = error;
     return -1;
   }
-  return PosixFileIo::access(path, mode);
+  return PosixFileIo::access(dir_fd, path, mode);
+}
+
+int FaultyFileIo::mkdir(const char* path, mode_t mode) {
+  if (const int error = enter(FileCall::kMkdir); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::mkdir(path, mode);
 }
 
 }  // namespace tms

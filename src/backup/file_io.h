@@ -8,6 +8,7 @@
 // short transfers, and falls back from O_DIRECT when open() refuses it.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <array>
@@ -27,32 +28,38 @@ class FileIo {
   FileIo& operator=(const FileIo&) = delete;
   virtual ~FileIo() = default;
 
-  virtual int open(const char* path, int flags, mode_t mode) = 0;
+  /// openat(2); `dir_fd` may be AT_FDCWD.
+  virtual int open(int dir_fd, const char* path, int flags, mode_t mode) = 0;
+  virtual int fstat(int fd, struct stat* info) = 0;
   virtual ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) = 0;
   virtual ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) = 0;
   /// As on Linux, the descriptor is gone afterwards even when this fails.
   virtual int close(int fd) = 0;
-  virtual int unlink(const char* path) = 0;
-  /// access(2): whether the calling process may use `path` with `mode`.
-  virtual int access(const char* path, int mode) = 0;
+  /// unlinkat(2) of a file; `dir_fd` may be AT_FDCWD.
+  virtual int unlink(int dir_fd, const char* path) = 0;
+  /// faccessat(2): whether the calling process may use `path` with `mode`.
+  virtual int access(int dir_fd, const char* path, int mode) = 0;
+  virtual int mkdir(const char* path, mode_t mode) = 0;
 };
 
 /// The real thing: thin wrappers over the system calls.
 class PosixFileIo : public FileIo {
  public:
-  int open(const char* path, int flags, mode_t mode) override;
+  int open(int dir_fd, const char* path, int flags, mode_t mode) override;
+  int fstat(int fd, struct stat* info) override;
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
   int close(int fd) override;
-  int unlink(const char* path) override;
-  int access(const char* path, int mode) override;
+  int unlink(int dir_fd, const char* path) override;
+  int access(int dir_fd, const char* path, int mode) override;
+  int mkdir(const char* path, mode_t mode) override;
 };
 
 /// The process-wide PosixFileIo.
 FileIo& posix_file_io();
 
 /// Each FileIo method that FaultyFileIo can make fail.
-enum class FileCall { kOpen, kPwrite, kPread, kClose, kUnlink, kAccess, kCount };
+enum class FileCall { kOpen, kFstat, kPwrite, kPread, kClose, kUnlink, kAccess, kMkdir, kCount };
 
 /// "open" for FileCall::kOpen, and so on.
 std::string_view file_call_name(FileCall call);
@@ -70,13 +77,18 @@ class FaultyFileIo final : public PosixFileIo {
   void set_max_transfer(std::size_t bytes);
   /// open() with O_DIRECT fails with EINVAL, as on filesystems without it.
   void set_refuse_direct_io(bool refuse);
+  /// open() with O_TMPFILE fails with EOPNOTSUPP, as on filesystems without
+  /// unnamed files (disk backup then uses named files it unlinks at once).
+  void set_refuse_unnamed_files(bool refuse);
 
-  int open(const char* path, int flags, mode_t mode) override;
+  int open(int dir_fd, const char* path, int flags, mode_t mode) override;
+  int fstat(int fd, struct stat* info) override;
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
   int close(int fd) override;
-  int unlink(const char* path) override;
-  int access(const char* path, int mode) override;
+  int unlink(int dir_fd, const char* path) override;
+  int access(int dir_fd, const char* path, int mode) override;
+  int mkdir(const char* path, mode_t mode) override;
 
  private:
   /// Counts the call; returns the errno to fail with, or 0.
@@ -88,6 +100,7 @@ class FaultyFileIo final : public PosixFileIo {
   FailureSchedule<FileCall, int> failures_;  // the errno to fail with
   std::size_t max_transfer_ = 0;
   bool refuse_direct_io_ = false;
+  bool refuse_unnamed_files_ = false;
 };
 
 }  // namespace tms

@@ -315,6 +315,12 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
   }
   std::sort(groups.begin(), groups.end());  // request order, which is copy order
 
+  std::size_t fresh_bytes = 0;
+  for (const std::vector<std::size_t>& group : groups) {
+    for (const std::size_t i : group) fresh_bytes += round_up(requests[i].size, kPage);
+  }
+  check_room(fresh_bytes);
+
   std::vector<Preparation::Chunk> chunks;
   for (const std::vector<std::size_t>& group : groups) {
     std::size_t capacity = 0;
@@ -350,6 +356,26 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
     running.run_here();  // on failure `batch` gives everything back
   }
   return batch;
+}
+
+void HostMemory::check_room(std::size_t bytes) {
+  auto measure = [this] {
+    return options_.memory_room ? options_.memory_room() : read_host_memory_room("/");
+  };
+  std::optional<HostMemoryRoom> room = measure();
+  if (!room || bytes <= room->bytes) return;
+  // Before refusing, give back what is only on its way out or kept for
+  // speed: background releases still running and the pool's idle blocks.
+  drain();
+  trim();
+  room = measure();
+  if (!room || bytes <= room->bytes) return;
+  throw OutOfMemory("host backup",
+                    "backups need " + describe_bytes(bytes) + " of new host memory, but only " +
+                        describe_bytes(room->bytes) + " is available (" + room->source +
+                        "); nothing was changed. Free host memory or raise the limit, or use "
+                        "disk backup for large allocations",
+                    bytes, room->bytes);
 }
 
 HostBuffer HostMemory::acquire_one(std::size_t size, HostMemoryKind kind) {

@@ -5,8 +5,8 @@
 // (Driver::host_alloc(kMmap): mmap + MADV_HUGEPAGE on CUDA) that are
 // page-locked with Driver::host_register in chunks of `register_chunk_bytes`,
 // so the copy engine moves data to and from them directly, at the rate of
-// memory from cuMemHostAlloc, without cuMemHostAlloc's cost (DESIGN.md §6:
-// 4 s for 8 GiB, against ~0.3 s to fault in THP memory and ~0.5 s to
+// memory from cuMemHostAlloc, without cuMemHostAlloc's cost (measured on
+// an H200: 4 s for 8 GiB, against ~0.3 s to fault in THP memory and ~0.5 s to
 // register it). Both host kinds use such blocks; they differ in what
 // happens when a block is no longer needed:
 //   kPinned  returned to the pool while retention is on (see below), else freed;
@@ -32,6 +32,12 @@
 // at copy-engine speed even when the allocations were freed and made again.
 // Turning pooling off frees the pool.
 //
+// Room. Before fresh blocks are mapped and faulted in, acquire checks that
+// they fit in the host memory this process may still use (its memory
+// cgroup and MemAvailable, backup/host_limits.h); if not, it waits for
+// background releases, frees the pool and measures again, then throws
+// OutOfMemory instead of letting the kernel's OOM killer end the process.
+//
 // Releasing. Freeing a block (unregister its chunks, then host_free) runs
 // on the releasing thread, or on a background thread when
 // `background_release` is on (drain() waits for it). A failed release is
@@ -51,6 +57,7 @@
 #include <thread>
 #include <vector>
 
+#include "backup/host_limits.h"
 #include "driver/driver.h"
 
 namespace tms {
@@ -132,6 +139,9 @@ struct HostMemoryOptions {
   std::size_t arena_bytes = std::size_t{256} << 20;
   std::size_t pool_limit_bytes = std::size_t{8} << 30;
   bool background_release = false;
+  /// How much host memory may still be faulted in; empty: this process's
+  /// memory cgroup and MemAvailable (read_host_memory_room("/")).
+  HostMemoryRoomSource memory_room;
 };
 
 class HostMemory {
@@ -148,7 +158,9 @@ class HostMemory {
   /// Buffers for `requests`, from the pool first (kPinned, pooling on),
   /// else from fresh blocks whose preparation starts now; wait for it
   /// through HostBuffer::copy_extent or HostBatch::wait_all.
-  /// @throws OutOfMemory, DriverError; nothing is held then.
+  /// @throws OutOfMemory (also when the fresh blocks do not fit in the
+  /// room the memory limits leave, with bytes needed and available),
+  /// DriverError; nothing is held then.
   HostBatch acquire(const std::vector<HostRequest>& requests);
   /// One buffer, fully prepared. @throws as acquire and wait_all.
   HostBuffer acquire_one(std::size_t size, HostMemoryKind kind);
@@ -170,6 +182,9 @@ class HostMemory {
   friend class HostBuffer;
 
   void release(HostBlock* block) noexcept;
+  /// @throws OutOfMemory when `bytes` of fresh memory do not fit (Room),
+  /// even after background releases and the pool were given back.
+  void check_room(std::size_t bytes);
   /// Unregisters and frees; keeps partial progress and throws on failure.
   void free_block(HostBlock& block);
   /// free_block, or keep the block for retry_failed.

@@ -2,14 +2,12 @@
 // its body through call_guarded(), which turns every exception into a status
 // and the calling thread's error message: nothing escapes into C, Python or
 // a CUDA runtime caller.
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <exception>
 #include <new>
 #include <optional>
 #include <string>
 
+#include "backup/backup_directory.h"
 #include "capi/runtime.h"
 #include "common/errors.h"
 #include "common/log.h"
@@ -113,6 +111,9 @@ const char* tms_status_name(int status) {
   }
 }
 
+// TMS_ERROR_INTERNAL is the last tms_status: a new status goes before it.
+int tms_status_count(void) { return TMS_ERROR_INTERNAL + 1; }
+
 const char* tms_version(void) { return TMS_VERSION_STRING; }
 
 int tms_init(void) {
@@ -165,19 +166,36 @@ bool tms_get_enable_disk_backup(void) { return thread_region().disk_backup; }
 // ---- process-wide settings ----
 
 int tms_set_disk_backup_dir(const char* path) {
+  return call_guarded(
+      [&] { runtime().engine->set_disk_backup_dir(require_text(path, "disk backup directory")); });
+}
+
+int tms_get_disk_backup_dir(char* buffer, size_t capacity, size_t* required) {
   return call_guarded([&] {
-    const std::string dir = require_text(path, "disk backup directory");
-    if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
-    struct stat info {};
-    if (stat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) ||
-        access(dir.c_str(), W_OK | X_OK) != 0) {
-      throw IoError("disk backup directory '" + dir +
-                    "' does not exist, is not a directory or is not writable; create it or "
-                    "choose another");
+    const std::string dir = runtime().engine->disk_backup_dir();
+    if (required != nullptr) *required = dir.size() + 1;
+    if (buffer == nullptr || capacity < dir.size() + 1) {
+      throw InvalidArgument("buffer of " + std::to_string(capacity) + " bytes is too small; " +
+                            std::to_string(dir.size() + 1) + " needed");
     }
-    Runtime& rt = runtime();
-    rt.engine->set_disk_backup_dir(dir);
-    rt.config.disk_backup_dir = dir;
+    dir.copy(buffer, dir.size());
+    buffer[dir.size()] = '\0';
+  });
+}
+
+int tms_remove_orphaned_backups(const char* directory, uint64_t* removed) {
+  return call_guarded([&] {
+    std::string dir = directory != nullptr ? std::string(directory) : std::string();
+    if (directory == nullptr) {
+      dir = runtime().engine->disk_backup_dir();
+      if (dir.empty()) {
+        throw ConfigError(
+            "no disk backup directory is set; pass one, set TMS_DISK_BACKUP_DIR or "
+            "call set_disk_backup_dir()");
+      }
+    }
+    const std::size_t count = remove_orphaned_backups(posix_file_io(), dir);
+    if (removed != nullptr) *removed = count;
   });
 }
 
@@ -249,6 +267,10 @@ int tms_pause(const char* tag) {
 
 int tms_resume(const char* tag) {
   return call_guarded([&] { runtime().engine->resume(optional_tag(tag)); });
+}
+
+int tms_discard_backup(const void* ptr) {
+  return call_guarded([&] { runtime().engine->discard_backup(reinterpret_cast<DevicePtr>(ptr)); });
 }
 
 uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size) {

@@ -130,7 +130,15 @@ Runtime& runtime() {
   created->engine = new Engine(*driver, options);
   created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
   if (created->config.disk_backup_dir) {
-    created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
+    try {
+      created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);
+    } catch (const Error& error) {
+      delete created->engine;
+      throw ConfigError("environment variable TMS_DISK_BACKUP_DIR='" +
+                        *created->config.disk_backup_dir + "' is not valid (" + error.what() +
+                        "); accepted values: a directory this user can create or write, owned by "
+                        "this user or root, not writable by other users unless sticky");
+    }
   }
   created->driver = driver.release();
   pthread_atfork(nullptr, nullptr, mark_forked_child);

@@ -50,6 +50,9 @@ struct Allocation {
   /// File holding the contents while paused (disk backup policy only);
   /// removed on resume, free and engine teardown.
   DiskFile disk_file;
+  /// Its backup was dropped while paused (Engine::discard_backup): the
+  /// next resume maps it without contents and says so.
+  bool backup_discarded = false;
   /// Set while a pause, resume or free works on this record outside the
   /// registry lock; others wait for it to clear (Engine::idle_).
   bool busy = false;

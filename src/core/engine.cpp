@@ -38,6 +38,19 @@ std::string describe_size(std::uint64_t bytes) {
   return text;
 }
 
+std::string hex_address(DevicePtr ptr) {
+  char text[32];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(ptr));
+  return text;
+}
+
+// "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".
+std::string describe_allocation(const Allocation& allocation) {
+  return "allocation " + hex_address(allocation.base) + " of " +
+         std::to_string(allocation.requested_size) + " bytes (tag '" + allocation.tag +
+         "', device " + std::to_string(allocation.device) + ")";
+}
+
 std::string describe_milliseconds(double seconds) {
   char text[32];
   std::snprintf(text, sizeof text, "%.3f ms", seconds * 1e3);
@@ -251,6 +264,9 @@ void Engine::pause(const std::optional<std::string>& tag) {
           "disk backup needs a directory; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir()");
     }
     files[i] = disk_.save(dir, allocation.device, allocation.base, allocation.requested_size);
+    // The data lives in the descriptor; a name left by a failed unlink is
+    // removed now or later.
+    if (files[i].named()) parking_.remove_or_park(files[i].take_name());
   }
   if (!dir.empty()) clock.lap("disk backup");
 
@@ -357,8 +373,18 @@ void Engine::resume(const std::optional<std::string>& tag) {
   bool loaded_files = false;
   for (const Allocation* allocation : claimed) {
     if (allocation->disk_file.empty()) continue;
-    disk_.load(allocation->disk_file, allocation->device, allocation->base,
-               allocation->requested_size);
+    try {
+      disk_.load(allocation->disk_file, allocation->device, allocation->base,
+                 allocation->requested_size);
+    } catch (const IoError& error) {
+      // Name the one allocation at fault and the way out, so that one lost
+      // file does not block every later resume.
+      throw IoError("resume of " + describe_tag(tag) + " failed: the disk backup of " +
+                    describe_allocation(*allocation) + " cannot be restored: " + error.what() +
+                    ". Everything stays paused. To resume without this allocation's contents, "
+                    "call discard_backup(" +
+                    hex_address(allocation->base) + ") (C: tms_discard_backup), or free it");
+    }
     loaded_files = true;
   }
   if (loaded_files) clock.lap("disk restore");
@@ -370,6 +396,11 @@ void Engine::resume(const std::optional<std::string>& tag) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
       Allocation& allocation = *claimed[i];
+      if (allocation.backup_discarded) {
+        log(LogLevel::kWarning, "resumed " + describe_allocation(allocation) +
+                                    " WITHOUT its contents: its backup was discarded");
+        allocation.backup_discarded = false;
+      }
       mappings[i].release();
       allocation.handle = physical[i].release();
       allocation.state = AllocationState::kActive;
@@ -432,11 +463,37 @@ bool Engine::retain_cpu_backup() const {
   return retain_cpu_backup_;
 }
 
-void Engine::set_disk_backup_dir(std::string dir) {
-  if (dir.empty()) throw InvalidArgument("disk backup directory must not be empty");
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+void Engine::set_disk_backup_dir(const std::string& dir) {
+  std::string absolute = disk_.prepare_directory(dir);
   std::lock_guard lock(mutex_);
-  disk_dir_ = std::move(dir);
+  disk_dir_ = std::move(absolute);
+}
+
+void Engine::discard_backup(DevicePtr ptr) {
+  std::lock_guard transition(transition_mutex_);  // not while a resume reads it
+  DiskFile file;
+  HostBuffer buffer;
+  std::string described;
+  {
+    std::lock_guard lock(mutex_);
+    Allocation* allocation = registry_.find_containing(ptr);
+    if (allocation == nullptr || allocation->busy) {  // busy here: being freed
+      throw InvalidArgument("discard_backup of a pointer that is not (or no longer) engine memory");
+    }
+    if (allocation->state != AllocationState::kPaused) {
+      throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
+                         " is active; only a paused allocation's backup can be discarded");
+    }
+    if (allocation->disk_file.empty() && allocation->backup.empty()) return;  // nothing to drop
+    file = std::move(allocation->disk_file);
+    buffer = std::move(allocation->backup);
+    allocation->backup_discarded = true;
+    described = describe_allocation(*allocation);
+  }
+  log(LogLevel::kError, "discarded the backup of " + described +
+                            ": its contents are LOST; resume maps it with undefined contents");
+  buffer.reset();
+  if (!file.empty()) parking_.remove_or_park(std::move(file));
 }
 
 std::string Engine::disk_backup_dir() const {
@@ -498,6 +555,7 @@ EngineStats Engine::stats() const {
     (allocation->state == AllocationState::kActive ? stats.active_bytes : stats.paused_bytes) +=
         allocation->size;
     stats.backup_bytes += allocation->backup.size();
+    if (!allocation->disk_file.empty()) stats.disk_backup_bytes += allocation->requested_size;
   }
   EngineStats result;
   for (auto& [key, stats] : entries) result.entries.push_back(std::move(stats));

@@ -1,6 +1,6 @@
 // The engine: pauseable allocations on an injected Driver.
 //
-// Semantics (DESIGN.md §3):
+// Semantics (docs/architecture.md has the whole picture):
 //  - pause/resume act on every allocation of a tag (all tags for nullopt)
 //    that is in the other state; repeating either is harmless.
 //  - Both are all-or-nothing. A failed pause leaves every allocation active
@@ -82,8 +82,9 @@ class Engine {
   /// backup: no backup file remains then); nothing changed then.
   void pause(const std::optional<std::string>& tag);
   /// @throws OutOfMemory with bytes needed and free, DriverError, IoError
-  /// (disk backup); nothing changed then: everything stays paused with its
-  /// host backup or backup file.
+  /// (disk backup: the message names the allocation whose file cannot be
+  /// restored; see discard_backup); nothing changed then: everything stays
+  /// paused with its host backup or backup file.
   void resume(const std::optional<std::string>& tag);
 
   /// Host copy of [ptr, ptr+size) of an allocation with a host backup: a
@@ -105,12 +106,20 @@ class Engine {
   [[nodiscard]] bool retain_cpu_backup() const;
 
   /// Directory for new disk backup files (TMS_DISK_BACKUP_DIR by default,
-  /// set by the runtime). Not checked here: allocations with the disk
-  /// policy check it. Files already written stay where they are.
-  /// @throws InvalidArgument for an empty path.
-  void set_disk_backup_dir(std::string dir);
+  /// set by the runtime): created if missing (mode 0700), checked and made
+  /// absolute by the disk backup component (DiskBackupIo::prepare_directory).
+  /// Files already written stay where they are.
+  /// @throws InvalidArgument for an empty path, IoError for a directory
+  /// that cannot be made or is not safe; the setting is unchanged then.
+  void set_disk_backup_dir(const std::string& dir);
   /// "" when none is set.
   [[nodiscard]] std::string disk_backup_dir() const;
+  /// Drops the backup (disk file or host copy) of the paused allocation
+  /// holding `ptr`, for when it cannot be restored: the allocation's next
+  /// resume maps it without its contents (logged as an error now and a
+  /// warning then). No effect on an allocation without a backup.
+  /// @throws InvalidArgument (not an engine pointer), InvalidState (active).
+  void discard_backup(DevicePtr ptr);
   /// Removes every disk backup file now, for exit handlers. Allocations
   /// paused with a disk backup lose their contents: a later resume gives
   /// them zero-filled memory. Waits for a pause or resume in progress.

@@ -54,6 +54,7 @@ std::string stats_to_json(const EngineStats& stats, std::string_view driver_name
     out += ", \"active_bytes\": " + std::to_string(entry.active_bytes);
     out += ", \"paused_bytes\": " + std::to_string(entry.paused_bytes);
     out += ", \"backup_bytes\": " + std::to_string(entry.backup_bytes);
+    out += ", \"disk_backup_bytes\": " + std::to_string(entry.disk_backup_bytes);
     out += ", \"pause_count\": " + std::to_string(entry.pause_count);
     out += ", \"resume_count\": " + std::to_string(entry.resume_count);
     out += ", \"last_pause_seconds\": ";

@@ -13,12 +13,13 @@ struct TagDeviceStats {
   std::string tag;
   int device = 0;
   std::size_t allocations = 0;
-  std::size_t active_bytes = 0;    ///< rounded sizes of active allocations
-  std::size_t paused_bytes = 0;    ///< rounded sizes of paused allocations
-  std::size_t backup_bytes = 0;    ///< host memory held for backups (incl. retained)
-  std::uint64_t pause_count = 0;   ///< pause calls that paused something here
-  std::uint64_t resume_count = 0;  ///< resume calls that resumed something here
-  double last_pause_seconds = 0;   ///< duration of the last such pause call
+  std::size_t active_bytes = 0;       ///< rounded sizes of active allocations
+  std::size_t paused_bytes = 0;       ///< rounded sizes of paused allocations
+  std::size_t backup_bytes = 0;       ///< host memory held for backups (incl. retained)
+  std::size_t disk_backup_bytes = 0;  ///< bytes of paused allocations held in backup files
+  std::uint64_t pause_count = 0;      ///< pause calls that paused something here
+  std::uint64_t resume_count = 0;     ///< resume calls that resumed something here
+  double last_pause_seconds = 0;      ///< duration of the last such pause call
   double last_resume_seconds = 0;
   double last_pause_unix = 0;  ///< wall-clock time it finished (0: never)
   double last_resume_unix = 0;

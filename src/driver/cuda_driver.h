@@ -2,7 +2,7 @@
 //
 // libcuda is loaded at run time (dlopen + cuGetProcAddress), never linked, so
 // one build serves every CUDA 12/13 driver and a process without a GPU can
-// still load the library (DESIGN.md §2). Loading happens on the first call
+// still load the library (docs/architecture.md, "The driver seam"). Loading happens on the first call
 // that needs the driver; if it fails, that call and every later one throws
 // DriverUnavailable with the same message.
 //

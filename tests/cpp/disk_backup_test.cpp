@@ -3,10 +3,13 @@
 // allocations as they were.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,9 +57,7 @@ class DiskBackupTest : public ::testing::Test {
     return engine_->allocate(request);
   }
 
-  std::string file_of(DevicePtr ptr) const {
-    return dir_.path() + "/" + testing::backup_file_name(ptr);
-  }
+  [[nodiscard]] std::size_t open_files() const { return testing::backup_fds(dir_.path()).size(); }
 
   testing::TempDir dir_;
   FaultyFileIo io_;
@@ -75,19 +76,25 @@ TEST_F(DiskBackupTest, ContentsRoundTripExactlyForAnySize) {
   }
   engine_->pause("t");
   EXPECT_EQ(sim_.physical_bytes(0) + sim_.physical_bytes(1), 0u);
-  EXPECT_EQ(dir_.files().size(), sizes.size()) << "one file per allocation";
+  EXPECT_EQ(open_files(), sizes.size()) << "one file per allocation";
+  EXPECT_TRUE(dir_.files().empty()) << "backup files have no name";
+  std::size_t padded_total = 0;
+  for (const int fd : testing::backup_fds(dir_.path())) {
+    struct stat info {};
+    ASSERT_EQ(::fstat(fd, &info), 0);
+    EXPECT_EQ(info.st_size % 4096, 0) << "padded to 4 KiB";
+    padded_total += static_cast<std::size_t>(info.st_size);
+  }
+  std::size_t expected_total = 0;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
-    EXPECT_EQ(dir_.files().count(testing::backup_file_name(ptrs[i])), 1u);
-    const std::vector<std::uint8_t> bytes = testing::read_file(file_of(ptrs[i]));
-    ASSERT_EQ(bytes.size(), (sizes[i] + 4095) / 4096 * 4096) << "padded to 4 KiB";
-    EXPECT_TRUE(testing::has_pattern(reinterpret_cast<std::uintptr_t>(bytes.data()), sizes[i],
-                                     static_cast<std::uint8_t>(i + 1)));
+    expected_total += (sizes[i] + 4095) / 4096 * 4096;
     EXPECT_EQ(engine_->backup_pointer(ptrs[i], sizes[i]), nullptr) << "no host copy";
   }
+  EXPECT_EQ(padded_total, expected_total);
   EXPECT_EQ(sim_.host_bytes(), 2 * kChunk) << "only the bounded staging buffer";
 
   engine_->resume("t");
-  EXPECT_TRUE(dir_.files().empty()) << "files are removed after resume";
+  EXPECT_EQ(open_files(), 0u) << "files are closed after resume";
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     EXPECT_TRUE(testing::has_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(i + 1)))
         << "size " << sizes[i];
@@ -101,7 +108,7 @@ TEST_F(DiskBackupTest, ContentsRoundTripExactlyForAnySize) {
     EXPECT_TRUE(testing::has_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(i + 1)));
     engine_->free(ptrs[i]);
   }
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
 }
 
 TEST_F(DiskBackupTest, ManySmallAllocations) {
@@ -112,7 +119,7 @@ TEST_F(DiskBackupTest, ManySmallAllocations) {
                           static_cast<std::uint8_t>(i));
   }
   engine_->pause("small");
-  EXPECT_EQ(dir_.files().size(), ptrs.size());
+  EXPECT_EQ(open_files(), ptrs.size());
   engine_->resume("small");
   for (int i = 0; i < 24; ++i) {
     EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)],
@@ -120,7 +127,7 @@ TEST_F(DiskBackupTest, ManySmallAllocations) {
                                      static_cast<std::uint8_t>(i)));
     engine_->free(ptrs[static_cast<std::size_t>(i)]);
   }
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
 }
 
 TEST_F(DiskBackupTest, BufferedFallbackAndShortTransfersKeepContentsExact) {
@@ -155,7 +162,7 @@ TEST_F(DiskBackupTest, DiskWinsOverCpuBackupAndMixesWithHostBackups) {
   testing::fill_pattern(host, 2 * kMiB, 2);
   testing::fill_pattern(none, 2 * kMiB, 3);
   engine_->pause("t");
-  EXPECT_EQ(dir_.files().size(), 1u);
+  EXPECT_EQ(open_files(), 1u);
   EXPECT_EQ(engine_->backup_pointer(both, 64), nullptr);
   EXPECT_NE(engine_->backup_pointer(host, 64), nullptr);
   engine_->resume("t");
@@ -171,20 +178,22 @@ TEST_F(DiskBackupTest, FilesGoWhenFreedWhilePaused) {
   const DevicePtr a = allocate(2 * kMiB);
   const DevicePtr b = allocate(2 * kMiB);
   engine_->pause("t");
-  EXPECT_EQ(dir_.files().size(), 2u);
+  EXPECT_EQ(open_files(), 2u);
+  EXPECT_EQ(engine_->stats().entries.at(0).disk_backup_bytes, 4 * kMiB);
   engine_->free(a);
-  EXPECT_EQ(dir_.files(), std::set<std::string>{testing::backup_file_name(b)});
+  EXPECT_EQ(open_files(), 1u);
+  EXPECT_EQ(engine_->stats().entries.at(0).disk_backup_bytes, 2 * kMiB);
   engine_->free(b);
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
 }
 
 TEST_F(DiskBackupTest, FilesGoWhenTheEngineIsDestroyed) {
   (void)allocate(2 * kMiB);
   (void)allocate(kMiB + 3, "other", 1);
   engine_->pause(std::nullopt);
-  EXPECT_EQ(dir_.files().size(), 2u);
+  EXPECT_EQ(open_files(), 2u);
   engine_.reset();
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
   EXPECT_EQ(sim_.host_bytes(), 0u) << "staging buffer given back";
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
   EXPECT_EQ(sim_.live_streams(), 0u);
@@ -195,7 +204,7 @@ TEST_F(DiskBackupTest, RemoveDiskBackupsForExitHandlers) {
   testing::fill_pattern(a, 2 * kMiB, 5);
   engine_->pause("t");
   engine_->remove_disk_backups();
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
   engine_->remove_disk_backups();  // harmless again
   engine_->resume("t");
   EXPECT_TRUE(testing::all_zero(a, 2 * kMiB)) << "the contents went with the file";
@@ -220,12 +229,15 @@ TEST_F(DiskBackupTest, NoDirectoryIsAClearErrorAtAllocationTime) {
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
   EXPECT_THROW(engine.set_disk_backup_dir(""), InvalidArgument);
 
-  engine.set_disk_backup_dir(dir_.path() + "/missing");
+  testing::TempDir doomed;
+  engine.set_disk_backup_dir(doomed.path());
+  ASSERT_EQ(::rmdir(doomed.path().c_str()), 0);
   try {
     (void)engine.allocate(request);
     FAIL() << "expected IoError";
   } catch (const IoError& error) {
-    EXPECT_NE(std::string(error.what()).find("/missing"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find(doomed.path()), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("does not exist"), std::string::npos) << error.what();
   }
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
   request.policy.disk_backup = false;
@@ -246,7 +258,7 @@ TEST_F(DiskBackupTest, DirectoryGoneAtPauseLeavesEverythingActive) {
   EXPECT_TRUE(testing::has_pattern(b, kMiB, 2));
   engine_->set_disk_backup_dir(dir_.path());  // files follow the current directory
   engine_->pause("t");
-  EXPECT_EQ(dir_.files().size(), 1u);
+  EXPECT_EQ(open_files(), 1u);
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(a, 2 * kMiB, 1));
   EXPECT_TRUE(testing::has_pattern(b, kMiB, 2));
@@ -267,7 +279,7 @@ TEST_F(DiskBackupTest, DiskFullDuringPauseRemovesPartialFilesAndKeepsEverythingA
     EXPECT_NE(std::string(error.what()).find("No space left"), std::string::npos) << error.what();
     EXPECT_NE(std::string(error.what()).find("TMS_DISK_BACKUP_DIR"), std::string::npos);
   }
-  EXPECT_TRUE(dir_.files().empty()) << "partial files are removed";
+  EXPECT_EQ(open_files(), 0u) << "partial files are removed";
   EXPECT_EQ(sim_.physical_bytes(0), 8 * kMiB);
   EXPECT_TRUE(testing::has_pattern(a, 3 * kMiB + 1, 1));
   EXPECT_TRUE(testing::has_pattern(b, 3 * kMiB + 2, 2));
@@ -285,10 +297,10 @@ TEST_F(DiskBackupTest, ReadFailureDuringResumeKeepsEverythingPausedWithItsFiles)
   testing::fill_pattern(a, 3 * kMiB + 1, 1);
   testing::fill_pattern(b, 2 * kMiB, 2);
   engine_->pause("t");
-  const std::set<std::string> files = dir_.files();
+  const std::vector<int> files = testing::backup_fds(dir_.path());
   io_.fail_call(FileCall::kPread, 3, EIO);
   EXPECT_THROW(engine_->resume("t"), IoError);
-  EXPECT_EQ(dir_.files(), files);
+  EXPECT_EQ(testing::backup_fds(dir_.path()), files);
   EXPECT_EQ(sim_.physical_bytes(0), 0u);
   EXPECT_NE(engine_->backup_pointer(b, 64), nullptr);
   engine_->resume("t");
@@ -301,7 +313,8 @@ TEST_F(DiskBackupTest, ReadFailureDuringResumeKeepsEverythingPausedWithItsFiles)
 TEST_F(DiskBackupTest, TruncatedFileIsAnErrorNotGarbage) {
   const DevicePtr a = allocate(3 * kMiB);
   engine_->pause("t");
-  ASSERT_EQ(::truncate(file_of(a).c_str(), kMiB), 0);
+  ASSERT_EQ(testing::backup_fds(dir_.path()).size(), 1u);
+  ASSERT_EQ(::ftruncate(testing::backup_fds(dir_.path()).front(), kMiB), 0);
   try {
     engine_->resume("t");
     FAIL() << "expected IoError";
@@ -310,36 +323,249 @@ TEST_F(DiskBackupTest, TruncatedFileIsAnErrorNotGarbage) {
   }
   EXPECT_EQ(sim_.physical_bytes(0), 0u);
   engine_->free(a);
-  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(open_files(), 0u);
 }
 
-TEST_F(DiskBackupTest, StaleFileOfTheSameNameIsLeftAlone) {
-  const DevicePtr a = allocate(kMiB);
-  testing::fill_pattern(a, kMiB, 4);
-  const std::string stale = file_of(a);
-  const int fd = ::open(stale.c_str(), O_CREAT | O_WRONLY, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::write(fd, "stale", 5), 5);
-  ::close(fd);
+TEST_F(DiskBackupTest, FilesHaveNoNameSoNothingInTheDirectoryCanReplaceThem) {
+  // Whoever can write the directory sees no backup file to swap: names the
+  // old scheme used (pid + address, 64 variants) are taken by symlinks to
+  // foreign data and by FIFOs, and neither pause nor resume notices them.
+  const DevicePtr a = allocate(3 * kMiB + 5);
+  testing::fill_pattern(a, 3 * kMiB + 5, 4);
+  const std::string foreign = dir_.path() + "/foreign";
+  {
+    std::vector<std::uint8_t> junk(4 * kMiB, 0xEE);
+    const int fd = ::open(foreign.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+  }
+  for (int n = 0; n < 64; ++n) {
+    char name[128];
+    std::snprintf(name, sizeof name, "%s/tms-backup-%ld-%llx%s.bin", dir_.path().c_str(),
+                  static_cast<long>(getpid()), static_cast<unsigned long long>(a),
+                  n == 0 ? "" : ("-" + std::to_string(n)).c_str());
+    if (n % 2 == 0) {
+      ASSERT_EQ(::symlink(foreign.c_str(), name), 0);
+    } else {
+      ASSERT_EQ(::mkfifo(name, 0600), 0);
+    }
+  }
+  const std::set<std::string> planted = dir_.files();
   engine_->pause("t");
-  EXPECT_EQ(dir_.files().size(), 2u);
-  engine_->resume("t");
-  EXPECT_TRUE(testing::has_pattern(a, kMiB, 4));
-  EXPECT_EQ(dir_.files(), std::set<std::string>{testing::backup_file_name(a)});
-  EXPECT_EQ(testing::read_file(stale).size(), 5u);
+  EXPECT_EQ(dir_.files(), planted) << "the backup has no name in the directory";
+  EXPECT_EQ(open_files(), 1u);
+  engine_->resume("t");  // would block on a FIFO or restore 0xEE through a symlink
+  EXPECT_TRUE(testing::has_pattern(a, 3 * kMiB + 5, 4));
   engine_->free(a);
 }
 
-TEST_F(DiskBackupTest, FailedUnlinkAfterResumeIsRetriedLater) {
+TEST_F(DiskBackupTest, WithoutUnnamedFilesNamesAreRandomAndUnlinkedAtOnce) {
+  io_.set_refuse_unnamed_files(true);  // as on filesystems without O_TMPFILE
+  const DevicePtr a = allocate(2 * kMiB + 1);
+  const DevicePtr b = allocate(kMiB);
+  testing::fill_pattern(a, 2 * kMiB + 1, 5);
+  testing::fill_pattern(b, kMiB, 6);
+  engine_->pause("t");
+  EXPECT_TRUE(dir_.files().empty()) << "the names are gone right after creation";
+  EXPECT_EQ(open_files(), 2u);
+  EXPECT_EQ(io_.call_count(FileCall::kUnlink), 2u);
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, 2 * kMiB + 1, 5));
+  EXPECT_TRUE(testing::has_pattern(b, kMiB, 6));
+  EXPECT_EQ(open_files(), 0u);
+  engine_->free(a);
+  engine_->free(b);
+}
+
+TEST_F(DiskBackupTest, FileChangedWhilePausedIsDetectedNamedAndCanBeDiscarded) {
+  const DevicePtr lost = allocate(2 * kMiB + 3, "t");
+  const DevicePtr kept = allocate(kMiB, "t");
+  const DevicePtr other = allocate(kMiB, "other", 1);
+  testing::fill_pattern(lost, 2 * kMiB + 3, 7);
+  testing::fill_pattern(kept, kMiB, 8);
+  testing::fill_pattern(other, kMiB, 9);
+  engine_->pause(std::nullopt);
+  // Damage one byte of the larger file, through this process's descriptor
+  // (the only way in besides root).
+  bool damaged = false;
+  for (const int fd : testing::backup_fds(dir_.path())) {
+    struct stat info {};
+    ASSERT_EQ(::fstat(fd, &info), 0);
+    if (info.st_size != static_cast<off_t>(2 * kMiB + 4096)) continue;
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    const int writer = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(writer, 0);
+    ASSERT_EQ(::pwrite(writer, "X", 1, static_cast<off_t>(kMiB + 17)), 1);
+    ::close(writer);
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+  char address[32];
+  std::snprintf(address, sizeof address, "0x%llx", static_cast<unsigned long long>(lost));
+  for (int attempt = 0; attempt < 2; ++attempt) {  // it stays an error, not a one-off
+    try {
+      engine_->resume(std::nullopt);
+      FAIL() << "expected IoError";
+    } catch (const IoError& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find("checksum"), std::string::npos) << message;
+      EXPECT_NE(message.find(address), std::string::npos) << "names the allocation: " << message;
+      EXPECT_NE(message.find("tag 't'"), std::string::npos) << message;
+      EXPECT_NE(message.find("discard_backup"), std::string::npos) << message;
+    }
+    EXPECT_EQ(sim_.physical_bytes(0) + sim_.physical_bytes(1), 0u) << "everything stays paused";
+  }
+  engine_->resume("other");  // other tags are not blocked
+  EXPECT_TRUE(testing::has_pattern(other, kMiB, 9));
+  EXPECT_THROW(engine_->discard_backup(other), InvalidState) << "active";
+  int foreign = 0;
+  EXPECT_THROW(engine_->discard_backup(reinterpret_cast<DevicePtr>(&foreign)), InvalidArgument);
+  engine_->discard_backup(lost + 100);  // any address inside the allocation
+  EXPECT_EQ(open_files(), 1u) << "the damaged file is gone";
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(kept, kMiB, 8)) << "the others are restored exactly";
+  EXPECT_TRUE(testing::all_zero(lost, 2 * kMiB + 3)) << "without contents (zero on the simulation)";
+  engine_->pause("t");  // and it works as before
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(kept, kMiB, 8));
+  for (const DevicePtr ptr : {lost, kept, other}) engine_->free(ptr);
+}
+
+TEST_F(DiskBackupTest, StagingIsSizedToTheWork) {
+  EngineOptions options;
+  options.disk.chunk_bytes = 64 * kMiB;
+  options.file_io = &io_;
+  engine_ = std::make_unique<Engine>(sim_, options);
+  engine_->set_disk_backup_dir(dir_.path());
+  const DevicePtr small = allocate(4096);
+  testing::fill_pattern(small, 4096, 1);
+  engine_->pause("t");
+  EXPECT_EQ(sim_.host_bytes(), 4096u) << "not 2 x 64 MiB for a 4 KiB allocation";
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(small, 4096, 1));
+  const DevicePtr larger = allocate(3 * kMiB + 1, "t2");
+  testing::fill_pattern(larger, 3 * kMiB + 1, 2);
+  engine_->pause("t2");
+  EXPECT_EQ(sim_.host_bytes(), 3 * kMiB + 4096) << "grown to the larger allocation";
+  engine_->resume("t2");
+  EXPECT_TRUE(testing::has_pattern(larger, 3 * kMiB + 1, 2));
+  engine_->free(small);
+  engine_->free(larger);
+}
+
+TEST_F(DiskBackupTest, FileSizeLimitIsCheckedBeforeWriting) {
+  // A C host gets SIGXFSZ from a write past RLIMIT_FSIZE; the pause must
+  // refuse first with a typed error and leave everything active.
+  const DevicePtr a = allocate(4 * kMiB);
+  testing::fill_pattern(a, 4 * kMiB, 3);
+  EXPECT_EXIT(
+      {
+        rlimit limit{};
+        ::getrlimit(RLIMIT_FSIZE, &limit);
+        limit.rlim_cur = kMiB;
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        int status = 1;
+        try {
+          engine_->pause("t");
+        } catch (const IoError& error) {
+          const std::string message = error.what();
+          status = message.find("RLIMIT_FSIZE") != std::string::npos &&
+                           sim_.physical_bytes(0) == 4 * kMiB && open_files() == 0 &&
+                           testing::has_pattern(a, 4 * kMiB, 3)
+                       ? 0
+                       : 2;
+        }
+        std::_Exit(status);
+      },
+      ::testing::ExitedWithCode(0), "");
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, UnsafeDirectoriesAreRefused) {
+  testing::TempDir shared;
+  ASSERT_EQ(::chmod(shared.path().c_str(), 0777), 0);
+  try {
+    engine_->set_disk_backup_dir(shared.path());
+    FAIL() << "a world-writable directory without sticky bit was accepted";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find("sticky"), std::string::npos) << error.what();
+  }
+  ASSERT_EQ(::chmod(shared.path().c_str(), 01777), 0);  // as /tmp: fine
+  engine_->set_disk_backup_dir(shared.path());
+  const DevicePtr a = allocate(kMiB);
+  testing::fill_pattern(a, kMiB, 2);
+  ASSERT_EQ(::chmod(shared.path().c_str(), 0700), 0);
+  ASSERT_EQ(::chown(shared.path().c_str(), 65534, 65534), 0) << "the tests run as root";
+  try {
+    engine_->set_disk_backup_dir(shared.path());
+    FAIL() << "a directory of another user was accepted";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find("belongs to user 65534"), std::string::npos)
+        << error.what();
+  }
+  // Made unsafe after it was set: the pause refuses, everything stays active.
+  EXPECT_THROW(engine_->pause("t"), IoError);
+  EXPECT_EQ(sim_.physical_bytes(0), 2 * kMiB) << "still active (one granule)";
+  // A symlink put in place of the directory is refused too.
+  ASSERT_EQ(::chown(shared.path().c_str(), 0, 0), 0);
+  const std::string moved = dir_.path() + "/moved";
+  ASSERT_EQ(::rename(shared.path().c_str(), moved.c_str()), 0);
+  ASSERT_EQ(::symlink(moved.c_str(), shared.path().c_str()), 0);
+  try {
+    engine_->pause("t");
+    FAIL() << "a symlink in place of the directory was followed";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find("symbolic link"), std::string::npos) << error.what();
+  }
+  EXPECT_TRUE(testing::has_pattern(a, kMiB, 2));
+  ::unlink(shared.path().c_str());
+  ASSERT_EQ(::rename(moved.c_str(), shared.path().c_str()), 0);
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, MissingDirectoryIsCreatedPrivateAndRelativeOnesBecomeAbsolute) {
+  const std::string old_cwd =
+      std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0), &std::free).get();
+  ASSERT_EQ(::chdir(dir_.path().c_str()), 0);
+  engine_->set_disk_backup_dir("made/by/set");
+  const std::string expected = dir_.path() + "/made/by/set";
+  EXPECT_EQ(engine_->disk_backup_dir(), expected);
+  struct stat info {};
+  ASSERT_EQ(::stat(expected.c_str(), &info), 0);
+  EXPECT_TRUE(S_ISDIR(info.st_mode));
+  EXPECT_EQ(info.st_mode & 0777, 0700u);
+  const DevicePtr a = allocate(kMiB);
+  testing::fill_pattern(a, kMiB, 5);
+  ASSERT_EQ(::chdir("/"), 0);  // a later chdir changes nothing
+  engine_->pause("t");
+  EXPECT_EQ(testing::backup_fds(expected).size(), 1u);
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, kMiB, 5));
+  engine_->free(a);
+  ASSERT_EQ(::chdir(old_cwd.c_str()), 0);
+  const std::string a_file = dir_.path() + "/a-file";
+  std::fclose(std::fopen(a_file.c_str(), "w"));
+  EXPECT_THROW(engine_->set_disk_backup_dir(a_file), IoError);
+  EXPECT_THROW(engine_->set_disk_backup_dir(a_file + "/below"), IoError);
+  EXPECT_EQ(engine_->disk_backup_dir(), expected) << "unchanged after a refusal";
+  ::unlink(a_file.c_str());
+  ::rmdir(expected.c_str());
+  ::rmdir((dir_.path() + "/made/by").c_str());
+  ::rmdir((dir_.path() + "/made").c_str());
+}
+
+TEST_F(DiskBackupTest, FailedUnlinkOfANamedFileIsRetriedLater) {
+  io_.set_refuse_unnamed_files(true);
   const DevicePtr a = allocate(kMiB);
   testing::fill_pattern(a, kMiB, 6);
-  engine_->pause("t");
   io_.fail_call(FileCall::kUnlink, 1, EBUSY);
-  engine_->resume("t");  // the point of no return: it completes
-  EXPECT_TRUE(testing::has_pattern(a, kMiB, 6));
+  io_.fail_call(FileCall::kUnlink, 2, EBUSY);
+  engine_->pause("t");  // the name stays for now; the data never needed it
   EXPECT_EQ(dir_.files().size(), 1u);
   EXPECT_EQ(engine_->stats().deferred_releases, 1u);
-  engine_->pause("no-such-tag");  // any operation retries
+  engine_->resume("t");  // any operation retries
+  EXPECT_TRUE(testing::has_pattern(a, kMiB, 6));
   EXPECT_EQ(engine_->stats().deferred_releases, 0u);
   EXPECT_TRUE(dir_.files().empty());
   engine_->free(a);
@@ -354,11 +580,11 @@ TEST_F(DiskBackupTest, DirectoryCanChangeWhilePaused) {
   const DevicePtr b = allocate(kMiB);
   testing::fill_pattern(b, kMiB, 8);
   engine_->pause("t");
-  EXPECT_EQ(dir_.files().size(), 1u);
-  EXPECT_EQ(second.files().size(), 1u);
+  EXPECT_EQ(open_files(), 1u);
+  EXPECT_EQ(testing::backup_fds(second.path()).size(), 1u);
   engine_->resume("t");
-  EXPECT_TRUE(dir_.files().empty());
-  EXPECT_TRUE(second.files().empty());
+  EXPECT_EQ(open_files(), 0u);
+  EXPECT_TRUE(testing::backup_fds(second.path()).empty());
   EXPECT_TRUE(testing::has_pattern(a, kMiB, 7));
   EXPECT_TRUE(testing::has_pattern(b, kMiB, 8));
   engine_->free(a);

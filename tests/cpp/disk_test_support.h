@@ -1,4 +1,5 @@
-// Helpers for the disk backup tests: a scratch directory and its listing.
+// Helpers for the disk backup tests: a scratch directory, its listing and
+// the (unnamed) backup files open in this process.
 #pragma once
 
 #include <dirent.h>
@@ -52,12 +53,29 @@ class TempDir {
   std::string path_;
 };
 
-/// The name disk backup gives the file of the allocation at `base`.
-inline std::string backup_file_name(std::uintptr_t base) {
-  char name[96];
-  std::snprintf(name, sizeof(name), "tms-backup-%ld-%llx.bin", static_cast<long>(getpid()),
-                static_cast<unsigned long long>(base));
-  return name;
+/// Descriptors of this process open on files in `dir`: the backup files,
+/// which have no name there ("/dir/#12345 (deleted)" or "/dir/name (deleted)").
+inline std::vector<int> backup_fds(const std::string& dir) {
+  std::vector<int> fds;
+  DIR* listing = ::opendir("/proc/self/fd");
+  if (listing == nullptr) return fds;
+  while (const dirent* entry = ::readdir(listing)) {
+    char target[4096];
+    const std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    const ssize_t length = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (length <= 0) continue;
+    target[length] = '\0';
+    // Directly in `dir` (not below it), and without a name.
+    const std::string file = target;
+    const std::string suffix = " (deleted)";
+    if (file.size() > suffix.size() &&
+        file.compare(file.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        file.rfind(dir + "/", 0) == 0 && file.find('/', dir.size() + 1) == std::string::npos) {
+      fds.push_back(std::atoi(entry->d_name));
+    }
+  }
+  ::closedir(listing);
+  return fds;
 }
 
 inline std::vector<std::uint8_t> read_file(const std::string& path) {

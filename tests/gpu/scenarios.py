@@ -17,6 +17,7 @@ import traceback
 import torch
 import torch_memory_saver as tms_package
 from torch_memory_saver import _library, _settings
+from torch_memory_saver._disk_files import open_backup_files
 from torch_memory_saver import torch_memory_saver as tms
 
 GIB = 2**30
@@ -123,14 +124,16 @@ def disk_backup():
         active = free_bytes()
         tms.pause("disk")
         assert free_bytes() - active >= 0.9 * 256 * MIB
-        assert len(os.listdir(directory)) == 1, "pause wrote no backup file"
+        assert len(open_backup_files(directory)) == 1, "pause wrote no backup file"
+        assert os.listdir(directory) == [], "backup files have no name"
         assert tms.get_cpu_backup(data) is None
         scribble = torch.full((256 * MIB,), 0xCD, dtype=torch.uint8, device="cuda")
         del scribble
         torch.cuda.empty_cache()
         tms.resume("disk")
         assert torch.equal(data.cpu(), expected), "disk backup not exact"
-        assert os.listdir(directory) == [], "resume left the backup file behind"
+        assert open_backup_files(directory) == [], "resume left the backup file open"
+        assert os.listdir(directory) == []
 
 
 def get_cpu_backup():
@@ -549,7 +552,7 @@ def without_ld_preload():
     assert owned(x)
 
 
-# ---- issue 5: reliability ------------------------------------------------------
+# ---- reliability: out-of-memory, misuse, exit ------------------------------------
 
 
 def tag_state(tag):
@@ -959,8 +962,8 @@ def exit_with_everything():
     tms.resume("exit_retained")
     for tag in ("exit_plain", "exit_pinned", "exit_mmap", "exit_disk", "exit_graph"):
         tms.pause(tag)
-    files = [name for name in os.listdir(directory) if name.startswith("tms-backup-")]
-    print("backup files while paused:", len(files), flush=True)
+    # Backup files have no name: count this process's descriptors on files in the directory.
+    print("backup files while paused:", len(open_backup_files(directory)), flush=True)
     _KEPT_UNTIL_EXIT.extend([tensors, static_in, graph, graph_out, outside])
 
 

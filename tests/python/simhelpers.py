@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch_memory_saver
 from torch_memory_saver import _library
+from torch_memory_saver._disk_files import open_backup_files
 
 MIB = 2**20
 
@@ -17,6 +18,11 @@ def pattern(size, seed=1):
     """Deterministic non-zero bytes, different per seed."""
     period = bytes((seed * 31 + 7 * i) % 255 + 1 for i in range(256))
     return period * (size // 256)
+
+
+def backup_fds(directory):
+    """Descriptors this process holds on backup files in `directory` (they have no name there)."""
+    return [int(os.path.basename(path)) for path in open_backup_files(str(directory))]
 
 
 def device_free(lib, device=0):

@@ -8,25 +8,25 @@ from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, st
 
 
 @pytest.mark.parametrize(
-    "status, cls, builtin",
+    "name, cls, builtin",
     [
-        (1, errors.OutOfMemoryError, MemoryError),
-        (2, errors.InvalidArgumentError, ValueError),
-        (3, errors.InvalidStateError, RuntimeError),
-        (4, errors.DriverError, RuntimeError),
-        (5, errors.DriverUnavailableError, RuntimeError),
-        (6, errors.BackupIOError, OSError),
-        (7, errors.ConfigError, ValueError),
-        (8, errors.InternalError, RuntimeError),
-        (99, errors.InternalError, RuntimeError),
+        ("TMS_ERROR_OUT_OF_MEMORY", errors.OutOfMemoryError, MemoryError),
+        ("TMS_ERROR_INVALID_ARGUMENT", errors.InvalidArgumentError, ValueError),
+        ("TMS_ERROR_INVALID_STATE", errors.InvalidStateError, RuntimeError),
+        ("TMS_ERROR_DRIVER", errors.DriverError, RuntimeError),
+        ("TMS_ERROR_DRIVER_UNAVAILABLE", errors.DriverUnavailableError, RuntimeError),
+        ("TMS_ERROR_IO", errors.BackupIOError, OSError),
+        ("TMS_ERROR_CONFIG", errors.ConfigError, ValueError),
+        ("TMS_ERROR_INTERNAL", errors.InternalError, RuntimeError),
+        ("TMS_ERROR_OF_A_NEWER_ENGINE", errors.InternalError, RuntimeError),
     ],
 )
-def test_status_codes_map_to_typed_errors(status, cls, builtin):
-    error = errors.error_from_status(status, "engine says no", "NAME")
+def test_status_names_map_to_typed_errors(name, cls, builtin):
+    error = errors.error_from_status(42, "engine says no", name)
     assert type(error) is cls
     assert isinstance(error, errors.TorchMemorySaverError)
     assert isinstance(error, builtin)
-    assert error.status == status
+    assert error.status == 42 and error.status_name == name
     assert "engine says no" in str(error)
 
 
@@ -109,9 +109,14 @@ def test_memory_margin_is_enforced_and_validated(allocate):
         saver.memory_margin_bytes = -1
 
 
-def test_disk_backup_dir_must_exist(tmp_path):
+def test_a_missing_disk_backup_dir_is_created_private_and_an_unusable_one_refused(tmp_path, monkeypatch):
     saver = TorchMemorySaver()
-    saver.set_disk_backup_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    saver.set_disk_backup_dir("missing/below")  # relative: kept absolute
+    assert saver.disk_backup_dir == str(tmp_path / "missing" / "below")
+    assert (tmp_path / "missing" / "below").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(errors.BackupIOError) as raised:
-        saver.set_disk_backup_dir(tmp_path / "missing")
+        saver.set_disk_backup_dir(tmp_path / "a-file")
     assert isinstance(raised.value, OSError)
+    assert saver.disk_backup_dir == str(tmp_path / "missing" / "below"), "unchanged after a refusal"

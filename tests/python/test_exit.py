@@ -1,20 +1,26 @@
-"""Process exit (issue 5, item 4) on the simulated driver, without torch.
+"""Process exit on the simulated driver, without torch.
 
 A process that ends with allocations active, paused, backed up on host and
 on disk exits through Python with its own status, prints no crash report,
-and leaves no backup file behind. The GPU version, in both hook modes and
+and leaves no backup file behind; nor does any other way a process can end
+(signals, abort, os._exit, SIGKILL). The GPU version, in both hook modes and
 with a thread still inside region(), is in tests/gpu.
 """
 
 import gc
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
-from simhelpers import assert_no_crash, run_python
+from simhelpers import PACKAGE_ROOT, assert_no_crash, run_python
 from torch_memory_saver import _pools
 
 EXIT_SCRIPT = """
     import ctypes, os, sys, threading, time
     from torch_memory_saver import torch_memory_saver as t, _library, _settings
+    from torch_memory_saver._disk_files import open_backup_files
 
     DIRECTORY, HOW = {directory!r}, {how!r}
     lib = _library.library()
@@ -43,7 +49,7 @@ EXIT_SCRIPT = """
     t.resume("exit-retained")
     for tag in ("exit-plain", "exit-pinned", "exit-mmap", "exit-disk"):
         t.pause(tag)
-    print("backup files while paused:", len(os.listdir(DIRECTORY)), flush=True)
+    print("backup files while paused:", len(open_backup_files(DIRECTORY)), flush=True)
 
     # A thread that stays inside a region, and one still pausing and resuming, at exit.
     inside = threading.Event()
@@ -103,6 +109,74 @@ def test_repeated_exits_during_transitions_leave_no_files(tmp_path):
         assert_no_crash(result)
         assert result.returncode == 0, result.stdout + result.stderr
         assert list(directory.iterdir()) == [], f"run {run} left files"
+
+
+# ---- every other way a process ends ----------------------------------------------------
+
+ABNORMAL_EXIT_SCRIPT = """
+    import ctypes, os, signal, sys
+    from torch_memory_saver import torch_memory_saver as t, _library, _settings
+
+    DIRECTORY, HOW = {directory!r}, {how!r}
+    lib = _library.library()
+    t.set_disk_backup_dir(os.path.relpath(DIRECTORY))  # relative on purpose: chdir below
+    for size in (4 << 20, 6 << 20):
+        address = ctypes.c_void_p()
+        with _settings.changed(tag="exit-disk", disk_backup=True):
+            _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
+        ctypes.memset(address.value, 0x44, size)
+    os.chdir("/")
+    t.pause("exit-disk")
+    print("disk bytes while paused:", t.stats()[0].disk_backup_bytes, flush=True)
+    if HOW == "Ctrl-C":
+        raise KeyboardInterrupt  # unhandled: Python re-raises SIGINT after finalizing
+    elif HOW == "abort":
+        os.abort()
+    elif HOW == "os._exit":
+        os._exit(7)
+    else:
+        os.kill(os.getpid(), getattr(signal, HOW))
+        signal.pause()
+"""
+
+
+@pytest.mark.parametrize(
+    "how, status",
+    [
+        ("Ctrl-C", -signal.SIGINT),
+        ("SIGTERM", -signal.SIGTERM),
+        ("SIGHUP", -signal.SIGHUP),
+        ("abort", -signal.SIGABRT),
+        ("os._exit", 7),
+        ("SIGKILL", -signal.SIGKILL),
+    ],
+)
+def test_no_backup_file_survives_any_exit(tmp_path, how, status):
+    directory = tmp_path / "backups"
+    result = run_python(ABNORMAL_EXIT_SCRIPT.format(directory=str(directory), how=how))
+    assert "disk bytes while paused: 10485760" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == status, result.stdout + result.stderr
+    leftovers = sorted(p.name for p in directory.iterdir())
+    assert leftovers == [], f"{how} left backup files behind: {leftovers}"
+
+
+def test_clean_backups_removes_files_of_dead_processes_only(tmp_path):
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(child.stdout)
+    orphan = tmp_path / f"tms-backup-{dead_pid}-4242-00000000deadbeef.tmp"
+    orphan.write_bytes(b"x" * 4096)
+    with open(f"/proc/{os.getpid()}/stat") as stat:
+        start = stat.read().rsplit(")", 1)[1].split()[19]
+    alive = tmp_path / f"tms-backup-{os.getpid()}-{start}-0123456789abcdef.tmp"
+    alive.write_bytes(b"")
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch_memory_saver", "clean-backups", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed 1 orphaned backup file(s)" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
 
 
 # ---- pools are never destroyed (what makes a thread inside a region safe at exit) ----

@@ -1,4 +1,4 @@
-"""Misuse and bad input (issue 5, item 3) on the simulated driver.
+"""Misuse and bad input on the simulated driver.
 
 Each case gets its documented behaviour and a message that says what to do,
 and none of them kills the process. Cases that need a GPU (pause during a
@@ -7,12 +7,13 @@ paused tensor through torch) are GPU scenarios in tests/gpu/scenarios.py.
 """
 
 import ctypes
+import os
 import sys
 import threading
 import types
 
 import pytest
-from simhelpers import MIB, assert_no_crash, device_free, pattern, run_python
+from simhelpers import MIB, assert_no_crash, backup_fds, device_free, pattern, run_python
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
 
 
@@ -41,14 +42,14 @@ def test_double_pause_and_resume_with_disk_backup_write_and_read_once(lib, alloc
     address = allocate(4 * MIB, tag="twice-disk", disk_backup=True)
     ctypes.memmove(address, pattern(4 * MIB, 3), 4 * MIB)
     saver.pause("twice-disk")
-    (first,) = list(tmp_path.iterdir())
-    written = first.stat().st_mtime_ns
+    (first,) = backup_fds(tmp_path)
+    written = os.fstat(first).st_mtime_ns
     saver.pause("twice-disk")  # already paused: no second file, the first one untouched
-    assert list(tmp_path.iterdir()) == [first] and first.stat().st_mtime_ns == written
+    assert backup_fds(tmp_path) == [first] and os.fstat(first).st_mtime_ns == written
     saver.resume("twice-disk")
     saver.resume("twice-disk")
     assert ctypes.string_at(address, 4 * MIB) == pattern(4 * MIB, 3)
-    assert list(tmp_path.iterdir()) == []
+    assert backup_fds(tmp_path) == [] and list(tmp_path.iterdir()) == []
     assert (entry("twice-disk").pause_count, entry("twice-disk").resume_count) == (1, 1)
 
 
@@ -175,15 +176,15 @@ def test_freeing_paused_memory_drops_host_and_disk_backups(lib, tmp_path):
         addresses.append(address.value)
     saver.pause("freed-paused")
     paused = entry("freed-paused")
-    assert (paused.paused_bytes, paused.backup_bytes) == (12 * MIB, 4 * MIB)
-    assert len(list(tmp_path.iterdir())) == 1
+    assert (paused.paused_bytes, paused.backup_bytes, paused.disk_backup_bytes) == (12 * MIB, 4 * MIB, 4 * MIB)
+    assert len(backup_fds(tmp_path)) == 1
 
     for address in addresses:
         _library.check(lib.tms_free(address))
         assert not lib.tms_owns(address)
     freed = entry("freed-paused")
     assert (freed.allocations, freed.paused_bytes, freed.backup_bytes) == (0, 0, 0)
-    assert list(tmp_path.iterdir()) == [], "freeing a paused allocation left its backup file"
+    assert backup_fds(tmp_path) == [], "freeing a paused allocation left its backup file"
     assert device_free(lib) == free_before
     saver.resume("freed-paused")  # nothing left to resume: harmless
 
@@ -212,23 +213,28 @@ def test_a_bad_disk_backup_dir_is_refused_and_the_previous_one_kept(lib, allocat
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory")
 
-    for bad, error in [
-        (tmp_path / "missing", errors.BackupIOError),
-        (a_file, errors.BackupIOError),
-        ("", errors.InvalidArgumentError),
+    open_to_all = tmp_path / "open-to-all"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    for bad, error, reason in [
+        (a_file, errors.BackupIOError, "(?i)not a directory"),
+        (a_file / "below", errors.BackupIOError, "(?i)not a directory"),
+        (open_to_all, errors.BackupIOError, "sticky bit"),
+        ("", errors.InvalidArgumentError, "empty"),
     ]:
-        with pytest.raises(error) as raised:
+        with pytest.raises(error, match=reason) as raised:
             saver.set_disk_backup_dir(bad)
         if error is errors.BackupIOError:
-            assert str(bad) in str(raised.value) and "create it or choose another" in str(raised.value)
+            assert str(bad) in str(raised.value) and "choose another" in str(raised.value)
             assert isinstance(raised.value, OSError)
+    assert saver.disk_backup_dir == str(good)
 
     saver.pause("dir-kept")
-    assert len(list(good.iterdir())) == 1, "the backup did not go to the directory set before"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "good"]
+    assert len(backup_fds(good)) == 1, "the backup did not go to the directory set before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "good", "open-to-all"]
     saver.resume("dir-kept")
     assert ctypes.string_at(address, 4 * MIB) == pattern(4 * MIB, 5)
-    assert list(good.iterdir()) == []
+    assert backup_fds(good) == []
 
 
 def test_a_disk_backup_dir_removed_before_pause_fails_the_pause_and_loses_nothing(lib, allocate, tmp_path):
@@ -259,19 +265,30 @@ def test_a_disk_backup_dir_removed_before_pause_fails_the_pause_and_loses_nothin
     assert list(directory.iterdir()) == []
 
 
-def test_a_backup_file_deleted_while_paused_fails_the_resume_cleanly(lib, allocate, tmp_path):
+def test_a_damaged_backup_fails_the_resume_naming_it_and_discard_backup_goes_on(lib, allocate, tmp_path):
     saver = TorchMemorySaver()
     saver.set_disk_backup_dir(tmp_path)
-    allocate(4 * MIB, tag="file-gone", disk_backup=True)
-    saver.pause("file-gone")
-    for path in tmp_path.iterdir():
-        path.unlink()
+    damaged = allocate(4 * MIB, tag="file-damaged", disk_backup=True)
+    kept = allocate(2 * MIB, tag="file-damaged", disk_backup=True)
+    ctypes.memmove(kept, pattern(2 * MIB, 4), 2 * MIB)
+    saver.pause("file-damaged")
+    assert list(tmp_path.iterdir()) == [], "nothing in the directory to delete or replace"
+    (big,) = [fd for fd in backup_fds(tmp_path) if os.fstat(fd).st_size == 4 * MIB]
+    os.truncate(f"/proc/self/fd/{big}", MIB)  # as damage (or root) could
     free_paused = device_free(lib)
-    with pytest.raises(errors.BackupIOError, match="tms-backup-"):
-        saver.resume("file-gone")
-    assert (entry("file-gone").active_bytes, entry("file-gone").paused_bytes) == (0, 4 * MIB)
-    assert device_free(lib) == free_paused, "the failed resume kept device memory"
-    # The allocation fixture frees it, still paused, after the test.
+    for _ in range(2):
+        with pytest.raises(errors.BackupIOError, match=f"0x{damaged:x}.*discard_backup") as raised:
+            saver.resume("file-damaged")
+        assert "tag 'file-damaged'" in str(raised.value)
+        assert (entry("file-damaged").active_bytes, entry("file-damaged").paused_bytes) == (0, 6 * MIB)
+        assert device_free(lib) == free_paused, "the failed resume kept device memory"
+    with pytest.raises(errors.InvalidArgumentError):
+        saver.discard_backup(12345)
+    saver.discard_backup(damaged)
+    saver.resume("file-damaged")
+    assert ctypes.string_at(kept, 2 * MIB) == pattern(2 * MIB, 4)
+    with pytest.raises(errors.InvalidStateError, match="active"):
+        saver.discard_backup(damaged)
 
 
 # ---- invalid environment values ---------------------------------------------
@@ -310,6 +327,7 @@ BAD_ENV_SCRIPT = """
         ("TMS_INIT_ENABLE_CPU_BACKUP", "2"),
         ("TMS_RETAIN_CPU_BACKUP", "yes please"),
         ("TMS_DISK_BACKUP_CHUNK_MB", "0"),
+        ("TMS_DISK_BACKUP_DIR", "/dev/null/below"),
         ("TMS_DRIVER", "tpu"),
         ("TMS_LOG_LEVEL", "loud"),
         ("TMS_SIM_CAPACITY_MB", "-5"),
@@ -366,7 +384,7 @@ FORK_SCRIPT = """
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status), f"child killed by signal {os.WTERMSIG(status)}"
     assert os.WEXITSTATUS(status) == 0, f"child exit status {os.WEXITSTATUS(status)}"
-    assert len(os.listdir(sys.argv[1])) == 1, "the child's exit removed the parent's backup file"
+    assert t.stats()[0].disk_backup_bytes == 4 << 20, "the child's exit took the parent's backup"
     t.resume("forked")
     assert ctypes.string_at(address.value, 4 << 20) == b"\\x5a" * (4 << 20)
     t.pause("forked")

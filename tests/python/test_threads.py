@@ -1,4 +1,4 @@
-"""Threads at the Python level (issue 5, item 5) on the simulated driver.
+"""Threads at the Python level on the simulated driver.
 
 Python threads call the engine through ctypes, which releases the GIL, so
 these calls really run at the same time. Every wait has a timeout: a

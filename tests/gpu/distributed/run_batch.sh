@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU batch for issue 6 on a machine with 1, 2 or 4 GPUs (each under ~8 minutes):
+# One GPU batch of the multi-GPU tests on a machine with 1, 2 or 4 GPUs (each under ~8 minutes):
 #
 #   bash tests/gpu/distributed/run_batch.sh 1    # colocated processes (both hook modes) + example on 1 GPU
 #   bash tests/gpu/distributed/run_batch.sh 2    # NCCL tests at world size 2 + example on 2 GPUs

@@ -1,4 +1,4 @@
-"""Colocated processes on one GPU (issue 6, part 1).
+"""Colocated processes on one GPU.
 
 Process A (colocated_worker.py holder, torch_memory_saver in either hook
 mode) holds ~70 % of the GPU's free memory in regions, pauses; process B

@@ -1,4 +1,4 @@
-"""torch.distributed with NCCL across 2 and 4 GPUs (issue 6, parts 2 and 4).
+"""torch.distributed with NCCL across 2 and 4 GPUs.
 
 Each test starts ``python -m torch.distributed.run --standalone
 --nproc-per-node N nccl_worker.py ...`` (one process per GPU) and reads the

@@ -1,0 +1,71 @@
+"""``python -m torch_memory_saver bench``: pause/resume speed against the hardware floors, in one run.
+
+What it measures (one GPU; sizes from ``--total-gib``, layouts from ``--layouts``):
+
+floors (no torch_memory_saver involved)
+    pinned D2H / H2D copy rate (torch, side stream, best of N), the same with
+    page-locked THP memory (the engine's kind), fresh pinned host allocation
+    rate (``torch.empty(pin_memory=True)``), the raw VMM loops for each layout
+    (create+map+access and unmap+release of n handles of total/n, in C++ on the
+    engine's Driver seam: see :mod:`.vmm`), and plain torch allocation of
+    2048 x 2 MiB tensors on an empty cache; with ``--parts ...,disk``:
+    sequential write and read rates of the disk backup directory (64 MiB
+    O_DIRECT blocks, no torch, see :func:`.disk.disk_floor`).
+library
+    pause/resume without backup; pause with CPU backup cold (retain off) and
+    warm (retain on); resume with backup; for the host kinds ``pinned`` and
+    ``mmap``; process RSS along the way; allocation of 2048 x 2 MiB tensors
+    inside a region; with ``disk`` in ``--parts``: pause/resume of an
+    ``enable_disk_backup=True`` tag. Contents are filled with a non-periodic
+    pattern before every backed-up pause and compared after every resume; a
+    mismatch fails the run (exit 3).
+
+One job per module:
+
+=============== ===========================================================
+constants       units, defaults, exit statuses
+records         the typed records (specs, measurements, results) and their JSON form
+machine         host facts: RSS, memory, CPUs, THP, git checkout
+disk            the disk floor (no torch)
+copies          host<->device copy floors (torch)
+vmm             the raw VMM floor (C++ library on the Driver seam, loaded with ctypes)
+torch_support   what the GPU workers share: setup, timers, content patterns, engine statistics
+workloads       what each worker kind measures
+worker          the worker protocol: spec file in, result file out, one process per group
+runner          the parent: preflight, worker environments, worker processes
+report          results to rows, ratios and verdicts
+render, plot    results.md, the terminal table, rate_vs_layout.png
+cli             the command line and one run
+=============== ===========================================================
+
+Outputs under ``--out`` (default ./bench-results): results.json, results.md,
+rate_vs_layout.png (when matplotlib is importable), logs/ (one log, spec and
+result per worker). Exit status: 0 all measured and contents exact; 1 some
+measurement failed; 2 the benchmark cannot run here (no torch, no GPU, no
+engine library); 3 contents differed after a resume (DATA MISMATCH). Missed
+performance targets do not change the exit status. See bench/README.md.
+"""
+
+from .cli import build_parser, main
+from .constants import BenchUnavailable
+from .disk import disk_floor, filesystem_info
+from .records import WorkerResult, WorkerSpec
+from .render import render_markdown, render_rows_text
+from .report import BACKUP_OPS, OP_LABELS, TARGETS, Report, build_report
+
+__all__ = [
+    "main",
+    "build_parser",
+    "BenchUnavailable",
+    "disk_floor",
+    "filesystem_info",
+    "WorkerSpec",
+    "WorkerResult",
+    "build_report",
+    "Report",
+    "render_markdown",
+    "render_rows_text",
+    "BACKUP_OPS",
+    "OP_LABELS",
+    "TARGETS",
+]

@@ -1,0 +1,138 @@
+"""rate_vs_layout.png: library rates and times against the floors, per layout (needs matplotlib)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, List, Optional
+
+from .constants import exc_text
+from .records import VmmLoop
+from .report import OP_LABELS, Report
+
+
+def render_plot(report: Report, path: Path) -> str:
+    """Write the rate-vs-layout figure; returns a one-line message (also when matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # noqa: BLE001 - optional
+        return f"plot skipped: matplotlib not importable ({exc})"
+    try:
+        layouts = report.config.layouts
+        rows = report.rows
+        floors = report.floors
+
+        def series(op: str, host: Optional[str], field: str, xs: Optional[List[int]] = None) -> List[float]:
+            values = []
+            for n in (layouts if xs is None else xs):
+                row = next((r for r in rows if r.operation == op and r.host == host and r.layout == n), None)
+                value = getattr(row, field) if row else None
+                values.append(float("nan") if value is None else value)
+            return values
+
+        disk_layouts = [n for n in report.config.disk_layouts
+                        if any(r.operation in ("pause_disk", "resume_disk") and r.layout == n and
+                               r.seconds is not None for r in rows)]
+        if disk_layouts:
+            fig, (left, right, third) = plt.subplots(1, 3, figsize=(20, 5.5))
+        else:
+            fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+            third = None
+        styles = {"pause_cold": ("o", "-"), "pause_warm": ("s", "-"), "resume_cold": ("^", "--"),
+                  "resume_warm": ("v", "--")}
+        colors = {"pinned": ("tab:blue", "tab:cyan"), "mmap": ("tab:red", "tab:orange")}
+        for host in report.config.host_kinds:
+            for op, (marker, line) in styles.items():
+                color = colors.get(host, ("k", "grey"))[0 if op.startswith("pause") else 1]
+                left.plot(layouts, series(op, host, "gbps"), marker=marker, linestyle=line, color=color,
+                          label=f"{OP_LABELS[op]} [{host}]")
+        d2h = floors.pinned_d2h.gbps if floors.pinned_d2h else None
+        h2d = floors.pinned_h2d.gbps if floors.pinned_h2d else None
+        alloc = floors.pinned_alloc.gbps if floors.pinned_alloc else None
+        if d2h:
+            left.axhline(d2h, color="black", linestyle="--", linewidth=1, label=f"pinned D2H floor {d2h:.1f} GB/s")
+            left.axhline(0.5 * d2h, color="black", linestyle=":", linewidth=1, label="0.5x D2H (cold target)")
+        if h2d:
+            left.axhline(h2d, color="dimgray", linestyle="-.", linewidth=1, label=f"pinned H2D floor {h2d:.1f} GB/s")
+        if alloc:
+            left.axhline(alloc, color="green", linestyle=":", linewidth=1,
+                         label=f"fresh pinned alloc {alloc:.1f} GB/s")
+        _log_x(left, layouts)
+        left.set_xlabel("tensors in the tag (log scale)")
+        left.set_ylabel("GB/s (payload / time)")
+        left.set_title("with CPU backup")
+        left.set_ylim(bottom=0)
+        left.grid(True, alpha=0.3)
+        left.legend(fontsize=7, loc="best")
+
+        for op, color in (("pause_nobackup", "tab:purple"), ("resume_nobackup", "tab:green")):
+            ms = [v * 1e3 for v in series(op, None, "seconds")]
+            right.plot(layouts, ms, marker="o", color=color, label=f"library {OP_LABELS[op]}")
+        vmm = floors.vmm
+        for key, color, label in (("unmap_seconds", "tab:purple", "raw VMM unmap+release"),
+                                  ("map_seconds", "tab:green", "raw VMM create+map+access")):
+            ys = [_loop_value(vmm.get(str(n)), key) for n in layouts]
+            right.plot(layouts, [float("nan") if y is None else y * 1e3 for y in ys], linestyle="--", color=color,
+                       label=f"{label} (n handles)")
+            ys = [_loop_value(vmm.get(f"engine-{n}") or vmm.get(str(n)), key) for n in layouts]
+            if any(f"engine-{n}" in vmm for n in layouts):
+                right.plot(layouts, [float("nan") if y is None else y * 1e3 for y in ys], linestyle=":",
+                           color=color, label=f"{label} (engine handle count)")
+        _log_x(right, layouts)
+        if any(math.isfinite(y) and y > 0 for line in right.get_lines() for y in line.get_ydata()):
+            right.set_yscale("log")  # (log of no data at all raises: e.g. --parts without nobackup)
+        right.set_xlabel("tensors in the tag (log scale)")
+        right.set_ylabel("ms")
+        right.set_title("without backup (time, lower is better)")
+        right.grid(True, alpha=0.3, which="both")
+        right.legend(fontsize=7, loc="best")
+
+        if third is not None:
+            for op, color, marker in (("pause_disk", "tab:brown", "o"), ("resume_disk", "tab:olive", "^")):
+                third.plot(disk_layouts, series(op, "disk", "gbps", disk_layouts), marker=marker, color=color,
+                           label=f"library {OP_LABELS[op]}")
+            disk = floors.disk
+            for key, color, style in (("write", "tab:brown", "--"), ("read", "tab:olive", "-.")):
+                rate = getattr(disk, f"{key}_gbps") if disk else None
+                if rate:
+                    third.axhline(rate, color=color, linestyle=style, linewidth=1,
+                                  label=f"disk {key} floor {rate:.2f} GB/s"
+                                        + ("" if getattr(disk, f"direct_{key}") else " (page cache)"))
+                    third.axhline(0.8 * rate, color=color, linestyle=":", linewidth=1, label=f"0.8x disk {key}")
+            _log_x(third, disk_layouts)
+            fs_type = disk.filesystem.fs_type if disk else None
+            third.set_xlabel("tensors in the tag (log scale)")
+            third.set_ylabel("GB/s (payload / time)")
+            third.set_title(f"disk backup, {report.config.disk_gib:g} GiB"
+                            + (f" ({fs_type})" if fs_type else ""))
+            third.set_ylim(bottom=0)
+            third.grid(True, alpha=0.3)
+            third.legend(fontsize=7, loc="best")
+
+        device = report.device.device_name or "GPU"
+        fig.suptitle(f"torch_memory_saver pause/resume vs floors on {device}, "
+                     f"{report.config.total_gib:g} GiB ({report.date[:10]})")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    except Exception as exc:  # noqa: BLE001 - a broken plot must not lose the results
+        return f"plot failed: {exc_text(exc)}"
+    return f"wrote {path}"
+
+
+def _loop_value(loop: Optional[VmmLoop], key: str) -> Optional[float]:
+    return getattr(loop, key) if loop else None
+
+
+def _log_x(axis: Any, layouts: List[int]) -> None:
+    try:
+        axis.set_xscale("log", base=2)
+    except TypeError:  # matplotlib < 3.3
+        axis.set_xscale("log", basex=2)
+    axis.set_xticks(layouts)
+    axis.set_xticklabels([str(n) for n in layouts])
+    if len(layouts) == 1:
+        axis.set_xlim(layouts[0] / 2, layouts[0] * 2)

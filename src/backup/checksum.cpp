@@ -1,0 +1,71 @@
+#include "backup/checksum.h"
+
+#include <cstring>
+#include <system_error>
+
+namespace tms {
+namespace {
+
+constexpr std::uint64_t kPrime1 = 0x9E3779B185EBCA87ULL;
+constexpr std::uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
+constexpr std::uint64_t kPrime3 = 0x165667B19E3779F9ULL;
+// Pieces smaller than this are hashed inline: starting a thread costs tens
+// of microseconds, hashing 1 MiB about 150.
+constexpr std::size_t kThreadedMinimum = std::size_t{1} << 20;
+
+std::uint64_t rotate_left(std::uint64_t value, int bits) {
+  return (value << bits) | (value >> (64 - bits));
+}
+
+std::uint64_t round(std::uint64_t lane, std::uint64_t input) {
+  return rotate_left(lane + input * kPrime2, 31) * kPrime1;
+}
+
+}  // namespace
+
+void Checksum::update(const std::uint8_t* data, std::size_t size) {
+  for (std::size_t offset = 0; offset < size; offset += kBlock) {
+    for (int lane = 0; lane < 4; ++lane) {
+      std::uint64_t word = 0;
+      std::memcpy(&word, data + offset + 8 * lane, sizeof word);
+      lanes_[lane] = round(lanes_[lane], word);
+    }
+  }
+  length_ += size;
+}
+
+std::uint64_t Checksum::digest() const {
+  std::uint64_t hash = rotate_left(lanes_[0], 1) + rotate_left(lanes_[1], 7) +
+                       rotate_left(lanes_[2], 12) + rotate_left(lanes_[3], 18);
+  for (const std::uint64_t lane : lanes_) hash = (hash ^ round(0, lane)) * kPrime1 + kPrime3;
+  hash ^= length_;
+  hash ^= hash >> 33;
+  hash *= kPrime2;
+  hash ^= hash >> 29;
+  hash *= kPrime3;
+  return hash ^ (hash >> 32);
+}
+
+void ChecksumWorker::wait() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void ChecksumWorker::add(const std::uint8_t* data, std::size_t size) {
+  wait();
+  if (size >= kThreadedMinimum) {
+    try {
+      thread_ = std::thread([this, data, size] { checksum_.update(data, size); });
+      return;
+    } catch (const std::system_error&) {
+      // No thread to be had: hash here, only slower.
+    }
+  }
+  checksum_.update(data, size);
+}
+
+std::uint64_t ChecksumWorker::digest() {
+  wait();
+  return checksum_.digest();
+}
+
+}  // namespace tms

@@ -1,0 +1,198 @@
+"""A host-memory stand-in for the few torch calls the benchmark's workloads make, and a library over it.
+
+Enough to run every worker kind on the CPU: tensors are Python lists of
+int64 values, "device memory" is a counter, and FakeSaver pauses and resumes
+the tensors a region made (dropping contents without backup, keeping them
+with one; `corrupt` changes one value on resume, as a broken restore would).
+"""
+
+import contextlib
+import itertools
+import os
+import types
+
+MIB = 1 << 20
+
+
+class FakeTensor:
+    _addresses = itertools.count(1 << 32, 1 << 24)
+
+    def __init__(self, torch, values, itemsize=8, pinned=False):
+        self.torch, self.values, self.itemsize, self.pinned = torch, values, itemsize, pinned
+        self.address = next(self._addresses)
+        self.device = "cuda:0"
+
+    def numel(self):
+        return len(self.values)
+
+    def data_ptr(self):
+        return self.address
+
+    def is_pinned(self):
+        return self.pinned
+
+    def fill_(self, value):
+        self.values[:] = [value] * len(self.values)
+        return self
+
+    def add_(self, value):
+        self.values[:] = [v + value for v in self.values]
+        return self
+
+    def copy_(self, other, non_blocking=False):
+        self.values[:] = other.values[: len(self.values)]
+        return self
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            view = FakeTensor(self.torch, self.values[index], self.itemsize)
+            return view
+        return self.values[index]
+
+    def __ne__(self, other):
+        return FakeTensor(self.torch, [a != b for a, b in zip(self.values, other.values)], 1)
+
+    def nonzero(self):
+        return FakeTensor(self.torch, [i for i, v in enumerate(self.values) if v], 8)
+
+    def flatten(self):
+        return self
+
+    def __int__(self):
+        return int(self.values[0])
+
+
+class FakeCuda:
+    def __init__(self, torch, total=1 << 34):
+        self.torch, self.total, self.used = torch, total, 0
+
+    def is_available(self):
+        return True
+
+    def current_device(self):
+        return 0
+
+    def set_device(self, device):
+        pass
+
+    def get_device_properties(self, device):
+        return types.SimpleNamespace(total_memory=self.total, major=9, minor=0)
+
+    def get_device_name(self, device=None):
+        return "Fake GPU"
+
+    def synchronize(self):
+        pass
+
+    def empty_cache(self):
+        pass
+
+    def mem_get_info(self, device=None):
+        return self.total - self.used, self.total
+
+    def Stream(self, device=None):  # noqa: N802 - torch's name
+        return types.SimpleNamespace(synchronize=lambda: None)
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        yield
+
+    def cudart(self):
+        return types.SimpleNamespace(cudaHostRegister=lambda *args: 0, cudaHostUnregister=lambda *args: 0)
+
+
+class FakeTorch:
+    """The module-level torch functions the workloads call."""
+
+    uint8, int64 = "uint8", "int64"
+    __version__ = "0.0-fake"
+
+    def __init__(self):
+        self.cuda = FakeCuda(self)
+        self.version = types.SimpleNamespace(cuda="13.0")
+        self._C = types.SimpleNamespace()
+        self.region = None  # the FakeSaver region allocating now
+
+    def empty(self, n, dtype="int64", device=None, pin_memory=False):
+        tensor = FakeTensor(self, [0] * n, 8 if dtype == "int64" else 1, pin_memory)
+        if device is not None:
+            self.cuda.used += n * tensor.itemsize
+            if self.region is not None:
+                self.region.append(tensor)
+        return tensor
+
+    def zeros(self, n, device=None):
+        return self.empty(n, device=device)
+
+    def arange(self, start, end, out=None, dtype=None, device=None):
+        values = list(range(start, end))
+        if out is None:
+            return FakeTensor(self, values)
+        out.values[:] = values
+        return out
+
+    def equal(self, a, b):
+        return a.values == b.values
+
+    def frombuffer(self, buffer, dtype=None):
+        return FakeTensor(self, [0] * min(len(buffer), 4096), 1)
+
+
+class FakeSaver:
+    """torch_memory_saver's singleton as the workloads use it, over FakeTorch."""
+
+    def __init__(self, torch, corrupt=False):
+        self.torch, self.corrupt = torch, corrupt
+        self.retain_cpu_backup = False
+        self.tags = {}  # tag -> {"tensors", "backup", "paused", "saved"}
+        self.disk_dir = None
+
+    @contextlib.contextmanager
+    def region(self, tag, enable_cpu_backup=False, enable_disk_backup=False, cpu_backup_backend=None):
+        entry = self.tags.setdefault(tag, {"tensors": [], "backup": enable_cpu_backup or enable_disk_backup,
+                                           "disk": enable_disk_backup, "paused": False, "saved": None})
+        self.torch.region = entry["tensors"]
+        try:
+            yield
+        finally:
+            self.torch.region = None
+
+    def set_disk_backup_dir(self, path):
+        self.disk_dir = path
+
+    def _bytes(self, entry):
+        return sum(t.numel() * t.itemsize for t in entry["tensors"])
+
+    def pause(self, tag):
+        entry = self.tags[tag]
+        if entry["paused"]:
+            return
+        if entry["backup"]:
+            entry["saved"] = [list(t.values) for t in entry["tensors"]]
+        if entry["disk"]:  # one unnamed file per allocation, held open while paused, as the engine does
+            entry["files"] = [os.open(self.disk_dir, os.O_TMPFILE | os.O_RDWR, 0o600) for _ in entry["tensors"]]
+            for fd in entry["files"]:
+                os.write(fd, b"\0" * 4096)
+        self.torch.cuda.used -= self._bytes(entry)
+        entry["paused"] = True
+
+    def resume(self, tag):
+        entry = self.tags[tag]
+        if not entry["paused"]:
+            return
+        self.torch.cuda.used += self._bytes(entry)
+        for index, tensor in enumerate(entry["tensors"]):
+            tensor.values[:] = entry["saved"][index] if entry["backup"] else [0] * tensor.numel()
+        if self.corrupt and entry["tensors"]:
+            entry["tensors"][-1].values[-1] += 1
+        if entry["disk"]:
+            for fd in entry.pop("files"):
+                os.close(fd)
+        entry["paused"] = False
+
+    def stats(self):
+        return [types.SimpleNamespace(tag=tag, allocations=len(e["tensors"]),
+                                      active_bytes=0 if e["paused"] else self._bytes(e),
+                                      paused_bytes=self._bytes(e) if e["paused"] else 0, backup_bytes=0,
+                                      last_pause_seconds=0.001, last_resume_seconds=0.001)
+                for tag, e in self.tags.items()]
