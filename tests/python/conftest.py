@@ -9,8 +9,13 @@ environment then, so the driver is chosen here, before the package is imported.
 
 import ctypes
 import os
+from pathlib import Path
 
 import pytest
+
+# The source tree the tests come from (for files such as tms.h), whichever
+# package they test.
+REPO = Path(__file__).resolve().parents[2]
 
 os.environ["TMS_DRIVER"] = "sim"
 # Thread defaults and backup settings come from these variables; the tests expect the plain defaults.
