@@ -34,7 +34,10 @@ bool log_enabled(LogLevel level) { return static_cast<int>(level) <= g_level.loa
 
 void set_log_context(std::string_view context) {
   std::lock_guard lock(g_context_mutex);
-  g_context = context.empty() ? std::string() : " " + std::string(context);
+  // Built in place: `" " + std::string(context)` trips GCC 12's -Wrestrict
+  // false positive at -O3 (inlined operator+).
+  g_context.assign(context.empty() ? 0 : 1, ' ');
+  g_context.append(context);
 }
 
 void log(LogLevel level, std::string_view message) {

@@ -1,6 +1,7 @@
 #include "driver/sim_driver.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -161,7 +162,9 @@ PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
                           describe_bytes(options_.capacity_bytes - used) + " free",
                       size, options_.capacity_bytes - used);
   }
-  const int fd = memfd_create("tms-sim-physical", MFD_CLOEXEC);
+  // The system call, not glibc's memfd_create() wrapper (glibc 2.27+): the
+  // portable wheel targets glibc 2.17.
+  const int fd = static_cast<int>(syscall(SYS_memfd_create, "tms-sim-physical", MFD_CLOEXEC));
   if (fd < 0)
     throw DriverError("sim.create_physical", "CUDA_ERROR_UNKNOWN", errno_text("memfd_create"));
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
