@@ -23,6 +23,8 @@ typedef int CUdevice_v1;
 typedef CUdevice_v1 CUdevice;
 typedef struct CUctx_st* CUcontext;
 typedef struct CUstream_st* CUstream;
+typedef struct CUmod_st* CUmodule;
+typedef struct CUfunc_st* CUfunction;
 typedef unsigned long long CUmemGenericAllocationHandle_v1;
 typedef CUmemGenericAllocationHandle_v1 CUmemGenericAllocationHandle;
 
@@ -136,3 +138,13 @@ typedef CUresult(CUDAAPI* PFN_cuGetProcAddress_v12000)(const char* symbol, void*
                                                        CUdriverProcAddressQueryResult* symbolFound);
 typedef CUresult(CUDAAPI* PFN_cuGetProcAddress_v11030)(const char* symbol, void** pfn,
                                                        int driverVersion, cuuint64_t flags);
+typedef CUresult(CUDAAPI* PFN_cuModuleLoadData_v2000)(CUmodule* module, const void* image);
+typedef CUresult(CUDAAPI* PFN_cuModuleUnload_v2000)(CUmodule hmod);
+typedef CUresult(CUDAAPI* PFN_cuModuleGetFunction_v2000)(CUfunction* hfunc, CUmodule hmod,
+                                                         const char* name);
+typedef CUresult(CUDAAPI* PFN_cuLaunchKernel_v4000)(CUfunction f, unsigned int gridDimX,
+                                                    unsigned int gridDimY, unsigned int gridDimZ,
+                                                    unsigned int blockDimX, unsigned int blockDimY,
+                                                    unsigned int blockDimZ,
+                                                    unsigned int sharedMemBytes, CUstream hStream,
+                                                    void** kernelParams, void** extra);

@@ -67,6 +67,8 @@ TMS_SAME_TYPE(CUmemGenericAllocationHandle_v1)
 #define TMS_SAME_MAPPED(name) static_assert(std::is_same_v<real_t<decl::name>, ::name>, #name);
 TMS_SAME_MAPPED(CUcontext)
 TMS_SAME_MAPPED(CUstream)
+TMS_SAME_MAPPED(CUmodule)
+TMS_SAME_MAPPED(CUfunction)
 TMS_SAME_MAPPED(CUresult)
 TMS_SAME_MAPPED(CUmemAllocationProp)
 TMS_SAME_MAPPED(CUmemAccessDesc)
