@@ -13,6 +13,7 @@ The package imports without PyTorch; only tensor features need it.
 """
 
 from ._nccl import NcclGraphRegistrationWarning
+from ._version import __version__
 from ._stats import TagStats, stats
 from .entrypoint import TorchMemorySaver, torch_memory_saver
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
 from .utils import configure_subprocess
 
 __all__ = [
+    "__version__",
     "torch_memory_saver",
     "TorchMemorySaver",
     "configure_subprocess",

@@ -3,26 +3,58 @@
 ``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``
 ``python -m torch_memory_saver bench [--total-gib N] [--quick] ...`` (see bench/README.md)
 ``python -m torch_memory_saver clean-backups DIR`` (backup files of processes that no longer run)
+``python -m torch_memory_saver --version``
+
+The ``torch-memory-saver`` console script runs the same :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import List, Optional
 
 from . import demo
+from ._version import __version__
 from .errors import TorchMemorySaverError
+
+# What a shell reports for a program that a closed pipe stopped (128 + SIGPIPE).
+_EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def program_name(argv0: str) -> str:
+    """How the user started the command line: ``torch-memory-saver`` or ``python -m torch_memory_saver``."""
+    name = os.path.basename(argv0)
+    return "python -m torch_memory_saver" if name in ("__main__.py", "-m", "") else name
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
+    """Run the command line; returns the exit status.
+
+    A closed output pipe (``... demo | head -2``) ends it quietly with status
+    141, as it would a C program killed by SIGPIPE, instead of a traceback.
+    """
+    try:
+        return _run(sys.argv[1:] if argv is None else list(argv))
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that
+        # flush cannot fail and print "Exception ignored ..." either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return _EXIT_BROKEN_PIPE
+
+
+def _run(args_list: List[str]) -> int:
     if args_list[:1] == ["bench"]:
         # The benchmark has its own argument parser; hand it the rest.
         from .bench import main as bench_main
 
         return bench_main(args_list[1:])
-    parser = argparse.ArgumentParser(prog="python -m torch_memory_saver")
+    parser = argparse.ArgumentParser(prog=program_name(sys.argv[0]))
+    parser.add_argument("--version", action="version", version=f"torch_memory_saver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo", help="pause and resume one region, printing device memory, timings and checks"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Optional
@@ -97,13 +98,32 @@ def _mapped_copy() -> Optional[Path]:
     return None
 
 
+def packaged_library_path() -> Path:
+    """Where the library installed with this package is (whether or not it exists).
+
+    Searches every directory of the package (``__path__``), not only the one
+    holding this file: an editable install (``pip install -e .``) keeps the
+    modules in the source tree and puts the built library in site-packages,
+    and lists both directories there. The first directory that has the
+    library wins; without any, the path in the first directory is returned.
+    """
+    package = sys.modules[__package__]
+    directories = [Path(entry) for entry in getattr(package, "__path__", [])]
+    directories.append(Path(__file__).resolve().parent)
+    for directory in directories:
+        candidate = directory / LIBRARY_FILE_NAME
+        if candidate.is_file():
+            return candidate.resolve()
+    return directories[0] / LIBRARY_FILE_NAME
+
+
 def find_library_path() -> Path:
     """Path of the engine library this process uses (or would use).
 
     Order: a copy already mapped into the process (so that Python talks to the
     same engine instance as the LD_PRELOAD interposers), then the
     ``TMS_LIBRARY_PATH`` environment variable, then ``libtorch_memory_saver.so``
-    next to this package (where ``pip install .`` puts it).
+    installed with this package (:func:`packaged_library_path`).
 
     Raises:
         LibraryNotFoundError: no library at the chosen path.
@@ -120,9 +140,9 @@ def find_library_path() -> Path:
                 f"Point both at the same file."
             )
         return mapped
-    path = Path(env_path) if env_path else Path(__file__).resolve().parent / LIBRARY_FILE_NAME
+    path = Path(env_path) if env_path else packaged_library_path()
     if not path.is_file():
-        origin = f"{LIBRARY_PATH_ENV}={env_path}" if env_path else "the package directory"
+        origin = f"{LIBRARY_PATH_ENV}={env_path}" if env_path else "the package's directories"
         raise errors.LibraryNotFoundError(
             f"torch_memory_saver engine library not found at {path} (from {origin}). "
             f"Install the package with `pip install .`, or build it with "

@@ -2,8 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -141,7 +141,9 @@ std::string prepare_backup_directory(FileIo& io, const std::string& dir) {
 
 std::string new_backup_file_name() {
   unsigned long long random = 0;
-  if (getrandom(&random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) {
+  // The system call, not glibc's getrandom() wrapper (glibc 2.25+): the
+  // portable wheel targets glibc 2.17.
+  if (syscall(SYS_getrandom, &random, sizeof random, 0) != static_cast<long>(sizeof random)) {
     // No entropy source: still unique (the address of a local varies with ASLR).
     random = static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(&random)) ^
              static_cast<unsigned long long>(::time(nullptr));

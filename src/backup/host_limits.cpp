@@ -56,7 +56,10 @@ void room_in_cgroup(const std::string& mount, std::string path, const CgroupFile
     const std::string dir = mount + (path == "/" ? "" : path);
     const std::optional<std::uint64_t> limit = read_number(dir + "/" + files.limit);
     const std::optional<std::uint64_t> usage = read_number(dir + "/" + files.usage);
-    if (limit && usage && *limit < kNoLimit) {
+    // A level that holds this running process cannot really have a limit
+    // of 0 or account no usage at all: sandboxed cgroup views show "0" for
+    // files nothing enforces, so such levels do not count.
+    if (limit && usage && *limit > 0 && *usage > 0 && *limit < kNoLimit) {
       const std::string stat = dir + "/memory.stat";
       const std::uint64_t cache = read_field(stat, "active_file").value_or(0) +
                                   read_field(stat, "inactive_file").value_or(0);

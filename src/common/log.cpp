@@ -43,8 +43,11 @@ void set_log_context(std::string_view context) {
   static std::mutex mutex;
   static auto* kept = new std::vector<std::unique_ptr<const std::string>>;
   std::lock_guard lock(mutex);
-  kept->push_back(std::make_unique<const std::string>(
-      context.empty() ? std::string() : " " + std::string(context)));
+  // Built in place: `" " + std::string(context)` trips GCC 12's -Wrestrict
+  // false positive at -O3 (inlined operator+).
+  auto text = std::make_unique<std::string>(context.empty() ? 0 : 1, ' ');
+  text->append(context);
+  kept->push_back(std::move(text));
   g_context.store(kept->back().get());
 }
 

@@ -14,8 +14,14 @@
 // the preprocessor into cuda.h's versioned alias.
 #pragma once
 
+// The toolkit's header where the build found one, else the engine's own
+// declarations of the same names (checked against cuda.h by a test).
+#ifdef TMS_HAVE_CUDA_H
 #include <cuda.h>
 #include <cudaTypedefs.h>
+#else
+#include "driver/cuda_decls.h"
+#endif
 
 #define TMS_CUDA_SYMBOLS(_)               \
   _(cuGetErrorName, 6000)                 \

@@ -1,6 +1,7 @@
 #include "driver/sim_driver.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -197,7 +198,9 @@ PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
         "device " + std::to_string(device) + " has " + describe_bytes(free_bytes) + " free", size,
         free_bytes);
   }
-  const int fd = memfd_create("tms-sim-physical", MFD_CLOEXEC);
+  // The system call, not glibc's memfd_create() wrapper (glibc 2.27+): the
+  // portable wheel targets glibc 2.17.
+  const int fd = static_cast<int>(syscall(SYS_memfd_create, "tms-sim-physical", MFD_CLOEXEC));
   if (fd < 0)
     throw DriverError("sim.create_physical", "CUDA_ERROR_UNKNOWN", errno_text("memfd_create"));
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {

@@ -63,6 +63,27 @@ TEST(HostMemoryRoom, CgroupV1AndMemAvailable) {
   EXPECT_NE(room->source.find("memory.limit_in_bytes"), std::string::npos) << room->source;
 }
 
+TEST(HostMemoryRoom, ALevelThatAccountsNoUsageIsNoLimit) {
+  // Seen on a sandboxed GPU host: the process's cgroup view says memory.max 0
+  // and memory.current 0; nothing enforces that, and taking it at face value
+  // refused every CPU backup.
+  testing::TempDir root;
+  put(root.path(), "/proc/self/cgroup", "0::/sandbox/task\n");
+  put(root.path(), "/proc/meminfo", "MemAvailable: 2048 kB\n");
+  put(root.path(), "/sys/fs/cgroup/sandbox/task/memory.max", "0\n");
+  put(root.path(), "/sys/fs/cgroup/sandbox/task/memory.current", "0\n");
+  const auto room = read_host_memory_room(root.path());
+  ASSERT_TRUE(room.has_value());
+  EXPECT_EQ(room->bytes, 2048u * 1024) << room->source;
+  EXPECT_NE(room->source.find("MemAvailable"), std::string::npos) << room->source;
+  // The same with usage that is all page cache: a limit of 0 is never real.
+  put(root.path(), "/sys/fs/cgroup/sandbox/task/memory.current", "4096\n");
+  put(root.path(), "/sys/fs/cgroup/sandbox/task/memory.stat", "active_file 4096\n");
+  const auto again = read_host_memory_room(root.path());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->bytes, 2048u * 1024) << again->source;
+}
+
 TEST(HostMemoryRoom, ThisProcessHasSome) {
   const auto room = read_host_memory_room("/");
   ASSERT_TRUE(room.has_value()) << "/proc/meminfo is readable on Linux";

@@ -1,7 +1,8 @@
 """How GPU scenario processes are started (shared by test_gpu_scenarios.py and soak.py).
 
 Each scenario runs as ``python scenarios.py NAME HOOK_MODE`` in a fresh
-process on this source tree's package and the CUDA driver; preload mode
+process on the package under test (the importable one, else this source
+tree with build/) and the CUDA driver; preload mode
 gets the engine library in LD_PRELOAD.
 """
 
@@ -20,20 +21,31 @@ HOOK_MODES = ("preload", "torch")
 CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python error", "core dumped")
 
 
-def engine_library():
-    """TMS_LIBRARY_PATH, else build/libtorch_memory_saver.so, else the one installed with the package."""
-    candidates = [os.environ.get("TMS_LIBRARY_PATH"), REPO / "build" / LIBRARY_NAME]
+def _package_under_test():
+    """(directory on sys.path holding torch_memory_saver, its engine library or None).
+
+    The importable package (an installed wheel, or PYTHONPATH) when there is
+    one, else this source tree with build/.
+    """
     spec = importlib.util.find_spec("torch_memory_saver")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / LIBRARY_NAME)
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).resolve()
-    raise FileNotFoundError(f"engine library not found (tried {candidates}); build it or set TMS_LIBRARY_PATH")
+    if spec is None or not spec.origin:
+        return REPO / "python", REPO / "build" / LIBRARY_NAME
+    for directory in spec.submodule_search_locations or [Path(spec.origin).parent]:
+        if (Path(directory) / LIBRARY_NAME).is_file():
+            return Path(spec.origin).resolve().parents[1], Path(directory) / LIBRARY_NAME
+    return Path(spec.origin).resolve().parents[1], REPO / "build" / LIBRARY_NAME
+
+
+def engine_library():
+    """TMS_LIBRARY_PATH, else the library of the package under test (see _package_under_test)."""
+    candidate = os.environ.get("TMS_LIBRARY_PATH") or _package_under_test()[1]
+    if not Path(candidate).is_file():
+        raise FileNotFoundError(f"engine library not found at {candidate}; install the package or set TMS_LIBRARY_PATH")
+    return Path(candidate).resolve()
 
 
 def scenario_env(hook_mode, preload=True, **extra):
-    """Environment of a scenario process: this source tree's package on the CUDA driver."""
+    """Environment of a scenario process: the package under test on the CUDA driver."""
     library = engine_library()
     env = {
         k: v
@@ -41,7 +53,7 @@ def scenario_env(hook_mode, preload=True, **extra):
         if not k.startswith("TMS_")
         and k not in ("LD_PRELOAD", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
     }
-    env.update(PYTHONPATH=str(REPO / "python"), TMS_LIBRARY_PATH=str(library))
+    env.update(PYTHONPATH=str(_package_under_test()[0]), TMS_LIBRARY_PATH=str(library))
     if hook_mode == "preload" and preload:
         env["LD_PRELOAD"] = str(library)
     env.update(extra)

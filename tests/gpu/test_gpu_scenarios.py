@@ -1,7 +1,8 @@
 """GPU suite: every scenario of scenarios.py in both hook modes, each in a fresh process.
 
-Needs torch with CUDA (skips otherwise) and the engine library: TMS_LIBRARY_PATH,
-else build/libtorch_memory_saver.so, else the one installed with the package.
+Needs torch with CUDA (skips otherwise). Tests the importable package (an
+installed wheel) with its library, else this source tree with build/;
+TMS_LIBRARY_PATH overrides the library (gpu_env.py).
 """
 
 import subprocess

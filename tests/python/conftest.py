@@ -1,27 +1,44 @@
 """CPU tests of the Python package against the engine's simulated driver.
 
-The engine is created once per process and reads its environment then, so
-the driver and library are chosen here, before the package is imported.
-Override the library with TMS_LIBRARY_PATH.
+They test the ``torch_memory_saver`` that Python imports: the installed
+package (``pip install .``, also editable), or the source tree with
+``PYTHONPATH=python TMS_LIBRARY_PATH=build/libtorch_memory_saver.so`` (what
+scripts/test.sh sets). The engine is created once per process and reads its
+environment then, so the driver is chosen here, before the package is imported.
 """
 
 import ctypes
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+# The source tree the tests come from (for files such as tms.h), whichever
+# package they test.
 REPO = Path(__file__).resolve().parents[2]
 
 os.environ["TMS_DRIVER"] = "sim"
-os.environ.setdefault("TMS_LIBRARY_PATH", str(REPO / "build" / "libtorch_memory_saver.so"))
 # Thread defaults and backup settings come from these variables; the tests expect the plain defaults.
 for _name in [n for n in os.environ if n.startswith(("TMS_INIT_", "TMS_DISK_", "TMS_RETAIN_"))]:
     os.environ.pop(_name, None)
-sys.path.insert(0, str(REPO / "python"))
 
+try:
+    import torch_memory_saver
+except ImportError as exc:  # pragma: no cover - a setup mistake, reported once and clearly
+    raise pytest.UsageError(
+        f"cannot import torch_memory_saver ({exc}): install it (`python3 -m pip install .`) or test "
+        f"the source tree with PYTHONPATH=python TMS_LIBRARY_PATH=build/libtorch_memory_saver.so "
+        f"(scripts/test.sh)"
+    ) from exc
 from torch_memory_saver import _library, _settings, stats  # noqa: E402
+
+
+def pytest_report_header(config):
+    return (
+        f"torch_memory_saver {torch_memory_saver.__version__} from "
+        f"{os.path.dirname(torch_memory_saver.__file__)}, engine {_library.find_library_path()}"
+    )
+
 
 SIM_CAPACITY = 1 << 30  # the simulated driver's default per device
 

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch_memory_saver
 from torch_memory_saver import _library
 from torch_memory_saver._disk_files import open_backup_files
 
@@ -30,7 +31,9 @@ def device_free(lib, device=0):
     return free.value
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "python"
+# The directory holding the package under test (installed or source tree):
+# child processes import the same one.
+PACKAGE_ROOT = Path(torch_memory_saver.__file__).resolve().parents[1]
 
 # What a process that died instead of raising leaves in its output.
 CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python error", "core dumped")
@@ -42,7 +45,7 @@ _WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"
 
 
 def run_python(code, timeout=60, without_torch=True, **env_changes):
-    """Run `code` in a fresh interpreter on this source tree's package (simulated driver).
+    """Run `code` in a fresh interpreter on the package under test (simulated driver).
 
     With `without_torch`, importing torch fails in it, as on a CI machine.
     Keyword arguments set (or, with None, remove) environment variables.
