@@ -174,7 +174,7 @@ TMS_API void tms_torch_free(void* ptr, ssize_t size, int device, void* stream);
  *  their physical memory. All or nothing: on failure all stay active,
  *  except that an allocation the failed pause could not map back (a second
  *  driver failure) is broken: the message says so, stats count it in
- *  broken_bytes, later calls try to map it back, and until then tms_pause
+ *  broken_bytes, later pauses and resumes try to map it back, and until then tms_pause
  *  and tms_resume of its tag fail with TMS_ERROR_INVALID_STATE; tms_free
  *  gives back what it holds. Also TMS_ERROR_INVALID_STATE while the driver
  *  reports a stream capture on a device involved (a blocking stream of

@@ -226,6 +226,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   refuse_during_capture(tag, "pause");  // first: even retrying give-backs would disturb a capture
   retry_parked();
+  repair_broken();
   refuse_broken(tag, "pause");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
@@ -356,6 +357,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   std::lock_guard transition(transition_mutex_);
   refuse_during_capture(tag, "resume");
   retry_parked();
+  repair_broken();
   refuse_broken(tag, "resume");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
@@ -719,7 +721,6 @@ void Engine::record_transition(const std::vector<Allocation*>& allocations, bool
 void Engine::retry_parked() {
   host_memory_.retry_failed();
   parking_.retry();
-  repair_broken();
 }
 
 std::size_t Engine::map_again_after_failed_pause(const std::vector<Allocation*>& claimed,

@@ -13,8 +13,8 @@
 //  - A failed pause maps back what it had unmapped. If that fails too (a
 //    second driver failure), the allocation is marked broken
 //    (AllocationState::kBroken) instead of claiming to be active: its
-//    physical memory and contents are kept, every later operation tries to
-//    map it again, and until that works pause/resume of its tag fail with
+//    physical memory and contents are kept, every later pause or resume
+//    tries to map it again, and until that works pause/resume of its tag fail with
 //    InvalidState and free() gives back what it holds (broken_bytes in stats).
 //
 //  - Compressed host backups (BackupPolicy::compress) are measured on the
@@ -169,15 +169,16 @@ class Engine {
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
-  /// Gives back what earlier give-backs could not (see ParkingLot) and
-  /// repairs broken allocations.
+  /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
   /// Maps claimed[0, unmapped) again after a failed unmap in pause; marks
   /// those it cannot map kBroken and returns how many.
   std::size_t map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
                                            std::size_t unmapped) noexcept;
   /// Tries to map every kBroken allocation again; those that succeed are
-  /// active again with their contents.
+  /// active again with their contents. Only with transition_mutex_ held:
+  /// a repair marks its records busy, and a pause or resume running beside
+  /// it would skip them (claim leaves busy records alone).
   void repair_broken() noexcept;
   /// @throws InvalidState when an allocation of `tag` is still broken.
   void refuse_broken(const std::optional<std::string>& tag, const char* operation) const;
