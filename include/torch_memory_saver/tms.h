@@ -183,7 +183,11 @@ TMS_API int tms_pause(const char* tag);
 /** Resumes every paused allocation of `tag` (NULL: every tag) at the same
  *  addresses, restoring backups. All or nothing: on failure all stay paused
  *  with their backups, and the message names the bytes needed and free.
- *  TMS_ERROR_INVALID_STATE as for tms_pause (broken allocations, capture). */
+ *  On success, the host memory of every backup it restored and does not
+ *  retain (retain_cpu_backup) is back with the OS when it returns; one that
+ *  cannot be freed does not fail it (counted in deferred_releases, retried
+ *  at the next call). TMS_ERROR_INVALID_STATE as for tms_pause (broken
+ *  allocations, capture). */
 TMS_API int tms_resume(const char* tag);
 
 /** Drops the backup (disk file or host copy) of the paused allocation
@@ -203,8 +207,9 @@ TMS_API int tms_discard_backup(const void* ptr);
  *  backup, which has no bytes to read in place). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
-/** Waits until host backup memory released so far (after resume, freed in
- *  the background) is given back to the OS/driver. */
+/** Waits until host backup memory released so far in the background (that
+ *  of allocations freed while paused, or of a discarded backup) is given
+ *  back to the OS/driver. tms_resume needs no such wait. */
 TMS_API int tms_drain_host_releases(void);
 /** Gives back host memory kept only for speed (the pinned pool of
  *  retain_cpu_backup and the disk staging buffer). */

@@ -53,41 +53,54 @@ const std::vector<StreamHandle>& CopyPipeline::streams_for(int device) {
   return streams_.emplace(device, std::move(streams)).first->second;
 }
 
-void CopyPipeline::run(const std::vector<CopyItem>& items, bool to_host) {
-  std::set<int> used;
-  std::map<int, std::size_t> next_lane;
-  try {
-    for (const CopyItem& item : items) {
-      const std::vector<StreamHandle>& streams = streams_for(item.device);
-      used.insert(item.device);
-      std::size_t& lane = next_lane[item.device];
-      for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
-        size = std::min(options_.chunk_bytes, item.size - offset);
-        std::uint8_t* host = item.host + offset;
-        if (item.buffer != nullptr) {
-          size =
-              item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
-        }
-        StreamHandle stream = streams[lane++ % streams.size()];
-        if (to_host) {
-          driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size, stream);
-        } else {
-          driver_.copy_to_device_async(item.device, item.device_ptr + offset, host, size, stream);
-        }
+QueuedCopies::~QueuedCopies() {
+  if (waited_) return;
+  for (const auto& [device, lane] : next_lane_) pipeline_.drain_quietly(device);
+}
+
+void QueuedCopies::add(const std::vector<CopyItem>& items) {
+  waited_ = false;
+  for (const CopyItem& item : items) {
+    const std::vector<StreamHandle>& streams = pipeline_.streams_for(item.device);
+    std::size_t& lane = next_lane_[item.device];
+    for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
+      size = std::min(pipeline_.options_.chunk_bytes, item.size - offset);
+      std::uint8_t* host = item.host + offset;
+      if (item.buffer != nullptr) {
+        size = item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
+      }
+      StreamHandle stream = streams[lane++ % streams.size()];
+      if (to_host_) {
+        pipeline_.driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size,
+                                             stream);
+      } else {
+        pipeline_.driver_.copy_to_device_async(item.device, item.device_ptr + offset, host, size,
+                                               stream);
       }
     }
-    for (int device : used) {
-      for (StreamHandle stream : streams_.at(device)) driver_.synchronize_stream(device, stream);
-    }
-  } catch (...) {
-    for (int device : used) drain_quietly(device);
-    throw;
   }
 }
 
-void CopyPipeline::to_host(const std::vector<CopyItem>& items) { run(items, /*to_host=*/true); }
+void QueuedCopies::wait() {
+  for (const auto& [device, lane] : next_lane_) {
+    for (StreamHandle stream : pipeline_.streams_.at(device)) {
+      pipeline_.driver_.synchronize_stream(device, stream);
+    }
+  }
+  waited_ = true;
+}
 
-void CopyPipeline::to_device(const std::vector<CopyItem>& items) { run(items, /*to_host=*/false); }
+void CopyPipeline::to_host(const std::vector<CopyItem>& items) {
+  QueuedCopies copies(*this, /*to_host=*/true);
+  copies.add(items);
+  copies.wait();
+}
+
+void CopyPipeline::to_device(const std::vector<CopyItem>& items) {
+  QueuedCopies copies(*this, /*to_host=*/false);
+  copies.add(items);
+  copies.wait();
+}
 
 void CopyPipeline::start_to_host(int device, std::size_t lane, void* dst, DevicePtr src,
                                  std::size_t size) {

@@ -13,7 +13,9 @@
 //
 // On failure every copy already queued is waited for (errors ignored) before
 // the exception leaves, so the caller may free or reuse the host memory at
-// once.
+// once. QueuedCopies queues in several steps and waits once, for callers
+// that work between the steps (resume maps the next batch of allocations
+// while the copies of the previous one run).
 #pragma once
 
 #include <cstddef>
@@ -41,6 +43,8 @@ struct CopyPipelineOptions {
   std::size_t chunk_bytes = std::size_t{64} << 20;
   std::size_t streams_per_device = 2;
 };
+
+class QueuedCopies;
 
 class CopyPipeline {
  public:
@@ -73,12 +77,37 @@ class CopyPipeline {
   void drain_quietly(int device) noexcept;
 
  private:
+  friend class QueuedCopies;
   const std::vector<StreamHandle>& streams_for(int device);
-  void run(const std::vector<CopyItem>& items, bool to_host);
 
   Driver& driver_;
   CopyPipelineOptions options_;
   std::map<int, std::vector<StreamHandle>> streams_;
+};
+
+/// Copies in one direction, queued in several steps on the pipeline's
+/// lanes (chunks go to the lanes in turn across steps) and waited for once.
+/// Destroyed before wait() returned (an exception), it waits for every copy
+/// queued, ignoring errors, so the memory on both sides may be freed then.
+class QueuedCopies {
+ public:
+  QueuedCopies(CopyPipeline& pipeline, bool to_host) : pipeline_(pipeline), to_host_(to_host) {}
+  QueuedCopies(const QueuedCopies&) = delete;
+  QueuedCopies& operator=(const QueuedCopies&) = delete;
+  ~QueuedCopies();
+
+  /// Queues every item. @throws DriverError, or what preparing a buffer
+  /// threw; what was queued before stays queued.
+  void add(const std::vector<CopyItem>& items);
+  /// Returns when every copy queued is complete. @throws DriverError; no
+  /// copy is in flight then.
+  void wait();
+
+ private:
+  CopyPipeline& pipeline_;
+  bool to_host_;
+  std::map<int, std::size_t> next_lane_;  // per device used
+  bool waited_ = false;
 };
 
 }  // namespace tms

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -27,18 +28,91 @@ unsigned default_threads() {
 
 /// One run of host memory, registered in chunks.
 struct HostBlock {
-  std::uint8_t* base = nullptr;  // nullptr once freed
+  std::uint8_t* base = nullptr;
   std::size_t capacity = 0;
   HostMemoryKind kind = HostMemoryKind::kPinned;
+  std::size_t group = 0;                 // HostRequest::group of its buffers
   std::size_t used = 0;                  // bytes cut into buffers (bump)
   std::size_t live = 0;                  // buffers out
   std::vector<std::uint8_t> registered;  // per chunk
-  Preparation* preparing = nullptr;      // while fresh chunks are being registered
-  std::size_t first_chunk = 0;           // this block's first chunk in `preparing`
+  // Per chunk: given back to the OS. While a block is being freed, one
+  // thread writes `registered` and another `unmapped` (HostMemory::free_now).
+  std::vector<std::uint8_t> unmapped;
+  Preparation* preparing = nullptr;  // while fresh chunks are being registered
+  std::size_t first_chunk = 0;       // this block's first chunk in `preparing`
 
   [[nodiscard]] bool fully_registered() const {
     return std::all_of(registered.begin(), registered.end(), [](std::uint8_t r) { return r; });
   }
+  [[nodiscard]] bool fully_unmapped() const {
+    return std::all_of(unmapped.begin(), unmapped.end(), [](std::uint8_t u) { return u; });
+  }
+};
+
+/// Gives chunks back to the OS on a thread of its own, in the order they
+/// are handed over, so that unmapping one chunk overlaps the
+/// unregistration of the next on the caller's thread. Without a thread
+/// (it could not be started) it unmaps on the caller's thread.
+class ChunkUnmapper {
+ public:
+  using Unmap = std::function<void(HostBlock&, std::size_t)>;  // must not throw
+
+  explicit ChunkUnmapper(Unmap unmap) : unmap_(std::move(unmap)) {
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (const std::exception&) {
+      // No thread: push() unmaps inline.
+    }
+  }
+  ChunkUnmapper(const ChunkUnmapper&) = delete;
+  ChunkUnmapper& operator=(const ChunkUnmapper&) = delete;
+  ~ChunkUnmapper() { finish(); }
+
+  void push(HostBlock& block, std::size_t chunk) noexcept {
+    if (thread_.joinable()) {
+      try {
+        std::lock_guard lock(mutex_);
+        queue_.push_back({&block, chunk});
+        changed_.notify_one();
+        return;
+      } catch (const std::exception&) {
+        // Out of memory for the queue: unmap it here.
+      }
+    }
+    unmap_(block, chunk);
+  }
+
+  /// Returns when every chunk pushed is done.
+  void finish() noexcept {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    changed_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      std::vector<std::pair<HostBlock*, std::size_t>> work;
+      work.swap(queue_);
+      lock.unlock();
+      for (const auto& [block, chunk] : work) unmap_(*block, chunk);
+      lock.lock();
+    }
+  }
+
+  Unmap unmap_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::pair<HostBlock*, std::size_t>> queue_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the rest exists
 };
 
 /// Faults in and registers the chunks of fresh blocks, in order, on worker
@@ -249,8 +323,8 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
   std::vector<std::size_t> fresh;  // requests that need new memory
 
   // 1. The pool, for kPinned requests while pooling is on: each request
-  //    goes into a block already opened by this batch if it fits, else into
-  //    the smallest pooled block it fits in.
+  //    goes into a block already opened by this batch for its group if it
+  //    fits, else into the smallest pooled block it fits in.
   {
     std::lock_guard lock(mutex_);
     std::vector<HostBlock*> opened;
@@ -259,7 +333,7 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
       HostBlock* target = nullptr;
       if (requests[i].kind == HostMemoryKind::kPinned && pooling_) {
         for (HostBlock* block : opened) {
-          if (block->capacity - block->used >= need) {
+          if (block->group == requests[i].group && block->capacity - block->used >= need) {
             target = block;
             break;
           }
@@ -274,6 +348,7 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
           }
           if (best != pool_.end()) {
             target = best->get();
+            target->group = requests[i].group;
             pooled_bytes_ -= target->capacity;
             live_.emplace(target, std::move(*best));
             pool_.erase(best);
@@ -291,13 +366,18 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
   if (fresh.empty()) return batch;
 
   // 2. Fresh blocks: a block per large request, small ones packed together
-  //    (per kind) into blocks of up to arena_bytes.
+  //    (per kind and group) into blocks of up to arena_bytes.
+  std::vector<std::pair<HostMemoryKind, std::size_t>> arenas;  // (kind, group), first seen first
+  for (const std::size_t i : fresh) {
+    const std::pair key(requests[i].kind, requests[i].group);
+    if (std::find(arenas.begin(), arenas.end(), key) == arenas.end()) arenas.push_back(key);
+  }
   std::vector<std::vector<std::size_t>> groups;
-  for (const HostMemoryKind kind : {HostMemoryKind::kPinned, HostMemoryKind::kMmap}) {
+  for (const auto& [kind, group] : arenas) {
     std::vector<std::size_t> arena;
     std::size_t arena_size = 0;
     for (const std::size_t i : fresh) {
-      if (requests[i].kind != kind) continue;
+      if (requests[i].kind != kind || requests[i].group != group) continue;
       const std::size_t need = round_up(requests[i].size, kPage);
       if (requests[i].size >= options_.small_request_bytes) {
         groups.push_back({i});
@@ -327,12 +407,14 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
     for (const std::size_t i : group) capacity += round_up(requests[i].size, kPage);
     auto block = std::make_unique<HostBlock>();
     block->kind = requests[group.front()].kind;
+    block->group = requests[group.front()].group;
     block->capacity = capacity;
     // On failure the buffers cut so far go back with `batch`.
     block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity, HostMemoryKind::kMmap));
     const std::size_t chunk_count =
         (capacity + options_.register_chunk_bytes - 1) / options_.register_chunk_bytes;
     block->registered.assign(chunk_count, 0);
+    block->unmapped.assign(chunk_count, 0);
     block->first_chunk = chunks.size();
     for (std::size_t c = 0; c < chunk_count; ++c) chunks.push_back({block.get(), c});
     std::lock_guard lock(mutex_);
@@ -384,42 +466,113 @@ HostBuffer HostMemory::acquire_one(std::size_t size, HostMemoryKind kind) {
   return std::move(batch.buffers.front());
 }
 
+std::unique_ptr<HostBlock> HostMemory::drop(HostBlock* block) noexcept {
+  std::lock_guard lock(mutex_);
+  if (--block->live > 0) return nullptr;
+  auto it = live_.find(block);
+  std::unique_ptr<HostBlock> dead = std::move(it->second);
+  live_.erase(it);
+  if (dead->kind == HostMemoryKind::kPinned && pooling_ && dead->preparing == nullptr &&
+      dead->fully_registered() && pooled_bytes_ + dead->capacity <= options_.pool_limit_bytes) {
+    dead->used = 0;
+    pooled_bytes_ += dead->capacity;
+    pool_.push_back(std::move(dead));
+    return nullptr;
+  }
+  return dead;
+}
+
 void HostMemory::release(HostBlock* block) noexcept {
-  std::unique_ptr<HostBlock> dead;
-  {
+  std::unique_ptr<HostBlock> dead = drop(block);
+  if (dead == nullptr) return;
+  if (releaser_.joinable()) {
     std::lock_guard lock(mutex_);
-    if (--block->live > 0) return;
-    auto it = live_.find(block);
-    dead = std::move(it->second);
-    live_.erase(it);
-    if (dead->kind == HostMemoryKind::kPinned && pooling_ && dead->preparing == nullptr &&
-        dead->fully_registered() && pooled_bytes_ + dead->capacity <= options_.pool_limit_bytes) {
-      dead->used = 0;
-      pooled_bytes_ += dead->capacity;
-      pool_.push_back(std::move(dead));
-      return;
-    }
-    if (releaser_.joinable()) {
-      queue_.push_back(std::move(dead));
-      queue_changed_.notify_all();
-      return;
-    }
+    queue_.push_back(std::move(dead));
+    queue_changed_.notify_all();
+    return;
   }
   free_or_keep(std::move(dead));
+}
+
+void HostMemory::give_back(std::vector<HostBuffer> buffers) noexcept {
+  std::vector<std::unique_ptr<HostBlock>> dead;
+  try {
+    dead.reserve(buffers.size());
+  } catch (const std::exception&) {
+    return;  // out of memory: `buffers` goes back one by one (HostBuffer::reset)
+  }
+  for (HostBuffer& buffer : buffers) {
+    if (buffer.empty()) continue;
+    std::unique_ptr<HostBlock> block = drop(buffer.block_);
+    buffer.owner_ = nullptr;  // given back here, not by its destructor
+    buffer.block_ = nullptr;
+    buffer.data_ = nullptr;
+    buffer.size_ = 0;
+    if (block != nullptr) dead.push_back(std::move(block));
+  }
+  free_now(std::move(dead));
+}
+
+void HostMemory::free_now(std::vector<std::unique_ptr<HostBlock>> blocks) noexcept {
+  std::size_t chunks = 0;
+  for (const auto& block : blocks) chunks += block->registered.size();
+  if (chunks < 2) {  // nothing to overlap
+    for (auto& block : blocks) free_or_keep(std::move(block));
+    return;
+  }
+  {
+    // cuMemHostUnregister takes as long as the copy that filled the chunk
+    // and does not scale with threads, munmap is several times faster: one
+    // thread unregisters, the other unmaps behind it.
+    ChunkUnmapper unmapper([this](HostBlock& block, std::size_t chunk) {
+      try {
+        unmap_chunk(block, chunk);
+      } catch (const std::exception& error) {
+        log(LogLevel::kWarning,
+            std::string("freeing host backup memory failed, will retry: ") + error.what());
+      }
+    });
+    for (auto& block : blocks) {
+      for (std::size_t c = 0; c < block->registered.size(); ++c) {
+        if (block->registered[c] != 0) {
+          try {
+            driver_.host_unregister(block->base + c * options_.register_chunk_bytes);
+            block->registered[c] = 0;
+          } catch (const std::exception& error) {
+            log(LogLevel::kWarning,
+                std::string("unregistering host backup memory failed, will retry: ") +
+                    error.what());
+            continue;  // still registered: not unmapped now
+          }
+        }
+        if (block->unmapped[c] == 0) unmapper.push(*block, c);
+      }
+    }
+  }  // every chunk handed over is done
+  for (auto& block : blocks) {
+    if (!block->fully_unmapped()) keep_failed(std::move(block));
+  }
 }
 
 void HostMemory::free_block(HostBlock& block) {
   // Unregister before unmapping; each step is recorded, so a retry after a
   // failure continues where this one stopped.
   for (std::size_t c = 0; c < block.registered.size(); ++c) {
-    if (block.registered[c] == 0) continue;
-    driver_.host_unregister(block.base + c * options_.register_chunk_bytes);
-    block.registered[c] = 0;
+    if (block.registered[c] != 0) {
+      driver_.host_unregister(block.base + c * options_.register_chunk_bytes);
+      block.registered[c] = 0;
+    }
+    unmap_chunk(block, c);
   }
-  if (block.base != nullptr) {
-    driver_.host_free(block.base, block.capacity, HostMemoryKind::kMmap);
-    block.base = nullptr;
-  }
+}
+
+void HostMemory::unmap_chunk(HostBlock& block, std::size_t chunk) {
+  if (block.unmapped[chunk] != 0) return;
+  const std::size_t offset = chunk * options_.register_chunk_bytes;
+  driver_.host_free(block.base + offset,
+                    std::min(options_.register_chunk_bytes, block.capacity - offset),
+                    HostMemoryKind::kMmap);
+  block.unmapped[chunk] = 1;
 }
 
 void HostMemory::free_or_keep(std::unique_ptr<HostBlock> block) noexcept {
@@ -428,9 +581,13 @@ void HostMemory::free_or_keep(std::unique_ptr<HostBlock> block) noexcept {
   } catch (const std::exception& error) {
     log(LogLevel::kWarning,
         std::string("freeing host backup memory failed, will retry: ") + error.what());
-    std::lock_guard lock(mutex_);
-    failed_.push_back(std::move(block));
+    keep_failed(std::move(block));
   }
+}
+
+void HostMemory::keep_failed(std::unique_ptr<HostBlock> block) noexcept {
+  std::lock_guard lock(mutex_);
+  failed_.push_back(std::move(block));
 }
 
 void HostMemory::background_loop() {

@@ -21,10 +21,12 @@
 // Batching. One pause asks for all its buffers at once (acquire). Requests
 // of at least `small_request_bytes` get a block each; smaller ones are
 // packed into shared blocks of up to `arena_bytes`, so thousands of small
-// tensors cost a few mmap/register calls instead of thousands. A block
-// lives until the last buffer cut from it is released; space of a released
-// buffer inside a block that still has others is reused only with the
-// block (bounded by arena_bytes per shared block).
+// tensors cost a few mmap/register calls instead of thousands. Only requests
+// of one group (the engine's tag) share a block, so a resume of one tag
+// leaves no block half used by it. A block lives until the last buffer cut
+// from it is released; space of a released buffer inside a block that still
+// has others is reused only with the block (bounded by arena_bytes per
+// shared block).
 //
 // Pool. While pooling is on (the engine turns it on with retain_cpu_backup),
 // kPinned blocks whose buffers are all released are kept, up to
@@ -38,10 +40,15 @@
 // background releases, frees the pool and measures again, then throws
 // OutOfMemory instead of letting the kernel's OOM killer end the process.
 //
-// Releasing. Freeing a block (unregister its chunks, then host_free) runs
-// on the releasing thread, or on a background thread when
-// `background_release` is on (drain() waits for it). A failed release is
-// kept and retried by retry_failed(); failed_releases() counts them.
+// Releasing. Freeing a block unregisters each chunk and gives it back to
+// the OS (host_free of the chunk's range). HostBuffer::reset does it on the
+// releasing thread, or on a background thread when `background_release` is
+// on (drain() waits for it). give_back() (a resume's backups) does it before
+// it returns, as fast as the driver allows: cuMemHostUnregister waits for
+// copies in flight, so unregistering cannot overlap the restore copies, but
+// munmap of one chunk overlaps the unregistration of the next (a second
+// thread unmaps). A failed release is kept and retried by retry_failed();
+// failed_releases() counts them.
 //
 // Thread safety: every public member may be called from any thread. Lock
 // order: callers' locks (the engine's), then this class's mutex; no driver
@@ -103,6 +110,9 @@ class HostBuffer {
 struct HostRequest {
   std::size_t size = 0;
   HostMemoryKind kind = HostMemoryKind::kPinned;
+  /// Requests of different groups never share a block (the engine passes
+  /// one group per tag).
+  std::size_t group = 0;
 };
 
 /// The answer to HostMemory::acquire: one buffer per request, and the
@@ -170,6 +180,11 @@ class HostMemory {
   void set_pooling(bool on);
   /// Frees the pool now.
   void trim() noexcept;
+  /// Gives `buffers` back and returns once the memory of every block that
+  /// no buffer uses any more (and that the pool does not keep) is back with
+  /// the OS. Never fails: a block that cannot be freed is kept and retried
+  /// (failed_releases). Lock order as for HostBuffer::reset.
+  void give_back(std::vector<HostBuffer> buffers) noexcept;
   /// Waits until background releases queued so far are done.
   void drain();
   /// Tries again to free blocks whose release failed.
@@ -182,13 +197,24 @@ class HostMemory {
   friend class HostBuffer;
 
   void release(HostBlock* block) noexcept;
+  /// One buffer of `block` fewer: the block if that was its last and the
+  /// pool does not take it (to be freed by the caller), else nullptr.
+  std::unique_ptr<HostBlock> drop(HostBlock* block) noexcept;
   /// @throws OutOfMemory when `bytes` of fresh memory do not fit (Room),
   /// even after background releases and the pool were given back.
   void check_room(std::size_t bytes);
-  /// Unregisters and frees; keeps partial progress and throws on failure.
+  /// Unregisters and frees, chunk by chunk; keeps partial progress and
+  /// throws on failure.
   void free_block(HostBlock& block);
+  /// Gives chunk `chunk` of `block` (already unregistered) back to the OS.
+  void unmap_chunk(HostBlock& block, std::size_t chunk);
   /// free_block, or keep the block for retry_failed.
   void free_or_keep(std::unique_ptr<HostBlock> block) noexcept;
+  /// Frees `blocks` now: unregisters on this thread while a second one
+  /// unmaps what is unregistered; keeps what fails for retry_failed.
+  void free_now(std::vector<std::unique_ptr<HostBlock>> blocks) noexcept;
+  /// Keeps `block` for retry_failed.
+  void keep_failed(std::unique_ptr<HostBlock> block) noexcept;
   void background_loop();
   /// A slice of `block` for `size` bytes (under mutex_).
   HostBuffer carve(HostBlock& block, std::size_t size, HostMemoryKind kind);

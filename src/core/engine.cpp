@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
+#include "core/resume_pipeline.h"
 #include "core/vmm_handles.h"
 
 namespace tms {
@@ -92,6 +93,7 @@ Engine::Engine(Driver& driver, EngineOptions options)
       parking_(driver),
       host_memory_(driver, options.host),
       copies_(driver, options.copies),
+      resume_options_(options.resume),
       disk_(host_memory_, options.file_io != nullptr ? *options.file_io : posix_file_io(), copies_,
             options.disk) {}
 
@@ -259,13 +261,16 @@ void Engine::pause(const std::optional<std::string>& tag) {
   }
   std::vector<HostRequest> requests;
   std::vector<std::size_t> request_of(claimed.size(), SIZE_MAX);
+  std::map<std::string, std::size_t> group_of_tag;  // no host block spans two tags
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     const Allocation& allocation = *claimed[i];
     if (!allocation.policy.uses_host_backup() || !allocation.backup.empty()) continue;
     request_of[i] = requests.size();
-    requests.push_back({compressed_of[i] == SIZE_MAX ? allocation.requested_size
-                                                     : compressed->stored_bytes(compressed_of[i]),
-                        allocation.policy.host_kind});
+    requests.push_back(
+        {compressed_of[i] == SIZE_MAX ? allocation.requested_size
+                                      : compressed->stored_bytes(compressed_of[i]),
+         allocation.policy.host_kind,
+         group_of_tag.try_emplace(allocation.tag, group_of_tag.size()).first->second});
   }
   HostBatch batch = host_memory_.acquire(requests);
   std::vector<CopyItem> copies;
@@ -371,16 +376,36 @@ void Engine::resume(const std::optional<std::string>& tag) {
   for (const auto& [device, bytes] : needed) check_headroom(device, bytes, "resume");
   clock.lap("headroom check");
 
-  // 1. Physical memory for everything. RAII gives it back on any failure.
-  std::vector<PhysicalMemory> physical;
-  physical.reserve(claimed.size());
-  try {
-    for (const Allocation* allocation : claimed) {
-      physical.emplace_back(driver_, parking_, allocation->device, allocation->size);
+  // 1. Physical memory for everything, mapped at the same addresses, batch
+  //    by batch while the plain host backups of the batches already mapped
+  //    are copied back. On any failure the pipeline waits for its copies and
+  //    unwinds; the backups are untouched, everything stays paused.
+  std::vector<ResumePipeline::Item> items;
+  items.reserve(claimed.size());
+  std::vector<CompressItem> to_decompress;
+  std::vector<const HostBuffer*> compressed_sources;
+  bool host_restores = false;
+  for (const Allocation* allocation : claimed) {
+    ResumePipeline::Item& item = items.emplace_back(
+        ResumePipeline::Item{allocation->device, allocation->base, allocation->size, nullptr, 0});
+    if (allocation->backup.empty()) continue;
+    if (allocation->policy.uses_compressed_backup()) {
+      to_decompress.push_back({allocation->device, allocation->base, allocation->requested_size});
+      compressed_sources.push_back(&allocation->backup);
+      continue;
     }
+    item.backup = &allocation->backup;
+    item.restore_bytes = allocation->requested_size;
+    host_restores = true;
+  }
+  ResumePipeline pipeline(driver_, parking_, copies_, resume_options_);
+  try {
+    pipeline.map_and_restore(items);
   } catch (const OutOfMemory& error) {
-    const int device = claimed[physical.size()]->device;
-    physical.clear();  // give back what was taken before measuring what is free
+    const std::optional<std::size_t> failed = pipeline.failed_create();
+    if (!failed) throw;
+    const int device = claimed[*failed]->device;
+    pipeline.unwind();  // give back what was taken before measuring what is free
     const std::size_t free_bytes = driver_.memory_info(device).free_bytes;
     throw OutOfMemory("resume",
                       "resume of " + describe_tag(tag) + " needs " +
@@ -389,39 +414,15 @@ void Engine::resume(const std::optional<std::string>& tag) {
                           " free; everything stays paused with its backup (" + error.what() + ")",
                       needed[device], free_bytes);
   }
-  clock.lap("create");
+  clock.lap("create and map");
 
-  // 2. Map at the same addresses.
-  std::vector<Mapping> mappings;
-  mappings.reserve(claimed.size());
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    const Allocation& allocation = *claimed[i];
-    mappings.emplace_back(driver_, parking_, allocation.base, allocation.size, physical[i].handle(),
-                          allocation.device);
-  }
-  clock.lap("map");
-
-  // 3. Restore backups. On failure the mappings and memory above unwind and
-  //    the backups are untouched.
-  std::vector<CopyItem> copies;
-  std::vector<CompressItem> to_decompress;
-  std::vector<const HostBuffer*> compressed_sources;
-  for (const Allocation* allocation : claimed) {
-    if (allocation->backup.empty()) continue;
-    if (allocation->policy.uses_compressed_backup()) {
-      to_decompress.push_back({allocation->device, allocation->base, allocation->requested_size});
-      compressed_sources.push_back(&allocation->backup);
-      continue;
-    }
-    copies.push_back({allocation->device, allocation->base, allocation->backup.data(),
-                      allocation->requested_size, &allocation->backup});
-  }
-  copies_.to_device(copies);
+  // 2. The rest of the restores, into memory now all mapped.
+  pipeline.wait_restores();
+  if (host_restores) clock.lap("host restore");
   if (!to_decompress.empty()) {
     restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources);
     clock.lap("compressed restore");
   }
-  if (!copies.empty()) clock.lap("host restore");
   bool loaded_files = false;
   for (const Allocation* allocation : claimed) {
     if (allocation->disk_file.empty()) continue;
@@ -441,7 +442,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
   }
   if (loaded_files) clock.lap("disk restore");
 
-  // 4. Commit.
+  // 3. Commit: the point of no return. Everything is mapped and restored.
   std::vector<HostBuffer> dropped;
   std::vector<DiskFile> dropped_files;
   {
@@ -453,8 +454,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
                                     " WITHOUT its contents: its backup was discarded");
         allocation.backup_discarded = false;
       }
-      mappings[i].release();
-      allocation.handle = physical[i].release();
+      allocation.handle = pipeline.commit(i);
       allocation.state = AllocationState::kActive;
       // A compressed backup's size changes with the contents: never retained.
       const bool retain = retain_cpu_backup_ && !allocation.policy.uses_compressed_backup();
@@ -464,9 +464,16 @@ void Engine::resume(const std::optional<std::string>& tag) {
       if (!allocation.disk_file.empty()) dropped_files.push_back(std::move(allocation.disk_file));
     }
   }
-  dropped.clear();  // given back (in the background when so configured)
   for (DiskFile& file : dropped_files) parking_.remove_or_park(std::move(file));
   clock.lap("commit");
+
+  // 4. Give the host backups back before returning, so that the caller (or
+  //    a process beside it) finds the memory free the moment resume returns.
+  //    Never fails: what cannot be freed is kept and retried.
+  if (!dropped.empty()) {
+    host_memory_.give_back(std::move(dropped));
+    clock.lap("host release");
+  }
   const double seconds = clock.total_seconds();
   record_transition(claimed, /*pause=*/false, seconds);
   if (log_enabled(LogLevel::kInfo)) {

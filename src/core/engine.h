@@ -10,6 +10,10 @@
 //    memory) is the point of no return of an operation. If such a call fails,
 //    the operation still completes and the resource is parked and given back
 //    at the start of the next operation (see deferred_releases in stats).
+//  - Resume creates and maps batch by batch while earlier batches' backups
+//    are copied back (core/resume_pipeline.h), commits once everything is
+//    mapped and restored, and then gives the host backups it does not retain
+//    back to the OS before it returns (HostMemory::give_back).
 //  - A failed pause maps back what it had unmapped. If that fails too (a
 //    second driver failure), the allocation is marked broken
 //    (AllocationState::kBroken) instead of claiming to be active: its
@@ -53,6 +57,7 @@
 #include "core/allocation.h"
 #include "core/parking_lot.h"
 #include "core/registry.h"
+#include "core/resume_pipeline.h"
 #include "core/stats.h"
 #include "driver/driver.h"
 
@@ -62,7 +67,8 @@ namespace tms {
 struct EngineOptions {
   HostMemoryOptions host;
   CopyPipelineOptions copies;
-  DiskBackupOptions disk;  ///< chunk_bytes from TMS_DISK_BACKUP_CHUNK_MB
+  DiskBackupOptions disk;        ///< chunk_bytes from TMS_DISK_BACKUP_CHUNK_MB
+  ResumePipelineOptions resume;  ///< batches in which resume maps while it copies
   /// File operations of disk backup; nullptr: the real ones (posix_file_io).
   /// Must outlive the engine.
   FileIo* file_io = nullptr;
@@ -96,7 +102,10 @@ class Engine {
   /// @throws OutOfMemory with bytes needed and free, DriverError, IoError
   /// (disk backup: the message names the allocation whose file cannot be
   /// restored; see discard_backup); nothing changed then: everything stays
-  /// paused with its host backup or backup file.
+  /// paused with its host backup or backup file. On success the host memory
+  /// of the backups it does not retain is back with the OS when it returns
+  /// (a block that cannot be freed is kept and retried, not an error), and
+  /// the disk backup files are removed.
   void resume(const std::optional<std::string>& tag);
 
   /// Host copy of [ptr, ptr+size) of an allocation with a host backup: a
@@ -142,7 +151,9 @@ class Engine {
   /// staging buffer (made again on next use).
   void trim_host_memory();
   /// Waits until host memory released so far is given back, when that runs
-  /// in the background (HostMemoryOptions::background_release).
+  /// in the background (HostMemoryOptions::background_release: memory of
+  /// allocations freed while paused and of discarded backups; resume gives
+  /// its backups back itself).
   void drain_host_releases();
 
   [[nodiscard]] EngineStats stats() const;
@@ -205,7 +216,8 @@ class Engine {
   // Declared before everything that holds host buffers, so it outlives them.
   HostMemory host_memory_;
   CopyPipeline copies_;  // only pause and resume use it (under transition_mutex_)
-  DiskBackupIo disk_;    // likewise
+  ResumePipelineOptions resume_options_;
+  DiskBackupIo disk_;  // likewise
   Registry registry_;
   std::map<StatsKey, Counters> counters_;
   std::size_t margin_bytes_ = 0;

@@ -77,6 +77,9 @@ class Driver {
   // --- host memory for backups ----------------------------------------------
   /// Allocates host memory of the given kind. Throws OutOfMemory.
   virtual void* host_alloc(std::size_t size, HostMemoryKind kind) = 0;
+  /// Gives host memory back. kMmap memory may also be given back in
+  /// page-aligned pieces, as munmap allows (HostMemory frees a block chunk by
+  /// chunk as each chunk is unregistered).
   virtual void host_free(void* ptr, std::size_t size, HostMemoryKind kind) = 0;
   /// Page-locks existing host memory so copies to/from it run at full speed.
   virtual void host_register(void* ptr, std::size_t size) = 0;

@@ -284,15 +284,34 @@ void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
   return ptr;
 }
 
-void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind /*kind*/) {
+void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind kind) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kHostFree);
-  auto it = host_allocations_.find(ptr);
-  if (it == host_allocations_.end() || it->second != size) {
+  // The allocation holding [ptr, ptr + size): all of it, or (kMmap, as munmap
+  // allows) a page-aligned piece of it.
+  const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
+  auto it = host_allocations_.upper_bound(ptr);
+  if (it == host_allocations_.begin()) {
+    throw DriverError("sim.host_free", "CUDA_ERROR_INVALID_VALUE", "not a host allocation");
+  }
+  --it;
+  const auto start = reinterpret_cast<std::uintptr_t>(it->first);
+  const std::size_t length = it->second;
+  const bool whole = begin == start && size == length;
+  const bool piece = kind == HostMemoryKind::kMmap && size > 0 && begin >= start &&
+                     begin - start < length && size <= length - (begin - start) &&
+                     begin % static_cast<std::uintptr_t>(getpagesize()) == 0 &&
+                     size % static_cast<std::size_t>(getpagesize()) == 0;
+  if (!whole && !piece) {
     throw DriverError("sim.host_free", "CUDA_ERROR_INVALID_VALUE", "not a host allocation");
   }
   munmap(ptr, size);
   host_allocations_.erase(it);
+  // What is left on either side stays allocated.
+  if (begin > start) host_allocations_.emplace(reinterpret_cast<void*>(start), begin - start);
+  const std::uintptr_t end = begin + size;
+  if (end < start + length)
+    host_allocations_.emplace(reinterpret_cast<void*>(end), start + length - end);
 }
 
 void SimDriver::host_register(void* ptr, std::size_t size) {

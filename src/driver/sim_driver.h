@@ -146,7 +146,7 @@ class SimDriver final : public Driver {
   std::map<DevicePtr, std::size_t> mappings_;
   std::map<DevicePtr, std::size_t> accessible_;  // mappings after set_access
   std::array<std::size_t, static_cast<std::size_t>(SimCall::kCount)> counts_at_failure_{};
-  std::map<void*, std::size_t> host_allocations_;
+  std::map<void*, std::size_t> host_allocations_;  // by start; pieces after a partial free
   std::map<void*, std::size_t> host_registrations_;
   std::vector<std::size_t> physical_bytes_;
   std::vector<bool> capturing_;  // per device, see set_capturing

@@ -1,5 +1,6 @@
 // The backup paths under threads: host memory prepared by worker threads,
-// released in the background, pooled while retention flips, and disk
+// given back by resume (unregistering and unmapping on two threads) and in
+// the background, pooled while retention flips, and disk
 // backups, while other threads allocate, free, pause and resume. Run under
 // ThreadSanitizer in CI; a deadlock shows up as a timeout.
 #include <gtest/gtest.h>

@@ -68,6 +68,8 @@ struct World {
     options.host.prepare_threads = 3;
     options.host.small_request_bytes = 3 * kMiB;
     options.copies.chunk_bytes = 768 * 1024;
+    // Resume maps in batches of two while the previous batch copies.
+    options.resume.batch_allocations = 2;
     auto made = std::make_unique<Engine>(sim, options);
     made->set_disk_backup_dir(dir.path());
     return made;

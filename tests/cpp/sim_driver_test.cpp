@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 #include "common/errors.h"
@@ -99,6 +100,28 @@ TEST(SimDriver, FailsTheNthCallOfAKindOnce) {
   sim.host_free(third, 4096, HostMemoryKind::kMmap);
   EXPECT_EQ(sim.host_bytes(), 0u);
   EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u);
+}
+
+TEST(SimDriver, MmapHostMemoryGoesBackInPageAlignedPieces) {
+  SimDriver sim = make_sim();
+  constexpr std::size_t kPage = 4096;
+  auto* block = static_cast<std::uint8_t*>(sim.host_alloc(8 * kPage, HostMemoryKind::kMmap));
+  sim.host_free(block + 2 * kPage, 3 * kPage, HostMemoryKind::kMmap);  // from the middle
+  EXPECT_EQ(sim.host_bytes(), 5 * kPage);
+  EXPECT_TRUE(testing::faults_when_touched([&] { block[2 * kPage] = 1; }));
+  block[kPage] = 1;  // the rest is still there
+  block[5 * kPage] = 1;
+  EXPECT_THROW(sim.host_free(block + 2 * kPage, kPage, HostMemoryKind::kMmap), DriverError)
+      << "already given back";
+  EXPECT_THROW(sim.host_free(block + 4 * kPage, 2 * kPage, HostMemoryKind::kMmap), DriverError)
+      << "runs past the piece";
+  EXPECT_THROW(sim.host_free(block + 100, kPage, HostMemoryKind::kMmap), DriverError)
+      << "not page-aligned";
+  EXPECT_THROW(sim.host_free(block, kPage, HostMemoryKind::kPinned), DriverError)
+      << "pinned memory goes back whole";
+  sim.host_free(block, 2 * kPage, HostMemoryKind::kMmap);
+  sim.host_free(block + 5 * kPage, 3 * kPage, HostMemoryKind::kMmap);
+  EXPECT_EQ(sim.host_bytes(), 0u);
 }
 
 TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {

@@ -4,8 +4,9 @@ import ctypes
 import logging
 import os
 
+import pytest
 from simhelpers import MIB, backup_fds, device_free, pattern, run_python
-from torch_memory_saver import TorchMemorySaver, stats
+from torch_memory_saver import TorchMemorySaver, _library, _settings, stats
 
 
 def test_backup_restores_contents_at_the_same_address(lib, allocate):
@@ -160,4 +161,45 @@ def test_engine_log_lines_name_the_rank_device_bytes_and_phases():
     ), paused[0]
     for phase in ("synchronize", "host backup", "unmap", "release"):
         assert f"{phase} " in paused[0], paused[0]
-    assert "3.0 MiB from host" in resumed[0] and "host restore " in resumed[0], resumed[0]
+    for phase in ("create and map", "host restore", "commit", "host release"):
+        assert f"{phase} " in resumed[0], resumed[0]
+    assert "3.0 MiB from host" in resumed[0], resumed[0]
+
+
+def _anonymous_rss():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.parametrize("backend", ["pinned", "mmap"])
+@pytest.mark.parametrize("count", [1, 40])
+def test_resume_gives_host_backup_back_before_it_returns(lib, backend, count):
+    """Read at once after resume, no sleep: the library's background releaser must not hold it.
+
+    One large backup, and many small ones that share host blocks.
+    """
+    size, slack = 80 * MIB // count, 8 * MIB
+    addresses = []
+    try:
+        with _settings.changed(tag="rss", cpu_backup=True, cpu_backup_backend=backend):
+            for _ in range(count):
+                address = ctypes.c_void_p()
+                _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
+                addresses.append(address.value)
+        for seed, address in enumerate(addresses):
+            ctypes.memmove(address, pattern(size, seed), size)
+        saver = TorchMemorySaver()
+        for cycle in range(3):
+            saver.pause("rss")
+            paused = _anonymous_rss()
+            saver.resume("rss")
+            resumed = _anonymous_rss()
+            assert resumed + count * size <= paused + slack, f"cycle {cycle}: RssAnon {paused} -> {resumed}"
+            for seed, address in enumerate(addresses):
+                assert ctypes.string_at(address, size) == pattern(size, seed)
+    finally:
+        for address in addresses:
+            _library.check(lib.tms_free(address))

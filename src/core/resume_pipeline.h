@@ -1,0 +1,86 @@
+// The first half of a resume: physical memory created and mapped for every
+// allocation being resumed, batch after batch, while the restore copies of
+// the batches already mapped run. Creating and mapping batch k+1 on this
+// thread overlaps the copy engine's restore of batch k, so a resume of many
+// allocations costs about the larger of the two rather than their sum.
+//
+// All or nothing: the engine commits only after map_and_restore() and
+// wait_restores() returned, that is once every allocation has its memory
+// mapped and its plain host backup copied back, and no backup has been given
+// back. Until commit(), the pipeline owns what it created: unwind() (or its
+// destructor, during an exception) first waits for every copy it queued,
+// then unmaps and releases everything, leaving the backups untouched.
+//
+// Compressed and disk backups are restored by the engine after
+// wait_restores(), into memory this pipeline mapped.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <vector>
+
+#include "backup/copy_pipeline.h"
+#include "backup/host_memory.h"
+#include "core/parking_lot.h"
+#include "core/vmm_handles.h"
+#include "driver/driver.h"
+
+namespace tms {
+
+struct ResumePipelineOptions {
+  /// A batch ends once it holds this many bytes or this many allocations
+  /// (at least one allocation, so 0 means one each): small enough that the
+  /// copies start early, large enough that each batch's copies outlast the
+  /// next batch's create and map calls.
+  std::size_t batch_bytes = std::size_t{256} << 20;
+  std::size_t batch_allocations = 64;
+};
+
+class ResumePipeline {
+ public:
+  /// One allocation to bring back.
+  struct Item {
+    int device = 0;
+    DevicePtr base = 0;
+    std::size_t size = 0;  ///< mapped size (a granularity multiple)
+    /// Plain host backup to copy back into [base, base + restore_bytes);
+    /// nullptr for none (or a compressed or disk backup, restored later).
+    const HostBuffer* backup = nullptr;
+    std::size_t restore_bytes = 0;
+  };
+
+  ResumePipeline(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
+                 ResumePipelineOptions options);
+  ResumePipeline(const ResumePipeline&) = delete;
+  ResumePipeline& operator=(const ResumePipeline&) = delete;
+  ~ResumePipeline() { unwind(); }
+
+  /// Creates and maps the memory of every item, batch by batch, queuing
+  /// each batch's restore copies as soon as it is mapped. @throws
+  /// OutOfMemory (failed_create() then names the item), DriverError; what
+  /// was done stays owned by the pipeline (unwind gives it back).
+  void map_and_restore(const std::vector<Item>& items);
+  /// Waits for every restore copy queued. @throws DriverError.
+  void wait_restores();
+
+  /// The item whose physical memory could not be created, after
+  /// map_and_restore threw.
+  [[nodiscard]] std::optional<std::size_t> failed_create() const { return failed_create_; }
+
+  /// Waits for the copies queued, then unmaps and releases everything not
+  /// yet committed (failures are parked).
+  void unwind() noexcept;
+  /// Hands item `i`'s physical memory and mapping over to the caller.
+  PhysicalHandle commit(std::size_t i) noexcept;
+
+ private:
+  Driver& driver_;
+  ParkingLot& parking_;
+  ResumePipelineOptions options_;
+  std::vector<PhysicalMemory> physical_;
+  std::vector<Mapping> mappings_;
+  std::optional<std::size_t> failed_create_;
+  std::optional<QueuedCopies> restores_;  // last: its copies drain before the unmapping
+};
+
+}  // namespace tms
