@@ -56,6 +56,7 @@ BOTH_MODES = [
     # drop-in behaviours of the library this one replaces
     "disable_gives_memory_back",
     "retained_cpu_backup",
+    "host_released_at_resume",
     "cuda_graph_default_tag",
     "integration_names",
 ]
