@@ -333,7 +333,9 @@ class TorchMemorySaver:
         Addresses are unchanged; backed-up contents are restored. Active
         allocations and unknown tags are left alone. All or nothing: if the
         memory is not all available, everything stays paused with its backup
-        and a later resume can succeed.
+        and a later resume can succeed. When it returns, the host memory of
+        the CPU backups it restored is back with the OS, unless
+        ``retain_cpu_backup`` keeps them.
 
         Raises:
             OutOfMemoryError: not enough free device memory (the message says
