@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
-#include <functional>
 #include <string>
 #include <utility>
 
+#include "backup/ordered_worker.h"
 #include "common/errors.h"
 #include "common/log.h"
 
@@ -47,72 +47,6 @@ struct HostBlock {
   [[nodiscard]] bool fully_unmapped() const {
     return std::all_of(unmapped.begin(), unmapped.end(), [](std::uint8_t u) { return u; });
   }
-};
-
-/// Gives chunks back to the OS on a thread of its own, in the order they
-/// are handed over, so that unmapping one chunk overlaps the
-/// unregistration of the next on the caller's thread. Without a thread
-/// (it could not be started) it unmaps on the caller's thread.
-class ChunkUnmapper {
- public:
-  using Unmap = std::function<void(HostBlock&, std::size_t)>;  // must not throw
-
-  explicit ChunkUnmapper(Unmap unmap) : unmap_(std::move(unmap)) {
-    try {
-      thread_ = std::thread([this] { run(); });
-    } catch (const std::exception&) {
-      // No thread: push() unmaps inline.
-    }
-  }
-  ChunkUnmapper(const ChunkUnmapper&) = delete;
-  ChunkUnmapper& operator=(const ChunkUnmapper&) = delete;
-  ~ChunkUnmapper() { finish(); }
-
-  void push(HostBlock& block, std::size_t chunk) noexcept {
-    if (thread_.joinable()) {
-      try {
-        std::lock_guard lock(mutex_);
-        queue_.push_back({&block, chunk});
-        changed_.notify_one();
-        return;
-      } catch (const std::exception&) {
-        // Out of memory for the queue: unmap it here.
-      }
-    }
-    unmap_(block, chunk);
-  }
-
-  /// Returns when every chunk pushed is done.
-  void finish() noexcept {
-    if (!thread_.joinable()) return;
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    changed_.notify_one();
-    thread_.join();
-  }
-
- private:
-  void run() {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      changed_.wait(lock, [&] { return done_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      std::vector<std::pair<HostBlock*, std::size_t>> work;
-      work.swap(queue_);
-      lock.unlock();
-      for (const auto& [block, chunk] : work) unmap_(*block, chunk);
-      lock.lock();
-    }
-  }
-
-  Unmap unmap_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<std::pair<HostBlock*, std::size_t>> queue_;
-  bool done_ = false;
-  std::thread thread_;  // last: starts once the rest exists
 };
 
 /// Faults in and registers the chunks of fresh blocks, in order, on worker
@@ -521,12 +455,13 @@ void HostMemory::free_now(std::vector<std::unique_ptr<HostBlock>> blocks) noexce
     return;
   }
   {
-    // cuMemHostUnregister takes as long as the copy that filled the chunk
-    // and does not scale with threads, munmap is several times faster: one
-    // thread unregisters, the other unmaps behind it.
-    ChunkUnmapper unmapper([this](HostBlock& block, std::size_t chunk) {
+    // cuMemHostUnregister runs at about the restore copy's rate and does
+    // not get faster with more threads; munmap is several times faster
+    // (docs/architecture.md, "Host memory lifecycle"). So this thread
+    // unregisters while the worker unmaps behind it.
+    OrderedWorker<std::pair<HostBlock*, std::size_t>> unmapper([this](const auto& chunk) {
       try {
-        unmap_chunk(block, chunk);
+        unmap_chunk(*chunk.first, chunk.second);
       } catch (const std::exception& error) {
         log(LogLevel::kWarning,
             std::string("freeing host backup memory failed, will retry: ") + error.what());
@@ -545,7 +480,7 @@ void HostMemory::free_now(std::vector<std::unique_ptr<HostBlock>> blocks) noexce
             continue;  // still registered: not unmapped now
           }
         }
-        if (block->unmapped[c] == 0) unmapper.push(*block, c);
+        if (block->unmapped[c] == 0) unmapper.push({block.get(), c});
       }
     }
   }  // every chunk handed over is done

@@ -1,0 +1,81 @@
+// A thread that handles items in the order they are handed over, so that a
+// caller can pipeline two kinds of work: HostMemory unregisters the chunks
+// of a block on its own thread while an OrderedWorker unmaps the chunks
+// already unregistered (munmap of one chunk overlaps the unregistration of
+// the next). Without a thread (it could not be started) or without memory
+// for its queue, push() handles the item on the caller's thread.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tms {
+
+template <typename Item>
+class OrderedWorker {
+ public:
+  /// `handle` must not throw; it runs on the worker thread (or inline).
+  explicit OrderedWorker(std::function<void(const Item&)> handle) : handle_(std::move(handle)) {
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (const std::exception&) {
+      // No thread: push() handles items inline.
+    }
+  }
+  OrderedWorker(const OrderedWorker&) = delete;
+  OrderedWorker& operator=(const OrderedWorker&) = delete;
+  ~OrderedWorker() { finish(); }
+
+  void push(const Item& item) noexcept {
+    if (thread_.joinable()) {
+      try {
+        std::lock_guard lock(mutex_);
+        queue_.push_back(item);
+        changed_.notify_one();
+        return;
+      } catch (const std::exception&) {
+        // No memory for the queue: handle it here.
+      }
+    }
+    handle_(item);
+  }
+
+  /// Returns when every item pushed has been handled; the thread is gone.
+  void finish() noexcept {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    changed_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // done, and nothing left
+      std::vector<Item> work;
+      work.swap(queue_);
+      lock.unlock();
+      for (const Item& item : work) handle_(item);
+      lock.lock();
+    }
+  }
+
+  std::function<void(const Item&)> handle_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<Item> queue_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the rest exists
+};
+
+}  // namespace tms
