@@ -2,16 +2,18 @@
 // memory of every backup it restored is back with the OS (the simulated
 // driver's accounting, and the process's real anonymous RSS: the simulated
 // driver's host memory is anonymous mmap memory, of either kind), with the
-// background releaser on as the library runs it. A retained backup stays.
-// A release that fails after the commit does not fail the resume and is
-// retried.
+// background releaser on as the library runs it; compressed backups too.
+// A retained backup stays. A release that fails after the commit does not
+// fail the resume and is retried.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "codec_data.h"
 #include "core/engine.h"
 #include "test_support.h"
 
@@ -156,6 +158,33 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"pinned_small", 40, 2 * kMiB - 100, HostMemoryKind::kPinned},
                       Layout{"mmap_small", 40, 2 * kMiB - 100, HostMemoryKind::kMmap}),
     [](const auto& test_info) { return std::string(test_info.param.name); });
+
+TEST(HostLifecycleCompressed, CompressedBackupsAreGivenBackBeforeResumeReturns) {
+  static const std::vector<std::uint8_t> weights =
+      testing::normal_weights(6 * kMiB, 0.02f, /*bf16=*/true, 4);  // 12 MiB of bf16
+  for (const HostMemoryKind kind : {HostMemoryKind::kPinned, HostMemoryKind::kMmap}) {
+    SimDriver sim;
+    EngineOptions options = lifecycle_options();
+    options.host.register_chunk_bytes = kMiB;
+    Engine engine(sim, options);
+    AllocationRequest request;
+    request.tag = "weights";
+    request.size = weights.size();
+    request.policy.cpu_backup = true;
+    request.policy.compress = true;
+    request.policy.host_kind = kind;
+    const DevicePtr ptr = engine.allocate(request);
+    std::memcpy(reinterpret_cast<void*>(ptr), weights.data(), weights.size());
+    for (int cycle = 0; cycle < 2; ++cycle) {
+      engine.pause("weights");
+      ASSERT_GT(sim.host_bytes(), 0u);
+      engine.resume("weights");
+      EXPECT_EQ(sim.host_bytes(), 0u) << "cycle " << cycle;
+      EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(ptr), weights.data(), weights.size()), 0);
+    }
+    engine.free(ptr);
+  }
+}
 
 struct LateFailure {
   const char* name;
