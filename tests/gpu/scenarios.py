@@ -1142,7 +1142,7 @@ def host_released_at_resume():
     print(f"two tags: RssAnon {before / MIB:.0f} MiB, paused {paused / MIB:.0f}, first resumed {resumed / MIB:.0f}")
     assert resumed + 512 * MIB <= paused + slack, f"RssAnon {paused / MIB:.0f} -> {resumed / MIB:.0f} MiB"
     assert resumed + slack >= before + 512 * MIB, "the other tag's backups were given back too"
-    tms.resume("second")
+    tms.resume()  # the second tag (and any cached block of the tags above)
     assert all(int(t.sum()) == 2 * MIB for t in first) and all(int(t.sum()) == 14 * MIB for t in second)
     del first, second
     torch.cuda.empty_cache()
