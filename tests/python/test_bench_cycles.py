@@ -302,3 +302,13 @@ def test_usage_lines_name_the_command_the_user_typed(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert capsys.readouterr().out.startswith("usage: python -m torch_memory_saver bench ")
+
+
+def test_a_run_of_floors_and_cycles_only_skips_the_rate_plot_without_failing(tmp_path):
+    from torch_memory_saver.bench.plot import render_plot
+
+    workers = {"floors": _floors(), "cycles_pinned_16": _cycles_worker([_cycle(1, 0.5, 0.2, 2 * GIB, 2 * GIB)])}
+    report = build_report(_config(cycle_models=[]), Preflight(), workers, 1.0)
+    message = render_plot(report, tmp_path / "rate_vs_layout.png")
+    assert message == "rate plot skipped: no pause/resume rows in this run"
+    assert not (tmp_path / "rate_vs_layout.png").exists()

@@ -24,6 +24,9 @@ def _pyplot() -> Any:
 
 def render_plot(report: Report, path: Path) -> str:
     """Write the rate-vs-layout figure; returns a one-line message (also when matplotlib is missing)."""
+    if not any(r.seconds is not None for r in report.rows):
+        # e.g. --parts floors,cycles: nothing per layout to draw (cycles.png has the cycles)
+        return "rate plot skipped: no pause/resume rows in this run"
     try:
         plt = _pyplot()
     except Exception as exc:  # noqa: BLE001 - optional
