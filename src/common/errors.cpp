@@ -11,4 +11,10 @@ std::string describe_bytes(std::uint64_t bytes) {
   return text;
 }
 
+std::string hex_address(std::uint64_t address) {
+  char text[32];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
+  return text;
+}
+
 }  // namespace tms
