@@ -239,7 +239,9 @@ FaultFamily file_faults() {
       [](World& w) { w.io.clear_failures(); },
       [](std::size_t kind) {
         const auto call = static_cast<FileCall>(kind);
-        return call == FileCall::kClose || call == FileCall::kUnlink;
+        // Dropping cached pages gives memory back too; it is only advice.
+        return call == FileCall::kClose || call == FileCall::kUnlink ||
+               call == FileCall::kDropCached;
       },
   };
 }
