@@ -76,9 +76,11 @@ struct World {
 
   World() {
     // Warm up so the per-device copy streams and the disk staging buffer
-    // exist before any measurement.
+    // (at its largest: a slot per transfer in flight, plus one) exist before
+    // any measurement.
     for (int device : {0, 1}) {
-      const DevicePtr warm = add("warm", 2 * kMiB, true, device, 0, device == 1);
+      const DevicePtr warm = add("warm", device == 1 ? 6 * kMiB : 2 * kMiB, true, device, 0,
+                                 device == 1);
       engine->pause("warm");
       engine->resume("warm");
       engine->free(warm);
