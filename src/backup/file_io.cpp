@@ -9,8 +9,9 @@
 namespace tms {
 namespace {
 
-constexpr std::string_view kFileCallNames[] = {"open",  "fstat",  "pwrite", "pread",
-                                               "close", "unlink", "access", "mkdir"};
+constexpr std::string_view kFileCallNames[] = {
+    "open",   "fstat", "pwrite",    "pread",           "close",        "unlink",
+    "access", "mkdir", "fallocate", "sync_file_range", "posix_fadvise"};
 static_assert(std::size(kFileCallNames) == static_cast<std::size_t>(FileCall::kCount));
 
 }  // namespace
@@ -27,6 +28,24 @@ ssize_t PosixFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t
 
 ssize_t PosixFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
   return ::pread(fd, buffer, count, offset);
+}
+
+int PosixFileIo::fallocate(int fd, off_t offset, off_t length) {
+  return ::fallocate(fd, 0, offset, length);
+}
+
+int PosixFileIo::sync_range(int fd, off_t offset, off_t length) {
+  return ::sync_file_range(
+      fd, offset, length,
+      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
+int PosixFileIo::drop_cached(int fd, off_t offset, off_t length) {
+  // posix_fadvise returns the error instead of setting errno.
+  const int error = ::posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+  if (error == 0) return 0;
+  errno = error;
+  return -1;
 }
 
 int PosixFileIo::close(int fd) { return ::close(fd); }
@@ -135,6 +154,30 @@ ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offse
     return -1;
   }
   return PosixFileIo::pread(fd, buffer, capped(count), offset);
+}
+
+int FaultyFileIo::fallocate(int fd, off_t offset, off_t length) {
+  if (const int error = enter(FileCall::kFallocate); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::fallocate(fd, offset, length);
+}
+
+int FaultyFileIo::sync_range(int fd, off_t offset, off_t length) {
+  if (const int error = enter(FileCall::kSyncRange); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::sync_range(fd, offset, length);
+}
+
+int FaultyFileIo::drop_cached(int fd, off_t offset, off_t length) {
+  if (const int error = enter(FileCall::kDropCached); error != 0) {
+    errno = error;
+    return -1;
+  }
+  return PosixFileIo::drop_cached(fd, offset, length);
 }
 
 int FaultyFileIo::close(int fd) {

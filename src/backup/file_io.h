@@ -33,6 +33,16 @@ class FileIo {
   virtual int fstat(int fd, struct stat* info) = 0;
   virtual ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) = 0;
   virtual ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) = 0;
+  /// fallocate(2) with mode 0: reserves [offset, offset+length) and extends
+  /// the file to cover it.
+  virtual int fallocate(int fd, off_t offset, off_t length) = 0;
+  /// sync_file_range(2) with WAIT_BEFORE | WRITE | WAIT_AFTER: writes the
+  /// range's dirty pages back and waits (not an fsync: no metadata, no
+  /// device cache flush).
+  virtual int sync_range(int fd, off_t offset, off_t length) = 0;
+  /// posix_fadvise(2) POSIX_FADV_DONTNEED: drops the range's clean cached
+  /// pages. Unlike posix_fadvise itself, returns -1 and sets errno.
+  virtual int drop_cached(int fd, off_t offset, off_t length) = 0;
   /// As on Linux, the descriptor is gone afterwards even when this fails.
   virtual int close(int fd) = 0;
   /// unlinkat(2) of a file; `dir_fd` may be AT_FDCWD.
@@ -49,6 +59,9 @@ class PosixFileIo : public FileIo {
   int fstat(int fd, struct stat* info) override;
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
+  int fallocate(int fd, off_t offset, off_t length) override;
+  int sync_range(int fd, off_t offset, off_t length) override;
+  int drop_cached(int fd, off_t offset, off_t length) override;
   int close(int fd) override;
   int unlink(int dir_fd, const char* path) override;
   int access(int dir_fd, const char* path, int mode) override;
@@ -59,9 +72,23 @@ class PosixFileIo : public FileIo {
 FileIo& posix_file_io();
 
 /// Each FileIo method that FaultyFileIo can make fail.
-enum class FileCall { kOpen, kFstat, kPwrite, kPread, kClose, kUnlink, kAccess, kMkdir, kCount };
+enum class FileCall {
+  kOpen,
+  kFstat,
+  kPwrite,
+  kPread,
+  kClose,
+  kUnlink,
+  kAccess,
+  kMkdir,
+  kFallocate,
+  kSyncRange,
+  kDropCached,
+  kCount
+};
 
-/// "open" for FileCall::kOpen, and so on.
+/// "open" for FileCall::kOpen, and so on: the system call's name
+/// ("sync_file_range", "posix_fadvise" for the last two).
 std::string_view file_call_name(FileCall call);
 
 /// PosixFileIo with fault injection and call counts, for tests. Thread-safe.
@@ -85,6 +112,9 @@ class FaultyFileIo final : public PosixFileIo {
   int fstat(int fd, struct stat* info) override;
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
+  int fallocate(int fd, off_t offset, off_t length) override;
+  int sync_range(int fd, off_t offset, off_t length) override;
+  int drop_cached(int fd, off_t offset, off_t length) override;
   int close(int fd) override;
   int unlink(int dir_fd, const char* path) override;
   int access(int dir_fd, const char* path, int mode) override;

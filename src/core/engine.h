@@ -62,7 +62,7 @@ namespace tms {
 struct EngineOptions {
   HostMemoryOptions host;
   CopyPipelineOptions copies;
-  DiskBackupOptions disk;  ///< chunk_bytes from TMS_DISK_BACKUP_CHUNK_MB
+  DiskBackupOptions disk;  ///< from TMS_DISK_BACKUP_CHUNK_MB, _WRITE_DEPTH, _READ_DEPTH
   /// File operations of disk backup; nullptr: the real ones (posix_file_io).
   /// Must outlive the engine.
   FileIo* file_io = nullptr;
