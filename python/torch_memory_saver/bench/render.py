@@ -53,8 +53,10 @@ def _heading(report: Report) -> List[str]:
         lines.append(f"- disk part: {config.disk_gib:g} GiB, layouts {config.disk_layouts} tensors, in a "
                      f"temporary directory under `{config.disk_dir}`; floor variants best of "
                      f"{config.disk_repeats}, library pause/resume single shots in a fresh process; "
-                     f"TMS_DISK_BACKUP_CHUNK_MB="
-                     f"{config.environment.get('TMS_DISK_BACKUP_CHUNK_MB') or 'unset (64)'}")
+                     + ", ".join(f"{name}={config.environment.get(name) or f'unset ({default})'}"
+                                 for name, default in (("TMS_DISK_BACKUP_CHUNK_MB", 16),
+                                                       ("TMS_DISK_BACKUP_WRITE_DEPTH", 4),
+                                                       ("TMS_DISK_BACKUP_READ_DEPTH", 2))))
     if "cycles" in config.parts:
         lines.append(f"- cycles part: {config.cycles} cycles of pause -> gap -> resume -> gap, gap "
                      f"{config.cycle_gap_ms:g} ms of GPU work, CPU backup with retain_cpu_backup="
