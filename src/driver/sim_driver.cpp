@@ -15,27 +15,9 @@
 namespace tms {
 namespace {
 
-constexpr std::string_view kCallNames[] = {
-    "reserve",
-    "free_reservation",
-    "create_physical",
-    "release_physical",
-    "map",
-    "unmap",
-    "set_access",
-    "host_alloc",
-    "host_free",
-    "host_register",
-    "host_unregister",
-    "copy_to_host",
-    "copy_to_device",
-    "synchronize",
-    "create_stream",
-    "destroy_stream",
-    "synchronize_stream",
-    "capture_underway",
-    "codec",
-};
+#define TMS_SIM_CALL_NAME(enumerator, name) name,
+constexpr std::string_view kCallNames[] = {TMS_SIM_CALLS(TMS_SIM_CALL_NAME)};
+#undef TMS_SIM_CALL_NAME
 static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
 // Each thread has its own current device, as with the CUDA runtime.

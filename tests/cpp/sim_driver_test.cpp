@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 #include "test_support.h"
@@ -107,6 +111,28 @@ TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {
   EXPECT_THROW(sim.release_physical(12345), DriverError);
   EXPECT_THROW((void)parse_sim_call("no_such_call"), InvalidArgument);
   EXPECT_EQ(parse_sim_call("copy_to_host"), SimCall::kCopyToHost);
+}
+
+// C users learn the names tms_sim_fail_call takes from tms.h alone.
+TEST(SimDriver, TheCHeaderNamesEveryCallThatCanFail) {
+  std::ifstream file(TMS_SOURCE_DIR "/include/torch_memory_saver/tms.h");
+  ASSERT_TRUE(file) << "tms.h not found under " TMS_SOURCE_DIR;
+  const std::string header{std::istreambuf_iterator<char>(file), {}};
+  const std::size_t begin = header.find("Call names:");
+  const std::size_t end = header.find("*/", begin);
+  ASSERT_NE(begin, std::string::npos);
+  const std::string comment = header.substr(begin, end - begin);
+  std::vector<std::string> documented;
+  const std::regex quoted("\"([a-z_]+)\"");
+  for (auto it = std::sregex_iterator(comment.begin(), comment.end(), quoted);
+       it != std::sregex_iterator(); ++it) {
+    documented.push_back((*it)[1]);
+  }
+  std::vector<std::string> calls;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(SimCall::kCount); ++i) {
+    calls.emplace_back(sim_call_name(static_cast<SimCall>(i)));
+  }
+  EXPECT_EQ(documented, calls);
 }
 
 }  // namespace
