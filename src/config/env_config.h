@@ -7,17 +7,17 @@
 #include <optional>
 #include <string>
 
+#include "backup/host_memory_kind.h"
 #include "common/log.h"
-#include "driver/driver.h"
 
 namespace tms {
 
 enum class DriverKind { kCuda, kSim };
 
 struct EnvConfig {
-  bool init_enable = false;              ///< TMS_INIT_ENABLE: threads start inside a region
-  bool init_enable_cpu_backup = false;   ///< TMS_INIT_ENABLE_CPU_BACKUP
-  bool init_enable_disk_backup = false;  ///< TMS_INIT_ENABLE_DISK_BACKUP
+  bool init_enable = false;               ///< TMS_INIT_ENABLE: threads start inside a region
+  bool init_enable_cpu_backup = false;    ///< TMS_INIT_ENABLE_CPU_BACKUP
+  bool init_enable_disk_backup = false;   ///< TMS_INIT_ENABLE_DISK_BACKUP
   bool init_cpu_backup_compress = false;  ///< TMS_INIT_CPU_BACKUP_COMPRESS
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP

@@ -477,57 +477,33 @@ void CudaDriver::set_access(DevicePtr va, std::size_t size, int device) {
              static_cast<CUdeviceptr>(va), size, &access, 1);
 }
 
-void* CudaDriver::host_alloc(std::size_t size, HostMemoryKind kind) {
+void* CudaDriver::host_alloc(std::size_t size) {
   if (size == 0) throw InvalidArgument("host_alloc: size must not be 0");
-  if (kind == HostMemoryKind::kMmap) {
-    // Plain anonymous memory needs no driver: it is page-locked later, if at
-    // all, through host_register.
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ptr == MAP_FAILED) {
-      const int error = errno;
-      const std::size_t available = host_available_bytes();
-      throw OutOfMemory("mmap",
-                        std::string("mmap of host backup memory failed: ") + std::strerror(error) +
-                            "; needed " + describe_bytes(size) + ", available " +
-                            describe_bytes(available),
-                        size, available);
-    }
-    // Huge pages make the later copies and cuMemHostRegister much faster;
-    // without THP support the memory still works, so failure is ignored.
-    (void)madvise(ptr, size, MADV_HUGEPAGE);
-    return ptr;
-  }
-  const CudaApi& cu = state_->api();
-  ScopedContext guard(cu, state_->any_context());
-  void* ptr = nullptr;
-  const CUresult result = cu.cuMemHostAlloc_(&ptr, size, CU_MEMHOSTALLOC_PORTABLE);
-  if (result == CUDA_ERROR_OUT_OF_MEMORY) {
+  // Plain anonymous memory needs no driver: it is page-locked later, in
+  // chunks, through host_register (cuMemHostAlloc would cost ~4 s per 8 GiB).
+  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ptr == MAP_FAILED) {
+    const int error = errno;
     const std::size_t available = host_available_bytes();
-    throw OutOfMemory("cuMemHostAlloc",
-                      "cuMemHostAlloc failed with CUDA_ERROR_OUT_OF_MEMORY: pinned host memory "
-                      "needed " +
-                          describe_bytes(size) + ", available " + describe_bytes(available),
+    throw OutOfMemory("mmap",
+                      std::string("mmap of host backup memory failed: ") + std::strerror(error) +
+                          "; needed " + describe_bytes(size) + ", available " +
+                          describe_bytes(available),
                       size, available);
   }
-  if (result != CUDA_SUCCESS) {
-    throw_cuda_error(cu, "cuMemHostAlloc", result, "size " + describe_bytes(size));
-  }
+  // Huge pages make the later copies and cuMemHostRegister much faster;
+  // without THP support the memory still works, so failure is ignored.
+  (void)madvise(ptr, size, MADV_HUGEPAGE);
   return ptr;
 }
 
-void CudaDriver::host_free(void* ptr, std::size_t size, HostMemoryKind kind) {
+void CudaDriver::host_free(void* ptr, std::size_t size) {
   if (ptr == nullptr) return;
-  if (kind == HostMemoryKind::kMmap) {
-    if (munmap(ptr, size) != 0) {
-      const int error = errno;
-      throw DriverError("munmap", std::strerror(error),
-                        range(reinterpret_cast<std::uintptr_t>(ptr), size));
-    }
-    return;
+  if (munmap(ptr, size) != 0) {
+    const int error = errno;
+    throw DriverError("munmap", std::strerror(error),
+                      range(reinterpret_cast<std::uintptr_t>(ptr), size));
   }
-  const CudaApi& cu = state_->api();
-  ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemFreeHost, "host " + range(reinterpret_cast<std::uintptr_t>(ptr), size), ptr);
 }
 
 void CudaDriver::host_register(void* ptr, std::size_t size) {

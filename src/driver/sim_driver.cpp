@@ -255,7 +255,7 @@ void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
   accessible_[va] = size;
 }
 
-void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
+void* SimDriver::host_alloc(std::size_t size) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kHostAlloc);
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -266,7 +266,7 @@ void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
   return ptr;
 }
 
-void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind /*kind*/) {
+void SimDriver::host_free(void* ptr, std::size_t size) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kHostFree);
   auto it = host_allocations_.find(ptr);

@@ -53,16 +53,14 @@ class CheckingDriver final : public Driver {
   void set_access(DevicePtr va, std::size_t size, int device) override {
     sim_.set_access(va, size, device);
   }
-  void* host_alloc(std::size_t size, HostMemoryKind kind) override {
-    return sim_.host_alloc(size, kind);
-  }
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override {
+  void* host_alloc(std::size_t size) override { return sim_.host_alloc(size); }
+  void host_free(void* ptr, std::size_t size) override {
     std::lock_guard lock(mutex_);
     const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
     for (const auto& [start, length] : registered_) {
       if (start >= begin && start < begin + size) ++freed_while_registered_;
     }
-    sim_.host_free(ptr, size, kind);
+    sim_.host_free(ptr, size);
   }
   void host_register(void* ptr, std::size_t size) override {
     sim_.host_register(ptr, size);

@@ -93,14 +93,14 @@ TEST(SimDriver, CapacityLoweredBelowWhatIsInUseReportsNothingFree) {
 TEST(SimDriver, FailsTheNthCallOfAKindOnce) {
   SimDriver sim = make_sim();
   sim.fail_call(SimCall::kHostAlloc, 2, SimFailure::kOutOfMemory);
-  void* first = sim.host_alloc(4096, HostMemoryKind::kPinned);
-  EXPECT_THROW((void)sim.host_alloc(4096, HostMemoryKind::kPinned), OutOfMemory);
-  void* third = sim.host_alloc(4096, HostMemoryKind::kMmap);
+  void* first = sim.host_alloc(4096);
+  EXPECT_THROW((void)sim.host_alloc(4096), OutOfMemory);
+  void* third = sim.host_alloc(4096);
   EXPECT_EQ(sim.host_bytes(), 8192u);
   sim.fail_call(SimCall::kHostFree, 1);
-  EXPECT_THROW(sim.host_free(first, 4096, HostMemoryKind::kPinned), DriverError);
-  sim.host_free(first, 4096, HostMemoryKind::kPinned);
-  sim.host_free(third, 4096, HostMemoryKind::kMmap);
+  EXPECT_THROW(sim.host_free(first, 4096), DriverError);
+  sim.host_free(first, 4096);
+  sim.host_free(third, 4096);
   EXPECT_EQ(sim.host_bytes(), 0u);
   EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u);
 }
