@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/sizes.h"
 #include "driver/cuda_driver.h"
 #include "driver/sim_driver.h"
 
@@ -219,7 +220,7 @@ std::string measure(std::string_view driver_name, int device, std::size_t count,
   }
   std::unique_ptr<tms::Driver> driver = make_driver(driver_name, count * handle_bytes);
   const std::size_t granularity = driver->granularity(device);
-  const std::size_t size = (handle_bytes + granularity - 1) / granularity * granularity;
+  const std::size_t size = tms::round_up(handle_bytes, granularity);
   std::unique_ptr<Toucher> toucher;
   if ((options & kTouch) != 0) toucher = std::make_unique<Toucher>(*driver, device, size);
   Rounds rounds;

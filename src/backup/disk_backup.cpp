@@ -14,16 +14,13 @@
 #include "backup/checksum.h"
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kIoAlignment = 4096;
 constexpr int kMaxNameAttempts = 8;  // names are random: a clash is already unlikely
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 std::string errno_text(int error) { return std::strerror(error); }
 

@@ -8,15 +8,12 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kPage = 4096;
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 unsigned default_threads() {
   const unsigned cores = std::thread::hardware_concurrency();

@@ -17,6 +17,7 @@
 #include "backup/codec/codec_ptx.h"
 #include "backup/codec/format.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "driver/cuda_symbols.h"
 
 namespace tms {

@@ -11,6 +11,7 @@
 
 #include "backup/codec/cpu_codec.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
@@ -141,7 +142,7 @@ DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
   if (raw == MAP_FAILED)
     throw DriverError("sim.reserve", "CUDA_ERROR_OUT_OF_MEMORY", errno_text("mmap"));
   const auto begin = reinterpret_cast<std::uintptr_t>(raw);
-  const std::uintptr_t aligned = (begin + align - 1) / align * align;
+  const std::uintptr_t aligned = round_up(begin, align);
   if (aligned > begin) munmap(raw, aligned - begin);
   const std::uintptr_t end = begin + span;
   if (end > aligned + size) munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "core/engine.h"
 #include "test_support.h"
 
@@ -96,9 +97,7 @@ class PropertyRun {
       const DevicePtr ptr = engine_.allocate({size, device, tag, {backup}});
       const int fill = 1 + pick(250);
       std::memset(reinterpret_cast<void*>(ptr), fill, size);
-      model_[ptr] = {
-          size, (size + kGranularity - 1) / kGranularity * kGranularity, tag, backup, device, false,
-          fill};
+      model_[ptr] = {size, round_up(size, kGranularity), tag, backup, device, false, fill};
     } catch (const Error&) {
       // Out of memory or an injected failure: nothing may have changed.
     }

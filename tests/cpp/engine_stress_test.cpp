@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "core/engine.h"
 #include "test_support.h"
 
@@ -34,9 +35,7 @@ double stress_seconds() {
   return seconds > 0 ? seconds : 20.0;
 }
 
-std::size_t rounded(std::size_t size) {
-  return (size + kGranularity - 1) / kGranularity * kGranularity;
-}
+std::size_t rounded(std::size_t size) { return round_up(size, kGranularity); }
 
 struct Expected {
   std::size_t size;
