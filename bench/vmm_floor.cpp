@@ -37,6 +37,7 @@
 #include "common/sizes.h"
 #include "driver/cuda_driver.h"
 #include "driver/sim_driver.h"
+#include "torch_memory_saver/tms.h"  // TMS_API
 
 namespace {
 
@@ -259,10 +260,13 @@ void copy_out(const std::string& text, char* buffer, std::size_t capacity) {
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) int tms_vmm_floor_measure(
-    const char* driver, int device, std::uint64_t count, std::uint64_t handle_bytes, int repeats,
-    double slow_round_s, unsigned options, char* json, std::size_t json_capacity, char* error,
-    std::size_t error_capacity) {
+extern "C" {
+
+// Exported (TMS_API): the only symbol of the library (cmake/exports.cmake).
+TMS_API int tms_vmm_floor_measure(const char* driver, int device, std::uint64_t count,
+                                  std::uint64_t handle_bytes, int repeats, double slow_round_s,
+                                  unsigned options, char* json, std::size_t json_capacity,
+                                  char* error, std::size_t error_capacity) {
   try {
     const std::string result = measure(driver != nullptr ? driver : "", device, count, handle_bytes,
                                        repeats, slow_round_s, options);
@@ -280,3 +284,5 @@ extern "C" __attribute__((visibility("default"))) int tms_vmm_floor_measure(
   }
   return 1;
 }
+
+}  // extern "C"

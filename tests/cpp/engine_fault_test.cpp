@@ -23,6 +23,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
