@@ -375,6 +375,11 @@ std::size_t SimDriver::physical_bytes(int device) const {
   return physical_bytes_[static_cast<std::size_t>(device)];
 }
 
+std::vector<std::size_t> SimDriver::physical_bytes_per_device() const {
+  std::lock_guard lock(mutex_);
+  return physical_bytes_;
+}
+
 std::size_t SimDriver::reserved_bytes() const {
   std::lock_guard lock(mutex_);
   std::size_t total = 0;

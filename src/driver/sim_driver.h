@@ -122,7 +122,9 @@ class SimDriver final : public Driver {
 
   // --- accounting ---------------------------------------------------------------
   [[nodiscard]] std::size_t physical_bytes(int device) const;  // created, not released
-  [[nodiscard]] std::size_t reserved_bytes() const;            // VA reserved
+  /// physical_bytes() of every device, in device order.
+  [[nodiscard]] std::vector<std::size_t> physical_bytes_per_device() const;
+  [[nodiscard]] std::size_t reserved_bytes() const;  // VA reserved
   [[nodiscard]] std::size_t mapped_bytes() const;
   /// Mapped bytes the device may read and write (set_access done): what a
   /// kernel could touch without faulting.

@@ -33,7 +33,11 @@ struct ModelAllocation {
 
 class PropertyRun {
  public:
-  explicit PropertyRun(unsigned seed) : random_(seed), sim_(options()), engine_(sim_) {}
+  explicit PropertyRun(unsigned seed)
+      : random_(seed),
+        // Small, so that out-of-memory happens.
+        sim_({.device_count = 2, .capacity_bytes = 24 * kMiB, .granularity = kGranularity}),
+        engine_(sim_) {}
 
   void step() {
     maybe_inject_failure();
@@ -65,14 +69,6 @@ class PropertyRun {
   }
 
  private:
-  static SimDriverOptions options() {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 24 * kMiB;  // small, so out-of-memory happens
-    options.granularity = kGranularity;
-    return options;
-  }
-
   int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(random_); }
 
   std::optional<std::string> random_tag() {

@@ -212,11 +212,8 @@ class Worker {
 };
 
 TEST(EngineStress, RandomOperationsOfManyThreadsWithRandomDriverFailures) {
-  SimDriverOptions sim_options;
-  sim_options.device_count = 2;
-  sim_options.capacity_bytes = 96 * kMiB;  // small enough for real out-of-memory too
-  sim_options.granularity = kGranularity;
-  SimDriver sim(sim_options);
+  // Small enough for real out-of-memory too.
+  SimDriver sim({.device_count = 2, .capacity_bytes = 96 * kMiB, .granularity = kGranularity});
   {
     EngineOptions options;
     options.host.prepare_threads = 2;

@@ -17,10 +17,7 @@ namespace {
 using testing::kMiB;
 
 SimDriver make_sim(int devices = 2, std::size_t capacity = 64 * kMiB) {
-  SimDriverOptions options;
-  options.device_count = devices;
-  options.capacity_bytes = capacity;
-  return SimDriver(options);
+  return SimDriver({.device_count = devices, .capacity_bytes = capacity});
 }
 
 TEST(SimDriver, MappedMemoryIsWritableAndUnmappedMemoryFaults) {
@@ -111,6 +108,19 @@ TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {
   EXPECT_THROW(sim.release_physical(12345), DriverError);
   EXPECT_THROW((void)parse_sim_call("no_such_call"), InvalidArgument);
   EXPECT_EQ(parse_sim_call("copy_to_host"), SimCall::kCopyToHost);
+}
+
+// Before/after comparisons of the tests work on any number of devices.
+TEST(SimDriver, SnapshotCoversEveryDevice) {
+  for (const int devices : {1, 2}) {
+    SimDriver sim = make_sim(devices);
+    const testing::SimSnapshot before = testing::snapshot(sim);
+    EXPECT_EQ(before.physical.size(), static_cast<std::size_t>(devices));
+    const PhysicalHandle handle = sim.create_physical(devices - 1, 2 * kMiB);
+    EXPECT_NE(testing::snapshot(sim), before);
+    sim.release_physical(handle);
+    EXPECT_EQ(testing::snapshot(sim), before);
+  }
 }
 
 // C users learn the names tms_sim_fail_call takes from tms.h alone.

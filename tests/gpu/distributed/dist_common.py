@@ -1,8 +1,9 @@
 """Helpers shared by the multi-process GPU tests (the pytest side; imports no torch).
 
 Every child process these tests start gets the environment built by
-:func:`child_env`: this source tree's Python package, the engine library
-named by ``TMS_LIBRARY_PATH``, and NVLink multicast switched off
+:func:`child_env`: the package under test and its engine library (as for
+every GPU test: ``TMS_LIBRARY_PATH`` overrides the library, see
+``tests/gpu/gpu_env.py``), and NVLink multicast switched off
 (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``,
 ``NVSHMEM_DISABLE_NVLS=1``) because the GPU machines these run on require it.
 
@@ -13,7 +14,6 @@ removed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -26,8 +26,11 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-LIBRARY_NAME = "libtorch_memory_saver.so"
-HOOK_MODES = ("preload", "torch")
+
+# Which package and engine library the children run, and the hook modes: as
+# for every GPU test (tests/gpu/gpu_env.py).
+sys.path.append(str(HERE.parent))
+from gpu_env import HOOK_MODES, engine_library, package_under_test  # noqa: E402,F401
 
 # NVLink multicast must stay off on the shared GPU hosts: never let a child run without these.
 NO_MULTICAST_ENV = {
@@ -41,33 +44,16 @@ _DROPPED_PREFIXES = ("TMS_",)
 _DROPPED = ("LD_PRELOAD", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "NCCL_GRAPH_REGISTER")
 
 
-def engine_library() -> Optional[Path]:
-    """The engine library: TMS_LIBRARY_PATH, else build/, else the one installed with the package."""
-    candidates: List[object] = [os.environ.get("TMS_LIBRARY_PATH"), REPO / "build" / LIBRARY_NAME]
-    spec = importlib.util.find_spec("torch_memory_saver")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / LIBRARY_NAME)
-    for candidate in candidates:
-        if candidate and Path(str(candidate)).is_file():
-            return Path(str(candidate)).resolve()
-    return None
-
-
 def child_env(hook_mode: str = "torch", preload: bool = True, **extra: str) -> Dict[str, str]:
-    """Environment of a child process: this tree's package, the engine library, multicast off.
+    """Environment of a child process: the package under test, its engine library, multicast off.
 
     In preload mode the library is put in ``LD_PRELOAD`` (as
     ``torch_memory_saver.configure_subprocess()`` would) unless `preload` is False.
     `extra` is applied last, except that the no-multicast variables always win.
     """
-    library = engine_library()
-    if library is None:
-        raise FileNotFoundError(
-            "engine library not found: build it (cmake -S . -B build && cmake --build build) "
-            "or set TMS_LIBRARY_PATH"
-        )
+    library = engine_library()  # FileNotFoundError when there is none
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED}
-    python_path = [str(REPO / "python"), str(HERE)]
+    python_path = [str(package_under_test()[0]), str(HERE)]
     if env.get("PYTHONPATH"):
         python_path.append(env["PYTHONPATH"])
     env.update(

@@ -475,6 +475,16 @@ class Worker:
 # ---- scenarios -------------------------------------------------------------------------
 
 
+def scribble_over_released(freed_bytes: int) -> None:
+    """Write over 80 % of the physical memory a pause released, so stale data cannot survive by luck."""
+    size = int(max(freed_bytes, 0) * 0.8)
+    if size > 0:
+        scribble = torch.full((size,), 0xAB, dtype=torch.uint8, device="cuda")
+        del scribble
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
 def scenario_collectives(w: Worker) -> None:
     w.build()
     w.sync_weights()
@@ -491,13 +501,7 @@ def scenario_collectives(w: Worker) -> None:
         dist.all_reduce(z)
         torch.cuda.synchronize()
         w.check(f"cycle {cycle}: collective on resident memory while paused", bool((z == w.world).all()))
-        # Write over the released physical memory, so stale data cannot survive by luck.
-        scribble_bytes = int(paused["freed_bytes"] * 0.8)
-        if scribble_bytes > 0:
-            scribble = torch.full((scribble_bytes,), 0xAB, dtype=torch.uint8, device="cuda")
-            del scribble
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+        scribble_over_released(paused["freed_bytes"])
         resumed = w.resume_all(cycle, paused)
         w.print_table(f"cycle {cycle}: after resume", w.stats_rows())
         y = w.eager_round(f"cycle {cycle} after resume")
@@ -526,12 +530,7 @@ def scenario_graph_register(w: Worker) -> None:
     all_correct = True
     for cycle in range(1, w.args.cycles + 1):
         paused = w.pause_all(cycle)
-        scribble_bytes = int(max(paused["freed_bytes"], 0) * 0.8)
-        if scribble_bytes > 0:
-            scribble = torch.full((scribble_bytes,), 0xAB, dtype=torch.uint8, device="cuda")
-            del scribble
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+        scribble_over_released(paused["freed_bytes"])
         resumed = w.resume_all(cycle, paused)
         w.stage(f"cycle {cycle}: replay after resume")
         w.replay(f"cycle {cycle} replay after resume")

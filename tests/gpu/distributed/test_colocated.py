@@ -7,8 +7,8 @@ allocates more than was free before the pause, computes, frees and exits; A
 resumes with bit-exact weights at unchanged addresses.
 
 Needs torch with CUDA (skips otherwise) and the engine library
-(TMS_LIBRARY_PATH, build/, or the installed package). TMS_TEST_LOG_DIR keeps
-both processes' logs and the result files.
+(TMS_LIBRARY_PATH, else that of the package under test: tests/gpu/gpu_env.py).
+TMS_TEST_LOG_DIR keeps both processes' logs and the result files.
 """
 
 import shutil
@@ -30,8 +30,10 @@ TIMEOUT = 200
 
 @pytest.fixture(autouse=True)
 def _library_present():
-    if dist_common.engine_library() is None:
-        pytest.fail("engine library not found; build it or set TMS_LIBRARY_PATH")
+    try:
+        dist_common.engine_library()
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
 
 
 @pytest.mark.parametrize("hook_mode", dist_common.HOOK_MODES)

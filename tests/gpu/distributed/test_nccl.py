@@ -44,8 +44,10 @@ def _need_gpus(world_size):
     count = torch.cuda.device_count()
     if count < world_size:
         pytest.skip(f"needs {world_size} GPUs, found {count}")
-    if dist_common.engine_library() is None:
-        pytest.fail("engine library not found; build it or set TMS_LIBRARY_PATH")
+    try:
+        dist_common.engine_library()
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
 
 
 def _run(name, world_size, scenario, hook_mode, tmp_path, extra_args=(), **env):
