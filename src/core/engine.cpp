@@ -1,3 +1,9 @@
+// The engine's operations. Longer than ~600 lines because pause and resume
+// are each one transaction, with their rollback and commit, under one lock
+// order (docs/architecture.md): they read best whole and next to the helpers
+// they share (claiming records, capture and headroom checks, repairs). What
+// stands alone lives elsewhere: records (registry), deferred releases
+// (parking_lot), statistics (stats), VMM handle owners (vmm_handles).
 #include "core/engine.h"
 
 #include <algorithm>

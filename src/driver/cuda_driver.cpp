@@ -1,3 +1,7 @@
+// CudaDriver (cuda_driver.h). About 600 lines: every call of the Driver seam on
+// the CUDA driver API, with what they all share (the entry-point table loaded
+// from libcuda, the error translation and the context guard), which would
+// otherwise have to be exported to several files.
 #include "driver/cuda_driver.h"
 
 #include <dlfcn.h>
