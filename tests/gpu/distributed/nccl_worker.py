@@ -50,6 +50,7 @@ from torch import nn
 
 import torch_memory_saver as tms_package
 from torch_memory_saver import torch_memory_saver as tms
+from torch_memory_saver.hooks import HOOK_MODES
 from worker_common import Checks, free_bytes, owned, require_no_multicast_env, tag_stats, write_json
 
 ENGINE_TAGS = ("buffers", "weights", "graph")  # pause order (like SGLang's kv_cache, weights, cuda_graph)
@@ -632,7 +633,7 @@ SCENARIOS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
-    parser.add_argument("--hook-mode", choices=("preload", "torch"), default="torch")
+    parser.add_argument("--hook-mode", choices=HOOK_MODES, default="torch")
     parser.add_argument("--result-dir", required=True)
     parser.add_argument("--hidden", type=int, default=4096, help="MLP width (params: 8*hidden^2 floats)")
     parser.add_argument("--numel", type=int, default=8 << 20, help="floats per communication buffer")
