@@ -18,37 +18,16 @@ CopyPipeline::CopyPipeline(Driver& driver, CopyPipelineOptions options)
   }
 }
 
-CopyPipeline::~CopyPipeline() {
-  for (auto& [device, streams] : streams_) {
-    for (StreamHandle stream : streams) {
-      try {
-        driver_.destroy_stream(device, stream);
-      } catch (const std::exception& error) {
-        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
-      }
-    }
-  }
-}
-
-const std::vector<StreamHandle>& CopyPipeline::streams_for(int device) {
+const std::vector<CopyStream>& CopyPipeline::streams_for(int device) {
   auto it = streams_.find(device);
   if (it != streams_.end()) return it->second;
   // All lanes of a device or none: a half-made set would change what later
-  // operations create, and the engine's accounting with it.
-  std::vector<StreamHandle> streams;
-  try {
-    while (streams.size() < options_.streams_per_device) {
-      streams.push_back(driver_.create_stream(device));
-    }
-  } catch (...) {
-    for (StreamHandle stream : streams) {
-      try {
-        driver_.destroy_stream(device, stream);
-      } catch (const std::exception& error) {
-        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
-      }
-    }
-    throw;
+  // operations create, and the engine's accounting with it. If a create
+  // fails, the streams made so far are destroyed with `streams`.
+  std::vector<CopyStream> streams;
+  streams.reserve(options_.streams_per_device);
+  while (streams.size() < options_.streams_per_device) {
+    streams.push_back(CopyStream::create(driver_, device));
   }
   return streams_.emplace(device, std::move(streams)).first->second;
 }
@@ -58,7 +37,7 @@ void CopyPipeline::run(const std::vector<CopyItem>& items, bool to_host) {
   std::map<int, std::size_t> next_lane;
   try {
     for (const CopyItem& item : items) {
-      const std::vector<StreamHandle>& streams = streams_for(item.device);
+      const std::vector<CopyStream>& streams = streams_for(item.device);
       used.insert(item.device);
       std::size_t& lane = next_lane[item.device];
       for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
@@ -68,7 +47,7 @@ void CopyPipeline::run(const std::vector<CopyItem>& items, bool to_host) {
           size =
               item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
         }
-        StreamHandle stream = streams[lane++ % streams.size()];
+        StreamHandle stream = streams[lane++ % streams.size()].get();
         if (to_host) {
           driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size, stream);
         } else {
@@ -77,7 +56,9 @@ void CopyPipeline::run(const std::vector<CopyItem>& items, bool to_host) {
       }
     }
     for (int device : used) {
-      for (StreamHandle stream : streams_.at(device)) driver_.synchronize_stream(device, stream);
+      for (const CopyStream& stream : streams_.at(device)) {
+        driver_.synchronize_stream(device, stream.get());
+      }
     }
   } catch (...) {
     for (int device : used) drain_quietly(device);
@@ -91,32 +72,29 @@ void CopyPipeline::to_device(const std::vector<CopyItem>& items) { run(items, /*
 
 void CopyPipeline::start_to_host(int device, std::size_t lane, void* dst, DevicePtr src,
                                  std::size_t size) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.copy_to_host_async(device, dst, src, size, streams[lane % streams.size()]);
+  driver_.copy_to_host_async(device, dst, src, size, stream(device, lane));
 }
 
 void CopyPipeline::start_to_device(int device, std::size_t lane, DevicePtr dst, const void* src,
                                    std::size_t size) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.copy_to_device_async(device, dst, src, size, streams[lane % streams.size()]);
+  driver_.copy_to_device_async(device, dst, src, size, stream(device, lane));
 }
 
 StreamHandle CopyPipeline::stream(int device, std::size_t lane) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  return streams[lane % streams.size()];
+  const std::vector<CopyStream>& streams = streams_for(device);
+  return streams[lane % streams.size()].get();
 }
 
 void CopyPipeline::wait(int device, std::size_t lane) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.synchronize_stream(device, streams[lane % streams.size()]);
+  driver_.synchronize_stream(device, stream(device, lane));
 }
 
 void CopyPipeline::drain_quietly(int device) noexcept {
   auto it = streams_.find(device);
   if (it == streams_.end()) return;
-  for (StreamHandle stream : it->second) {
+  for (const CopyStream& stream : it->second) {
     try {
-      driver_.synchronize_stream(device, stream);
+      driver_.synchronize_stream(device, stream.get());
     } catch (const std::exception& error) {
       log(LogLevel::kWarning,
           std::string("waiting for copies while unwinding failed: ") + error.what());

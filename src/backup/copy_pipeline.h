@@ -21,6 +21,7 @@
 #include <map>
 #include <vector>
 
+#include "backup/copy_stream.h"
 #include "backup/host_memory.h"
 #include "driver/driver.h"
 
@@ -47,8 +48,7 @@ class CopyPipeline {
   explicit CopyPipeline(Driver& driver, CopyPipelineOptions options = {});
   CopyPipeline(const CopyPipeline&) = delete;
   CopyPipeline& operator=(const CopyPipeline&) = delete;
-  /// Destroys the streams it created (errors are logged).
-  ~CopyPipeline();
+  // Destroying it destroys the streams it created (CopyStream logs errors).
 
   [[nodiscard]] const CopyPipelineOptions& options() const { return options_; }
 
@@ -73,12 +73,12 @@ class CopyPipeline {
   void drain_quietly(int device) noexcept;
 
  private:
-  const std::vector<StreamHandle>& streams_for(int device);
+  const std::vector<CopyStream>& streams_for(int device);
   void run(const std::vector<CopyItem>& items, bool to_host);
 
   Driver& driver_;
   CopyPipelineOptions options_;
-  std::map<int, std::vector<StreamHandle>> streams_;
+  std::map<int, std::vector<CopyStream>> streams_;
 };
 
 }  // namespace tms

@@ -96,4 +96,7 @@ class OutOfMemory : public DriverError {
   std::size_t bytes_free_;
 };
 
+/// Formats an address for messages: "0x7f0000000000".
+std::string hex_address(std::uint64_t address);
+
 }  // namespace tms

@@ -73,7 +73,9 @@ class Engine {
   explicit Engine(Driver& driver, EngineOptions options = {});
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
-  /// Frees every allocation, backup, backup file and stream it still holds.
+  /// Frees every allocation, backup, backup file and stream it still holds,
+  /// through their owners: what the driver refuses is parked and retried
+  /// once, and what is still left is logged. Never throws.
   ~Engine();
 
   [[nodiscard]] Driver& driver() const { return driver_; }
@@ -171,10 +173,6 @@ class Engine {
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
-  /// Maps claimed[0, unmapped) again after a failed unmap in pause; marks
-  /// those it cannot map kBroken and returns how many.
-  std::size_t map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
-                                           std::size_t unmapped) noexcept;
   /// Tries to map every kBroken allocation again; those that succeed are
   /// active again with their contents. Only with transition_mutex_ held:
   /// a repair marks its records busy, and a pause or resume running beside

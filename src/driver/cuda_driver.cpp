@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -39,12 +38,6 @@ struct CudaApi {
   TMS_CUDA_SYMBOLS(TMS_CUDA_MEMBER)
 #undef TMS_CUDA_MEMBER
 };
-
-std::string hex(std::uintptr_t value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "0x%" PRIxPTR, value);
-  return text;
-}
 
 std::string dl_error() {
   const char* message = dlerror();
@@ -79,7 +72,7 @@ std::string result_name(const CudaApi& api, CUresult result) {
 std::string on_device(int device) { return "device " + std::to_string(device); }
 
 std::string range(std::uintptr_t va, std::size_t size) {
-  return "va " + hex(va) + ", size " + describe_bytes(size);
+  return "va " + hex_address(va) + ", size " + describe_bytes(size);
 }
 
 // MemAvailable from /proc/meminfo: what a host allocation can still get
@@ -453,14 +446,14 @@ PhysicalHandle CudaDriver::create_physical(int device, std::size_t size) {
 void CudaDriver::release_physical(PhysicalHandle handle) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemRelease, "handle " + hex(handle),
+  TMS_CU_TRY(cu, cuMemRelease, "handle " + hex_address(handle),
              static_cast<CUmemGenericAllocationHandle>(handle));
 }
 
 void CudaDriver::map(DevicePtr va, std::size_t size, PhysicalHandle handle) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemMap, range(va, size) + ", handle " + hex(handle),
+  TMS_CU_TRY(cu, cuMemMap, range(va, size) + ", handle " + hex_address(handle),
              static_cast<CUdeviceptr>(va), size, 0,
              static_cast<CUmemGenericAllocationHandle>(handle), 0);
 }
@@ -521,8 +514,8 @@ void CudaDriver::host_register(void* ptr, std::size_t size) {
 void CudaDriver::host_unregister(void* ptr) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemHostUnregister, "host ptr " + hex(reinterpret_cast<std::uintptr_t>(ptr)),
-             ptr);
+  TMS_CU_TRY(cu, cuMemHostUnregister,
+             "host ptr " + hex_address(reinterpret_cast<std::uintptr_t>(ptr)), ptr);
 }
 
 StreamHandle CudaDriver::create_stream(int device) {
@@ -545,7 +538,7 @@ void CudaDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::s
   ScopedContext guard(cu, state_->primary_context(device));
   TMS_CU_TRY(cu, cuMemcpyDtoHAsync,
              on_device(device) + ", " + range(src, size) + " -> host " +
-                 hex(reinterpret_cast<std::uintptr_t>(dst)),
+                 hex_address(reinterpret_cast<std::uintptr_t>(dst)),
              dst, static_cast<CUdeviceptr>(src), size, to_stream(stream));
 }
 
@@ -554,8 +547,8 @@ void CudaDriver::copy_to_device_async(int device, DevicePtr dst, const void* src
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->primary_context(device));
   TMS_CU_TRY(cu, cuMemcpyHtoDAsync,
-             on_device(device) + ", host " + hex(reinterpret_cast<std::uintptr_t>(src)) + " -> " +
-                 range(dst, size),
+             on_device(device) + ", host " + hex_address(reinterpret_cast<std::uintptr_t>(src)) +
+                 " -> " + range(dst, size),
              static_cast<CUdeviceptr>(dst), src, size, to_stream(stream));
 }
 

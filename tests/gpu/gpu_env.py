@@ -1,5 +1,5 @@
-"""How GPU test processes are started and judged (shared by every GPU test, tests/gpu/distributed too,
-and by the CPU tests' simhelpers.py for CRASH_MARKERS).
+"""How GPU test processes are started and judged (shared by test_gpu_scenarios.py, soak.py,
+test_compress_gpu.py and distributed/dist_common.py; the CPU tests' simhelpers.py takes CRASH_MARKERS).
 
 Each scenario runs as ``python scenarios.py NAME HOOK_MODE`` in a fresh
 process on the package under test (the importable one, else this source

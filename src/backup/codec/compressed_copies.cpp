@@ -46,9 +46,10 @@ void run_drained(CopyPipeline& copies, const Devices& devices, Queue&& queue) {
 
 DeviceScratch::DeviceScratch(Driver& driver, ParkingLot& parking, int device, std::size_t size)
     : size_(round_up(size, driver.granularity(device))),
-      reservation_(driver, parking, size_, driver.granularity(device)),
-      physical_(driver, parking, device, size_),
-      mapping_(driver, parking, reservation_.va(), size_, physical_.handle(), device) {}
+      reservation_(VaReservation::reserve(driver, parking, size_, driver.granularity(device))),
+      physical_(PhysicalMemory::create(driver, parking, device, size_)),
+      mapping_(
+          Mapping::map(driver, parking, reservation_.va(), size_, physical_.handle(), device)) {}
 
 CompressedBackup::CompressedBackup(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                                    std::vector<CompressItem> items)

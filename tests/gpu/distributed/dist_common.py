@@ -1,9 +1,11 @@
 """Helpers shared by the multi-process GPU tests (the pytest side; imports no torch).
 
 Every child process these tests start gets the environment built by
-:func:`child_env`: the package under test and its engine library (as for
-every GPU test: ``TMS_LIBRARY_PATH`` overrides the library, see
-``tests/gpu/gpu_env.py``), and NVLink multicast switched off
+:func:`child_env`: the package under test and its engine library, found as
+the other GPU tests find them (``tests/gpu/gpu_env.py``: the importable
+package, an installed wheel or PYTHONPATH, with its own library, else this
+source tree with build/; ``TMS_LIBRARY_PATH`` names another library), and
+NVLink multicast switched off
 (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``,
 ``NVSHMEM_DISABLE_NVLS=1``) because the GPU machines these run on require it.
 
@@ -26,11 +28,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))  # tests/gpu, for gpu_env: one rule for finding the package under test
+import gpu_env  # noqa: E402
 
-# Which package and engine library the children run, and the hook modes: as
-# for every GPU test (tests/gpu/gpu_env.py).
-sys.path.append(str(HERE.parent))
-from gpu_env import HOOK_MODES, engine_library, package_under_test  # noqa: E402,F401
+HOOK_MODES = gpu_env.HOOK_MODES
 
 # NVLink multicast must stay off on the shared GPU hosts: never let a child run without these.
 NO_MULTICAST_ENV = {
@@ -44,6 +45,19 @@ _DROPPED_PREFIXES = ("TMS_",)
 _DROPPED = ("LD_PRELOAD", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "NCCL_GRAPH_REGISTER")
 
 
+def engine_library() -> Optional[Path]:
+    """The engine library under test (gpu_env.engine_library), or None where there is none."""
+    try:
+        return gpu_env.engine_library()
+    except FileNotFoundError:
+        return None
+
+
+def package_under_test() -> Path:
+    """The torch_memory_saver package directory the children import."""
+    return gpu_env.package_under_test()[0] / "torch_memory_saver"
+
+
 def child_env(hook_mode: str = "torch", preload: bool = True, **extra: str) -> Dict[str, str]:
     """Environment of a child process: the package under test, its engine library, multicast off.
 
@@ -51,9 +65,14 @@ def child_env(hook_mode: str = "torch", preload: bool = True, **extra: str) -> D
     ``torch_memory_saver.configure_subprocess()`` would) unless `preload` is False.
     `extra` is applied last, except that the no-multicast variables always win.
     """
-    library = engine_library()  # FileNotFoundError when there is none
+    library = engine_library()
+    if library is None:
+        raise FileNotFoundError(
+            "engine library not found: build it (cmake -S . -B build && cmake --build build) "
+            "or set TMS_LIBRARY_PATH"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED}
-    python_path = [str(package_under_test()[0]), str(HERE)]
+    python_path = [str(gpu_env.package_under_test()[0]), str(HERE)]
     if env.get("PYTHONPATH"):
         python_path.append(env["PYTHONPATH"])
     env.update(

@@ -44,10 +44,8 @@ def _need_gpus(world_size):
     count = torch.cuda.device_count()
     if count < world_size:
         pytest.skip(f"needs {world_size} GPUs, found {count}")
-    try:
-        dist_common.engine_library()
-    except FileNotFoundError as error:
-        pytest.fail(str(error))
+    if dist_common.engine_library() is None:
+        pytest.fail("engine library not found; build it or set TMS_LIBRARY_PATH")
 
 
 def _run(name, world_size, scenario, hook_mode, tmp_path, extra_args=(), **env):
@@ -180,7 +178,7 @@ def test_nccl_graph_register_outcome(world_size, register, tmp_path):
 
 
 def _package_mentions_graph_register():
-    package = dist_common.REPO / "python" / "torch_memory_saver"
+    package = dist_common.package_under_test()
     return any(
         "NCCL_GRAPH_REGISTER" in p.read_text(encoding="utf-8", errors="replace") for p in package.glob("*.py")
     )
