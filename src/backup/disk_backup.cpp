@@ -16,16 +16,13 @@
 #include "backup/io_threads.h"
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kIoAlignment = 4096;
 constexpr int kMaxNameAttempts = 8;  // names are random: a clash is already unlikely
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 // Thread-safe (unlike strerror): I/O threads build messages too.
 std::string errno_text(int error) { return std::generic_category().message(error); }

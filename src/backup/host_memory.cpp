@@ -8,15 +8,12 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kPage = 4096;
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 unsigned default_threads() {
   const unsigned cores = std::thread::hardware_concurrency();
@@ -329,7 +326,7 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
     block->kind = requests[group.front()].kind;
     block->capacity = capacity;
     // On failure the buffers cut so far go back with `batch`.
-    block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity, HostMemoryKind::kMmap));
+    block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity));
     const std::size_t chunk_count =
         (capacity + options_.register_chunk_bytes - 1) / options_.register_chunk_bytes;
     block->registered.assign(chunk_count, 0);
@@ -417,7 +414,7 @@ void HostMemory::free_block(HostBlock& block) {
     block.registered[c] = 0;
   }
   if (block.base != nullptr) {
-    driver_.host_free(block.base, block.capacity, HostMemoryKind::kMmap);
+    driver_.host_free(block.base, block.capacity);
     block.base = nullptr;
   }
 }

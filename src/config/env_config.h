@@ -7,8 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "backup/host_memory_kind.h"
 #include "common/log.h"
-#include "driver/driver.h"
 
 namespace tms {
 

@@ -1,3 +1,10 @@
+// The engine's operations. Longer than ~600 lines because pause and resume
+// are each one transaction, with their rollback and commit, under one lock
+// order (docs/architecture.md): they read best whole and next to the helpers
+// they share (claiming records, capture and headroom checks, repairs). What
+// stands alone lives elsewhere: records (registry), deferred releases
+// (parking_lot), statistics (stats), owners of VMM resources (vmm_handles,
+// allocation_owners).
 #include "core/engine.h"
 
 #include <algorithm>
@@ -11,15 +18,12 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
+#include "common/sizes.h"
 #include "core/allocation_owners.h"
 #include "core/vmm_handles.h"
 
 namespace tms {
 namespace {
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 bool tag_matches(const std::optional<std::string>& wanted, const std::string& tag) {
   return !wanted.has_value() || *wanted == tag;
@@ -27,17 +31,6 @@ bool tag_matches(const std::optional<std::string>& wanted, const std::string& ta
 
 std::string describe_tag(const std::optional<std::string>& tag) {
   return tag ? "tag '" + *tag + "'" : std::string("all tags");
-}
-
-// "64.0 MiB", "8.00 GiB": short sizes for log lines (errors give exact bytes).
-std::string describe_size(std::uint64_t bytes) {
-  char text[32];
-  if (bytes >= (1ULL << 30)) {
-    std::snprintf(text, sizeof text, "%.2f GiB", static_cast<double>(bytes) / (1ULL << 30));
-  } else {
-    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1ULL << 20));
-  }
-  return text;
 }
 
 // "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".

@@ -26,6 +26,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
@@ -154,14 +155,7 @@ void expect_io_error(const std::function<void()>& operation, const std::string& 
 
 class DiskBackupTest : public ::testing::Test {
  protected:
-  DiskBackupTest() : sim_(sim_options()) { make_engine(); }
-
-  static SimDriverOptions sim_options() {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 64 * kMiB;
-    return options;
-  }
+  DiskBackupTest() : sim_({.device_count = 2, .capacity_bytes = 64 * kMiB}) { make_engine(); }
 
   void make_engine(DiskBackupOptions disk = {}) {
     engine_.reset();
@@ -175,13 +169,8 @@ class DiskBackupTest : public ::testing::Test {
 
   DevicePtr allocate(std::size_t size, const std::string& tag = "t", int device = 0,
                      bool disk = true, bool cpu = false) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = tag;
-    request.policy.disk_backup = disk;
-    request.policy.cpu_backup = cpu;
-    return engine_->allocate(request);
+    return engine_->allocate(
+        testing::request(size, device, tag, {.cpu_backup = cpu, .disk_backup = disk}));
   }
 
   [[nodiscard]] std::size_t open_files() const { return testing::backup_fds(dir_.path()).size(); }

@@ -23,6 +23,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
@@ -52,12 +53,7 @@ struct WorldSnapshot {
 struct World {
   testing::TempDir dir;
   FaultyFileIo io;
-  SimDriver sim{[] {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 64 * kMiB;
-    return options;
-  }()};
+  SimDriver sim{{.device_count = 2, .capacity_bytes = 64 * kMiB}};
   std::unique_ptr<Engine> engine = [this] {
     EngineOptions options;
     options.disk.chunk_bytes = kMiB;  // several chunks per file
@@ -96,13 +92,8 @@ struct World {
 
   DevicePtr add(const std::string& tag, std::size_t size, bool backup, int device,
                 std::uint8_t seed, bool disk = false) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = tag;
-    request.policy.cpu_backup = backup && !disk;
-    request.policy.disk_backup = disk;
-    const DevicePtr ptr = engine->allocate(request);
+    const DevicePtr ptr = engine->allocate(
+        testing::request(size, device, tag, {.cpu_backup = backup && !disk, .disk_backup = disk}));
     testing::fill_pattern(ptr, size, seed);
     tracked.push_back({ptr, size, seed, backup, disk});
     return ptr;

@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "core/engine.h"
+#include "forwarding_driver.h"
 #include "test_support.h"
 
 namespace tms {
@@ -25,83 +26,40 @@ using testing::kMiB;
 /// Forwards to a SimDriver and checks, at the moment of every copy, that
 /// its host range lies inside one registered range (so the copy engine can
 /// move it directly and the chunk was ready before the copy was queued).
-class CheckingDriver final : public Driver {
+class CheckingDriver final : public testing::ForwardingDriver {
  public:
-  explicit CheckingDriver(SimDriver& sim) : sim_(sim) {}
+  explicit CheckingDriver(SimDriver& sim) : ForwardingDriver(sim) {}
 
   [[nodiscard]] std::string_view name() const override { return "checking"; }
-  int device_count() override { return sim_.device_count(); }
-  int current_device() override { return sim_.current_device(); }
-  std::size_t granularity(int device) override { return sim_.granularity(device); }
-  DeviceMemoryInfo memory_info(int device) override { return sim_.memory_info(device); }
-  void synchronize(int device) override { sim_.synchronize(device); }
-  bool capture_underway(int device) override { return sim_.capture_underway(device); }
-  DevicePtr reserve(std::size_t size, std::size_t alignment) override {
-    return sim_.reserve(size, alignment);
-  }
-  void free_reservation(DevicePtr va, std::size_t size) override {
-    sim_.free_reservation(va, size);
-  }
-  PhysicalHandle create_physical(int device, std::size_t size) override {
-    return sim_.create_physical(device, size);
-  }
-  void release_physical(PhysicalHandle handle) override { sim_.release_physical(handle); }
-  void map(DevicePtr va, std::size_t size, PhysicalHandle handle) override {
-    sim_.map(va, size, handle);
-  }
-  void unmap(DevicePtr va, std::size_t size) override { sim_.unmap(va, size); }
-  void set_access(DevicePtr va, std::size_t size, int device) override {
-    sim_.set_access(va, size, device);
-  }
-  void* host_alloc(std::size_t size, HostMemoryKind kind) override {
-    return sim_.host_alloc(size, kind);
-  }
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override {
-    std::lock_guard lock(mutex_);
-    const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
-    for (const auto& [start, length] : registered_) {
-      if (start >= begin && start < begin + size) ++freed_while_registered_;
+  void host_free(void* ptr, std::size_t size) override {
+    {
+      std::lock_guard lock(mutex_);
+      const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
+      for (const auto& [start, length] : registered_) {
+        if (start >= begin && start < begin + size) ++freed_while_registered_;
+      }
     }
-    sim_.host_free(ptr, size, kind);
+    ForwardingDriver::host_free(ptr, size);
   }
   void host_register(void* ptr, std::size_t size) override {
-    sim_.host_register(ptr, size);
+    ForwardingDriver::host_register(ptr, size);
     std::lock_guard lock(mutex_);
     registered_[reinterpret_cast<std::uintptr_t>(ptr)] = size;
   }
   void host_unregister(void* ptr) override {
-    sim_.host_unregister(ptr);
+    ForwardingDriver::host_unregister(ptr);
     std::lock_guard lock(mutex_);
     registered_.erase(reinterpret_cast<std::uintptr_t>(ptr));
-  }
-  StreamHandle create_stream(int device) override { return sim_.create_stream(device); }
-  void destroy_stream(int device, StreamHandle stream) override {
-    sim_.destroy_stream(device, stream);
   }
   void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
                           StreamHandle stream) override {
     check(dst, size);
-    sim_.copy_to_host_async(device, dst, src, size, stream);
+    ForwardingDriver::copy_to_host_async(device, dst, src, size, stream);
   }
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override {
     check(src, size);
-    sim_.copy_to_device_async(device, dst, src, size, stream);
-  }
-  void synchronize_stream(int device, StreamHandle stream) override {
-    sim_.synchronize_stream(device, stream);
-  }
-  void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
-                           StreamHandle stream) override {
-    sim_.codec_measure_async(device, src, size, sizes, stream);
-  }
-  void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
-                          DevicePtr dst, StreamHandle stream) override {
-    sim_.codec_encode_async(device, src, size, sizes, dst, stream);
-  }
-  void codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
-                          StreamHandle stream) override {
-    sim_.codec_decode_async(device, stored, dst, size, stream);
+    ForwardingDriver::copy_to_device_async(device, dst, src, size, stream);
   }
 
   [[nodiscard]] std::size_t unregistered_copies() const {
@@ -131,7 +89,6 @@ class CheckingDriver final : public Driver {
     if (begin + size > it->first + it->second) ++unregistered_copies_;
   }
 
-  SimDriver& sim_;
   mutable std::mutex mutex_;
   std::map<std::uintptr_t, std::size_t> registered_;
   std::size_t unregistered_copies_ = 0;
@@ -139,12 +96,7 @@ class CheckingDriver final : public Driver {
   std::size_t copies_ = 0;
 };
 
-SimDriverOptions two_devices(std::size_t capacity = 256 * kMiB) {
-  SimDriverOptions options;
-  options.device_count = 2;
-  options.capacity_bytes = capacity;
-  return options;
-}
+constexpr SimDriverOptions kTwoDevices{.device_count = 2, .capacity_bytes = 256 * kMiB};
 
 /// Small chunks everywhere, so test-sized allocations exercise splitting:
 /// copy pieces of 96 KiB + 1 (not a page multiple), registered chunks of
@@ -162,18 +114,12 @@ EngineOptions small_chunks() {
 
 AllocationRequest backed(std::size_t size, int device, const std::string& tag = "t",
                          HostMemoryKind kind = HostMemoryKind::kPinned) {
-  AllocationRequest request;
-  request.size = size;
-  request.device = device;
-  request.tag = tag;
-  request.policy.cpu_backup = true;
-  request.policy.host_kind = kind;
-  return request;
+  return testing::request(size, device, tag, {.cpu_backup = true, .host_kind = kind});
 }
 
 class HostBackupTest : public ::testing::Test {
  protected:
-  HostBackupTest() : sim_(two_devices()), driver_(sim_) {}
+  HostBackupTest() : sim_(kTwoDevices), driver_(sim_) {}
 
   void make_engine(EngineOptions options = small_chunks()) {
     engine_.reset();
@@ -403,7 +349,7 @@ TEST_F(HostBackupTest, BackgroundReleaseGivesMemoryBackAfterResumeReturns) {
 }
 
 TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
-  SimDriver sim(two_devices());
+  SimDriver sim(kTwoDevices);
   HostMemoryOptions options;
   options.register_chunk_bytes = 64 * 1024;
   options.prepare_threads = 2;

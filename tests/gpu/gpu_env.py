@@ -1,10 +1,10 @@
-"""How GPU test processes are started (shared by test_gpu_scenarios.py, soak.py, test_compress_gpu.py and
-distributed/dist_common.py).
+"""How GPU test processes are started and judged (shared by test_gpu_scenarios.py, soak.py,
+test_compress_gpu.py and distributed/dist_common.py; the CPU tests' simhelpers.py takes CRASH_MARKERS).
 
 Each scenario runs as ``python scenarios.py NAME HOOK_MODE`` in a fresh
 process on the package under test (the importable one, else this source
 tree with build/) and the CUDA driver; preload mode
-gets the engine library in LD_PRELOAD.
+gets the engine library in LD_PRELOAD. Imports nothing but the standard library.
 """
 
 import importlib.util
