@@ -5,7 +5,7 @@ The implementation is the package ``torch_memory_saver.bench``, so that
 an installed copy can run it as ``python -m torch_memory_saver bench``; this
 file runs the same thing from a source checkout:
 
-    python bench/bench_pause_resume.py [--total-gib 8] [--layouts 1,16,256,4096] [--quick] [--out DIR]
+    python bench/bench_pause_resume.py [--total-gib 8] [--layouts 1,16,256,4096] [--quick] [--parts ...] [--out DIR]
 
 From a checkout without ``pip install .`` it imports the package from
 ``python/`` and, when ``TMS_LIBRARY_PATH`` is unset and the package directory
@@ -40,7 +40,7 @@ def main() -> int:
     _use_checkout()
     from torch_memory_saver.bench import main as bench_main
 
-    return bench_main(sys.argv[1:])
+    return bench_main(sys.argv[1:], prog=os.path.basename(sys.argv[0]))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@
 
 #include "backup/codec/format.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "driver/cuda_driver.h"
 
 namespace {
@@ -30,7 +31,7 @@ struct DeviceRange {
   tms::PhysicalHandle handle;
   DeviceRange(tms::Driver& d, std::size_t bytes) : driver(d), size(bytes) {
     const std::size_t granularity = driver.granularity(0);
-    size = (bytes + granularity - 1) / granularity * granularity;
+    size = tms::round_up(bytes, granularity);
     va = driver.reserve(size, granularity);
     handle = driver.create_physical(0, size);
     driver.map(va, size, handle);

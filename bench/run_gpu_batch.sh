@@ -3,12 +3,14 @@
 #
 #   bash bench/run_gpu_batch.sh                          # rates + breakdown + full benchmark with disk
 #   TMS_BATCH_PARTS=rates,breakdown,bench,sweep bash bench/run_gpu_batch.sh   # also the tuning sweep
+#   TMS_BATCH_PARTS=cycles bash bench/run_gpu_batch.sh   # the RL loop: floors + cycles, 8 GiB, 8 cycles
 #
 # Builds the engine into /tmp/tms-bench-build and runs from this source tree.
 # Output under $OUT (default /tmp/tms-bench-out): batch.log, breakdown.json,
 # (rates: tms_host_prep_rates' table in batch.log),
-# bench/ (results.json, results.md, rate_vs_layout.png) and sweep-*/ (one
-# benchmark of the backup part per setting of the pipeline's tuning variables).
+# bench/ (results.json, results.md, rate_vs_layout.png), cycles/ (the same
+# with cycles.png) and sweep-*/ (one benchmark of the backup part per setting
+# of the pipeline's tuning variables).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +51,10 @@ if wants bench; then
   run 300 python3 bench/bench_pause_resume.py --total-gib 8 --parts floors,nobackup,backup,alloc,disk \
     --disk-dir "$disk_dir" --disk-gib 4 --out "$out/bench"
 fi
+if wants cycles; then
+  step "cycles part, 8 GiB: pause -> 200 ms GPU work -> resume -> 200 ms, 8 cycles, both host kinds"
+  run 300 python3 bench/bench_pause_resume.py --total-gib 8 --parts floors,cycles --out "$out/cycles"
+fi
 if wants sweep; then
   # name:VAR=value,VAR=value (the backup part only, pinned host memory); TMS_SWEEP overrides the list.
   # Earlier sweeps (docs/gpu-runs.md) tried prepare threads 4/16, register chunks of 256 MiB, copy
@@ -65,6 +71,6 @@ fi
 step "done (status $status)"
 rm -rf "$disk_dir"
 # The device returns a limited number of files: one archive for the per-worker logs.
-(cd "$out" && logs=$(ls -d bench/logs sweep-*/logs 2>/dev/null; true) && [[ -n "$logs" ]] \
+(cd "$out" && logs=$(ls -d bench/logs cycles/logs sweep-*/logs 2>/dev/null; true) && [[ -n "$logs" ]] \
   && tar czf worker-logs.tar.gz $logs && rm -rf $logs)
 exit $status

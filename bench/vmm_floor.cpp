@@ -34,8 +34,10 @@
 #include <string_view>
 #include <vector>
 
+#include "common/sizes.h"
 #include "driver/cuda_driver.h"
 #include "driver/sim_driver.h"
+#include "torch_memory_saver/tms.h"  // TMS_API
 
 namespace {
 
@@ -219,7 +221,7 @@ std::string measure(std::string_view driver_name, int device, std::size_t count,
   }
   std::unique_ptr<tms::Driver> driver = make_driver(driver_name, count * handle_bytes);
   const std::size_t granularity = driver->granularity(device);
-  const std::size_t size = (handle_bytes + granularity - 1) / granularity * granularity;
+  const std::size_t size = tms::round_up(handle_bytes, granularity);
   std::unique_ptr<Toucher> toucher;
   if ((options & kTouch) != 0) toucher = std::make_unique<Toucher>(*driver, device, size);
   Rounds rounds;
@@ -258,10 +260,13 @@ void copy_out(const std::string& text, char* buffer, std::size_t capacity) {
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) int tms_vmm_floor_measure(
-    const char* driver, int device, std::uint64_t count, std::uint64_t handle_bytes, int repeats,
-    double slow_round_s, unsigned options, char* json, std::size_t json_capacity, char* error,
-    std::size_t error_capacity) {
+extern "C" {
+
+// Exported (TMS_API): the only symbol of the library (cmake/exports.cmake).
+TMS_API int tms_vmm_floor_measure(const char* driver, int device, std::uint64_t count,
+                                  std::uint64_t handle_bytes, int repeats, double slow_round_s,
+                                  unsigned options, char* json, std::size_t json_capacity,
+                                  char* error, std::size_t error_capacity) {
   try {
     const std::string result = measure(driver != nullptr ? driver : "", device, count, handle_bytes,
                                        repeats, slow_round_s, options);
@@ -279,3 +284,5 @@ extern "C" __attribute__((visibility("default"))) int tms_vmm_floor_measure(
   }
   return 1;
 }
+
+}  // extern "C"

@@ -33,6 +33,9 @@ rank 0 prints a table of all ranks and ``E2E OK`` when every check passed.
 
 Hook mode: ``--hook-mode torch`` (default, no LD_PRELOAD) or ``preload`` (the
 script restarts itself with the engine library in LD_PRELOAD if needed).
+
+One file of ~700 lines on purpose: an example is copied and read as a whole,
+so the model, the engine, the trainer and the checks stay together.
 """
 
 from __future__ import annotations

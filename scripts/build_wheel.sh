@@ -7,8 +7,8 @@
 # Toolchain: zig's clang (PyPI package `ziglang`) targeting glibc 2.17 with a
 # static libc++, so the library needs only glibc >= 2.17 and no libstdc++
 # (cmake/zig-toolchain.cmake says why). auditwheel then checks the symbol
-# versions and writes the manylinux tag; the exported symbols are checked
-# against the C ABI (tests/cpp/check_library.cmake).
+# versions and writes the manylinux tag; the exported symbols of both shipped
+# libraries are checked against their TMS_API functions (tests/cpp/check_library.cmake).
 #
 # Tools go into a virtual environment (.venv-tools, or TMS_TOOLS_VENV) from
 # PyPI, or, offline, from wheels in .whl/ (pip download ziglang auditwheel
@@ -48,7 +48,7 @@ mkdir -p dist
 wheel=$(ls -t dist/torch_memory_saver-*-py3-none-*"$platform"*.whl | head -1)
 
 # The tag auditwheel derives from the symbols actually used must be the one
-# written, and the library must export its C ABI and nothing else.
+# written, and each shipped library must export its C entry points and nothing else.
 "$tools/bin/auditwheel" show "$wheel" | tee "$work/auditwheel-show.txt"
 grep -q "\"$platform\"" "$work/auditwheel-show.txt" || {
   echo "build_wheel: $wheel is not $platform compatible" >&2
@@ -56,8 +56,10 @@ grep -q "\"$platform\"" "$work/auditwheel-show.txt" || {
 }
 rm -rf "$work/unpacked"
 "$tools/bin/python" -m zipfile -e "$wheel" "$work/unpacked"
-cmake -DLIBRARY="$work/unpacked/torch_memory_saver/libtorch_memory_saver.so" -DSOURCE_DIR="$PWD" \
-  -P tests/cpp/check_library.cmake
+for target in torch_memory_saver tms_vmm_floor; do
+  cmake -DLIBRARY="$work/unpacked/torch_memory_saver/lib$target.so" -DTARGET="$target" -DSOURCE_DIR="$PWD" \
+    -P tests/cpp/check_library.cmake
+done
 # The engine, the six launcher-facing forwarders and the license.
 for mode in preload torch; do
   for cuda in "" _cu12 _cu13; do

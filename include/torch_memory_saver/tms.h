@@ -41,17 +41,25 @@ extern "C" {
 
 #define TMS_API __attribute__((visibility("default")))
 
-typedef enum tms_status {
-  TMS_OK = 0,
-  TMS_ERROR_OUT_OF_MEMORY = 1,      /* device or host memory exhausted */
-  TMS_ERROR_INVALID_ARGUMENT = 2,   /* null/unknown argument */
-  TMS_ERROR_INVALID_STATE = 3,      /* not allowed now (e.g. used after fork) */
-  TMS_ERROR_DRIVER = 4,             /* a driver call failed */
-  TMS_ERROR_DRIVER_UNAVAILABLE = 5, /* libcuda.so.1 missing or too old */
-  TMS_ERROR_IO = 6,                 /* host I/O (disk backup, mmap) failed */
-  TMS_ERROR_CONFIG = 7,             /* bad environment value or setting */
-  TMS_ERROR_INTERNAL = 8            /* a bug: please report */
-} tms_status;
+/* The status codes, written once as (name, value, meaning): the enum below,
+ * tms_status_name() and tms_status_count() are made from this list, and the
+ * Python package reads the names through tms_status_name(). Values run 0, 1,
+ * 2, ... in list order (the library's build checks it): a new status is one
+ * more line at the end. */
+#define TMS_STATUS_LIST(X)                                                \
+  X(TMS_OK, 0, "success")                                                 \
+  X(TMS_ERROR_OUT_OF_MEMORY, 1, "device or host memory exhausted")        \
+  X(TMS_ERROR_INVALID_ARGUMENT, 2, "null/unknown argument")               \
+  X(TMS_ERROR_INVALID_STATE, 3, "not allowed now (e.g. used after fork)") \
+  X(TMS_ERROR_DRIVER, 4, "a driver call failed")                          \
+  X(TMS_ERROR_DRIVER_UNAVAILABLE, 5, "libcuda.so.1 missing or too old")   \
+  X(TMS_ERROR_IO, 6, "host I/O (disk backup, mmap) failed")               \
+  X(TMS_ERROR_CONFIG, 7, "bad environment value or setting")              \
+  X(TMS_ERROR_INTERNAL, 8, "a bug: please report")
+
+#define TMS_STATUS_ENUMERATOR_(name, value, meaning) name = value,
+typedef enum tms_status { TMS_STATUS_LIST(TMS_STATUS_ENUMERATOR_) } tms_status;
+#undef TMS_STATUS_ENUMERATOR_
 
 /* ---- errors and identity ------------------------------------------------ */
 

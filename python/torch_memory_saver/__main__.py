@@ -1,11 +1,11 @@
-"""Command line.
+"""Command line: ``python -m torch_memory_saver ...``, or the ``torch-memory-saver ...`` console script.
 
-``python -m torch_memory_saver demo [--size-mb N] [--simulated] [--hook-mode MODE]``
-``python -m torch_memory_saver bench [--total-gib N] [--quick] ...`` (see bench/README.md)
-``python -m torch_memory_saver clean-backups DIR`` (backup files of processes that no longer run)
-``python -m torch_memory_saver --version``
+``demo [--size-mb N] [--simulated] [--hook-mode MODE]``
+``bench [--total-gib N] [--quick] [--parts ...] ...`` (see bench/README.md)
+``clean-backups DIR`` (backup files of processes that no longer run)
+``--version``
 
-The ``torch-memory-saver`` console script runs the same :func:`main`.
+Both forms run :func:`main`; usage and help lines name the one the user typed.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _run(args_list: List[str]) -> int:
         # The benchmark has its own argument parser; hand it the rest.
         from .bench import main as bench_main
 
-        return bench_main(args_list[1:])
+        return bench_main(args_list[1:], prog=f"{program_name(sys.argv[0])} bench")
     parser = argparse.ArgumentParser(prog=program_name(sys.argv[0]))
     parser.add_argument("--version", action="version", version=f"torch_memory_saver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -7,9 +7,8 @@ import logging
 import os
 import sys
 import threading
-import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterator, List, Optional, Union
 
 from . import _captures, _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
@@ -351,13 +350,10 @@ class TorchMemorySaver:
         _refuse_during_capture(verb)
         lib = _library.library()
         call = lib.tms_pause if verb == "pause" else lib.tms_resume
-        measure = logger.isEnabledFor(logging.INFO)
-        before = _active_bytes_by_key(tag) if measure else {}
-        start = time.perf_counter()
+        # The engine logs the transition (TMS_LOG_LEVEL=info: one line with
+        # devices, bytes, backups and the time of each phase), so this layer
+        # only forwards the call.
         check(call(None if tag is None else encode(tag, "tag")))
-        if measure:
-            seconds = time.perf_counter() - start
-            _log_transition(verb, tag, before, seconds)
 
     # ---- settings --------------------------------------------------------------
 
@@ -516,30 +512,6 @@ def _refuse_during_capture(verb: str) -> None:
             f"part of a graph. Call {verb}() outside the capture: before entering or after leaving "
             f"torch.cuda.graph() / torch_memory_saver.cuda_graph(). The capture is unaffected."
         )
-
-
-def _active_bytes_by_key(tag: Optional[str]) -> Dict[Tuple[str, int], int]:
-    return {(s.tag, s.device): s.active_bytes for s in stats() if tag is None or s.tag == tag}
-
-
-def _loggable(tag: str) -> str:
-    """`tag` as is when printable, else quoted with escapes: a newline in a tag cannot forge a log line."""
-    return tag if tag.isprintable() else repr(tag)
-
-
-def _log_transition(verb: str, tag: Optional[str], before: Dict[Tuple[str, int], int], seconds: float) -> None:
-    """One INFO line per (tag, device) whose memory moved, with torchrun's rank when there is one."""
-    rank = os.environ.get("RANK")
-    where = f"rank={rank} " if rank else ""
-    for s in sorted(stats(), key=lambda s: (s.tag, s.device)):
-        if tag is not None and s.tag != tag:
-            continue
-        moved = abs(before.get((s.tag, s.device), 0) - s.active_bytes)
-        if moved:
-            logger.info(
-                "%s %stag=%s device=%d: %d bytes (%.1f MiB), host backup %d bytes, in %.3f s",
-                verb, where, _loggable(s.tag), s.device, moved, moved / 2**20, s.backup_bytes, seconds,
-            )
 
 
 torch_memory_saver = TorchMemorySaver()

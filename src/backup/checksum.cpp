@@ -1,7 +1,6 @@
 #include "backup/checksum.h"
 
 #include <cstring>
-#include <system_error>
 
 namespace tms {
 namespace {
@@ -9,9 +8,6 @@ namespace {
 constexpr std::uint64_t kPrime1 = 0x9E3779B185EBCA87ULL;
 constexpr std::uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
 constexpr std::uint64_t kPrime3 = 0x165667B19E3779F9ULL;
-// Pieces smaller than this are hashed inline: starting a thread costs tens
-// of microseconds, hashing 1 MiB about 150.
-constexpr std::size_t kThreadedMinimum = std::size_t{1} << 20;
 
 std::uint64_t rotate_left(std::uint64_t value, int bits) {
   return (value << bits) | (value >> (64 - bits));
@@ -44,28 +40,6 @@ std::uint64_t Checksum::digest() const {
   hash ^= hash >> 29;
   hash *= kPrime3;
   return hash ^ (hash >> 32);
-}
-
-void ChecksumWorker::wait() {
-  if (thread_.joinable()) thread_.join();
-}
-
-void ChecksumWorker::add(const std::uint8_t* data, std::size_t size) {
-  wait();
-  if (size >= kThreadedMinimum) {
-    try {
-      thread_ = std::thread([this, data, size] { checksum_.update(data, size); });
-      return;
-    } catch (const std::system_error&) {
-      // No thread to be had: hash here, only slower.
-    }
-  }
-  checksum_.update(data, size);
-}
-
-std::uint64_t ChecksumWorker::digest() {
-  wait();
-  return checksum_.digest();
 }
 
 }  // namespace tms

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <exception>
-#include <set>
 #include <string>
 
 #include "common/errors.h"
@@ -18,37 +17,16 @@ CopyPipeline::CopyPipeline(Driver& driver, CopyPipelineOptions options)
   }
 }
 
-CopyPipeline::~CopyPipeline() {
-  for (auto& [device, streams] : streams_) {
-    for (StreamHandle stream : streams) {
-      try {
-        driver_.destroy_stream(device, stream);
-      } catch (const std::exception& error) {
-        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
-      }
-    }
-  }
-}
-
-const std::vector<StreamHandle>& CopyPipeline::streams_for(int device) {
+const std::vector<CopyStream>& CopyPipeline::streams_for(int device) {
   auto it = streams_.find(device);
   if (it != streams_.end()) return it->second;
   // All lanes of a device or none: a half-made set would change what later
-  // operations create, and the engine's accounting with it.
-  std::vector<StreamHandle> streams;
-  try {
-    while (streams.size() < options_.streams_per_device) {
-      streams.push_back(driver_.create_stream(device));
-    }
-  } catch (...) {
-    for (StreamHandle stream : streams) {
-      try {
-        driver_.destroy_stream(device, stream);
-      } catch (const std::exception& error) {
-        log(LogLevel::kWarning, std::string("could not destroy a copy stream: ") + error.what());
-      }
-    }
-    throw;
+  // operations create, and the engine's accounting with it. If a create
+  // fails, the streams made so far are destroyed with `streams`.
+  std::vector<CopyStream> streams;
+  streams.reserve(options_.streams_per_device);
+  while (streams.size() < options_.streams_per_device) {
+    streams.push_back(CopyStream::create(driver_, device));
   }
   return streams_.emplace(device, std::move(streams)).first->second;
 }
@@ -61,7 +39,7 @@ QueuedCopies::~QueuedCopies() {
 void QueuedCopies::add(const std::vector<CopyItem>& items) {
   waited_ = false;
   for (const CopyItem& item : items) {
-    const std::vector<StreamHandle>& streams = pipeline_.streams_for(item.device);
+    const std::vector<CopyStream>& streams = pipeline_.streams_for(item.device);
     std::size_t& lane = next_lane_[item.device];
     for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
       size = std::min(pipeline_.options_.chunk_bytes, item.size - offset);
@@ -69,7 +47,7 @@ void QueuedCopies::add(const std::vector<CopyItem>& items) {
       if (item.buffer != nullptr) {
         size = item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
       }
-      StreamHandle stream = streams[lane++ % streams.size()];
+      StreamHandle stream = streams[lane++ % streams.size()].get();
       if (to_host_) {
         pipeline_.driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size,
                                              stream);
@@ -83,8 +61,8 @@ void QueuedCopies::add(const std::vector<CopyItem>& items) {
 
 void QueuedCopies::wait() {
   for (const auto& [device, lane] : next_lane_) {
-    for (StreamHandle stream : pipeline_.streams_.at(device)) {
-      pipeline_.driver_.synchronize_stream(device, stream);
+    for (const CopyStream& stream : pipeline_.streams_.at(device)) {
+      pipeline_.driver_.synchronize_stream(device, stream.get());
     }
   }
   waited_ = true;
@@ -104,32 +82,29 @@ void CopyPipeline::to_device(const std::vector<CopyItem>& items) {
 
 void CopyPipeline::start_to_host(int device, std::size_t lane, void* dst, DevicePtr src,
                                  std::size_t size) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.copy_to_host_async(device, dst, src, size, streams[lane % streams.size()]);
+  driver_.copy_to_host_async(device, dst, src, size, stream(device, lane));
 }
 
 void CopyPipeline::start_to_device(int device, std::size_t lane, DevicePtr dst, const void* src,
                                    std::size_t size) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.copy_to_device_async(device, dst, src, size, streams[lane % streams.size()]);
+  driver_.copy_to_device_async(device, dst, src, size, stream(device, lane));
 }
 
 StreamHandle CopyPipeline::stream(int device, std::size_t lane) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  return streams[lane % streams.size()];
+  const std::vector<CopyStream>& streams = streams_for(device);
+  return streams[lane % streams.size()].get();
 }
 
 void CopyPipeline::wait(int device, std::size_t lane) {
-  const std::vector<StreamHandle>& streams = streams_for(device);
-  driver_.synchronize_stream(device, streams[lane % streams.size()]);
+  driver_.synchronize_stream(device, stream(device, lane));
 }
 
 void CopyPipeline::drain_quietly(int device) noexcept {
   auto it = streams_.find(device);
   if (it == streams_.end()) return;
-  for (StreamHandle stream : it->second) {
+  for (const CopyStream& stream : it->second) {
     try {
-      driver_.synchronize_stream(device, stream);
+      driver_.synchronize_stream(device, stream.get());
     } catch (const std::exception& error) {
       log(LogLevel::kWarning,
           std::string("waiting for copies while unwinding failed: ") + error.what());

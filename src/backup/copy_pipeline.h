@@ -23,6 +23,7 @@
 #include <map>
 #include <vector>
 
+#include "backup/copy_stream.h"
 #include "backup/host_memory.h"
 #include "driver/driver.h"
 
@@ -51,8 +52,7 @@ class CopyPipeline {
   explicit CopyPipeline(Driver& driver, CopyPipelineOptions options = {});
   CopyPipeline(const CopyPipeline&) = delete;
   CopyPipeline& operator=(const CopyPipeline&) = delete;
-  /// Destroys the streams it created (errors are logged).
-  ~CopyPipeline();
+  // Destroying it destroys the streams it created (CopyStream logs errors).
 
   [[nodiscard]] const CopyPipelineOptions& options() const { return options_; }
 
@@ -78,11 +78,11 @@ class CopyPipeline {
 
  private:
   friend class QueuedCopies;
-  const std::vector<StreamHandle>& streams_for(int device);
+  const std::vector<CopyStream>& streams_for(int device);
 
   Driver& driver_;
   CopyPipelineOptions options_;
-  std::map<int, std::vector<StreamHandle>> streams_;
+  std::map<int, std::vector<CopyStream>> streams_;
 };
 
 /// Copies in one direction, queued in several steps on the pipeline's

@@ -8,12 +8,15 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <system_error>
 #include <utility>
 
 #include "backup/backup_directory.h"
 #include "backup/checksum.h"
+#include "backup/io_threads.h"
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
@@ -21,11 +24,8 @@ namespace {
 constexpr std::size_t kIoAlignment = 4096;
 constexpr int kMaxNameAttempts = 8;  // names are random: a clash is already unlikely
 
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
-
-std::string errno_text(int error) { return std::strerror(error); }
+// Thread-safe (unlike strerror): I/O threads build messages too.
+std::string errno_text(int error) { return std::generic_category().message(error); }
 
 std::string space_hint(int error) {
   return error == ENOSPC || error == EDQUOT
@@ -70,6 +70,90 @@ void check_file_size_limit(std::size_t bytes, const std::string& dir) {
                 "; raise the limit, or back this allocation up in host memory instead");
 }
 
+/// The errors of a write-back that mean the data did not reach the file.
+bool lost_data(int error) { return error == EIO || error == ENOSPC || error == EDQUOT; }
+
+/// Calls `call` again while a signal interrupts it (-1 with EINTR).
+template <typename Call>
+auto retry_interrupted(Call call) {
+  auto result = call();
+  while (result < 0 && errno == EINTR) result = call();
+  return result;
+}
+
+/// Reserves the whole file before the first write: a full disk fails here,
+/// before anything is written, and the writes that follow overwrite
+/// allocated space, which filesystems take in parallel (ext4 serializes
+/// direct writes that extend a file). Filesystems without fallocate skip it.
+void reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& where) {
+  const int result =
+      retry_interrupted([&] { return io.fallocate(fd, 0, static_cast<off_t>(bytes)); });
+  if (result == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return;
+  const int error = errno;
+  throw IoError("reserving " + describe_bytes(bytes) + " for a " + where +
+                " failed: fallocate: " + errno_text(error) + space_hint(error));
+}
+
+/// Writes one block (`size`, a multiple of 4 KiB, at `offset`), retrying
+/// EINTR and short writes; without O_DIRECT, writes it back and drops it
+/// from the page cache. @returns its checksum.
+std::uint64_t write_block(FileIo& io, int fd, bool direct, const std::uint8_t* data,
+                          std::size_t size, std::size_t offset, const std::string& where) {
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t written = retry_interrupted(
+        [&] { return io.pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done)); });
+    if (written <= 0) {
+      const int error = written == 0 ? ENOSPC : errno;
+      throw IoError("writing " + where + " failed at byte " + std::to_string(offset + done) +
+                    ": pwrite: " + errno_text(error) + space_hint(error));
+    }
+    done += static_cast<std::size_t>(written);
+  }
+  Checksum checksum;
+  checksum.update(data, size);
+  if (!direct) {
+    const int result = retry_interrupted(
+        [&] { return io.sync_range(fd, static_cast<off_t>(offset), static_cast<off_t>(size)); });
+    if (result != 0 && lost_data(errno)) {
+      const int error = errno;
+      throw IoError("writing " + where + " failed at byte " + std::to_string(offset) +
+                    ": sync_file_range: " + errno_text(error) + space_hint(error));
+    }
+    // Advice only: pages it cannot drop (write-back refused above) stay
+    // cached, and the contents are right either way.
+    if (result == 0) (void)io.drop_cached(fd, static_cast<off_t>(offset), static_cast<off_t>(size));
+  }
+  return checksum.digest();
+}
+
+/// Reads one block back, retrying EINTR and short reads, drops it from the
+/// page cache without O_DIRECT, and checks it against `expected`.
+void read_block(FileIo& io, int fd, bool direct, std::uint8_t* data, std::size_t size,
+                std::size_t offset, std::uint64_t expected, const std::string& where) {
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t got = retry_interrupted(
+        [&] { return io.pread(fd, data + done, size - done, static_cast<off_t>(offset + done)); });
+    if (got < 0) {
+      const int error = errno;
+      throw IoError("reading " + where + " failed at byte " + std::to_string(offset + done) +
+                    ": pread: " + errno_text(error));
+    }
+    if (got == 0) {
+      throw IoError(where + " ends at byte " + std::to_string(offset + done) + ", before the " +
+                    std::to_string(offset + size) + " bytes it should hold (was it truncated?)");
+    }
+    done += static_cast<std::size_t>(got);
+  }
+  if (!direct) (void)io.drop_cached(fd, static_cast<off_t>(offset), static_cast<off_t>(size));
+  Checksum checksum;
+  checksum.update(data, size);
+  if (checksum.digest() != expected) {
+    throw IoError(where + " was changed or damaged while paused (the checksum of its bytes " +
+                  std::to_string(offset) + " to " + std::to_string(offset + size) +
+                  " does not match what was written)");
+  }
+}
+
 }  // namespace
 
 // ---- DiskFile ---------------------------------------------------------------
@@ -79,8 +163,9 @@ DiskFile& DiskFile::operator=(DiskFile&& other) noexcept {
   std::swap(fd_, other.fd_);
   std::swap(name_, other.name_);
   std::swap(directory_, other.directory_);
+  std::swap(direct_, other.direct_);
   std::swap(bytes_, other.bytes_);
-  std::swap(checksum_, other.checksum_);
+  std::swap(checksums_, other.checksums_);
   return *this;
 }
 
@@ -125,7 +210,13 @@ DiskBackupIo::DiskBackupIo(HostMemory& host, FileIo& io, CopyPipeline& copies,
       io_(io),
       copies_(copies),
       chunk_bytes_(round_up(std::max<std::size_t>(options.chunk_bytes, 1), kIoAlignment)),
-      direct_io_(options.direct_io) {}
+      write_depth_(options.write_depth),
+      read_depth_(options.read_depth),
+      direct_io_(options.direct_io) {
+  if (write_depth_ == 0 || read_depth_ == 0) {
+    throw InvalidArgument("disk backup needs at least one read and one write in flight");
+  }
+}
 
 std::string DiskBackupIo::prepare_directory(const std::string& dir) const {
   return prepare_backup_directory(io_, dir);
@@ -135,8 +226,10 @@ void DiskBackupIo::check_directory(const std::string& dir) const {
   io_.close(open_backup_directory(io_, dir));
 }
 
+std::size_t DiskBackupIo::slots() const { return std::max(write_depth_, read_depth_) + 1; }
+
 std::uint8_t* DiskBackupIo::staging(std::size_t size) {
-  const std::size_t needed = std::min(round_up(size, kIoAlignment), 2 * chunk_bytes_);
+  const std::size_t needed = std::min(round_up(size, kIoAlignment), slots() * chunk_bytes_);
   if (staging_.size() < needed) {
     staging_.reset();  // give the smaller one back before taking the larger
     staging_ = host_.acquire_one(needed, HostMemoryKind::kPinned);
@@ -157,19 +250,26 @@ void DiskBackupIo::start_copy(bool to_host, int device, std::size_t lane,
   }
 }
 
-int DiskBackupIo::open_direct_if_possible(int dir_fd, const char* path, int flags) {
+int DiskBackupIo::open_direct_if_possible(int dir_fd, const char* path, int flags, bool& direct) {
+  direct = direct_io_;
   if (direct_io_) {
     const int fd = io_.open(dir_fd, path, flags | O_DIRECT, 0600);
     // EINVAL: this filesystem does not do direct I/O; go through the cache.
     if (fd >= 0 || errno != EINVAL) return fd;
+    direct = false;
   }
   return io_.open(dir_fd, path, flags, 0600);
 }
 
 DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   // Unnamed: nobody else can open it, and nothing is left after any exit.
-  int fd = open_direct_if_possible(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC);
-  if (fd >= 0) return DiskFile(io_, fd, dir);
+  bool direct = false;
+  int fd = open_direct_if_possible(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, direct);
+  if (fd >= 0) {
+    DiskFile file(io_, fd, dir);
+    file.direct_ = direct;
+    return file;
+  }
   // EOPNOTSUPP (EISDIR before Linux 3.11): no unnamed files on this
   // filesystem; use a random name and unlink it at once.
   if (errno != EOPNOTSUPP && errno != EISDIR) {
@@ -180,7 +280,7 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   for (int attempt = 1;; ++attempt) {
     const std::string name = new_backup_file_name();
     fd = open_direct_if_possible(dir_fd, name.c_str(),
-                                 O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
+                                 O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, direct);
     if (fd < 0) {
       const int error = errno;
       if (error == EEXIST && attempt < kMaxNameAttempts) continue;
@@ -188,6 +288,7 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
                     "': open: " + errno_text(error) + space_hint(error));
     }
     DiskFile file(io_, fd, dir);
+    file.direct_ = direct;
     // If this unlink fails, the file keeps its name; the caller parks it
     // (take_name) to be removed later. The data never depends on the name.
     if (io_.unlink(dir_fd, name.c_str()) != 0 && errno != ENOENT) file.name_ = dir + "/" + name;
@@ -195,46 +296,10 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   }
 }
 
-void DiskBackupIo::write_all(int fd, const std::uint8_t* data, std::size_t size, std::size_t offset,
-                             const std::string& where) {
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t written =
-        io_.pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
-    if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) {
-      const int error = written == 0 ? ENOSPC : errno;
-      throw IoError("writing " + where + " failed at byte " + std::to_string(offset + done) +
-                    ": pwrite: " + errno_text(error) + space_hint(error));
-    }
-    done += static_cast<std::size_t>(written);
-  }
-}
-
-void DiskBackupIo::read_all(int fd, std::uint8_t* data, std::size_t size, std::size_t offset,
-                            const std::string& where) {
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t got = io_.pread(fd, data + done, size - done, static_cast<off_t>(offset + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      const int error = errno;
-      throw IoError("reading " + where + " failed at byte " + std::to_string(offset + done) +
-                    ": pread: " + errno_text(error));
-    }
-    if (got == 0) {
-      throw IoError(where + " ends at byte " + std::to_string(offset + done) + ", before the " +
-                    std::to_string(offset + size) + " bytes it should hold (was it truncated?)");
-    }
-    done += static_cast<std::size_t>(got);
-  }
-}
-
 DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, std::size_t size) {
   const std::size_t file_bytes = round_up(size, kIoAlignment);
   check_file_size_limit(file_bytes, dir);
   std::uint8_t* const base = staging(size);
-  auto half = [&](std::size_t k) { return base + (k % 2) * chunk_bytes_; };
 
   // The DiskFile owns the file from here, so any failure below removes it.
   DiskFile file;
@@ -244,28 +309,39 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
     file = create_file(dir_fd, dir);
   }
   const std::string where = describe_file(dir);
-  const std::size_t chunks = (size + chunk_bytes_ - 1) / chunk_bytes_;
+  if (file_bytes > 0) reserve_space(io_, file.fd(), file_bytes, where);
+  const std::size_t blocks = (size + chunk_bytes_ - 1) / chunk_bytes_;
+  file.checksums_.assign(blocks, 0);
   auto length = [&](std::size_t k) { return std::min(chunk_bytes_, size - k * chunk_bytes_); };
-  ChecksumWorker checksum;
+  // Block k lives in slot k % slots while it is copied, then written.
+  const std::size_t slots = std::min(blocks, write_depth_ + 1);
+  auto slot_offset = [&](std::size_t k) { return (k % slots) * chunk_bytes_; };
+  IoThreads writers(blocks > 1 ? std::min(blocks, write_depth_) : 0, slots);
   try {
-    start_copy(true, device, 0, 0, src, length(0));
-    for (std::size_t k = 0; k < chunks; ++k) {
-      copies_.wait(device, k % 2);
+    if (blocks > 0) start_copy(true, device, 0, 0, src, length(0));
+    for (std::size_t k = 0; k < blocks; ++k) {
+      copies_.wait(device, k);  // block k's copy is the only one on its lane
+      std::uint8_t* const data = base + slot_offset(k);
       const std::size_t bytes = length(k);
       const std::size_t padded = round_up(bytes, kIoAlignment);
-      std::memset(half(k) + bytes, 0, padded - bytes);
-      // Hashed while it is written; add() also waits for the previous
-      // chunk's hash, whose half the next copy overwrites.
-      checksum.add(half(k), padded);
-      if (k + 1 < chunks) {
-        start_copy(true, device, (k + 1) % 2, ((k + 1) % 2) * chunk_bytes_,
-                   src + (k + 1) * chunk_bytes_, length(k + 1));
+      std::memset(data + bytes, 0, padded - bytes);
+      writers.run(k % slots, [&, k, data, padded] {
+        file.checksums_[k] =
+            write_block(io_, file.fd(), file.direct_, data, padded, k * chunk_bytes_, where);
+      });
+      if (k + 1 < blocks) {
+        // Up to write_depth writes stay in flight while the next block is
+        // copied into the slot the oldest of them has just left.
+        writers.wait((k + 1) % slots);
+        start_copy(true, device, k + 1, slot_offset(k + 1), src + (k + 1) * chunk_bytes_,
+                   length(k + 1));
       }
-      write_all(file.fd(), half(k), padded, k * chunk_bytes_, where);
     }
-    file.checksum_ = checksum.digest();
+    writers.wait_all();
   } catch (...) {
-    copies_.drain_quietly(device);  // no copy may still write into staging
+    // Nothing may still write the file or read the staging buffer.
+    writers.wait_quietly();
+    copies_.drain_quietly(device);
     throw;
   }
   file.bytes_ = file_bytes;
@@ -274,33 +350,42 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
 
 void DiskBackupIo::load(const DiskFile& file, int device, DevicePtr dst, std::size_t size) {
   const std::string where = describe_file(file.directory());
-  if (file.fd() < 0 || file.bytes_ != round_up(size, kIoAlignment)) {
+  const std::size_t blocks = (size + chunk_bytes_ - 1) / chunk_bytes_;
+  if (file.fd() < 0 || file.bytes_ != round_up(size, kIoAlignment) ||
+      file.checksums_.size() != blocks) {
     throw IoError(where + " does not hold this allocation's " + std::to_string(size) + " bytes");
   }
   std::uint8_t* const base = staging(size);
-  auto half = [&](std::size_t k) { return base + (k % 2) * chunk_bytes_; };
-  const std::size_t chunks = (size + chunk_bytes_ - 1) / chunk_bytes_;
-  ChecksumWorker checksum;
+  auto length = [&](std::size_t k) { return std::min(chunk_bytes_, size - k * chunk_bytes_); };
+  // Block k lives in slot k % slots while it is read, then copied.
+  const std::size_t slots = std::min(blocks, read_depth_ + 1);
+  auto slot_offset = [&](std::size_t k) { return (k % slots) * chunk_bytes_; };
+  IoThreads readers(blocks > 1 ? std::min(blocks, read_depth_) : 0, slots);
+  auto start_read = [&](std::size_t k) {
+    std::uint8_t* const data = base + slot_offset(k);
+    const std::size_t padded = round_up(length(k), kIoAlignment);
+    readers.run(k % slots, [&, k, data, padded] {
+      read_block(io_, file.fd(), file.direct_, data, padded, k * chunk_bytes_, file.checksums_[k],
+                 where);
+    });
+  };
   try {
-    for (std::size_t k = 0; k < chunks; ++k) {
-      // The copy that used this half two chunks ago must be done before the
-      // half is refilled (its hash finished when chunk k-1 was added); the
-      // previous chunk's copy and hash run during this read.
-      if (k >= 2) copies_.wait(device, k % 2);
-      const std::size_t bytes = std::min(chunk_bytes_, size - k * chunk_bytes_);
-      const std::size_t padded = round_up(bytes, kIoAlignment);
-      read_all(file.fd(), half(k), padded, k * chunk_bytes_, where);
-      checksum.add(half(k), padded);
-      start_copy(false, device, k % 2, (k % 2) * chunk_bytes_, dst + k * chunk_bytes_, bytes);
+    for (std::size_t k = 0; k < std::min(blocks, read_depth_); ++k) start_read(k);
+    for (std::size_t k = 0; k < blocks; ++k) {
+      readers.wait(k % slots);  // read and checked
+      start_copy(false, device, k, slot_offset(k), dst + k * chunk_bytes_, length(k));
+      // Reads ahead while this copy runs, into the slot of the block copied
+      // before it once that copy is done (with two or more lanes, this one
+      // runs on the other lane).
+      const std::size_t next = k + read_depth_;
+      if (next >= blocks) continue;
+      if (next >= slots) copies_.wait(device, next - slots);
+      start_read(next);
     }
-    copies_.wait(device, 0);
-    if (chunks > 1) copies_.wait(device, 1);
-    if (checksum.digest() != file.checksum_) {
-      throw IoError(where +
-                    " was changed or damaged while paused (its checksum does not match "
-                    "what was written)");
-    }
+    const std::size_t lanes = std::min(blocks, copies_.options().streams_per_device);
+    for (std::size_t lane = 0; lane < lanes; ++lane) copies_.wait(device, lane);
   } catch (...) {
+    readers.wait_quietly();
     copies_.drain_quietly(device);
     throw;
   }

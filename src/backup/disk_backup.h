@@ -1,13 +1,18 @@
 // Disk backup: the contents of a paused allocation in a file of the backup
 // directory, one file per allocation.
 //
-// Data path. Pause copies the allocation device -> host in chunks into a
-// staging buffer (two halves of up to `chunk_bytes`, page-locked) and
-// writes each chunk with one large pwrite while the next chunk's copy is in
-// flight; resume reads each chunk back and copies it host -> device while
-// the next chunk is read. The staging buffer is sized to the work:
-// min(allocation rounded up to 4 KiB, 2 x chunk_bytes), grown when a larger
-// allocation needs it (TMS_DISK_BACKUP_CHUNK_MB, 64 MiB by default).
+// Data path. A file is written and read in blocks of `chunk_bytes`
+// (TMS_DISK_BACKUP_CHUNK_MB, 16 MiB by default) at block-aligned offsets,
+// through a page-locked staging buffer of one slot per block in flight plus
+// one. Pause copies block k device -> host into its slot while up to
+// `write_depth` earlier blocks are being written by I/O threads
+// (backup/io_threads.h); resume keeps up to `read_depth` blocks being read
+// while the block read before them is copied host -> device. Preallocating
+// the file (fallocate) lets the filesystem take those writes in parallel
+// (ext4 serializes direct writes that extend a file) and reports a full
+// disk before anything is written. The staging buffer is sized to the work:
+// min(allocation rounded up to 4 KiB, (depth + 1) x chunk_bytes), grown
+// when a larger allocation needs it.
 //
 // Files no one else can open. A backup file is created unnamed (O_TMPFILE)
 // in the directory, or, where the filesystem cannot do that, under a
@@ -16,15 +21,20 @@
 // pause wrote (nobody can swap the file for a symlink, a FIFO or other
 // data), and the kernel frees the space when the descriptor is closed, so
 // no exit of the process (Ctrl-C, SIGTERM, abort, os._exit, SIGKILL) leaves
-// a file behind. A checksum computed while writing (backup/checksum.h) is
-// checked while reading, so damage is an error, never wrong contents.
+// a file behind. A checksum of each block (backup/checksum.h), computed by
+// the thread that wrote it, is checked by the thread that reads it back, so
+// damage is an error, never wrong contents.
 //
-// Direct I/O. Files are opened with O_DIRECT when the filesystem allows it
-// (writes bypass the page cache, so a backup does not turn into host memory
-// use); where open() refuses it (tmpfs, some network filesystems) buffered
-// I/O is used instead. Every transfer is a multiple of 4 KiB at a 4 KiB
-// aligned offset from a page-aligned buffer, as O_DIRECT requires, so a
-// file holds the allocation's bytes rounded up to 4 KiB.
+// No page cache. Files are opened with O_DIRECT when the filesystem allows
+// it, so a backup does not turn into cached host memory that nobody reads
+// again; every transfer is then a multiple of 4 KiB at a 4 KiB aligned
+// offset from a page-aligned buffer, as O_DIRECT requires, and a file holds
+// the allocation's bytes rounded up to 4 KiB. Where open() refuses O_DIRECT
+// (tmpfs before Linux 6.6, some network and FUSE filesystems) the same
+// transfers go through the cache, and each written block is written back
+// (sync_file_range) and dropped (POSIX_FADV_DONTNEED), each read block
+// dropped after it is read: dirty pages cannot be dropped, so the write-back
+// comes first.
 //
 // No fsync. Backups are scratch data that never outlive the process, so
 // nothing is gained by forcing them to stable storage; reading back through
@@ -34,6 +44,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "backup/copy_pipeline.h"
 #include "backup/file_io.h"
@@ -76,17 +87,24 @@ class DiskFile {
   int fd_ = -1;
   std::string name_;  // full path while the file still has a name
   std::string directory_;
-  std::size_t bytes_ = 0;  // bytes written (padded to 4 KiB)
-  std::uint64_t checksum_ = 0;
+  bool direct_ = false;                   // opened with O_DIRECT
+  std::size_t bytes_ = 0;                 // bytes written (padded to 4 KiB)
+  std::vector<std::uint64_t> checksums_;  // one per block of chunk_bytes
 };
 
+/// Defaults from the disk of the H200 host (docs/disk-backup.md): 16 MiB
+/// direct transfers were the fastest single stream, 4 writes in flight
+/// wrote faster than one, 4 reads in flight read slower than one.
 struct DiskBackupOptions {
-  std::size_t chunk_bytes = std::size_t{64} << 20;  ///< rounded up to 4 KiB
+  std::size_t chunk_bytes = std::size_t{16} << 20;  ///< each transfer; rounded up to 4 KiB
+  std::size_t write_depth = 4;                      ///< writes in flight per file
+  std::size_t read_depth = 2;                       ///< reads in flight per file
   bool direct_io = true;                            ///< try O_DIRECT first
 };
 
 class DiskBackupIo {
  public:
+  /// @throws InvalidArgument for a depth of 0.
   DiskBackupIo(HostMemory& host, FileIo& io, CopyPipeline& copies, DiskBackupOptions options);
   DiskBackupIo(const DiskBackupIo&) = delete;
   DiskBackupIo& operator=(const DiskBackupIo&) = delete;
@@ -105,12 +123,12 @@ class DiskBackupIo {
   /// Writes [src, src+size) of `device` to a new file in `dir`.
   /// @throws IoError (with the directory and errno text; ENOSPC and the
   /// file size limit say so), DriverError, OutOfMemory (staging memory).
-  /// No file remains then.
+  /// No file remains then, and no transfer is still running.
   DiskFile save(const std::string& dir, int device, DevicePtr src, std::size_t size);
   /// Reads `file` back into [dst, dst+size) of `device` and checks it
   /// against the checksum taken while writing.
   /// @throws IoError (also when the file was changed), DriverError; the
-  /// file is untouched then.
+  /// file is untouched then, and no transfer is still running.
   void load(const DiskFile& file, int device, DevicePtr dst, std::size_t size);
 
   /// Gives the staging buffer back (it is made again on next use).
@@ -119,8 +137,11 @@ class DiskBackupIo {
 
  private:
   /// Staging for an allocation of `size` bytes: at least min(size rounded
-  /// up to 4 KiB, 2 x chunk_bytes); grown (never shrunk) as needed.
+  /// up to 4 KiB, slots() x chunk_bytes); grown (never shrunk) as needed.
   std::uint8_t* staging(std::size_t size);
+  /// Staging slots: one per transfer in flight, plus one for the block
+  /// being copied to or from the device.
+  [[nodiscard]] std::size_t slots() const;
   /// Queues the copy of `size` bytes between `staging_offset` of the
   /// staging buffer and `device_ptr` on `lane`, one piece per registered
   /// chunk.
@@ -129,16 +150,15 @@ class DiskBackupIo {
   /// A new file no one else can open in the directory `dir_fd`.
   DiskFile create_file(int dir_fd, const std::string& dir);
   /// open() with O_DIRECT when allowed, else without; -1 and errno set.
-  int open_direct_if_possible(int dir_fd, const char* path, int flags);
-  void write_all(int fd, const std::uint8_t* data, std::size_t size, std::size_t offset,
-                 const std::string& where);
-  void read_all(int fd, std::uint8_t* data, std::size_t size, std::size_t offset,
-                const std::string& where);
+  /// `direct` says which.
+  int open_direct_if_possible(int dir_fd, const char* path, int flags, bool& direct);
 
   HostMemory& host_;
   FileIo& io_;
   CopyPipeline& copies_;
   std::size_t chunk_bytes_;
+  std::size_t write_depth_;
+  std::size_t read_depth_;
   bool direct_io_;
   HostBuffer staging_;
 };

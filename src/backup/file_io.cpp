@@ -4,16 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <iterator>
 
 namespace tms {
-namespace {
-
-constexpr std::string_view kFileCallNames[] = {"open",  "fstat",  "pwrite", "pread",
-                                               "close", "unlink", "access", "mkdir"};
-static_assert(std::size(kFileCallNames) == static_cast<std::size_t>(FileCall::kCount));
-
-}  // namespace
 
 int PosixFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
   return ::openat(dir_fd, path, flags, mode);
@@ -27,6 +19,24 @@ ssize_t PosixFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t
 
 ssize_t PosixFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
   return ::pread(fd, buffer, count, offset);
+}
+
+int PosixFileIo::fallocate(int fd, off_t offset, off_t length) {
+  return ::fallocate(fd, 0, offset, length);
+}
+
+int PosixFileIo::sync_range(int fd, off_t offset, off_t length) {
+  return ::sync_file_range(
+      fd, offset, length,
+      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
+int PosixFileIo::drop_cached(int fd, off_t offset, off_t length) {
+  // posix_fadvise returns the error instead of setting errno.
+  const int error = ::posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+  if (error == 0) return 0;
+  errno = error;
+  return -1;
 }
 
 int PosixFileIo::close(int fd) { return ::close(fd); }
@@ -44,131 +54,6 @@ FileIo& posix_file_io() {
   // static destructors.
   static PosixFileIo* const io = new PosixFileIo;
   return *io;
-}
-
-std::string_view file_call_name(FileCall call) {
-  return kFileCallNames[static_cast<std::size_t>(call)];
-}
-
-void FaultyFileIo::fail_call(FileCall call, int nth, int error) {
-  std::lock_guard lock(mutex_);
-  failures_.add(call, nth, error);
-}
-
-void FaultyFileIo::clear_failures() {
-  std::lock_guard lock(mutex_);
-  failures_.clear();
-}
-
-std::size_t FaultyFileIo::call_count(FileCall call) const {
-  std::lock_guard lock(mutex_);
-  return failures_.count(call);
-}
-
-void FaultyFileIo::set_max_transfer(std::size_t bytes) {
-  std::lock_guard lock(mutex_);
-  max_transfer_ = bytes;
-}
-
-void FaultyFileIo::set_refuse_direct_io(bool refuse) {
-  std::lock_guard lock(mutex_);
-  refuse_direct_io_ = refuse;
-}
-
-void FaultyFileIo::set_refuse_unnamed_files(bool refuse) {
-  std::lock_guard lock(mutex_);
-  refuse_unnamed_files_ = refuse;
-}
-
-std::size_t FaultyFileIo::capped(std::size_t count) const {
-  std::lock_guard lock(mutex_);
-  return max_transfer_ != 0 && count > max_transfer_ ? max_transfer_ : count;
-}
-
-int FaultyFileIo::enter(FileCall call) {
-  std::lock_guard lock(mutex_);
-  return failures_.next(call).value_or(0);
-}
-
-int FaultyFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
-  if (const int error = enter(FileCall::kOpen); error != 0) {
-    errno = error;
-    return -1;
-  }
-  bool refuse_direct = false;
-  bool refuse_unnamed = false;
-  {
-    std::lock_guard lock(mutex_);
-    refuse_direct = refuse_direct_io_;
-    refuse_unnamed = refuse_unnamed_files_;
-  }
-  if (refuse_unnamed && (flags & O_TMPFILE) == O_TMPFILE) {
-    errno = EOPNOTSUPP;
-    return -1;
-  }
-  if (refuse_direct && (flags & O_DIRECT) != 0) {
-    errno = EINVAL;
-    return -1;
-  }
-  return PosixFileIo::open(dir_fd, path, flags, mode);
-}
-
-int FaultyFileIo::fstat(int fd, struct stat* info) {
-  if (const int error = enter(FileCall::kFstat); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::fstat(fd, info);
-}
-
-ssize_t FaultyFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_t offset) {
-  if (const int error = enter(FileCall::kPwrite); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::pwrite(fd, buffer, capped(count), offset);
-}
-
-ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
-  if (const int error = enter(FileCall::kPread); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::pread(fd, buffer, capped(count), offset);
-}
-
-int FaultyFileIo::close(int fd) {
-  const int error = enter(FileCall::kClose);
-  const int result = PosixFileIo::close(fd);
-  if (error != 0) {
-    errno = error;
-    return -1;
-  }
-  return result;
-}
-
-int FaultyFileIo::unlink(int dir_fd, const char* path) {
-  if (const int error = enter(FileCall::kUnlink); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::unlink(dir_fd, path);
-}
-
-int FaultyFileIo::access(int dir_fd, const char* path, int mode) {
-  if (const int error = enter(FileCall::kAccess); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::access(dir_fd, path, mode);
-}
-
-int FaultyFileIo::mkdir(const char* path, mode_t mode) {
-  if (const int error = enter(FileCall::kMkdir); error != 0) {
-    errno = error;
-    return -1;
-  }
-  return PosixFileIo::mkdir(path, mode);
 }
 
 }  // namespace tms

@@ -1,6 +1,6 @@
 // The few file operations disk backup makes, behind an interface so tests can
-// make the N-th call of a kind fail (the disk counterpart of SimDriver's
-// fault injection).
+// make the N-th call of a kind fail (tests/cpp/faulty_file_io.h, the disk
+// counterpart of SimDriver's fault injection).
 //
 // Every method has POSIX semantics: it returns -1 (or a negative count) and
 // sets errno on failure. The caller (backup/disk_backup.cpp) turns failures
@@ -11,13 +11,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <array>
 #include <cstddef>
-#include <mutex>
-#include <string_view>
-#include <vector>
-
-#include "common/failure_schedule.h"
 
 namespace tms {
 
@@ -33,6 +27,16 @@ class FileIo {
   virtual int fstat(int fd, struct stat* info) = 0;
   virtual ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) = 0;
   virtual ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) = 0;
+  /// fallocate(2) with mode 0: reserves [offset, offset+length) and extends
+  /// the file to cover it.
+  virtual int fallocate(int fd, off_t offset, off_t length) = 0;
+  /// sync_file_range(2) with WAIT_BEFORE | WRITE | WAIT_AFTER: writes the
+  /// range's dirty pages back and waits (not an fsync: no metadata, no
+  /// device cache flush).
+  virtual int sync_range(int fd, off_t offset, off_t length) = 0;
+  /// posix_fadvise(2) POSIX_FADV_DONTNEED: drops the range's clean cached
+  /// pages. Unlike posix_fadvise itself, returns -1 and sets errno.
+  virtual int drop_cached(int fd, off_t offset, off_t length) = 0;
   /// As on Linux, the descriptor is gone afterwards even when this fails.
   virtual int close(int fd) = 0;
   /// unlinkat(2) of a file; `dir_fd` may be AT_FDCWD.
@@ -49,6 +53,9 @@ class PosixFileIo : public FileIo {
   int fstat(int fd, struct stat* info) override;
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
+  int fallocate(int fd, off_t offset, off_t length) override;
+  int sync_range(int fd, off_t offset, off_t length) override;
+  int drop_cached(int fd, off_t offset, off_t length) override;
   int close(int fd) override;
   int unlink(int dir_fd, const char* path) override;
   int access(int dir_fd, const char* path, int mode) override;
@@ -57,50 +64,5 @@ class PosixFileIo : public FileIo {
 
 /// The process-wide PosixFileIo.
 FileIo& posix_file_io();
-
-/// Each FileIo method that FaultyFileIo can make fail.
-enum class FileCall { kOpen, kFstat, kPwrite, kPread, kClose, kUnlink, kAccess, kMkdir, kCount };
-
-/// "open" for FileCall::kOpen, and so on.
-std::string_view file_call_name(FileCall call);
-
-/// PosixFileIo with fault injection and call counts, for tests. Thread-safe.
-class FaultyFileIo final : public PosixFileIo {
- public:
-  /// The `nth` (1-based) next call of `call` fails with `error` (errno).
-  /// A failing close() still closes the descriptor, as Linux does.
-  void fail_call(FileCall call, int nth, int error);
-  void clear_failures();
-  [[nodiscard]] std::size_t call_count(FileCall call) const;
-  /// pwrite/pread move at most this many bytes per call (0: no limit), to
-  /// exercise the short-transfer loops.
-  void set_max_transfer(std::size_t bytes);
-  /// open() with O_DIRECT fails with EINVAL, as on filesystems without it.
-  void set_refuse_direct_io(bool refuse);
-  /// open() with O_TMPFILE fails with EOPNOTSUPP, as on filesystems without
-  /// unnamed files (disk backup then uses named files it unlinks at once).
-  void set_refuse_unnamed_files(bool refuse);
-
-  int open(int dir_fd, const char* path, int flags, mode_t mode) override;
-  int fstat(int fd, struct stat* info) override;
-  ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override;
-  ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override;
-  int close(int fd) override;
-  int unlink(int dir_fd, const char* path) override;
-  int access(int dir_fd, const char* path, int mode) override;
-  int mkdir(const char* path, mode_t mode) override;
-
- private:
-  /// Counts the call; returns the errno to fail with, or 0.
-  int enter(FileCall call);
-  // `count`, cut to the transfer limit set by set_max_transfer (short I/O).
-  [[nodiscard]] std::size_t capped(std::size_t count) const;
-
-  mutable std::mutex mutex_;
-  FailureSchedule<FileCall, int> failures_;  // the errno to fail with
-  std::size_t max_transfer_ = 0;
-  bool refuse_direct_io_ = false;
-  bool refuse_unnamed_files_ = false;
-};
 
 }  // namespace tms

@@ -9,15 +9,12 @@
 #include "backup/ordered_worker.h"
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kPage = 4096;
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 unsigned default_threads() {
   const unsigned cores = std::thread::hardware_concurrency();
@@ -344,7 +341,7 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
     block->group = requests[group.front()].group;
     block->capacity = capacity;
     // On failure the buffers cut so far go back with `batch`.
-    block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity, HostMemoryKind::kMmap));
+    block->base = static_cast<std::uint8_t*>(driver_.host_alloc(capacity));
     const std::size_t chunk_count =
         (capacity + options_.register_chunk_bytes - 1) / options_.register_chunk_bytes;
     block->registered.assign(chunk_count, 0);
@@ -505,8 +502,7 @@ void HostMemory::unmap_chunk(HostBlock& block, std::size_t chunk) {
   if (block.unmapped[chunk] != 0) return;
   const std::size_t offset = chunk * options_.register_chunk_bytes;
   driver_.host_free(block.base + offset,
-                    std::min(options_.register_chunk_bytes, block.capacity - offset),
-                    HostMemoryKind::kMmap);
+                    std::min(options_.register_chunk_bytes, block.capacity - offset));
   block.unmapped[chunk] = 1;
 }
 

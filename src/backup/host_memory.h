@@ -2,7 +2,7 @@
 // pooled and given back.
 //
 // Blocks. Host memory is taken in blocks of anonymous memory
-// (Driver::host_alloc(kMmap): mmap + MADV_HUGEPAGE on CUDA) that are
+// (Driver::host_alloc: mmap + MADV_HUGEPAGE on CUDA) that are
 // page-locked with Driver::host_register in chunks of `register_chunk_bytes`,
 // so the copy engine moves data to and from them directly, at the rate of
 // memory from cuMemHostAlloc, without cuMemHostAlloc's cost (measured on
@@ -65,6 +65,7 @@
 #include <vector>
 
 #include "backup/host_limits.h"
+#include "backup/host_memory_kind.h"
 #include "driver/driver.h"
 
 namespace tms {

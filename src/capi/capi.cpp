@@ -4,6 +4,7 @@
 // a CUDA runtime caller.
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <new>
 #include <optional>
 #include <string>
@@ -21,6 +22,16 @@ namespace {
 
 // Reported when not even the thread's state could be made.
 constexpr const char* kNoHostMemory = "host memory exhausted";
+
+// The name of each status, indexed by its value (tms.h's TMS_STATUS_LIST).
+#define TMS_STATUS_NAME(name, value, meaning) #name,
+constexpr const char* kStatusNames[] = {TMS_STATUS_LIST(TMS_STATUS_NAME)};
+#undef TMS_STATUS_NAME
+// The values are 0, 1, 2, ... in list order, so a status is its own index.
+#define TMS_STATUS_AT_ITS_INDEX(name, value, meaning) \
+  static_assert(std::string_view(kStatusNames[value]) == #name);
+TMS_STATUS_LIST(TMS_STATUS_AT_ITS_INDEX)
+#undef TMS_STATUS_AT_ITS_INDEX
 
 int fail(int status, const char* message) noexcept {
   if (ThreadState* state = thread_state()) {
@@ -160,32 +171,11 @@ int tms_last_status(void) {
 }
 
 const char* tms_status_name(int status) {
-  switch (status) {
-    case TMS_OK:
-      return "TMS_OK";
-    case TMS_ERROR_OUT_OF_MEMORY:
-      return "TMS_ERROR_OUT_OF_MEMORY";
-    case TMS_ERROR_INVALID_ARGUMENT:
-      return "TMS_ERROR_INVALID_ARGUMENT";
-    case TMS_ERROR_INVALID_STATE:
-      return "TMS_ERROR_INVALID_STATE";
-    case TMS_ERROR_DRIVER:
-      return "TMS_ERROR_DRIVER";
-    case TMS_ERROR_DRIVER_UNAVAILABLE:
-      return "TMS_ERROR_DRIVER_UNAVAILABLE";
-    case TMS_ERROR_IO:
-      return "TMS_ERROR_IO";
-    case TMS_ERROR_CONFIG:
-      return "TMS_ERROR_CONFIG";
-    case TMS_ERROR_INTERNAL:
-      return "TMS_ERROR_INTERNAL";
-    default:
-      return "TMS_ERROR_UNKNOWN_STATUS";
-  }
+  if (status < 0 || status >= tms_status_count()) return "TMS_ERROR_UNKNOWN_STATUS";
+  return kStatusNames[status];
 }
 
-// TMS_ERROR_INTERNAL is the last tms_status: a new status goes before it.
-int tms_status_count(void) { return TMS_ERROR_INTERNAL + 1; }
+int tms_status_count(void) { return static_cast<int>(std::size(kStatusNames)); }
 
 const char* tms_version(void) { return TMS_VERSION_STRING; }
 

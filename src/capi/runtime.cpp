@@ -143,6 +143,8 @@ Runtime& runtime() {
   }
   EngineOptions options;
   options.disk.chunk_bytes = created->config.disk_backup_chunk_mb << 20;
+  options.disk.write_depth = created->config.disk_backup_write_depth;
+  options.disk.read_depth = created->config.disk_backup_read_depth;
   options.host.prepare_threads = created->config.host_prepare_threads;
   options.host.register_chunk_bytes = created->config.host_register_chunk_mb << 20;
   options.host.small_request_bytes = created->config.host_small_request_mb << 20;

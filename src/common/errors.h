@@ -96,7 +96,7 @@ class OutOfMemory : public DriverError {
   std::size_t bytes_free_;
 };
 
-/// Formats a byte count for messages: "2147483648 bytes (2.00 GiB)".
-std::string describe_bytes(std::uint64_t bytes);
+/// Formats an address for messages: "0x7f0000000000".
+std::string hex_address(std::uint64_t address);
 
 }  // namespace tms

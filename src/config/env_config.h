@@ -7,22 +7,24 @@
 #include <optional>
 #include <string>
 
+#include "backup/host_memory_kind.h"
 #include "common/log.h"
-#include "driver/driver.h"
 
 namespace tms {
 
 enum class DriverKind { kCuda, kSim };
 
 struct EnvConfig {
-  bool init_enable = false;              ///< TMS_INIT_ENABLE: threads start inside a region
-  bool init_enable_cpu_backup = false;   ///< TMS_INIT_ENABLE_CPU_BACKUP
-  bool init_enable_disk_backup = false;  ///< TMS_INIT_ENABLE_DISK_BACKUP
+  bool init_enable = false;               ///< TMS_INIT_ENABLE: threads start inside a region
+  bool init_enable_cpu_backup = false;    ///< TMS_INIT_ENABLE_CPU_BACKUP
+  bool init_enable_disk_backup = false;   ///< TMS_INIT_ENABLE_DISK_BACKUP
   bool init_cpu_backup_compress = false;  ///< TMS_INIT_CPU_BACKUP_COMPRESS
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
   std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
-  std::size_t disk_backup_chunk_mb = 64;                        ///< TMS_DISK_BACKUP_CHUNK_MB
+  std::size_t disk_backup_chunk_mb = 16;                        ///< TMS_DISK_BACKUP_CHUNK_MB
+  unsigned disk_backup_write_depth = 4;  ///< TMS_DISK_BACKUP_WRITE_DEPTH (writes in flight)
+  unsigned disk_backup_read_depth = 2;   ///< TMS_DISK_BACKUP_READ_DEPTH (reads in flight)
   // Tuning of the host backup pipeline (defaults suit an 8+ core host):
   unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(8, cores / 2))
   std::size_t host_register_chunk_mb = 64;  ///< TMS_HOST_REGISTER_CHUNK_MB

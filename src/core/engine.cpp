@@ -1,3 +1,10 @@
+// The engine's operations. Longer than ~600 lines because pause and resume
+// are each one transaction, with their rollback and commit, under one lock
+// order (docs/architecture.md): they read best whole and next to the helpers
+// they share (claiming records, capture and headroom checks, repairs). What
+// stands alone lives elsewhere: records (registry), deferred releases
+// (parking_lot), statistics (stats), owners of VMM resources (vmm_handles,
+// allocation_owners).
 #include "core/engine.h"
 
 #include <algorithm>
@@ -11,15 +18,13 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
+#include "common/sizes.h"
+#include "core/allocation_owners.h"
 #include "core/resume_pipeline.h"
 #include "core/vmm_handles.h"
 
 namespace tms {
 namespace {
-
-std::size_t round_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 bool tag_matches(const std::optional<std::string>& wanted, const std::string& tag) {
   return !wanted.has_value() || *wanted == tag;
@@ -27,23 +32,6 @@ bool tag_matches(const std::optional<std::string>& wanted, const std::string& ta
 
 std::string describe_tag(const std::optional<std::string>& tag) {
   return tag ? "tag '" + *tag + "'" : std::string("all tags");
-}
-
-// "64.0 MiB", "8.00 GiB": short sizes for log lines (errors give exact bytes).
-std::string describe_size(std::uint64_t bytes) {
-  char text[32];
-  if (bytes >= (1ULL << 30)) {
-    std::snprintf(text, sizeof text, "%.2f GiB", static_cast<double>(bytes) / (1ULL << 30));
-  } else {
-    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1ULL << 20));
-  }
-  return text;
-}
-
-std::string hex_address(DevicePtr ptr) {
-  char text[32];
-  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(ptr));
-  return text;
 }
 
 // "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".
@@ -100,27 +88,31 @@ Engine::Engine(Driver& driver, EngineOptions options)
 Engine::~Engine() {
   std::lock_guard transition(transition_mutex_);
   std::lock_guard lock(mutex_);
-  // Teardown is best effort: a driver that is already gone (process exit)
-  // must not turn into a crash, and one failure must not keep the rest.
-  auto attempt = [](auto&& step) {
+  // Teardown is best effort and never throws: a driver that is already gone
+  // (process exit) must not turn into a crash, and one failure must not keep
+  // the rest. Each allocation's resources are adopted into owners and let go;
+  // what the driver refuses is parked and tried once more at the end.
+  for (auto& [base, allocation] : registry_.all()) {
+    Allocation& a = *allocation;
+    const bool mapped = a.state == AllocationState::kActive || a.range_mapped;
+    adopt_device_resources(parking_, a, mapped).give_back();
     try {
-      step();
+      a.backup.reset();
     } catch (const std::exception& error) {
       log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
     }
-  };
-  for (auto& [base, allocation] : registry_.all()) {
-    Allocation& a = *allocation;
-    attempt([&] {
-      if (a.state == AllocationState::kActive || a.range_mapped) driver_.unmap(a.base, a.size);
-      if (a.state != AllocationState::kPaused) driver_.release_physical(a.handle);
-      driver_.free_reservation(a.base, a.size);
-    });
-    attempt([&] { a.backup.reset(); });
-    attempt([&] { a.disk_file.remove(); });
+    if (!a.disk_file.empty()) parking_.remove_or_park(std::move(a.disk_file));
   }
   parking_.retry();
-  attempt([&] { disk_.release_staging(); });
+  try {
+    disk_.release_staging();
+  } catch (const std::exception& error) {
+    log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
+  }
+  if (const std::size_t left = parking_.size(); left > 0) {
+    log(LogLevel::kWarning, "engine teardown could not give back " + std::to_string(left) +
+                                " resources; they are leaked");
+  }
 }
 
 // ---- allocate / free -----------------------------------------------------
@@ -157,9 +149,10 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
   const std::size_t size = round_up(request.size, granularity);
   check_headroom(device, size, "allocation");
 
-  VaReservation reservation(driver_, parking_, size, granularity);
-  PhysicalMemory physical(driver_, parking_, device, size);
-  Mapping mapping(driver_, parking_, reservation.va(), size, physical.handle(), device);
+  VaReservation reservation = VaReservation::reserve(driver_, parking_, size, granularity);
+  PhysicalMemory physical = PhysicalMemory::create(driver_, parking_, device, size);
+  Mapping mapping =
+      Mapping::map(driver_, parking_, reservation.va(), size, physical.handle(), device);
 
   auto allocation = std::make_unique<Allocation>();
   allocation->base = reservation.va();
@@ -174,7 +167,7 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
   registry_.insert(std::move(allocation));
   mapping.release();
   physical.release();
-  return reservation.release();
+  return reservation.release().va;
 }
 
 void Engine::free(DevicePtr ptr) {
@@ -211,8 +204,7 @@ void Engine::free(DevicePtr ptr) {
     owned = registry_.remove(ptr);
   }
   idle_.notify_all();
-  if (owned->state != AllocationState::kPaused) parking_.release_or_park(owned->handle);
-  parking_.free_reservation_or_park(owned->base, owned->size);
+  adopt_device_resources(parking_, *owned, /*mapped=*/false).give_back();
   owned->backup.reset();
   if (!owned->disk_file.empty()) parking_.remove_or_park(std::move(owned->disk_file));
 }
@@ -314,29 +306,35 @@ void Engine::pause(const std::optional<std::string>& tag) {
   }
   if (!dir.empty()) clock.lap("disk backup");
 
-  // 3. Unmap. If one fails, map the ones already unmapped again: their
-  //    physical memory is still alive, so their contents come back intact.
-  std::size_t unmapped = 0;
+  // 3. Unmap, the mirror of resume's mapping: each Unmapping maps its range
+  //    back unless the pause commits (the physical memory is still alive,
+  //    so the contents come back intact), and marks the record broken when
+  //    even that fails.
+  std::size_t broken = 0;
+  const MapBackOrBreak map_back{&driver_, &mutex_, &broken};
+  std::vector<Unmapping> unmappings;
+  unmappings.reserve(claimed.size());
   try {
-    for (; unmapped < claimed.size(); ++unmapped) {
-      driver_.unmap(claimed[unmapped]->base, claimed[unmapped]->size);
+    for (Allocation* allocation : claimed) {
+      unmappings.push_back(Unmapping::unmap(*allocation, map_back));
     }
   } catch (const Error& error) {
-    const std::size_t broken = map_again_after_failed_pause(claimed, unmapped);
+    for (Unmapping& unmapping : unmappings) unmapping.reset();  // now: the error counts them
     if (broken == 0) throw;
     // The pause did not leave everything active: say so in its error.
     throw Error(error.status(),
                 std::string(error.what()) + "; then " + std::to_string(broken) +
                     " allocations could not be mapped again and are unusable (their contents "
                     "are kept): the next operation retries; free them to give their memory back");
-  } catch (...) {
-    map_again_after_failed_pause(claimed, unmapped);
-    throw;
   }
   clock.lap("unmap");
 
-  // 4. Commit: release the physical memory and publish the new state.
-  for (Allocation* allocation : claimed) parking_.release_or_park(allocation->handle);
+  // 4. Commit: the unmaps stand, the physical memory goes back (parked if
+  //    the driver refuses), and the new state is published.
+  for (Unmapping& unmapping : unmappings) unmapping.release();
+  for (Allocation* allocation : claimed) {
+    PhysicalMemory::adopt(parking_, allocation->handle).reset();
+  }
   clock.lap("release");
   {
     std::lock_guard lock(mutex_);
@@ -728,33 +726,6 @@ void Engine::record_transition(const std::vector<Allocation*>& allocations, bool
 void Engine::retry_parked() {
   host_memory_.retry_failed();
   parking_.retry();
-}
-
-std::size_t Engine::map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
-                                                 std::size_t unmapped) noexcept {
-  // Their physical memory is still alive, so mapping it again brings the
-  // contents back intact. What cannot be mapped again is marked broken
-  // rather than left "active" over an unusable range.
-  std::size_t broken = 0;
-  for (std::size_t i = 0; i < unmapped; ++i) {
-    Allocation& allocation = *claimed[i];
-    bool mapped = false;
-    try {
-      driver_.map(allocation.base, allocation.size, allocation.handle);
-      mapped = true;
-      driver_.set_access(allocation.base, allocation.size, allocation.device);
-      continue;
-    } catch (const std::exception& error) {
-      log(LogLevel::kError, "pause rollback could not map the allocation at " +
-                                hex_address(allocation.base) + " again; it is unusable " +
-                                "until a later operation maps it: " + error.what());
-    }
-    std::lock_guard lock(mutex_);
-    allocation.state = AllocationState::kBroken;
-    allocation.range_mapped = mapped;
-    ++broken;
-  }
-  return broken;
 }
 
 void Engine::repair_broken() noexcept {

@@ -67,7 +67,7 @@ namespace tms {
 struct EngineOptions {
   HostMemoryOptions host;
   CopyPipelineOptions copies;
-  DiskBackupOptions disk;        ///< chunk_bytes from TMS_DISK_BACKUP_CHUNK_MB
+  DiskBackupOptions disk;        ///< from TMS_DISK_BACKUP_CHUNK_MB, _WRITE_DEPTH, _READ_DEPTH
   ResumePipelineOptions resume;  ///< batches in which resume maps while it copies
   /// File operations of disk backup; nullptr: the real ones (posix_file_io).
   /// Must outlive the engine.
@@ -79,7 +79,9 @@ class Engine {
   explicit Engine(Driver& driver, EngineOptions options = {});
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
-  /// Frees every allocation, backup, backup file and stream it still holds.
+  /// Frees every allocation, backup, backup file and stream it still holds,
+  /// through their owners: what the driver refuses is parked and retried
+  /// once, and what is still left is logged. Never throws.
   ~Engine();
 
   [[nodiscard]] Driver& driver() const { return driver_; }
@@ -182,10 +184,6 @@ class Engine {
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
-  /// Maps claimed[0, unmapped) again after a failed unmap in pause; marks
-  /// those it cannot map kBroken and returns how many.
-  std::size_t map_again_after_failed_pause(const std::vector<Allocation*>& claimed,
-                                           std::size_t unmapped) noexcept;
   /// Tries to map every kBroken allocation again; those that succeed are
   /// active again with their contents. Only with transition_mutex_ held:
   /// a repair marks its records busy, and a pause or resume running beside

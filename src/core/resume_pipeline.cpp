@@ -24,7 +24,8 @@ void ResumePipeline::map_and_restore(const std::vector<Item>& items) {
     }
     for (std::size_t i = begin; i < end; ++i) {
       try {
-        physical_.emplace_back(driver_, parking_, items[i].device, items[i].size);
+        physical_.push_back(
+            PhysicalMemory::create(driver_, parking_, items[i].device, items[i].size));
       } catch (const OutOfMemory&) {
         failed_create_ = i;
         throw;
@@ -33,8 +34,8 @@ void ResumePipeline::map_and_restore(const std::vector<Item>& items) {
     restores.clear();
     for (std::size_t i = begin; i < end; ++i) {
       const Item& item = items[i];
-      mappings_.emplace_back(driver_, parking_, item.base, item.size, physical_[i].handle(),
-                             item.device);
+      mappings_.push_back(Mapping::map(driver_, parking_, item.base, item.size,
+                                       physical_[i].handle(), item.device));
       if (item.backup != nullptr) {
         restores.push_back(
             {item.device, item.base, item.backup->data(), item.restore_bytes, item.backup});

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <string_view>
+#include <type_traits>
 
 namespace tms {
 namespace {
@@ -29,7 +30,14 @@ void append_json_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
-void append_number(std::string& out, double value) {
+// One JSON value per field type of TMS_TAG_DEVICE_STATS_FIELDS.
+void append_value(std::string& out, const std::string& text) { append_json_string(out, text); }
+
+template <typename Integer>
+requires std::is_integral_v<Integer>
+void append_value(std::string& out, Integer value) { out += std::to_string(value); }
+
+void append_value(std::string& out, double value) {
   // 17 significant digits: Unix times keep their microseconds.
   char text[40];
   std::snprintf(text, sizeof(text), "%.17g", value);
@@ -47,25 +55,14 @@ std::string stats_to_json(const EngineStats& stats, std::string_view driver_name
   for (const TagDeviceStats& entry : stats.entries) {
     if (!first) out += ", ";
     first = false;
-    out += "{\"tag\": ";
-    append_json_string(out, entry.tag);
-    out += ", \"device\": " + std::to_string(entry.device);
-    out += ", \"allocations\": " + std::to_string(entry.allocations);
-    out += ", \"active_bytes\": " + std::to_string(entry.active_bytes);
-    out += ", \"paused_bytes\": " + std::to_string(entry.paused_bytes);
-    out += ", \"broken_bytes\": " + std::to_string(entry.broken_bytes);
-    out += ", \"backup_bytes\": " + std::to_string(entry.backup_bytes);
-    out += ", \"disk_backup_bytes\": " + std::to_string(entry.disk_backup_bytes);
-    out += ", \"pause_count\": " + std::to_string(entry.pause_count);
-    out += ", \"resume_count\": " + std::to_string(entry.resume_count);
-    out += ", \"last_pause_seconds\": ";
-    append_number(out, entry.last_pause_seconds);
-    out += ", \"last_resume_seconds\": ";
-    append_number(out, entry.last_resume_seconds);
-    out += ", \"last_pause_unix\": ";
-    append_number(out, entry.last_pause_unix);
-    out += ", \"last_resume_unix\": ";
-    append_number(out, entry.last_resume_unix);
+    const char* separator = "{";
+#define TMS_STATS_FIELD_JSON(type, name) \
+  out += separator;                      \
+  out += "\"" #name "\": ";              \
+  append_value(out, entry.name);         \
+  separator = ", ";
+    TMS_TAG_DEVICE_STATS_FIELDS(TMS_STATS_FIELD_JSON)
+#undef TMS_STATS_FIELD_JSON
     out += "}";
   }
   out += "]}";

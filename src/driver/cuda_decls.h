@@ -54,7 +54,6 @@ typedef enum CUdriverProcAddressQueryResult_enum {
   CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT = 2,
 } CUdriverProcAddressQueryResult;
 
-#define CU_MEMHOSTALLOC_PORTABLE 0x01
 #define CU_MEMHOSTREGISTER_PORTABLE 0x01
 
 typedef enum CUmemAllocationHandleType_enum {
@@ -128,9 +127,6 @@ typedef CUresult(CUDAAPI* PFN_cuMemUnmap_v10020)(CUdeviceptr_v2 ptr, __SIZE_TYPE
 typedef CUresult(CUDAAPI* PFN_cuMemSetAccess_v10020)(CUdeviceptr_v2 ptr, __SIZE_TYPE__ size,
                                                      const CUmemAccessDesc_v1* desc,
                                                      __SIZE_TYPE__ count);
-typedef CUresult(CUDAAPI* PFN_cuMemHostAlloc_v2020)(void** pp, __SIZE_TYPE__ bytesize,
-                                                    unsigned int Flags);
-typedef CUresult(CUDAAPI* PFN_cuMemFreeHost_v2000)(void* p);
 typedef CUresult(CUDAAPI* PFN_cuMemHostRegister_v6050)(void* p, __SIZE_TYPE__ bytesize,
                                                        unsigned int Flags);
 typedef CUresult(CUDAAPI* PFN_cuMemHostUnregister_v4000)(void* p);

@@ -1,3 +1,7 @@
+// CudaDriver (cuda_driver.h). About 600 lines: every call of the Driver seam on
+// the CUDA driver API, with what they all share (the entry-point table loaded
+// from libcuda, the error translation and the context guard), which would
+// otherwise have to be exported to several files.
 #include "driver/cuda_driver.h"
 
 #include <dlfcn.h>
@@ -5,7 +9,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -17,6 +20,7 @@
 #include "backup/codec/codec_ptx.h"
 #include "backup/codec/format.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "driver/cuda_symbols.h"
 
 namespace tms {
@@ -34,12 +38,6 @@ struct CudaApi {
   TMS_CUDA_SYMBOLS(TMS_CUDA_MEMBER)
 #undef TMS_CUDA_MEMBER
 };
-
-std::string hex(std::uintptr_t value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "0x%" PRIxPTR, value);
-  return text;
-}
 
 std::string dl_error() {
   const char* message = dlerror();
@@ -74,7 +72,7 @@ std::string result_name(const CudaApi& api, CUresult result) {
 std::string on_device(int device) { return "device " + std::to_string(device); }
 
 std::string range(std::uintptr_t va, std::size_t size) {
-  return "va " + hex(va) + ", size " + describe_bytes(size);
+  return "va " + hex_address(va) + ", size " + describe_bytes(size);
 }
 
 // MemAvailable from /proc/meminfo: what a host allocation can still get
@@ -448,14 +446,14 @@ PhysicalHandle CudaDriver::create_physical(int device, std::size_t size) {
 void CudaDriver::release_physical(PhysicalHandle handle) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemRelease, "handle " + hex(handle),
+  TMS_CU_TRY(cu, cuMemRelease, "handle " + hex_address(handle),
              static_cast<CUmemGenericAllocationHandle>(handle));
 }
 
 void CudaDriver::map(DevicePtr va, std::size_t size, PhysicalHandle handle) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemMap, range(va, size) + ", handle " + hex(handle),
+  TMS_CU_TRY(cu, cuMemMap, range(va, size) + ", handle " + hex_address(handle),
              static_cast<CUdeviceptr>(va), size, 0,
              static_cast<CUmemGenericAllocationHandle>(handle), 0);
 }
@@ -477,57 +475,33 @@ void CudaDriver::set_access(DevicePtr va, std::size_t size, int device) {
              static_cast<CUdeviceptr>(va), size, &access, 1);
 }
 
-void* CudaDriver::host_alloc(std::size_t size, HostMemoryKind kind) {
+void* CudaDriver::host_alloc(std::size_t size) {
   if (size == 0) throw InvalidArgument("host_alloc: size must not be 0");
-  if (kind == HostMemoryKind::kMmap) {
-    // Plain anonymous memory needs no driver: it is page-locked later, if at
-    // all, through host_register.
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ptr == MAP_FAILED) {
-      const int error = errno;
-      const std::size_t available = host_available_bytes();
-      throw OutOfMemory("mmap",
-                        std::string("mmap of host backup memory failed: ") + std::strerror(error) +
-                            "; needed " + describe_bytes(size) + ", available " +
-                            describe_bytes(available),
-                        size, available);
-    }
-    // Huge pages make the later copies and cuMemHostRegister much faster;
-    // without THP support the memory still works, so failure is ignored.
-    (void)madvise(ptr, size, MADV_HUGEPAGE);
-    return ptr;
-  }
-  const CudaApi& cu = state_->api();
-  ScopedContext guard(cu, state_->any_context());
-  void* ptr = nullptr;
-  const CUresult result = cu.cuMemHostAlloc_(&ptr, size, CU_MEMHOSTALLOC_PORTABLE);
-  if (result == CUDA_ERROR_OUT_OF_MEMORY) {
+  // Plain anonymous memory needs no driver: it is page-locked later, in
+  // chunks, through host_register (cuMemHostAlloc would cost ~4 s per 8 GiB).
+  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ptr == MAP_FAILED) {
+    const int error = errno;
     const std::size_t available = host_available_bytes();
-    throw OutOfMemory("cuMemHostAlloc",
-                      "cuMemHostAlloc failed with CUDA_ERROR_OUT_OF_MEMORY: pinned host memory "
-                      "needed " +
-                          describe_bytes(size) + ", available " + describe_bytes(available),
+    throw OutOfMemory("mmap",
+                      std::string("mmap of host backup memory failed: ") + std::strerror(error) +
+                          "; needed " + describe_bytes(size) + ", available " +
+                          describe_bytes(available),
                       size, available);
   }
-  if (result != CUDA_SUCCESS) {
-    throw_cuda_error(cu, "cuMemHostAlloc", result, "size " + describe_bytes(size));
-  }
+  // Huge pages make the later copies and cuMemHostRegister much faster;
+  // without THP support the memory still works, so failure is ignored.
+  (void)madvise(ptr, size, MADV_HUGEPAGE);
   return ptr;
 }
 
-void CudaDriver::host_free(void* ptr, std::size_t size, HostMemoryKind kind) {
+void CudaDriver::host_free(void* ptr, std::size_t size) {
   if (ptr == nullptr) return;
-  if (kind == HostMemoryKind::kMmap) {
-    if (munmap(ptr, size) != 0) {
-      const int error = errno;
-      throw DriverError("munmap", std::strerror(error),
-                        range(reinterpret_cast<std::uintptr_t>(ptr), size));
-    }
-    return;
+  if (munmap(ptr, size) != 0) {
+    const int error = errno;
+    throw DriverError("munmap", std::strerror(error),
+                      range(reinterpret_cast<std::uintptr_t>(ptr), size));
   }
-  const CudaApi& cu = state_->api();
-  ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemFreeHost, "host " + range(reinterpret_cast<std::uintptr_t>(ptr), size), ptr);
 }
 
 void CudaDriver::host_register(void* ptr, std::size_t size) {
@@ -540,8 +514,8 @@ void CudaDriver::host_register(void* ptr, std::size_t size) {
 void CudaDriver::host_unregister(void* ptr) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
-  TMS_CU_TRY(cu, cuMemHostUnregister, "host ptr " + hex(reinterpret_cast<std::uintptr_t>(ptr)),
-             ptr);
+  TMS_CU_TRY(cu, cuMemHostUnregister,
+             "host ptr " + hex_address(reinterpret_cast<std::uintptr_t>(ptr)), ptr);
 }
 
 StreamHandle CudaDriver::create_stream(int device) {
@@ -564,7 +538,7 @@ void CudaDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::s
   ScopedContext guard(cu, state_->primary_context(device));
   TMS_CU_TRY(cu, cuMemcpyDtoHAsync,
              on_device(device) + ", " + range(src, size) + " -> host " +
-                 hex(reinterpret_cast<std::uintptr_t>(dst)),
+                 hex_address(reinterpret_cast<std::uintptr_t>(dst)),
              dst, static_cast<CUdeviceptr>(src), size, to_stream(stream));
 }
 
@@ -573,8 +547,8 @@ void CudaDriver::copy_to_device_async(int device, DevicePtr dst, const void* src
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->primary_context(device));
   TMS_CU_TRY(cu, cuMemcpyHtoDAsync,
-             on_device(device) + ", host " + hex(reinterpret_cast<std::uintptr_t>(src)) + " -> " +
-                 range(dst, size),
+             on_device(device) + ", host " + hex_address(reinterpret_cast<std::uintptr_t>(src)) +
+                 " -> " + range(dst, size),
              static_cast<CUdeviceptr>(dst), src, size, to_stream(stream));
 }
 

@@ -53,8 +53,8 @@ class CudaDriver final : public Driver {
   void unmap(DevicePtr va, std::size_t size) override;
   void set_access(DevicePtr va, std::size_t size, int device) override;
 
-  void* host_alloc(std::size_t size, HostMemoryKind kind) override;
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override;
+  void* host_alloc(std::size_t size) override;
+  void host_free(void* ptr, std::size_t size) override;
   void host_register(void* ptr, std::size_t size) override;
   void host_unregister(void* ptr) override;
 

@@ -45,8 +45,6 @@
   _(cuMemMap, 10020)                      \
   _(cuMemUnmap, 10020)                    \
   _(cuMemSetAccess, 10020)                \
-  _(cuMemHostAlloc, 2020)                 \
-  _(cuMemFreeHost, 2000)                  \
   _(cuMemHostRegister, 6050)              \
   _(cuMemHostUnregister, 4000)            \
   _(cuStreamCreate, 2000)                 \

@@ -23,12 +23,6 @@ using PhysicalHandle = std::uint64_t;
 /// Opaque stream handle (CUstream); nullptr is the legacy default stream.
 using StreamHandle = void*;
 
-/// Where host backup memory comes from.
-enum class HostMemoryKind {
-  kPinned,  ///< page-locked memory from the driver (fast copies, slow to allocate)
-  kMmap,    ///< anonymous mmap (returned to the OS on free)
-};
-
 struct DeviceMemoryInfo {
   std::size_t free_bytes = 0;
   std::size_t total_bytes = 0;
@@ -75,12 +69,14 @@ class Driver {
   virtual void set_access(DevicePtr va, std::size_t size, int device) = 0;
 
   // --- host memory for backups ----------------------------------------------
-  /// Allocates host memory of the given kind. Throws OutOfMemory.
-  virtual void* host_alloc(std::size_t size, HostMemoryKind kind) = 0;
-  /// Gives host memory back. kMmap memory may also be given back in
-  /// page-aligned pieces, as munmap allows (HostMemory frees a block chunk by
-  /// chunk as each chunk is unregistered).
-  virtual void host_free(void* ptr, std::size_t size, HostMemoryKind kind) = 0;
+  /// Allocates `size` bytes of anonymous host memory, readable and writable,
+  /// for backups (page-locked later, in chunks, through host_register).
+  /// Throws OutOfMemory.
+  virtual void* host_alloc(std::size_t size) = 0;
+  /// Gives host memory back: all of an allocation, or a page-aligned piece
+  /// of one, as munmap allows (HostMemory frees a block chunk by chunk as
+  /// each chunk is unregistered).
+  virtual void host_free(void* ptr, std::size_t size) = 0;
   /// Page-locks existing host memory so copies to/from it run at full speed.
   virtual void host_register(void* ptr, std::size_t size) = 0;
   virtual void host_unregister(void* ptr) = 0;

@@ -11,31 +11,14 @@
 
 #include "backup/codec/cpu_codec.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
-constexpr std::string_view kCallNames[] = {
-    "reserve",
-    "free_reservation",
-    "create_physical",
-    "release_physical",
-    "map",
-    "unmap",
-    "set_access",
-    "host_alloc",
-    "host_free",
-    "host_register",
-    "host_unregister",
-    "copy_to_host",
-    "copy_to_device",
-    "synchronize",
-    "create_stream",
-    "destroy_stream",
-    "synchronize_stream",
-    "capture_underway",
-    "codec",
-};
+#define TMS_SIM_CALL_NAME(enumerator, name) name,
+constexpr std::string_view kCallNames[] = {TMS_SIM_CALLS(TMS_SIM_CALL_NAME)};
+#undef TMS_SIM_CALL_NAME
 static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
 // Each thread has its own current device, as with the CUDA runtime.
@@ -159,7 +142,7 @@ DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
   if (raw == MAP_FAILED)
     throw DriverError("sim.reserve", "CUDA_ERROR_OUT_OF_MEMORY", errno_text("mmap"));
   const auto begin = reinterpret_cast<std::uintptr_t>(raw);
-  const std::uintptr_t aligned = (begin + align - 1) / align * align;
+  const std::uintptr_t aligned = round_up(begin, align);
   if (aligned > begin) munmap(raw, aligned - begin);
   const std::uintptr_t end = begin + span;
   if (end > aligned + size) munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);
@@ -273,7 +256,7 @@ void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
   accessible_[va] = size;
 }
 
-void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
+void* SimDriver::host_alloc(std::size_t size) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kHostAlloc);
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -284,10 +267,10 @@ void* SimDriver::host_alloc(std::size_t size, HostMemoryKind /*kind*/) {
   return ptr;
 }
 
-void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind kind) {
+void SimDriver::host_free(void* ptr, std::size_t size) {
   std::lock_guard lock(mutex_);
   enter(SimCall::kHostFree);
-  // The allocation holding [ptr, ptr + size): all of it, or (kMmap, as munmap
+  // The allocation holding [ptr, ptr + size): all of it, or (as munmap
   // allows) a page-aligned piece of it.
   const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
   auto it = host_allocations_.upper_bound(ptr);
@@ -298,8 +281,8 @@ void SimDriver::host_free(void* ptr, std::size_t size, HostMemoryKind kind) {
   const auto start = reinterpret_cast<std::uintptr_t>(it->first);
   const std::size_t length = it->second;
   const bool whole = begin == start && size == length;
-  const bool piece = kind == HostMemoryKind::kMmap && size > 0 && begin >= start &&
-                     begin - start < length && size <= length - (begin - start) &&
+  const bool piece = size > 0 && begin >= start && begin - start < length &&
+                     size <= length - (begin - start) &&
                      begin % static_cast<std::uintptr_t>(getpagesize()) == 0 &&
                      size % static_cast<std::size_t>(getpagesize()) == 0;
   if (!whole && !piece) {
@@ -409,6 +392,11 @@ std::size_t SimDriver::physical_bytes(int device) const {
   std::lock_guard lock(mutex_);
   check_device(device, "physical_bytes");
   return physical_bytes_[static_cast<std::size_t>(device)];
+}
+
+std::vector<std::size_t> SimDriver::physical_bytes_per_device() const {
+  std::lock_guard lock(mutex_);
+  return physical_bytes_;
 }
 
 std::size_t SimDriver::reserved_bytes() const {

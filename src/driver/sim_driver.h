@@ -24,29 +24,34 @@
 
 namespace tms {
 
-/// Each Driver method that can be made to fail.
-enum class SimCall {
-  kReserve,
-  kFreeReservation,
-  kCreatePhysical,
-  kReleasePhysical,
-  kMap,
-  kUnmap,
-  kSetAccess,
-  kHostAlloc,
-  kHostFree,
-  kHostRegister,
-  kHostUnregister,
-  kCopyToHost,
-  kCopyToDevice,
-  kSynchronize,
-  kCreateStream,
-  kDestroyStream,
-  kSynchronizeStream,
-  kCaptureUnderway,
-  kCodec,  ///< codec_measure/encode/decode_async
-  kCount,
-};
+/// Each Driver method that can be made to fail, written once as (enumerator,
+/// name): SimCall, sim_call_name() and parse_sim_call() are made from this
+/// list. tms.h lists the names for tms_sim_fail_call (sim_driver_test checks
+/// that it names every one, in this order).
+#define TMS_SIM_CALLS(X)                      \
+  X(kReserve, "reserve")                      \
+  X(kFreeReservation, "free_reservation")     \
+  X(kCreatePhysical, "create_physical")       \
+  X(kReleasePhysical, "release_physical")     \
+  X(kMap, "map")                              \
+  X(kUnmap, "unmap")                          \
+  X(kSetAccess, "set_access")                 \
+  X(kHostAlloc, "host_alloc")                 \
+  X(kHostFree, "host_free")                   \
+  X(kHostRegister, "host_register")           \
+  X(kHostUnregister, "host_unregister")       \
+  X(kCopyToHost, "copy_to_host")              \
+  X(kCopyToDevice, "copy_to_device")          \
+  X(kSynchronize, "synchronize")              \
+  X(kCreateStream, "create_stream")           \
+  X(kDestroyStream, "destroy_stream")         \
+  X(kSynchronizeStream, "synchronize_stream") \
+  X(kCaptureUnderway, "capture_underway")     \
+  X(kCodec, "codec") /* codec_measure/encode/decode_async */
+
+#define TMS_SIM_CALL_ENUMERATOR(enumerator, name) enumerator,
+enum class SimCall { TMS_SIM_CALLS(TMS_SIM_CALL_ENUMERATOR) kCount };
+#undef TMS_SIM_CALL_ENUMERATOR
 
 /// "create_physical" for SimCall::kCreatePhysical, and so on.
 std::string_view sim_call_name(SimCall call);
@@ -81,8 +86,8 @@ class SimDriver final : public Driver {
   void map(DevicePtr va, std::size_t size, PhysicalHandle handle) override;
   void unmap(DevicePtr va, std::size_t size) override;
   void set_access(DevicePtr va, std::size_t size, int device) override;
-  void* host_alloc(std::size_t size, HostMemoryKind kind) override;
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override;
+  void* host_alloc(std::size_t size) override;
+  void host_free(void* ptr, std::size_t size) override;
   void host_register(void* ptr, std::size_t size) override;
   void host_unregister(void* ptr) override;
   StreamHandle create_stream(int device) override;
@@ -117,7 +122,9 @@ class SimDriver final : public Driver {
 
   // --- accounting ---------------------------------------------------------------
   [[nodiscard]] std::size_t physical_bytes(int device) const;  // created, not released
-  [[nodiscard]] std::size_t reserved_bytes() const;            // VA reserved
+  /// physical_bytes() of every device, in device order.
+  [[nodiscard]] std::vector<std::size_t> physical_bytes_per_device() const;
+  [[nodiscard]] std::size_t reserved_bytes() const;  // VA reserved
   [[nodiscard]] std::size_t mapped_bytes() const;
   /// Mapped bytes the device may read and write (set_access done): what a
   /// kernel could touch without faulting.

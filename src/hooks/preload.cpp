@@ -30,8 +30,13 @@ Fn next_symbol(const char* name) {
   return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
 }
 
+// The runtime's answer for each tms_status. The switch names every status of
+// TMS_STATUS_LIST (tms.h) and has no default, so the compiler flags a new
+// status (-Wswitch, an error under TMS_WERROR as CI builds) until it is
+// given its cudaError_t here.
 int to_cuda_error(int status) {
-  switch (status) {
+  if (status < 0 || status >= tms_status_count()) return kCudaErrorUnknown;
+  switch (static_cast<tms_status>(status)) {
     case TMS_OK:
       return kCudaSuccess;
     case TMS_ERROR_OUT_OF_MEMORY:
@@ -40,9 +45,14 @@ int to_cuda_error(int status) {
       return kCudaErrorInvalidValue;
     case TMS_ERROR_INVALID_STATE:  // e.g. in a fork()ed child: the runtime's answer there
       return kCudaErrorInitializationError;
-    default:
+    case TMS_ERROR_DRIVER:
+    case TMS_ERROR_DRIVER_UNAVAILABLE:
+    case TMS_ERROR_IO:
+    case TMS_ERROR_CONFIG:
+    case TMS_ERROR_INTERNAL:
       return kCudaErrorUnknown;
   }
+  return kCudaErrorUnknown;
 }
 
 }  // namespace

@@ -20,10 +20,7 @@ namespace {
 using testing::kMiB;
 
 TEST(BackupConcurrency, PreparationPoolBackgroundReleaseAndDiskUnderThreads) {
-  SimDriverOptions sim_options;
-  sim_options.device_count = 2;
-  sim_options.capacity_bytes = 256 * kMiB;
-  SimDriver sim(sim_options);
+  SimDriver sim({.device_count = 2, .capacity_bytes = 256 * kMiB});
   testing::TempDir dir;
 
   EngineOptions options;
@@ -38,14 +35,10 @@ TEST(BackupConcurrency, PreparationPoolBackgroundReleaseAndDiskUnderThreads) {
   engine->set_disk_backup_dir(dir.path());
 
   auto request = [](std::size_t size, int device, const char* tag, bool disk, bool mmap) {
-    AllocationRequest r;
-    r.size = size;
-    r.device = device;
-    r.tag = tag;
-    r.policy.cpu_backup = !disk;
-    r.policy.disk_backup = disk;
-    r.policy.host_kind = mmap ? HostMemoryKind::kMmap : HostMemoryKind::kPinned;
-    return r;
+    return testing::request(size, device, tag,
+                            {.cpu_backup = !disk,
+                             .host_kind = mmap ? HostMemoryKind::kMmap : HostMemoryKind::kPinned,
+                             .disk_backup = disk});
   };
 
   std::vector<DevicePtr> cycled;

@@ -1,8 +1,11 @@
-# Fails unless LIBRARY has no NEEDED entry for libcuda/libcudart, exports
-# exactly the functions marked TMS_API (cmake/exports.cmake: the C ABI and the
-# cudaMalloc/cudaFree interposers), and unless the library's own sources
-# (SOURCE_DIR/src) call none of the functions that end the process. (The binary itself may import abort: libstdc++'s inline
-# assertion paths reference it on some toolchains, e.g. g++ 13.)
+# Fails unless LIBRARY, the shipped library built from target TARGET, has no
+# NEEDED entry for libcuda/libcudart, exports exactly the functions its
+# sources mark TMS_API (cmake/exports.cmake: for torch_memory_saver the C ABI
+# and the cudaMalloc/cudaFree interposers), and contains none of the tests'
+# doubles; and unless the library's own sources (SOURCE_DIR/src) call none of
+# the functions that end the process. (The binary itself may import abort:
+# libstdc++'s inline assertion paths reference it on some toolchains, e.g.
+# g++ 13.)
 execute_process(COMMAND readelf -d ${LIBRARY} OUTPUT_VARIABLE dynamic RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "readelf -d failed on ${LIBRARY}")
@@ -11,7 +14,7 @@ if(dynamic MATCHES "NEEDED[^\n]*libcuda")
   message(FATAL_ERROR "${LIBRARY} links against the CUDA driver or runtime:\n${dynamic}")
 endif()
 include(${SOURCE_DIR}/cmake/exports.cmake)
-tms_exported_names(${SOURCE_DIR} expected)
+tms_exported_names(${SOURCE_DIR} ${TARGET} expected)
 execute_process(COMMAND readelf --dyn-syms --wide ${LIBRARY} OUTPUT_VARIABLE symbols RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "readelf --dyn-syms failed on ${LIBRARY}")
@@ -37,6 +40,15 @@ if(NOT exported STREQUAL expected)
 endif()
 list(LENGTH exported count)
 
+# Test doubles (tests/cpp) are built into the tests only. Their names would
+# show in the symbol table or debug information of a library built with them.
+foreach(double FaultyFileIo)
+  file(STRINGS ${LIBRARY} hits REGEX "${double}" LIMIT_COUNT 1)
+  if(hits)
+    message(FATAL_ERROR "${LIBRARY} contains the test double ${double}")
+  endif()
+endforeach()
+
 file(GLOB_RECURSE sources ${SOURCE_DIR}/src/*.cpp ${SOURCE_DIR}/src/*.h)
 foreach(source ${sources})
   file(STRINGS ${source} lines REGEX "(^|[^a-z_.>:])(std::)?(abort|exit|quick_exit|_exit|_Exit|terminate)[ ]*\\(")
@@ -47,4 +59,4 @@ foreach(source ${sources})
   endforeach()
 endforeach()
 message(STATUS "${LIBRARY}: no libcuda/libcudart NEEDED; exports exactly the ${count} TMS_API functions; "
-               "no exit/abort/terminate in src/")
+               "no test doubles; no exit/abort/terminate in src/")

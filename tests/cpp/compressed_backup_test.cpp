@@ -29,12 +29,7 @@ struct Contents {
 /// devices (one spans two batches), incompressible data with compression
 /// asked for, and a plain host backup.
 struct CompressedWorld {
-  SimDriver sim{[] {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 256 * kMiB;
-    return options;
-  }()};
+  SimDriver sim{{.device_count = 2, .capacity_bytes = 256 * kMiB}};
   std::unique_ptr<Engine> engine = [this] {
     EngineOptions options;
     options.host.register_chunk_bytes = kMiB;  // copies split at registered chunks
@@ -66,13 +61,8 @@ struct CompressedWorld {
   }
 
   void add(std::size_t size, int device, bool compress, const std::vector<std::uint8_t>& data) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = "weights";
-    request.policy.cpu_backup = true;
-    request.policy.compress = compress;
-    const DevicePtr ptr = engine->allocate(request);
+    const DevicePtr ptr = engine->allocate(
+        testing::request(size, device, "weights", {.cpu_backup = true, .compress = compress}));
     std::memcpy(reinterpret_cast<void*>(ptr), data.data(), size);
     tracked.push_back({ptr, std::vector<std::uint8_t>(
                                 data.begin(), data.begin() + static_cast<std::ptrdiff_t>(size))});

@@ -3,9 +3,9 @@
 // declares the same types, constants, layouts and entry-point signatures as
 // cuda.h and cudaTypedefs.h. A mismatch fails the build of this test.
 //
-// The two macros both headers define (CU_MEMHOSTALLOC_PORTABLE,
-// CU_MEMHOSTREGISTER_PORTABLE) are checked by the preprocessor: redefining a
-// macro with a different value is a warning, an error under -Werror.
+// The macro both headers define (CU_MEMHOSTREGISTER_PORTABLE) is checked by
+// the preprocessor: redefining a macro with a different value is a warning,
+// an error under -Werror.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 

@@ -49,7 +49,8 @@ TEST(CudaDriverTest, MissingLibraryThrowsDriverUnavailableNamingThePath) {
   EXPECT_THROW(driver.granularity(0), DriverUnavailable);
   EXPECT_THROW(driver.current_device(), DriverUnavailable);
   EXPECT_THROW(driver.reserve(2 << 20, 2 << 20), DriverUnavailable);
-  EXPECT_THROW(driver.host_alloc(4096, HostMemoryKind::kPinned), DriverUnavailable);
+  std::vector<char> host(4096);
+  EXPECT_THROW(driver.host_register(host.data(), host.size()), DriverUnavailable);
 }
 
 TEST(CudaDriverTest, ConcurrentFirstCallsAllSeeDriverUnavailable) {
@@ -82,15 +83,15 @@ TEST(CudaDriverTest, LibraryWithoutCuGetProcAddressIsUnavailable) {
   }
 }
 
-TEST(CudaDriverTest, MmapHostMemoryNeedsNoDriver) {
+TEST(CudaDriverTest, HostMemoryNeedsNoDriver) {
   CudaDriver driver(kMissingLibrary);
   constexpr std::size_t kSize = std::size_t{4} << 20;
-  void* ptr = driver.host_alloc(kSize, HostMemoryKind::kMmap);
+  void* ptr = driver.host_alloc(kSize);
   ASSERT_NE(ptr, nullptr);
   std::memset(ptr, 0x5a, kSize);
   EXPECT_EQ(static_cast<unsigned char*>(ptr)[kSize - 1], 0x5a);
-  driver.host_free(ptr, kSize, HostMemoryKind::kMmap);
-  EXPECT_THROW(driver.host_alloc(0, HostMemoryKind::kMmap), InvalidArgument);
+  driver.host_free(ptr, kSize);
+  EXPECT_THROW(driver.host_alloc(0), InvalidArgument);
 }
 
 TEST(CudaDriverTest, DefaultLibraryEitherCountsDevicesOrThrowsTypedError) {
@@ -116,26 +117,28 @@ class CudaDriverGpuTest : public ::testing::Test {
     if (count == 0) GTEST_SKIP() << "no CUDA device";
   }
 
-  // Maps fresh physical memory of `size` at `va`, writes `pattern` through a
-  // pinned buffer and reads it back through registered mmap memory.
+  // Maps fresh physical memory of `size` at `va`, writes `pattern` to it from
+  // one registered host buffer and reads it back into another.
   void write_and_check(DevicePtr va, std::size_t size, unsigned char seed) {
-    void* pinned = driver_.host_alloc(size, HostMemoryKind::kPinned);
-    void* pageable = driver_.host_alloc(size, HostMemoryKind::kMmap);
-    driver_.host_register(pageable, size);
-    auto* in = static_cast<unsigned char*>(pinned);
+    void* source = driver_.host_alloc(size);
+    void* target = driver_.host_alloc(size);
+    driver_.host_register(source, size);
+    driver_.host_register(target, size);
+    auto* in = static_cast<unsigned char*>(source);
     for (std::size_t i = 0; i < size; ++i) in[i] = static_cast<unsigned char>(i * 31 + seed);
-    std::memset(pageable, 0, size);
+    std::memset(target, 0, size);
 
     StreamHandle stream = driver_.create_stream(kDevice);
-    driver_.copy_to_device_async(kDevice, va, pinned, size, stream);
-    driver_.copy_to_host_async(kDevice, pageable, va, size, stream);
+    driver_.copy_to_device_async(kDevice, va, source, size, stream);
+    driver_.copy_to_host_async(kDevice, target, va, size, stream);
     driver_.synchronize_stream(kDevice, stream);
     driver_.destroy_stream(kDevice, stream);
-    EXPECT_EQ(std::memcmp(pinned, pageable, size), 0);
+    EXPECT_EQ(std::memcmp(source, target, size), 0);
 
-    driver_.host_unregister(pageable);
-    driver_.host_free(pageable, size, HostMemoryKind::kMmap);
-    driver_.host_free(pinned, size, HostMemoryKind::kPinned);
+    for (void* buffer : {source, target}) {
+      driver_.host_unregister(buffer);
+      driver_.host_free(buffer, size);
+    }
   }
 
   static constexpr int kDevice = 0;

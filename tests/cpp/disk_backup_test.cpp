@@ -3,14 +3,22 @@
 // allocations as they were.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +26,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
@@ -26,49 +35,167 @@ namespace {
 using testing::kMiB;
 
 constexpr std::size_t kChunk = kMiB;  // small, so allocations span several chunks
+constexpr std::size_t kWriteDepth = DiskBackupOptions{}.write_depth;
+constexpr std::size_t kReadDepth = DiskBackupOptions{}.read_depth;
+
+/// Passes every call on to `inner`, and watches the transfers (pwrite,
+/// pread): how many are in progress, and the most at once. hold(n) makes
+/// the next n transfers wait until all n are in progress together (for at
+/// most 10 s, so a pipeline that never gets there fails the test instead of
+/// hanging it), so that a failure can be injected while others are in flight.
+class TransferProbe final : public FileIo {
+ public:
+  explicit TransferProbe(FileIo& inner) : inner_(inner) {}
+
+  void hold(std::size_t transfers) {
+    std::lock_guard lock(mutex_);
+    group_ = transfers;
+    arrived_ = 0;
+    most_ = in_flight_;
+  }
+  [[nodiscard]] std::size_t most_in_flight() const {
+    std::lock_guard lock(mutex_);
+    return most_;
+  }
+  [[nodiscard]] std::size_t in_flight() const {
+    std::lock_guard lock(mutex_);
+    return in_flight_;
+  }
+
+  int open(int dir_fd, const char* path, int flags, mode_t mode) override {
+    return inner_.open(dir_fd, path, flags, mode);
+  }
+  int fstat(int fd, struct stat* info) override { return inner_.fstat(fd, info); }
+  ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override {
+    return transfer([&] { return inner_.pwrite(fd, buffer, count, offset); });
+  }
+  ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override {
+    return transfer([&] { return inner_.pread(fd, buffer, count, offset); });
+  }
+  int fallocate(int fd, off_t offset, off_t length) override {
+    return inner_.fallocate(fd, offset, length);
+  }
+  int sync_range(int fd, off_t offset, off_t length) override {
+    return inner_.sync_range(fd, offset, length);
+  }
+  int drop_cached(int fd, off_t offset, off_t length) override {
+    return inner_.drop_cached(fd, offset, length);
+  }
+  int close(int fd) override { return inner_.close(fd); }
+  int unlink(int dir_fd, const char* path) override { return inner_.unlink(dir_fd, path); }
+  int access(int dir_fd, const char* path, int mode) override {
+    return inner_.access(dir_fd, path, mode);
+  }
+  int mkdir(const char* path, mode_t mode) override { return inner_.mkdir(path, mode); }
+
+ private:
+  template <typename Call>
+  ssize_t transfer(Call call) {
+    {
+      std::unique_lock lock(mutex_);
+      most_ = std::max(most_, ++in_flight_);
+      if (arrived_ < group_) {
+        ++arrived_;
+        arrivals_.notify_all();
+        arrivals_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_ >= group_; });
+      }
+    }
+    const ssize_t result = call();
+    const int error = errno;
+    {
+      std::lock_guard lock(mutex_);
+      --in_flight_;
+    }
+    errno = error;
+    return result;
+  }
+
+  FileIo& inner_;
+  mutable std::mutex mutex_;
+  std::condition_variable arrivals_;
+  std::size_t group_ = 0;
+  std::size_t arrived_ = 0;
+  std::size_t in_flight_ = 0;
+  std::size_t most_ = 0;
+};
+
+/// Pages of `fd`'s file that are in the page cache.
+std::size_t cached_pages(int fd) {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || info.st_size == 0) return 0;
+  const auto size = static_cast<std::size_t>(info.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return SIZE_MAX;
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  const int result = ::mincore(map, size, resident.data());
+  ::munmap(map, size);
+  if (result != 0) return SIZE_MAX;
+  return static_cast<std::size_t>(
+      std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }));
+}
+
+/// Whether `dir` is on a filesystem whose files live in memory (tmpfs and
+/// ramfs: there the page cache is the file).
+bool in_memory_filesystem(const std::string& dir) {
+  struct statfs info {};
+  return ::statfs(dir.c_str(), &info) == 0 &&
+         (info.f_type == TMPFS_MAGIC || info.f_type == RAMFS_MAGIC);
+}
+
+/// Runs `operation`, which must throw IoError with `text` in its message.
+void expect_io_error(const std::function<void()>& operation, const std::string& text) {
+  try {
+    operation();
+    ADD_FAILURE() << "expected IoError";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();
+  }
+}
 
 class DiskBackupTest : public ::testing::Test {
  protected:
-  DiskBackupTest() : sim_(sim_options()) { make_engine(); }
+  DiskBackupTest() : sim_({.device_count = 2, .capacity_bytes = 64 * kMiB}) { make_engine(); }
 
-  static SimDriverOptions sim_options() {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 64 * kMiB;
-    return options;
-  }
-
-  void make_engine() {
+  void make_engine(DiskBackupOptions disk = {}) {
+    engine_.reset();
     EngineOptions options;
+    options.disk = disk;
     options.disk.chunk_bytes = kChunk;
-    options.file_io = &io_;
+    options.file_io = &probe_;
     engine_ = std::make_unique<Engine>(sim_, options);
     engine_->set_disk_backup_dir(dir_.path());
   }
 
   DevicePtr allocate(std::size_t size, const std::string& tag = "t", int device = 0,
                      bool disk = true, bool cpu = false) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = tag;
-    request.policy.disk_backup = disk;
-    request.policy.cpu_backup = cpu;
-    return engine_->allocate(request);
+    return engine_->allocate(
+        testing::request(size, device, tag, {.cpu_backup = cpu, .disk_backup = disk}));
   }
 
   [[nodiscard]] std::size_t open_files() const { return testing::backup_fds(dir_.path()).size(); }
 
   testing::TempDir dir_;
   FaultyFileIo io_;
+  TransferProbe probe_{io_};
   SimDriver sim_;
   std::unique_ptr<Engine> engine_;
 };
 
 TEST_F(DiskBackupTest, ContentsRoundTripExactlyForAnySize) {
-  // Sizes around the 4 KiB I/O alignment and the 1 MiB chunk, on two devices.
-  const std::vector<std::size_t> sizes = {
-      1, 4095, 4096, 4097, kChunk, kChunk + 1, 3 * kChunk + 123, kMiB / 3, 5 * kMiB - 1, 2 * kMiB};
+  // Sizes around the 4 KiB I/O alignment and the 1 MiB chunk, on two
+  // devices; the largest spans more blocks than the staging buffer has slots.
+  const std::vector<std::size_t> sizes = {1,
+                                          4095,
+                                          4096,
+                                          4097,
+                                          kChunk,
+                                          kChunk + 1,
+                                          3 * kChunk + 123,
+                                          kMiB / 3,
+                                          5 * kMiB - 1,
+                                          2 * kMiB,
+                                          11 * kChunk + 4097};
   std::vector<DevicePtr> ptrs;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     ptrs.push_back(allocate(sizes[i], "t", static_cast<int>(i % 2)));
@@ -91,7 +218,8 @@ TEST_F(DiskBackupTest, ContentsRoundTripExactlyForAnySize) {
     EXPECT_EQ(engine_->backup_pointer(ptrs[i], sizes[i]), nullptr) << "no host copy";
   }
   EXPECT_EQ(padded_total, expected_total);
-  EXPECT_EQ(sim_.host_bytes(), 2 * kChunk) << "only the bounded staging buffer";
+  EXPECT_EQ(sim_.host_bytes(), (kWriteDepth + 1) * kChunk)
+      << "only the staging buffer: a slot per write in flight and one more";
 
   engine_->resume("t");
   EXPECT_EQ(open_files(), 0u) << "files are closed after resume";
@@ -441,7 +569,7 @@ TEST_F(DiskBackupTest, StagingIsSizedToTheWork) {
   const DevicePtr small = allocate(4096);
   testing::fill_pattern(small, 4096, 1);
   engine_->pause("t");
-  EXPECT_EQ(sim_.host_bytes(), 4096u) << "not 2 x 64 MiB for a 4 KiB allocation";
+  EXPECT_EQ(sim_.host_bytes(), 4096u) << "not 5 x 64 MiB for a 4 KiB allocation";
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(small, 4096, 1));
   const DevicePtr larger = allocate(3 * kMiB + 1, "t2");
@@ -589,6 +717,205 @@ TEST_F(DiskBackupTest, DirectoryCanChangeWhilePaused) {
   EXPECT_TRUE(testing::has_pattern(b, kMiB, 8));
   engine_->free(a);
   engine_->free(b);
+}
+
+TEST_F(DiskBackupTest, SeveralTransfersOfOneFileAreInFlightAtOnce) {
+  const std::size_t size = 12 * kChunk + 5;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 9);
+  probe_.hold(kWriteDepth);  // only reached if that many writes run together
+  engine_->pause("t");
+  EXPECT_EQ(probe_.most_in_flight(), kWriteDepth) << "writes in flight, never more";
+  probe_.hold(kReadDepth);
+  engine_->resume("t");
+  EXPECT_EQ(probe_.most_in_flight(), kReadDepth) << "reads in flight, never more";
+  EXPECT_TRUE(testing::has_pattern(a, size, 9));
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, AnyDepthRoundTripsExactly) {
+  for (const auto& [writes, reads] : {std::pair<std::size_t, std::size_t>{1, 1}, {2, 5}, {7, 3}}) {
+    SCOPED_TRACE("write depth " + std::to_string(writes) + ", read depth " + std::to_string(reads));
+    DiskBackupOptions disk;
+    disk.write_depth = writes;
+    disk.read_depth = reads;
+    make_engine(disk);
+    const std::vector<std::size_t> sizes = {4097, 2 * kChunk, 9 * kChunk + 1, 13 * kChunk - 7};
+    std::vector<DevicePtr> ptrs;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      ptrs.push_back(allocate(sizes[i], "t", static_cast<int>(i % 2)));
+      testing::fill_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(20 + i));
+    }
+    probe_.hold(0);
+    engine_->pause("t");
+    EXPECT_LE(probe_.most_in_flight(), writes);
+    EXPECT_EQ(sim_.host_bytes(), (std::max(writes, reads) + 1) * kChunk);
+    probe_.hold(0);
+    engine_->resume("t");
+    EXPECT_LE(probe_.most_in_flight(), reads);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      EXPECT_TRUE(testing::has_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(20 + i)))
+          << "size " << sizes[i];
+      engine_->free(ptrs[i]);
+    }
+  }
+  DiskBackupOptions none;
+  none.read_depth = 0;
+  EXPECT_THROW(make_engine(none), InvalidArgument);
+}
+
+TEST_F(DiskBackupTest, AnyWriteFailingWhileOthersAreInFlightLeavesNothingBehind) {
+  const std::size_t size = 9 * kChunk + 777;  // 10 writes
+  const DevicePtr a = allocate(size);
+  const DevicePtr b = allocate(kChunk, "t", 1, /*disk=*/false, /*cpu=*/true);
+  testing::fill_pattern(a, size, 1);
+  testing::fill_pattern(b, kChunk, 2);
+  const std::size_t writes = 10;
+  for (std::size_t nth = 1; nth <= writes; ++nth) {
+    SCOPED_TRACE("write " + std::to_string(nth) + " fails");
+    probe_.hold(kWriteDepth);
+    io_.fail_call(FileCall::kPwrite, static_cast<int>(nth), EIO);
+    expect_io_error([&] { engine_->pause("t"); }, "pwrite: Input/output error");
+    EXPECT_EQ(probe_.in_flight(), 0u) << "every write ended before the error left";
+    EXPECT_EQ(open_files(), 0u) << "the partial file is gone";
+    EXPECT_TRUE(dir_.files().empty());
+    EXPECT_EQ(sim_.physical_bytes(0), 10 * kMiB) << "still active";
+    EXPECT_TRUE(testing::has_pattern(a, size, 1));
+    EXPECT_TRUE(testing::has_pattern(b, kChunk, 2));
+    io_.clear_failures();
+  }
+  engine_->pause("t");
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 1));
+  EXPECT_TRUE(testing::has_pattern(b, kChunk, 2));
+  engine_->free(a);
+  engine_->free(b);
+}
+
+TEST_F(DiskBackupTest, AnyReadFailingWhileOthersAreInFlightKeepsEverythingPaused) {
+  const std::size_t size = 9 * kChunk + 777;  // 10 reads
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 3);
+  engine_->pause("t");
+  const std::vector<int> files = testing::backup_fds(dir_.path());
+  ASSERT_EQ(files.size(), 1u);
+  for (std::size_t nth = 1; nth <= 10; ++nth) {
+    SCOPED_TRACE("read " + std::to_string(nth) + " fails");
+    probe_.hold(kReadDepth);
+    io_.fail_call(FileCall::kPread, static_cast<int>(nth), EIO);
+    expect_io_error([&] { engine_->resume("t"); }, "pread: Input/output error");
+    EXPECT_EQ(probe_.in_flight(), 0u) << "every read ended before the error left";
+    EXPECT_EQ(testing::backup_fds(dir_.path()), files) << "the file is kept";
+    EXPECT_EQ(sim_.physical_bytes(0), 0u) << "still paused";
+    io_.clear_failures();
+  }
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 3));
+  EXPECT_EQ(open_files(), 0u);
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, InterruptedCallsAreRetried) {
+  const std::size_t size = 6 * kChunk + 1;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 4);
+  io_.fail_call(FileCall::kFallocate, 1, EINTR);
+  io_.fail_call(FileCall::kPwrite, 2, EINTR);
+  io_.fail_call(FileCall::kPwrite, 5, EINTR);
+  io_.fail_call(FileCall::kPread, 1, EINTR);
+  io_.fail_call(FileCall::kPread, 6, EINTR);
+  engine_->pause("t");
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 4));
+  io_.clear_failures();
+  io_.set_refuse_direct_io(true);
+  io_.fail_call(FileCall::kSyncRange, 3, EINTR);
+  engine_->pause("t");
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 4));
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, SpaceIsReservedBeforeWriting) {
+  const std::size_t size = 3 * kChunk + 9;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 5);
+  io_.fail_call(FileCall::kFallocate, 1, ENOSPC);
+  const std::size_t writes = io_.call_count(FileCall::kPwrite);
+  expect_io_error([&] { engine_->pause("t"); }, "fallocate: No space left");
+  io_.fail_call(FileCall::kFallocate, 1, ENOSPC);
+  expect_io_error([&] { engine_->pause("t"); }, "TMS_DISK_BACKUP_DIR");  // the hint
+  EXPECT_EQ(io_.call_count(FileCall::kPwrite), writes) << "nothing written";
+  EXPECT_EQ(open_files(), 0u);
+  EXPECT_EQ(sim_.physical_bytes(0), 4 * kMiB);
+  // A filesystem without fallocate: the writes extend the file instead.
+  io_.fail_call(FileCall::kFallocate, 1, EOPNOTSUPP);
+  engine_->pause("t");
+  for (const int fd : testing::backup_fds(dir_.path())) {
+    struct stat info {};
+    ASSERT_EQ(::fstat(fd, &info), 0);
+    EXPECT_EQ(info.st_size, static_cast<off_t>(3 * kChunk + 4096));
+  }
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 5));
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, BackupsDoNotStayInThePageCache) {
+  // On tmpfs the page cache is where the file lives: use the build
+  // directory's filesystem (a disk, normally) when $TMPDIR is in memory.
+  std::unique_ptr<testing::TempDir> on_disk;
+  if (in_memory_filesystem(dir_.path())) {
+    const std::string cwd =
+        std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0), &std::free).get();
+    if (in_memory_filesystem(cwd)) GTEST_SKIP() << "no disk-backed directory to test in";
+    ASSERT_EQ(::setenv("TMPDIR", cwd.c_str(), 1), 0);
+    on_disk = std::make_unique<testing::TempDir>();
+    ::unsetenv("TMPDIR");
+  }
+  const std::string dir = on_disk ? on_disk->path() : dir_.path();
+  engine_->set_disk_backup_dir(dir);
+  const std::size_t size = 7 * kChunk + 3;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 6);
+  for (const bool refuse_direct : {false, true}) {
+    SCOPED_TRACE(refuse_direct ? "buffered" : "direct");
+    io_.set_refuse_direct_io(refuse_direct);
+    const std::size_t syncs = io_.call_count(FileCall::kSyncRange);
+    const std::size_t drops = io_.call_count(FileCall::kDropCached);
+    engine_->pause("t");
+    const std::vector<int> fds = testing::backup_fds(dir);
+    ASSERT_EQ(fds.size(), 1u);
+    EXPECT_EQ(cached_pages(fds.front()), 0u) << "nothing of the backup is left in the cache";
+    engine_->resume("t");
+    EXPECT_TRUE(testing::has_pattern(a, size, 6));
+    // Without O_DIRECT each block is written back and dropped, and dropped
+    // again after it is read.
+    EXPECT_EQ(io_.call_count(FileCall::kSyncRange) - syncs, refuse_direct ? 8u : 0u);
+    EXPECT_EQ(io_.call_count(FileCall::kDropCached) - drops, refuse_direct ? 16u : 0u);
+  }
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, BufferedWriteBackFailuresFailThePauseAndDroppingIsOnlyAdvice) {
+  io_.set_refuse_direct_io(true);
+  const std::size_t size = 4 * kChunk + 11;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 7);
+  // Write-back failed: the data may not be in the file.
+  io_.fail_call(FileCall::kSyncRange, 3, EIO);
+  expect_io_error([&] { engine_->pause("t"); }, "sync_file_range: Input/output error");
+  EXPECT_EQ(open_files(), 0u);
+  EXPECT_TRUE(testing::has_pattern(a, size, 7));
+  // No sync_file_range here (a sandbox), or the cache refuses the advice:
+  // the backup works, only cached.
+  io_.fail_call(FileCall::kSyncRange, 2, ENOSYS);
+  io_.fail_call(FileCall::kDropCached, 1, EINVAL);
+  io_.fail_call(FileCall::kDropCached, 9, EIO);  // on the read side
+  engine_->pause("t");
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 7));
+  engine_->free(a);
 }
 
 }  // namespace

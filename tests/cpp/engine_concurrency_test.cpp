@@ -16,15 +16,10 @@ namespace {
 
 using testing::kMiB;
 
-SimDriverOptions options() {
-  SimDriverOptions options;
-  options.device_count = 2;
-  options.capacity_bytes = 256 * kMiB;
-  return options;
-}
+constexpr SimDriverOptions kTwoDevices{.device_count = 2, .capacity_bytes = 256 * kMiB};
 
 TEST(EngineConcurrency, AllocateFreePauseResumeFromManyThreads) {
-  SimDriver sim(options());
+  SimDriver sim(kTwoDevices);
   auto engine = std::make_unique<Engine>(sim);
   constexpr int kWorkers = 4;
   constexpr int kRounds = 40;
@@ -92,7 +87,7 @@ TEST(EngineConcurrency, AllocateFreePauseResumeFromManyThreads) {
 }
 
 TEST(EngineConcurrency, PauseAndResumeOfDifferentTagsFromDifferentThreads) {
-  SimDriver sim(options());
+  SimDriver sim(kTwoDevices);
   Engine engine(sim);
   std::vector<DevicePtr> ptrs;
   for (int t = 0; t < 4; ++t) {

@@ -23,6 +23,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
@@ -52,12 +53,7 @@ struct WorldSnapshot {
 struct World {
   testing::TempDir dir;
   FaultyFileIo io;
-  SimDriver sim{[] {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 64 * kMiB;
-    return options;
-  }()};
+  SimDriver sim{{.device_count = 2, .capacity_bytes = 64 * kMiB}};
   std::unique_ptr<Engine> engine = [this] {
     EngineOptions options;
     options.disk.chunk_bytes = kMiB;  // several chunks per file
@@ -78,9 +74,11 @@ struct World {
 
   World() {
     // Warm up so the per-device copy streams and the disk staging buffer
-    // exist before any measurement.
+    // (at its largest: a slot per transfer in flight, plus one) exist before
+    // any measurement.
     for (int device : {0, 1}) {
-      const DevicePtr warm = add("warm", 2 * kMiB, true, device, 0, device == 1);
+      const DevicePtr warm = add("warm", device == 1 ? 6 * kMiB : 2 * kMiB, true, device, 0,
+                                 device == 1);
       engine->pause("warm");
       engine->resume("warm");
       engine->free(warm);
@@ -96,13 +94,8 @@ struct World {
 
   DevicePtr add(const std::string& tag, std::size_t size, bool backup, int device,
                 std::uint8_t seed, bool disk = false) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = tag;
-    request.policy.cpu_backup = backup && !disk;
-    request.policy.disk_backup = disk;
-    const DevicePtr ptr = engine->allocate(request);
+    const DevicePtr ptr = engine->allocate(
+        testing::request(size, device, tag, {.cpu_backup = backup && !disk, .disk_backup = disk}));
     testing::fill_pattern(ptr, size, seed);
     tracked.push_back({ptr, size, seed, backup, disk});
     return ptr;
@@ -241,7 +234,9 @@ FaultFamily file_faults() {
       [](World& w) { w.io.clear_failures(); },
       [](std::size_t kind) {
         const auto call = static_cast<FileCall>(kind);
-        return call == FileCall::kClose || call == FileCall::kUnlink;
+        // Dropping cached pages gives memory back too; it is only advice.
+        return call == FileCall::kClose || call == FileCall::kUnlink ||
+               call == FileCall::kDropCached;
       },
   };
 }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "core/engine.h"
 #include "test_support.h"
 
@@ -32,7 +33,11 @@ struct ModelAllocation {
 
 class PropertyRun {
  public:
-  explicit PropertyRun(unsigned seed) : random_(seed), sim_(options()), engine_(sim_) {}
+  explicit PropertyRun(unsigned seed)
+      : random_(seed),
+        // Small, so that out-of-memory happens.
+        sim_({.device_count = 2, .capacity_bytes = 24 * kMiB, .granularity = kGranularity}),
+        engine_(sim_) {}
 
   void step() {
     maybe_inject_failure();
@@ -64,14 +69,6 @@ class PropertyRun {
   }
 
  private:
-  static SimDriverOptions options() {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 24 * kMiB;  // small, so out-of-memory happens
-    options.granularity = kGranularity;
-    return options;
-  }
-
   int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(random_); }
 
   std::optional<std::string> random_tag() {
@@ -96,9 +93,7 @@ class PropertyRun {
       const DevicePtr ptr = engine_.allocate({size, device, tag, {backup}});
       const int fill = 1 + pick(250);
       std::memset(reinterpret_cast<void*>(ptr), fill, size);
-      model_[ptr] = {
-          size, (size + kGranularity - 1) / kGranularity * kGranularity, tag, backup, device, false,
-          fill};
+      model_[ptr] = {size, round_up(size, kGranularity), tag, backup, device, false, fill};
     } catch (const Error&) {
       // Out of memory or an injected failure: nothing may have changed.
     }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/sizes.h"
 #include "core/engine.h"
 #include "test_support.h"
 
@@ -34,9 +35,7 @@ double stress_seconds() {
   return seconds > 0 ? seconds : 20.0;
 }
 
-std::size_t rounded(std::size_t size) {
-  return (size + kGranularity - 1) / kGranularity * kGranularity;
-}
+std::size_t rounded(std::size_t size) { return round_up(size, kGranularity); }
 
 struct Expected {
   std::size_t size;
@@ -213,11 +212,8 @@ class Worker {
 };
 
 TEST(EngineStress, RandomOperationsOfManyThreadsWithRandomDriverFailures) {
-  SimDriverOptions sim_options;
-  sim_options.device_count = 2;
-  sim_options.capacity_bytes = 96 * kMiB;  // small enough for real out-of-memory too
-  sim_options.granularity = kGranularity;
-  SimDriver sim(sim_options);
+  // Small enough for real out-of-memory too.
+  SimDriver sim({.device_count = 2, .capacity_bytes = 96 * kMiB, .granularity = kGranularity});
   {
     EngineOptions options;
     options.host.prepare_threads = 2;

@@ -18,23 +18,13 @@ using testing::kMiB;
 
 class EngineTest : public ::testing::Test {
  protected:
-  EngineTest() : sim_(options()), engine_(std::make_unique<Engine>(sim_)) {}
-
-  static SimDriverOptions options() {
-    SimDriverOptions options;
-    options.device_count = 2;
-    options.capacity_bytes = 64 * kMiB;
-    return options;
-  }
+  EngineTest()
+      : sim_({.device_count = 2, .capacity_bytes = 64 * kMiB}),
+        engine_(std::make_unique<Engine>(sim_)) {}
 
   DevicePtr allocate(std::size_t size, const std::string& tag, bool backup = false,
                      int device = 0) {
-    AllocationRequest request;
-    request.size = size;
-    request.device = device;
-    request.tag = tag;
-    request.policy.cpu_backup = backup;
-    return engine_->allocate(request);
+    return engine_->allocate(testing::request(size, device, tag, {.cpu_backup = backup}));
   }
 
   SimDriver sim_;

@@ -91,9 +91,7 @@ TEST(HostMemoryRoom, ThisProcessHasSome) {
 }
 
 TEST(HostMemoryRoom, APauseThatWouldNotFitFailsCleanlyWithEverythingActive) {
-  SimDriverOptions sim_options;
-  sim_options.capacity_bytes = 256 * kMiB;
-  SimDriver sim(sim_options);
+  SimDriver sim({.capacity_bytes = 256 * kMiB});
   std::size_t room = 12 * kMiB;  // as a cgroup with this much left would say
   EngineOptions options;
   options.host.memory_room = [&room]() -> std::optional<HostMemoryRoom> {
@@ -102,11 +100,8 @@ TEST(HostMemoryRoom, APauseThatWouldNotFitFailsCleanlyWithEverythingActive) {
   Engine engine(sim, options);
   std::vector<DevicePtr> ptrs;
   for (int i = 0; i < 2; ++i) {
-    AllocationRequest request;
-    request.size = 8 * kMiB;
-    request.tag = "weights";
-    request.policy.cpu_backup = true;
-    ptrs.push_back(engine.allocate(request));
+    ptrs.push_back(
+        engine.allocate(testing::request(8 * kMiB, -1, "weights", {.cpu_backup = true})));
     testing::fill_pattern(ptrs.back(), 8 * kMiB, static_cast<std::uint8_t>(i + 1));
   }
   try {
@@ -143,17 +138,15 @@ TEST(HostMemoryRoom, MemoryKeptOnlyForSpeedIsGivenBackBeforeAPauseIsRefused) {
   };
   Engine engine(sim, options);
   engine.set_retain_cpu_backup(true);  // freed allocations' host blocks go to the pool
-  AllocationRequest request;
-  request.tag = "t";
-  request.policy.cpu_backup = true;
-  request.size = 10 * kMiB;
-  const DevicePtr first = engine.allocate(request);
+  const DevicePtr first =
+      engine.allocate(testing::request(10 * kMiB, -1, "t", {.cpu_backup = true}));
   engine.pause("t");
   engine.resume("t");
   engine.free(first);  // its 10 MiB backup block is pooled now
   ASSERT_EQ(sim.host_bytes(), 10 * kMiB);
-  request.size = 14 * kMiB;  // too large for the pooled block; fits once it is gone
-  const DevicePtr second = engine.allocate(request);
+  // Too large for the pooled block; fits once it is gone.
+  const DevicePtr second =
+      engine.allocate(testing::request(14 * kMiB, -1, "t", {.cpu_backup = true}));
   testing::fill_pattern(second, 14 * kMiB, 3);
   engine.pause("t");
   engine.resume("t");

@@ -28,9 +28,10 @@ using testing::kMiB;
 /// move it directly and the chunk was ready before the copy was queued).
 class CheckingDriver final : public testing::ForwardingDriver {
  public:
-  using ForwardingDriver::ForwardingDriver;
+  explicit CheckingDriver(SimDriver& sim) : ForwardingDriver(sim) {}
 
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override {
+  [[nodiscard]] std::string_view name() const override { return "checking"; }
+  void host_free(void* ptr, std::size_t size) override {
     {
       std::lock_guard lock(mutex_);
       const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
@@ -38,27 +39,27 @@ class CheckingDriver final : public testing::ForwardingDriver {
         if (start >= begin && start < begin + size) ++freed_while_registered_;
       }
     }
-    sim_.host_free(ptr, size, kind);
+    ForwardingDriver::host_free(ptr, size);
   }
   void host_register(void* ptr, std::size_t size) override {
-    sim_.host_register(ptr, size);
+    ForwardingDriver::host_register(ptr, size);
     std::lock_guard lock(mutex_);
     registered_[reinterpret_cast<std::uintptr_t>(ptr)] = size;
   }
   void host_unregister(void* ptr) override {
-    sim_.host_unregister(ptr);
+    ForwardingDriver::host_unregister(ptr);
     std::lock_guard lock(mutex_);
     registered_.erase(reinterpret_cast<std::uintptr_t>(ptr));
   }
   void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
                           StreamHandle stream) override {
     check(dst, size);
-    sim_.copy_to_host_async(device, dst, src, size, stream);
+    ForwardingDriver::copy_to_host_async(device, dst, src, size, stream);
   }
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override {
     check(src, size);
-    sim_.copy_to_device_async(device, dst, src, size, stream);
+    ForwardingDriver::copy_to_device_async(device, dst, src, size, stream);
   }
 
   [[nodiscard]] std::size_t unregistered_copies() const {
@@ -95,12 +96,7 @@ class CheckingDriver final : public testing::ForwardingDriver {
   std::size_t copies_ = 0;
 };
 
-SimDriverOptions two_devices(std::size_t capacity = 256 * kMiB) {
-  SimDriverOptions options;
-  options.device_count = 2;
-  options.capacity_bytes = capacity;
-  return options;
-}
+constexpr SimDriverOptions kTwoDevices{.device_count = 2, .capacity_bytes = 256 * kMiB};
 
 /// Small chunks everywhere, so test-sized allocations exercise splitting:
 /// copy pieces of 96 KiB + 1 (not a page multiple), registered chunks of
@@ -118,18 +114,12 @@ EngineOptions small_chunks() {
 
 AllocationRequest backed(std::size_t size, int device, const std::string& tag = "t",
                          HostMemoryKind kind = HostMemoryKind::kPinned) {
-  AllocationRequest request;
-  request.size = size;
-  request.device = device;
-  request.tag = tag;
-  request.policy.cpu_backup = true;
-  request.policy.host_kind = kind;
-  return request;
+  return testing::request(size, device, tag, {.cpu_backup = true, .host_kind = kind});
 }
 
 class HostBackupTest : public ::testing::Test {
  protected:
-  HostBackupTest() : sim_(two_devices()), driver_(sim_) {}
+  HostBackupTest() : sim_(kTwoDevices), driver_(sim_) {}
 
   void make_engine(EngineOptions options = small_chunks()) {
     engine_.reset();
@@ -359,7 +349,7 @@ TEST_F(HostBackupTest, ResumeGivesMemoryBackBeforeItReturnsEvenWithBackgroundRel
 }
 
 TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
-  SimDriver sim(two_devices());
+  SimDriver sim(kTwoDevices);
   HostMemoryOptions options;
   options.register_chunk_bytes = 64 * 1024;
   options.prepare_threads = 2;

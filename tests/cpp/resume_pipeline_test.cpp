@@ -23,36 +23,36 @@ using testing::kMiB;
 /// Records the calls a resume's order is judged by, from any thread.
 class RecordingDriver final : public testing::ForwardingDriver {
  public:
-  using ForwardingDriver::ForwardingDriver;
+  explicit RecordingDriver(SimDriver& sim) : ForwardingDriver(sim) {}
 
   PhysicalHandle create_physical(int device, std::size_t size) override {
     record("create_physical");
-    return sim_.create_physical(device, size);
+    return ForwardingDriver::create_physical(device, size);
   }
   void map(DevicePtr va, std::size_t size, PhysicalHandle handle) override {
     record("map");
-    sim_.map(va, size, handle);
+    ForwardingDriver::map(va, size, handle);
   }
   void unmap(DevicePtr va, std::size_t size) override {
     record("unmap");
-    sim_.unmap(va, size);
+    ForwardingDriver::unmap(va, size);
   }
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override {
     record("copy_to_device");
-    sim_.copy_to_device_async(device, dst, src, size, stream);
+    ForwardingDriver::copy_to_device_async(device, dst, src, size, stream);
   }
   void synchronize_stream(int device, StreamHandle stream) override {
     record("synchronize_stream");
-    sim_.synchronize_stream(device, stream);
+    ForwardingDriver::synchronize_stream(device, stream);
   }
   void host_unregister(void* ptr) override {
     record("host_unregister");
-    sim_.host_unregister(ptr);
+    ForwardingDriver::host_unregister(ptr);
   }
-  void host_free(void* ptr, std::size_t size, HostMemoryKind kind) override {
+  void host_free(void* ptr, std::size_t size) override {
     record("host_free");
-    sim_.host_free(ptr, size, kind);
+    ForwardingDriver::host_free(ptr, size);
   }
 
   void clear() {

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 #include "test_support.h"
@@ -14,10 +18,7 @@ namespace {
 using testing::kMiB;
 
 SimDriver make_sim(int devices = 2, std::size_t capacity = 64 * kMiB) {
-  SimDriverOptions options;
-  options.device_count = devices;
-  options.capacity_bytes = capacity;
-  return SimDriver(options);
+  return SimDriver({.device_count = devices, .capacity_bytes = capacity});
 }
 
 TEST(SimDriver, MappedMemoryIsWritableAndUnmappedMemoryFaults) {
@@ -90,37 +91,35 @@ TEST(SimDriver, CapacityLoweredBelowWhatIsInUseReportsNothingFree) {
 TEST(SimDriver, FailsTheNthCallOfAKindOnce) {
   SimDriver sim = make_sim();
   sim.fail_call(SimCall::kHostAlloc, 2, SimFailure::kOutOfMemory);
-  void* first = sim.host_alloc(4096, HostMemoryKind::kPinned);
-  EXPECT_THROW((void)sim.host_alloc(4096, HostMemoryKind::kPinned), OutOfMemory);
-  void* third = sim.host_alloc(4096, HostMemoryKind::kMmap);
+  void* first = sim.host_alloc(4096);
+  EXPECT_THROW((void)sim.host_alloc(4096), OutOfMemory);
+  void* third = sim.host_alloc(4096);
   EXPECT_EQ(sim.host_bytes(), 8192u);
   sim.fail_call(SimCall::kHostFree, 1);
-  EXPECT_THROW(sim.host_free(first, 4096, HostMemoryKind::kPinned), DriverError);
-  sim.host_free(first, 4096, HostMemoryKind::kPinned);
-  sim.host_free(third, 4096, HostMemoryKind::kMmap);
+  EXPECT_THROW(sim.host_free(first, 4096), DriverError);
+  sim.host_free(first, 4096);
+  sim.host_free(third, 4096);
   EXPECT_EQ(sim.host_bytes(), 0u);
   EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u);
 }
 
-TEST(SimDriver, MmapHostMemoryGoesBackInPageAlignedPieces) {
+TEST(SimDriver, HostMemoryGoesBackInPageAlignedPieces) {
   SimDriver sim = make_sim();
   constexpr std::size_t kPage = 4096;
-  auto* block = static_cast<std::uint8_t*>(sim.host_alloc(8 * kPage, HostMemoryKind::kMmap));
-  sim.host_free(block + 2 * kPage, 3 * kPage, HostMemoryKind::kMmap);  // from the middle
+  auto* block = static_cast<std::uint8_t*>(sim.host_alloc(8 * kPage));
+  sim.host_free(block + 2 * kPage, 3 * kPage);  // from the middle
   EXPECT_EQ(sim.host_bytes(), 5 * kPage);
   EXPECT_TRUE(testing::faults_when_touched([&] { block[2 * kPage] = 1; }));
   block[kPage] = 1;  // the rest is still there
   block[5 * kPage] = 1;
-  EXPECT_THROW(sim.host_free(block + 2 * kPage, kPage, HostMemoryKind::kMmap), DriverError)
+  EXPECT_THROW(sim.host_free(block + 2 * kPage, kPage), DriverError)
       << "already given back";
-  EXPECT_THROW(sim.host_free(block + 4 * kPage, 2 * kPage, HostMemoryKind::kMmap), DriverError)
+  EXPECT_THROW(sim.host_free(block + 4 * kPage, 2 * kPage), DriverError)
       << "runs past the piece";
-  EXPECT_THROW(sim.host_free(block + 100, kPage, HostMemoryKind::kMmap), DriverError)
+  EXPECT_THROW(sim.host_free(block + 100, kPage), DriverError)
       << "not page-aligned";
-  EXPECT_THROW(sim.host_free(block, kPage, HostMemoryKind::kPinned), DriverError)
-      << "pinned memory goes back whole";
-  sim.host_free(block, 2 * kPage, HostMemoryKind::kMmap);
-  sim.host_free(block + 5 * kPage, 3 * kPage, HostMemoryKind::kMmap);
+  sim.host_free(block, 2 * kPage);
+  sim.host_free(block + 5 * kPage, 3 * kPage);
   EXPECT_EQ(sim.host_bytes(), 0u);
 }
 
@@ -130,6 +129,41 @@ TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {
   EXPECT_THROW(sim.release_physical(12345), DriverError);
   EXPECT_THROW((void)parse_sim_call("no_such_call"), InvalidArgument);
   EXPECT_EQ(parse_sim_call("copy_to_host"), SimCall::kCopyToHost);
+}
+
+// Before/after comparisons of the tests work on any number of devices.
+TEST(SimDriver, SnapshotCoversEveryDevice) {
+  for (const int devices : {1, 2}) {
+    SimDriver sim = make_sim(devices);
+    const testing::SimSnapshot before = testing::snapshot(sim);
+    EXPECT_EQ(before.physical.size(), static_cast<std::size_t>(devices));
+    const PhysicalHandle handle = sim.create_physical(devices - 1, 2 * kMiB);
+    EXPECT_NE(testing::snapshot(sim), before);
+    sim.release_physical(handle);
+    EXPECT_EQ(testing::snapshot(sim), before);
+  }
+}
+
+// C users learn the names tms_sim_fail_call takes from tms.h alone.
+TEST(SimDriver, TheCHeaderNamesEveryCallThatCanFail) {
+  std::ifstream file(TMS_SOURCE_DIR "/include/torch_memory_saver/tms.h");
+  ASSERT_TRUE(file) << "tms.h not found under " TMS_SOURCE_DIR;
+  const std::string header{std::istreambuf_iterator<char>(file), {}};
+  const std::size_t begin = header.find("Call names:");
+  const std::size_t end = header.find("*/", begin);
+  ASSERT_NE(begin, std::string::npos);
+  const std::string comment = header.substr(begin, end - begin);
+  std::vector<std::string> documented;
+  const std::regex quoted("\"([a-z_]+)\"");
+  for (auto it = std::sregex_iterator(comment.begin(), comment.end(), quoted);
+       it != std::sregex_iterator(); ++it) {
+    documented.push_back((*it)[1]);
+  }
+  std::vector<std::string> calls;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(SimCall::kCount); ++i) {
+    calls.emplace_back(sim_call_name(static_cast<SimCall>(i)));
+  }
+  EXPECT_EQ(documented, calls);
 }
 
 }  // namespace

@@ -9,7 +9,11 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "core/allocation.h"
 #include "driver/sim_driver.h"
 
 namespace tms::testing {
@@ -56,14 +60,25 @@ inline bool faults_when_touched(const std::function<void()>& touch) {
 
 /// Everything the simulated driver holds, for before/after comparisons.
 struct SimSnapshot {
-  std::size_t physical0, physical1, reserved, mapped, host, streams, registered;
+  std::vector<std::size_t> physical;  ///< per device
+  std::size_t reserved, mapped, host, streams, registered;
   bool operator==(const SimSnapshot&) const = default;
 };
 
 inline SimSnapshot snapshot(const SimDriver& sim) {
-  return {sim.physical_bytes(0),       sim.physical_bytes(1), sim.reserved_bytes(),
-          sim.mapped_bytes(),          sim.host_bytes(),      sim.live_streams(),
+  return {sim.physical_bytes_per_device(),
+          sim.reserved_bytes(),
+          sim.mapped_bytes(),
+          sim.host_bytes(),
+          sim.live_streams(),
           sim.registered_host_ranges()};
+}
+
+/// A request for `size` bytes of `device` under `tag`, e.g.
+/// request(kMiB, 0, "weights", {.cpu_backup = true}).
+inline AllocationRequest request(std::size_t size, int device, std::string tag,
+                                 BackupPolicy policy = {}) {
+  return {size, device, std::move(tag), policy};
 }
 
 }  // namespace tms::testing

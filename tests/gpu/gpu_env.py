@@ -1,9 +1,10 @@
-"""How GPU scenario processes are started (shared by test_gpu_scenarios.py and soak.py).
+"""How GPU test processes are started and judged (shared by test_gpu_scenarios.py, soak.py,
+test_compress_gpu.py and distributed/dist_common.py; the CPU tests' simhelpers.py takes CRASH_MARKERS).
 
 Each scenario runs as ``python scenarios.py NAME HOOK_MODE`` in a fresh
 process on the package under test (the importable one, else this source
 tree with build/) and the CUDA driver; preload mode
-gets the engine library in LD_PRELOAD.
+gets the engine library in LD_PRELOAD. Imports nothing but the standard library.
 """
 
 import importlib.util
@@ -21,7 +22,7 @@ HOOK_MODES = ("preload", "torch")
 CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python error", "core dumped")
 
 
-def _package_under_test():
+def package_under_test():
     """(directory on sys.path holding torch_memory_saver, its engine library or None).
 
     The importable package (an installed wheel, or PYTHONPATH) when there is
@@ -37,8 +38,8 @@ def _package_under_test():
 
 
 def engine_library():
-    """TMS_LIBRARY_PATH, else the library of the package under test (see _package_under_test)."""
-    candidate = os.environ.get("TMS_LIBRARY_PATH") or _package_under_test()[1]
+    """TMS_LIBRARY_PATH, else the library of the package under test (see package_under_test)."""
+    candidate = os.environ.get("TMS_LIBRARY_PATH") or package_under_test()[1]
     if not Path(candidate).is_file():
         raise FileNotFoundError(f"engine library not found at {candidate}; install the package or set TMS_LIBRARY_PATH")
     return Path(candidate).resolve()
@@ -53,7 +54,7 @@ def scenario_env(hook_mode, preload=True, **extra):
         if not k.startswith("TMS_")
         and k not in ("LD_PRELOAD", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
     }
-    env.update(PYTHONPATH=str(_package_under_test()[0]), TMS_LIBRARY_PATH=str(library))
+    env.update(PYTHONPATH=str(package_under_test()[0]), TMS_LIBRARY_PATH=str(library))
     if hook_mode == "preload" and preload:
         env["LD_PRELOAD"] = str(library)
     env.update(extra)

@@ -1,9 +1,11 @@
 """A host-memory stand-in for the few torch calls the benchmark's workloads make, and a library over it.
 
 Enough to run every worker kind on the CPU: tensors are Python lists of
-int64 values, "device memory" is a counter, and FakeSaver pauses and resumes
-the tensors a region made (dropping contents without backup, keeping them
-with one; `corrupt` changes one value on resume, as a broken restore would).
+int64 values (a bf16 tensor holds its bytes as int64 words, so that its
+int64 view is itself), "device memory" is a counter, matmuls do nothing, and
+FakeSaver pauses and resumes the tensors a region made (dropping contents
+without backup, keeping them with one; `corrupt` changes one value on
+resume, as a broken restore would).
 """
 
 import contextlib
@@ -24,6 +26,16 @@ class FakeTensor:
 
     def numel(self):
         return len(self.values)
+
+    def element_size(self):
+        return self.itemsize
+
+    def reshape(self, *shape):
+        return self
+
+    def view(self, dtype):
+        assert dtype == "int64" and self.itemsize == 8, "the fake views only int64 words as int64"
+        return self
 
     def data_ptr(self):
         return self.address
@@ -104,7 +116,7 @@ class FakeCuda:
 class FakeTorch:
     """The module-level torch functions the workloads call."""
 
-    uint8, int64 = "uint8", "int64"
+    uint8, int64, bfloat16 = "uint8", "int64", "bfloat16"
     __version__ = "0.0-fake"
 
     def __init__(self):
@@ -112,8 +124,17 @@ class FakeTorch:
         self.version = types.SimpleNamespace(cuda="13.0")
         self._C = types.SimpleNamespace()
         self.region = None  # the FakeSaver region allocating now
+        self.matmuls = 0
 
     def empty(self, n, dtype="int64", device=None, pin_memory=False):
+        if isinstance(n, (tuple, list)):  # a shape
+            elements = 1
+            for size in n:
+                elements *= size
+            n = elements
+        if dtype == "bfloat16":  # as int64 words
+            assert n % 4 == 0, "the fake keeps bf16 tensors of whole int64 words only"
+            n, dtype = n // 4, "int64"
         tensor = FakeTensor(self, [0] * n, 8 if dtype == "int64" else 1, pin_memory)
         if device is not None:
             self.cuda.used += n * tensor.itemsize
@@ -129,6 +150,10 @@ class FakeTorch:
         if out is None:
             return FakeTensor(self, values)
         out.values[:] = values
+        return out
+
+    def matmul(self, a, b, out=None):
+        self.matmuls += 1
         return out
 
     def equal(self, a, b):
@@ -196,3 +221,17 @@ class FakeSaver:
                                       paused_bytes=self._bytes(e) if e["paused"] else 0, backup_bytes=0,
                                       last_pause_seconds=0.001, last_resume_seconds=0.001)
                 for tag, e in self.tags.items()]
+
+
+def install_fakes(monkeypatch):
+    """FakeTorch and a FakeSaver in place of the library for every workload; raw VMM loops on the simulated
+    driver. Returns (torch, saver)."""
+    from torch_memory_saver.bench import cycles, vmm, workloads
+
+    torch = FakeTorch()
+    saver = FakeSaver(torch)
+    for module in (workloads, cycles):
+        monkeypatch.setattr(module, "library_setup", lambda spec, result: saver)
+    real = vmm.measure
+    monkeypatch.setattr(vmm, "measure", lambda *args, **kwargs: real(*args, **dict(kwargs, driver="sim")))
+    return torch, saver

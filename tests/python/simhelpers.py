@@ -7,6 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+# One list of crash markers for the CPU and the GPU tests (gpu_env imports
+# only the standard library).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "gpu"))
+from gpu_env import CRASH_MARKERS  # noqa: E402
+
 import torch_memory_saver
 from torch_memory_saver import _library
 from torch_memory_saver._disk_files import open_backup_files
@@ -34,10 +39,6 @@ def device_free(lib, device=0):
 # The directory holding the package under test (installed or source tree):
 # child processes import the same one.
 PACKAGE_ROOT = Path(torch_memory_saver.__file__).resolve().parents[1]
-
-# What a process that died instead of raising leaves in its output.
-CRASH_MARKERS = ("Aborted", "Segmentation", "terminate called", "Fatal Python error", "core dumped")
-
 
 # Makes `import torch` fail in a child: these scripts need no torch, and
 # importing it (the package does when it is installed) would cost seconds each.

@@ -5,11 +5,17 @@ import math
 
 from torch_memory_saver.bench.records import (
     BackupItems,
+    Cycle,
+    CycleLayout,
+    CyclesItems,
     DiskFloor,
     DiskFloorItems,
+    DiskVariant,
+    DiskVariantSpec,
     EngineTagStats,
     Filesystem,
     FloorsItems,
+    GapWork,
     LayoutInfo,
     NoBackupLayout,
     RssTrace,
@@ -31,7 +37,9 @@ def _through_json(value):
 
 def test_spec_round_trip():
     spec = WorkerSpec(kind="floors", name="floors", device=1, total_bytes=8 << 30, repeats=3,
-                      vmm_layouts=[VmmLayoutSpec(label="engine-4096", count=410, size=20 << 20, for_layout=4096)])
+                      vmm_layouts=[VmmLayoutSpec(label="engine-4096", count=410, size=20 << 20, for_layout=4096)],
+                      disk_variants=[DiskVariantSpec(block_bytes=1 << 20, in_flight=4, direct=False)],
+                      model="llama-1b", cycles=8, cycle_gap_s=0.2, cycle_retain=True)
     assert from_json(WorkerSpec, _through_json(spec)) == spec
 
 
@@ -51,8 +59,17 @@ def test_result_items_decode_as_the_record_of_their_kind():
             rss=RssTrace(before_pause=1, settle_seconds=0.5), engine_after_alloc=engine, verified=3,
             mismatches=["pinned layout 16: x"], errors={"verify 2": "boom"}, exit_code="timeout after 300 s"),
         WorkerResult(kind="disk_floor", items=DiskFloorItems(disk=DiskFloor(
-            directory="/tmp/x", bytes=4096, block_bytes=4096, filesystem=Filesystem(path="/tmp", fs_type="ext4"),
-            direct_asked=True, notes=["n"], write_all_seconds=[0.5]))),
+            directory="/tmp/x", bytes=4096, filesystem=Filesystem(path="/tmp", fs_type="ext4"), notes=["n"],
+            variants=[DiskVariant(label="O_DIRECT", block_bytes=4096, in_flight=4, direct_asked=True, fsync=False,
+                                  write_all_seconds=[0.5], notes=["v"])], write_variant="O_DIRECT"))),
+        WorkerResult(kind="cycles", items=CyclesItems(
+            layout=CycleLayout(label="llama-1b", tensors=2, bytes=64, host_kind="mmap", model="llama-1b",
+                               parameters=32, shapes=[[2, 8], [16]]),
+            gap=GapWork(asked_seconds=0.2, matrix=8192, matmuls=125, matmul_seconds=0.0016),
+            rss_anon_before_first_pause=1 << 30, rss_later_s=1.0,
+            cycles=[Cycle(index=1, pause_seconds=0.5, resume_seconds=0.2, rss_anon_at_resume_return=1 << 30,
+                          rss_anon_later=1 << 29, rss_anon_later_seconds=1.0, contents_exact=True)])),
+        WorkerResult(kind="cycles", skipped="transformers is not installed"),
     ]
     for result in results:
         assert WorkerResult.from_json_data(_through_json(result)) == result
@@ -70,3 +87,4 @@ def test_an_empty_result_of_each_kind_has_its_record():
     assert isinstance(WorkerResult(kind="backup").items, BackupItems)
     assert WorkerResult(kind="nobackup").items == {}
     assert WorkerResult.from_json_data({"kind": "floors"}).items == FloorsItems()
+    assert WorkerResult(kind="cycles").items == CyclesItems()

@@ -8,7 +8,7 @@ import pytest
 
 from simhelpers import PACKAGE_ROOT, assert_no_crash, run_python
 from torch_memory_saver.bench import vmm
-from torch_memory_saver.bench.records import DiskFloor, WorkerSpec
+from torch_memory_saver.bench.records import DiskFloor, DiskVariantSpec, WorkerSpec
 from torch_memory_saver.bench.runner import Runner
 from torch_memory_saver.bench.worker import read_result
 
@@ -22,10 +22,12 @@ def _env():
 def test_a_worker_process_writes_its_typed_result(tmp_path):
     disk_dir = tmp_path / "disk"
     disk_dir.mkdir()
-    spec = WorkerSpec(kind="disk_floor", disk_dir=str(disk_dir), disk_bytes=2 * MIB, disk_block_bytes=MIB)
+    spec = WorkerSpec(kind="disk_floor", disk_dir=str(disk_dir), disk_bytes=2 * MIB,
+                      disk_variants=[DiskVariantSpec(block_bytes=MIB, in_flight=2)])
     result = Runner(tmp_path / "out", timeout_s=60).run("disk_floor", spec, _env())
     assert result.fatal is None and result.errors == {} and result.exit_code == 0
     assert isinstance(result.items.disk, DiskFloor) and result.items.disk.bytes == 2 * MIB
+    assert [v.in_flight for v in result.items.disk.variants] == [2]
     assert result.name == "disk_floor" and result.pid != os.getpid()
     logs = tmp_path / "out" / "logs"
     assert read_result(logs / "disk_floor.result.json").items.disk.read_gbps > 0

@@ -10,10 +10,11 @@ import json
 
 import pytest
 
-from bench_fakes import MIB, FakeSaver, FakeTorch
-from torch_memory_saver.bench import render_markdown, render_rows_text, vmm, workloads
+from bench_fakes import MIB, install_fakes
+from torch_memory_saver.bench import render_markdown, render_rows_text, workloads
 from torch_memory_saver.bench.records import (
     BenchConfig,
+    DiskVariantSpec,
     VmmLayoutSpec,
     WorkerResult,
     WorkerSpec,
@@ -28,12 +29,7 @@ TOTAL = 2 * MIB
 
 @pytest.fixture
 def fakes(monkeypatch):
-    torch = FakeTorch()
-    saver = FakeSaver(torch)
-    monkeypatch.setattr(workloads, "library_setup", lambda spec, result: saver)
-    real = vmm.measure
-    monkeypatch.setattr(vmm, "measure", lambda *args, **kwargs: real(*args, **dict(kwargs, driver="sim")))
-    return torch, saver
+    return install_fakes(monkeypatch)
 
 
 def _run(torch, spec):
@@ -56,12 +52,15 @@ def test_every_worker_kind_fills_its_record_and_the_report_judges_it(fakes, tmp_
         "floors": _run(torch, _spec("floors", vmm_layouts=[VmmLayoutSpec(label="1", count=1, size=TOTAL),
                                                            VmmLayoutSpec(label="4", count=4, size=TOTAL // 4)])),
         "alloc": _run(torch, _spec("alloc", alloc_count=8, alloc_bytes=4096)),
-        "disk_floor": _run(None, _spec("disk_floor", disk_dir=str(tmp_path), disk_bytes=MIB, disk_block_bytes=MIB)),
+        "disk_floor": _run(None, _spec("disk_floor", disk_dir=str(tmp_path), disk_bytes=MIB,
+                                       disk_variants=[DiskVariantSpec(block_bytes=MIB)])),
         "disk_1": _run(torch, _spec("disk", disk_dir=str(tmp_path), disk_bytes=MIB, layout=1)),
     }
     for count in (1, 4):
         workers[f"backup_pinned_{count}"] = _run(torch, _spec("backup", host_kind="pinned", layout=count,
                                                               rss_settle_s=0.0))
+        workers[f"cycles_pinned_{count}"] = _run(torch, _spec("cycles", host_kind="pinned", layout=count, cycles=2,
+                                                              rss_later_s=0.0))
     for name, worker in workers.items():
         assert worker.errors == {} and worker.fatal is None and worker.mismatches == [], name
 
@@ -74,16 +73,21 @@ def test_every_worker_kind_fills_its_record_and_the_report_judges_it(fakes, tmp_
     assert workers["disk_1"].items.pause_disk.file_bytes == 4096
 
     config = BenchConfig(total_bytes=TOTAL, total_gib=TOTAL / (1 << 30), layouts=[1, 4], host_kinds=["pinned"],
-                         parts=["floors", "nobackup", "backup", "alloc", "disk"], disk_layouts=[1], disk_gib=1 / 1024)
+                         parts=["floors", "nobackup", "backup", "alloc", "disk", "cycles"], disk_layouts=[1],
+                         disk_gib=1 / 1024, cycles=2)
     report = build_report(config, Preflight(), workers, 1.0)
     assert report.summary.rows_without_result == 0
     assert len(report.rows) == 2 * 2 + 2 * 6 + 2 + 1
-    assert report.correct and report.verifications == 3 + 3 + 1
+    assert report.correct and report.verifications == 3 + 3 + 1 + 2 + 2
+    assert [(c.operation, c.layout, c.cycles, c.error) for c in report.cycles] == [
+        ("pause", "1", 2, None), ("resume", "1", 2, None), ("pause", "4", 2, None), ("resume", "4", 2, None)]
+    assert [(v.layout, v.at_return.steady_cycles) for v in report.cycle_rss] == [("1", 1), ("4", 1)]
     assert set(report.rss) == {"backup_pinned_1", "backup_pinned_4"}
     markdown = render_markdown(report)
     assert "# torch_memory_saver pause/resume benchmark on Fake GPU" in markdown
     assert "| raw VMM unmap+release, 4 x 2 MiB | 4 |" in markdown
     assert "pause + backup, warm (retain on)" in render_rows_text(report)
+    assert "## Cycles: pause -> gap -> resume -> gap, 2 cycles" in markdown
     json.dumps(to_json(report), allow_nan=False)
 
 
@@ -139,6 +143,8 @@ def test_the_command_line_starts_the_workers_of_each_part(tmp_path):
     names = [name for name, _, _ in runner.specs]
     assert names == ["nobackup", "floors", "alloc", "backup_mmap_1", "backup_mmap_4096", "disk_floor", "disk_1",
                      "disk_16"]
+    disk_floor = next(spec for name, spec, _ in runner.specs if name == "disk_floor")
+    assert len(disk_floor.disk_variants) == 7  # the default set: 3 blocks x 2 in flight, direct, and buffered
     assert list(workers) == names
     envs = {name: env for name, _, env in runner.specs}
     assert envs["floors"] == envs["disk_floor"] == "base" and envs["backup_mmap_1"] == "library"

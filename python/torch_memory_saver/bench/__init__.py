@@ -9,8 +9,9 @@ floors (no torch_memory_saver involved)
     (create+map+access and unmap+release of n handles of total/n, in C++ on the
     engine's Driver seam: see :mod:`.vmm`), and plain torch allocation of
     2048 x 2 MiB tensors on an empty cache; with ``--parts ...,disk``:
-    sequential write and read rates of the disk backup directory (64 MiB
-    O_DIRECT blocks, no torch, see :func:`.disk.disk_floor`).
+    write and read rates of the disk backup directory, O_DIRECT at 1, 16 and
+    64 MiB blocks with 1 and 4 I/Os in flight and buffered with fsync (no
+    torch, see :func:`.disk.disk_floor`); the best direct one is the floor.
 library
     pause/resume without backup; pause with CPU backup cold (retain off) and
     warm (retain on); resume with backup; for the host kinds ``pinned`` and
@@ -19,6 +20,13 @@ library
     ``enable_disk_backup=True`` tag. Contents are filled with a non-periodic
     pattern before every backed-up pause and compared after every resume; a
     mismatch fails the run (exit 3).
+cycles (the RL loop)
+    N cycles of pause -> gap of GPU work -> resume -> gap with CPU backup, per
+    host kind, for the tensor-count layouts and a model's weight layout
+    (transformers config on the meta device, no download): per cycle pause
+    and resume seconds and GB/s, RssAnon when resume returned and ~1 s
+    later, contents compared; reported as cycle 1 apart from cycles 2..N
+    (median, worst), as ratios to the same run's floors.
 
 One job per module:
 
@@ -26,21 +34,24 @@ One job per module:
 constants       units, defaults, exit statuses
 records         the typed records (specs, measurements, results) and their JSON form
 machine         host facts: RSS, memory, CPUs, THP, git checkout
-disk            the disk floor (no torch)
+disk            the disk floor and its variants (no torch)
 copies          host<->device copy floors (torch)
 vmm             the raw VMM floor (C++ library on the Driver seam, loaded with ctypes)
-torch_support   what the GPU workers share: setup, timers, content patterns, engine statistics
+torch_support   what the GPU workers share: setup, timers, GPU work for gaps, content patterns, engine statistics
 workloads       what each worker kind measures
+cycles          what the cycles worker measures (the RL loop)
+models          model weight layouts for the cycles part (transformers configs, meta device)
 worker          the worker protocol: spec file in, result file out, one process per group
 runner          the parent: preflight, worker environments, worker processes
 report          results to rows, ratios and verdicts
-render, plot    results.md, the terminal table, rate_vs_layout.png
+cycles_report   the cycles part's rows: first cycle vs steady state, host memory
+render, plot    results.md, the terminal table, rate_vs_layout.png, cycles.png
 cli             the command line and one run
 =============== ===========================================================
 
 Outputs under ``--out`` (default ./bench-results): results.json, results.md,
-rate_vs_layout.png (when matplotlib is importable), logs/ (one log, spec and
-result per worker). Exit status: 0 all measured and contents exact; 1 some
+rate_vs_layout.png and cycles.png (when matplotlib is importable), logs/ (one
+log, spec and result per worker). Exit status: 0 all measured and contents exact; 1 some
 measurement failed; 2 the benchmark cannot run here (no torch, no GPU, no
 engine library); 3 contents differed after a resume (DATA MISMATCH). Missed
 performance targets do not change the exit status. See bench/README.md.

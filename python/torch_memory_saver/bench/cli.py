@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .constants import (
+    CYCLE_RSS_LATER_S,
+    DEFAULT_CYCLE_GAP_MS,
+    DEFAULT_CYCLES,
     DEFAULT_DISK_GIB_CAP,
     DEFAULT_DISK_LAYOUTS,
     DEFAULT_LAYOUTS,
     DEFAULT_PARTS,
-    DISK_BLOCK_BYTES,
     DISK_IO_ALIGNMENT,
+    GAP_MATRIX,
     EXIT_MEASUREMENT_FAILED,
     EXIT_MISMATCH,
     EXIT_OK,
@@ -25,7 +28,9 @@ from .constants import (
     HOST_KINDS,
     MAX_DISK_LAYOUTS,
     PARTS,
+    QUICK_CYCLES,
     QUICK_LAYOUTS,
+    QUICK_PARTS,
     RECORDED_ENV,
     STRIPPED_ENV,
     BenchUnavailable,
@@ -33,7 +38,9 @@ from .constants import (
     MiB,
     exc_text,
 )
-from .plot import render_plot
+from . import models
+from .disk import default_variants
+from .plot import render_cycles_plot, render_plot
 from .records import BenchConfig, VmmLayoutSpec, WorkerResult, WorkerSpec, to_json
 from .render import render_markdown, render_rows_text
 from .report import build_report
@@ -61,9 +68,15 @@ def _parse_list(allowed: Tuple[str, ...], option: str) -> Callable[[str], List[s
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parse_models(text: str) -> List[str]:
+    if text.strip() == "none":
+        return []
+    return _parse_list(tuple(models.MODELS), "--cycle-models")(text)
+
+
+def build_parser(prog: str = "python -m torch_memory_saver bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m torch_memory_saver bench",
+        prog=prog,
         description="Measure pause/resume of torch_memory_saver against the hardware floors "
                     "(pinned copies, raw CUDA VMM calls, plain torch allocation) in one run.")
     parser.add_argument("--total-gib", type=float, default=None,
@@ -72,9 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensor counts, comma separated (default 1,16,256,4096; 1,16 with --quick)")
     parser.add_argument("--host-kinds", type=_parse_list(HOST_KINDS, "--host-kinds"), default=list(HOST_KINDS),
                         help="CPU backup backends to measure (default pinned,mmap)")
-    parser.add_argument("--parts", type=_parse_list(PARTS, "--parts"), default=list(DEFAULT_PARTS),
-                        help="what to run, from floors,nobackup,backup,alloc,disk (default "
-                             "floors,nobackup,backup,alloc; disk is opt-in)")
+    parser.add_argument("--parts", type=_parse_list(PARTS, "--parts"), default=None,
+                        help=f"what to run, from {','.join(PARTS)} (default {','.join(DEFAULT_PARTS)}; with "
+                             f"--quick {','.join(QUICK_PARTS)}; disk is opt-in)")
+    parser.add_argument("--cycles", type=int, default=None,
+                        help=f"cycles of pause -> gap -> resume -> gap in the cycles part (default "
+                             f"{DEFAULT_CYCLES}; {QUICK_CYCLES} with --quick)")
+    parser.add_argument("--cycle-gap-ms", type=float, default=DEFAULT_CYCLE_GAP_MS,
+                        help=f"GPU work (bf16 matmuls) between the steps of a cycle, ms (default "
+                             f"{DEFAULT_CYCLE_GAP_MS:g}; 0: back to back)")
+    parser.add_argument("--cycle-retain", action="store_true",
+                        help="keep host backups between cycles (retain_cpu_backup=True; default off)")
+    parser.add_argument("--cycle-models", type=_parse_models, default=list(models.MODELS),
+                        help=f"model weight layouts of the cycles part besides --layouts, from "
+                             f"{','.join(models.MODELS)}, or none (default {','.join(models.MODELS)}; needs "
+                             f"transformers, skipped without it)")
     parser.add_argument("--disk-dir", default=None,
                         help="directory for the disk part (floor file and the library's backup files); a "
                              "private subdirectory is made in it and removed afterwards (default: the temp "
@@ -86,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disk-repeats", type=int, default=1,
                         help="best of N rounds for the disk floor (default 1; each round writes and reads "
                              "--disk-gib)")
-    parser.add_argument("--quick", action="store_true", help="small smoke run: 1 GiB, layouts 1,16, 2 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"small smoke run: 1 GiB, layouts 1,16, 2 repeats, parts {','.join(QUICK_PARTS)} "
+                             f"(the cycles part only when --parts names it: {QUICK_CYCLES} cycles)")
     parser.add_argument("--hook-mode", choices=("torch", "preload"), default="torch",
                         help="library hook mode (default torch; preload starts the library workers with "
                              "the engine in LD_PRELOAD)")
@@ -98,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-timeout", type=float, default=300.0,
                         help="seconds before a worker process is killed and its item reported failed")
     parser.add_argument("--out", default="bench-results", help="output directory (default ./bench-results)")
-    parser.add_argument("--no-plot", action="store_true", help="do not write rate_vs_layout.png")
+    parser.add_argument("--no-plot", action="store_true", help="do not write rate_vs_layout.png and cycles.png")
     return parser
 
 
@@ -107,9 +134,13 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Opt
     total_gib = args.total_gib if args.total_gib is not None else (1.0 if args.quick else 8.0)
     layouts = args.layouts if args.layouts is not None else list(QUICK_LAYOUTS if args.quick else DEFAULT_LAYOUTS)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
+    parts = args.parts if args.parts is not None else list(QUICK_PARTS if args.quick else DEFAULT_PARTS)
+    cycles = args.cycles if args.cycles is not None else (QUICK_CYCLES if args.quick else DEFAULT_CYCLES)
     total_bytes = int(total_gib * GiB)
-    if total_bytes <= 0 or repeats <= 0 or args.alloc_count <= 0 or args.alloc_mib <= 0:
-        parser.error("--total-gib, --repeats, --alloc-count and --alloc-mib must be positive")
+    if total_bytes <= 0 or repeats <= 0 or args.alloc_count <= 0 or args.alloc_mib <= 0 or cycles <= 0:
+        parser.error("--total-gib, --repeats, --alloc-count, --alloc-mib and --cycles must be positive")
+    if not 0 <= args.cycle_gap_ms < float("inf"):
+        parser.error("--cycle-gap-ms must be 0 or more")
     if total_bytes // layouts[-1] < 8:
         parser.error(f"--total-gib {total_gib} is too small for {layouts[-1]} tensors")
     disk_gib = args.disk_gib if args.disk_gib is not None else min(total_gib, DEFAULT_DISK_GIB_CAP)
@@ -119,7 +150,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Opt
         print(f"--disk-layouts: keeping the first {MAX_DISK_LAYOUTS} of {disk_layouts} to keep the disk part "
               f"quick", file=sys.stderr)
         disk_layouts = disk_layouts[:MAX_DISK_LAYOUTS]
-    if "disk" in args.parts:
+    if "disk" in parts:
         if disk_bytes < DISK_IO_ALIGNMENT or args.disk_repeats <= 0:
             parser.error("--disk-gib and --disk-repeats must be positive")
         if disk_bytes // disk_layouts[-1] < DISK_IO_ALIGNMENT:
@@ -127,14 +158,16 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Opt
         if args.disk_dir is not None and not os.path.isdir(args.disk_dir):
             parser.error(f"--disk-dir {args.disk_dir!r} is not a directory")
     disk_dir = None
-    if "disk" in args.parts:
+    if "disk" in parts:
         disk_dir = os.path.realpath(args.disk_dir) if args.disk_dir else tempfile.gettempdir()
     return BenchConfig(
         total_bytes=total_bytes, total_gib=total_gib, layouts=layouts, host_kinds=args.host_kinds,
-        parts=args.parts, hook_mode=args.hook_mode, repeats=repeats, device=args.device,
+        parts=parts, hook_mode=args.hook_mode, repeats=repeats, device=args.device,
         alloc_count=args.alloc_count, alloc_bytes=int(args.alloc_mib * MiB), quick=args.quick,
         disk_bytes=disk_bytes, disk_gib=disk_gib, disk_layouts=disk_layouts, disk_dir=disk_dir,
-        disk_repeats=args.disk_repeats, argv=sys.argv if argv is None else ["bench", *argv],
+        disk_repeats=args.disk_repeats, cycles=cycles, cycle_gap_ms=args.cycle_gap_ms,
+        cycle_retain=args.cycle_retain, cycle_models=args.cycle_models,
+        argv=sys.argv if argv is None else ["bench", *argv],
         environment={name: os.environ.get(name) for name in RECORDED_ENV},
         stripped_from_workers=list(STRIPPED_ENV))
 
@@ -163,15 +196,29 @@ def _run_workers(config: BenchConfig, runner: Runner, base: Dict[str, str],
             for count in config.layouts:
                 name = f"backup_{kind}_{count}"
                 workers[name] = runner.run(name, spec("backup", host_kind=kind, layout=count), library)
+    if "cycles" in config.parts:
+        for kind in config.host_kinds:
+            for label in config.cycle_labels():
+                name = f"cycles_{kind}_{label}"
+                model = label if label in config.cycle_models else None
+                reason = models.unavailable(model) if model else None
+                if reason is not None:  # no process for a layout that cannot be built here
+                    print(f"-- {name}: skipped: {reason}", flush=True)
+                    workers[name] = WorkerResult(kind="cycles", name=name, skipped=reason)
+                    continue
+                workers[name] = runner.run(name, spec(
+                    "cycles", host_kind=kind, layout=None if model else int(label), model=model,
+                    cycles=config.cycles, cycle_gap_s=config.cycle_gap_ms / 1e3, cycle_retain=config.cycle_retain,
+                    gap_matrix=GAP_MATRIX, rss_later_s=CYCLE_RSS_LATER_S), library)
     if "disk" in config.parts:
         workers.update(run_disk_part(runner, common, str(config.disk_dir), config.disk_layouts, config.disk_bytes,
-                                     DISK_BLOCK_BYTES, config.disk_repeats, base, library))
+                                     default_variants(), config.disk_repeats, base, library))
     return workers
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run the benchmark; returns the exit status (see the package doc)."""
-    parser = build_parser()
+def main(argv: Optional[List[str]] = None, prog: str = "python -m torch_memory_saver bench") -> int:
+    """Run the benchmark; returns the exit status (see the package doc). `prog`: how the user started it."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     config = _config(parser, args, argv)
     try:
@@ -201,6 +248,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         plot_path.unlink()  # never leave an older run's figure next to these results
     report.plot = "plot skipped: --no-plot" if args.no_plot else render_plot(report, plot_path)
     print(report.plot)
+    cycles_plot_path = out / "cycles.png"
+    if cycles_plot_path.exists():
+        cycles_plot_path.unlink()
+    if "cycles" in config.parts:
+        report.cycles_plot = ("cycles plot skipped: --no-plot" if args.no_plot
+                              else render_cycles_plot(report, cycles_plot_path))
+        print(report.cycles_plot)
     json_path = out / "results.json"
     json_path.write_text(json.dumps(to_json(report), indent=1, allow_nan=False), encoding="utf-8")
     md_path = out / "results.md"

@@ -9,14 +9,28 @@ GiB = 1 << 30
 DEFAULT_LAYOUTS = (1, 16, 256, 4096)
 QUICK_LAYOUTS = (1, 16)
 HOST_KINDS = ("pinned", "mmap")
-PARTS = ("floors", "nobackup", "backup", "alloc", "disk")
+PARTS = ("floors", "nobackup", "backup", "alloc", "cycles", "disk")
 # "disk" writes and reads a few GiB in the backup directory: opt-in (--parts floors,nobackup,backup,alloc,disk).
-DEFAULT_PARTS = ("floors", "nobackup", "backup", "alloc")
+DEFAULT_PARTS = ("floors", "nobackup", "backup", "alloc", "cycles")
+# --quick is a smoke run: the cycles part (one worker per host kind and layout, the model's included) would
+# about double it, so it runs there only when --parts names it.
+QUICK_PARTS = ("floors", "nobackup", "backup", "alloc")
 DEFAULT_DISK_LAYOUTS = (1, 16)
 MAX_DISK_LAYOUTS = 4
 DEFAULT_DISK_GIB_CAP = 4.0
-DISK_BLOCK_BYTES = 64 * MiB
 DISK_IO_ALIGNMENT = 4096
+# The disk floor's variants: direct I/O at each block size with each number of I/Os in flight, and one
+# buffered pass (write + fsync, read after dropping the file's pages) at DISK_BUFFERED_BLOCK_BYTES.
+DISK_DIRECT_BLOCKS = (1 * MiB, 16 * MiB, 64 * MiB)
+DISK_IN_FLIGHT = (1, 4)
+DISK_BUFFERED_BLOCK_BYTES = 16 * MiB
+
+# The cycles part: pause -> gap -> resume -> gap, the gap being GPU work (bf16 matmuls) of about this long.
+DEFAULT_CYCLES = 8
+QUICK_CYCLES = 3
+DEFAULT_CYCLE_GAP_MS = 200.0
+GAP_MATRIX = 8192  # n of the gap's n x n bf16 matmuls (about 1.6 ms each on an H200)
+CYCLE_RSS_LATER_S = 1.0  # the second RssAnon reading, seconds after resume returned
 
 EXIT_OK = 0
 EXIT_MEASUREMENT_FAILED = 1
@@ -36,7 +50,8 @@ STRIPPED_ENV = (
 # Settings that change what torch or the engine do underneath the numbers (recorded in results.json).
 RECORDED_ENV = (
     "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
-    "TMS_DISK_BACKUP_DIR", "TMS_DISK_BACKUP_CHUNK_MB", "TMS_HOST_PREPARE_THREADS",
+    "TMS_DISK_BACKUP_DIR", "TMS_DISK_BACKUP_CHUNK_MB", "TMS_DISK_BACKUP_WRITE_DEPTH",
+    "TMS_DISK_BACKUP_READ_DEPTH", "TMS_HOST_PREPARE_THREADS",
     "TMS_HOST_REGISTER_CHUNK_MB", "TMS_HOST_SMALL_REQUEST_MB", "TMS_COPY_CHUNK_MB", "TMS_COPY_STREAMS",
     *STRIPPED_ENV,
 )

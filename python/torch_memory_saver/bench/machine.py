@@ -30,16 +30,27 @@ class GitInfo:
     repo_dir: Optional[str] = None
 
 
-def rss_bytes() -> Optional[int]:
-    """VmRSS of this process from /proc/self/status, in bytes (None where unavailable)."""
+def status_bytes(name: str) -> Optional[int]:
+    """The kB field `name` of /proc/self/status (VmRSS, RssAnon, ...), in bytes (None where unavailable)."""
+    prefix = name + ":"
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(prefix):
                     return int(line.split()[1]) * KiB
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def rss_bytes() -> Optional[int]:
+    """VmRSS of this process, in bytes (None where unavailable)."""
+    return status_bytes("VmRSS")
+
+
+def rss_anon_bytes() -> Optional[int]:
+    """RssAnon of this process (anonymous memory: where host backups live), in bytes (None where unavailable)."""
+    return status_bytes("RssAnon")
 
 
 def meminfo() -> Dict[str, int]:

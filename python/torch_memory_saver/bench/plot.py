@@ -1,4 +1,5 @@
-"""rate_vs_layout.png: library rates and times against the floors, per layout (needs matplotlib)."""
+"""The figures (need matplotlib): rate_vs_layout.png, library rates and times against the floors per layout;
+cycles.png, pause and resume rates and host memory per cycle of the cycles part."""
 
 from __future__ import annotations
 
@@ -6,18 +7,28 @@ import math
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .constants import exc_text
+from .constants import MiB, exc_text
 from .records import VmmLoop
 from .report import OP_LABELS, Report
 
 
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend; raises ImportError (or what matplotlib raises) without it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def render_plot(report: Report, path: Path) -> str:
     """Write the rate-vs-layout figure; returns a one-line message (also when matplotlib is missing)."""
+    if not any(r.seconds is not None for r in report.rows):
+        # e.g. --parts floors,cycles: nothing per layout to draw (cycles.png has the cycles)
+        return "rate plot skipped: no pause/resume rows in this run"
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
     except Exception as exc:  # noqa: BLE001 - optional
         return f"plot skipped: matplotlib not importable ({exc})"
     try:
@@ -99,7 +110,7 @@ def render_plot(report: Report, path: Path) -> str:
                 rate = getattr(disk, f"{key}_gbps") if disk else None
                 if rate:
                     third.axhline(rate, color=color, linestyle=style, linewidth=1,
-                                  label=f"disk {key} floor {rate:.2f} GB/s"
+                                  label=f"best direct disk {key} {rate:.2f} GB/s"
                                         + ("" if getattr(disk, f"direct_{key}") else " (page cache)"))
                     third.axhline(0.8 * rate, color=color, linestyle=":", linewidth=1, label=f"0.8x disk {key}")
             _log_x(third, disk_layouts)
@@ -113,14 +124,75 @@ def render_plot(report: Report, path: Path) -> str:
             third.legend(fontsize=7, loc="best")
 
         device = report.device.device_name or "GPU"
-        fig.suptitle(f"torch_memory_saver pause/resume vs floors on {device}, "
-                     f"{report.config.total_gib:g} GiB ({report.date[:10]})")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _save(plt, fig, path, f"torch_memory_saver pause/resume vs floors on {device}, "
+                              f"{report.config.total_gib:g} GiB ({report.date[:10]})")
     except Exception as exc:  # noqa: BLE001 - a broken plot must not lose the results
         return f"plot failed: {exc_text(exc)}"
     return f"wrote {path}"
+
+
+def render_cycles_plot(report: Report, path: Path) -> str:
+    """Write cycles.png (per cycle: pause GB/s, resume GB/s, RssAnon at resume return); a one-line message."""
+    series = []  # (host, layout, cycles)
+    for kind in report.config.host_kinds:
+        for label in report.config.cycle_labels():
+            worker = report.workers.get(f"cycles_{kind}_{label}")
+            if worker is not None and not worker.skipped and worker.items.cycles:
+                series.append((kind, label, worker.items))
+    if not series:
+        return "cycles plot skipped: no cycle was measured"
+    try:
+        plt = _pyplot()
+    except Exception as exc:  # noqa: BLE001 - optional
+        return f"cycles plot skipped: matplotlib not importable ({exc})"
+    try:
+        floors = report.floors
+        fig, (pause, resume, memory) = plt.subplots(1, 3, figsize=(20, 5.5))
+        styles = {"pinned": "-", "mmap": "--"}
+        for kind, label, items in series:
+            xs = [c.index for c in items.cycles]
+            name = f"{label} [{kind}]"
+            style = styles.get(kind, ":")
+            for axis, op in ((pause, "pause"), (resume, "resume")):
+                ys = [getattr(c, f"{op}_gbps") for c in items.cycles]
+                axis.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", linestyle=style,
+                          label=name)
+            before = items.rss_anon_before_first_pause
+            ys = [float("nan") if before is None or c.rss_anon_at_resume_return is None
+                  else (c.rss_anon_at_resume_return - before) / MiB for c in items.cycles]
+            memory.plot(xs, ys, marker="o", linestyle=style, label=name)
+        for axis, floor, what in ((pause, floors.pinned_d2h, "pinned D2H"), (resume, floors.pinned_h2d, "pinned H2D")):
+            if floor and floor.gbps:
+                axis.axhline(floor.gbps, color="black", linestyle="--", linewidth=1,
+                             label=f"{what} floor {floor.gbps:.1f} GB/s")
+        if floors.cold_serial_bound_gbps:
+            pause.axhline(floors.cold_serial_bound_gbps, color="green", linestyle=":", linewidth=1,
+                          label=f"cold host: fresh pinned alloc then D2H {floors.cold_serial_bound_gbps:.1f} GB/s")
+        titles = ((pause, "pause + CPU backup", "GB/s (payload / time)"),
+                  (resume, "resume + restore", "GB/s (payload / time)"),
+                  (memory, "RssAnon at resume return minus before the 1st pause", "MiB"))
+        for axis, title, unit in titles:
+            axis.set_title(title)
+            axis.set_xlabel("cycle")
+            axis.set_ylabel(unit)
+            axis.set_xticks(range(1, max(len(items.cycles) for _, _, items in series) + 1))
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=7, loc="best")
+        pause.set_ylim(bottom=0)
+        resume.set_ylim(bottom=0)
+        gap = report.config.cycle_gap_ms
+        _save(plt, fig, path, f"torch_memory_saver pause -> {gap:g} ms GPU work -> resume -> {gap:g} ms, per "
+                              f"cycle, on {report.device.device_name or 'GPU'} ({report.date[:10]})")
+    except Exception as exc:  # noqa: BLE001 - a broken plot must not lose the results
+        return f"cycles plot failed: {exc_text(exc)}"
+    return f"wrote {path}"
+
+
+def _save(plt: Any, fig: Any, path: Path, title: str) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _loop_value(loop: Optional[VmmLoop], key: str) -> Optional[float]:

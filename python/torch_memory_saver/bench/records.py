@@ -96,6 +96,15 @@ class VmmLayoutSpec:
 
 
 @dataclass
+class DiskVariantSpec:
+    """One way of writing and reading the disk floor's bytes."""
+
+    block_bytes: int
+    in_flight: int = 1  # files written (read) at once, one thread each
+    direct: bool = True  # O_DIRECT; False: buffered, write + fsync, read after dropping the file's pages
+
+
+@dataclass
 class WorkerSpec:
     """One worker process's job (written to NAME.spec.json)."""
 
@@ -115,9 +124,16 @@ class WorkerSpec:
     layout: Optional[int] = None
     disk_dir: Optional[str] = None
     disk_bytes: int = 0
-    disk_block_bytes: int = 64 << 20
+    disk_variants: List["DiskVariantSpec"] = field(default_factory=list)  # empty: the default set
     disk_repeats: int = 1
     rss_settle_s: float = 1.0
+    # The cycles part (kind "cycles"): `layout` tensors of total/n, or the weights of `model`.
+    model: Optional[str] = None
+    cycles: int = 0
+    cycle_gap_s: float = 0.0
+    cycle_retain: bool = False
+    gap_matrix: int = 8192
+    rss_later_s: float = 1.0
 
 
 # ---- floors --------------------------------------------------------------------------------------
@@ -203,22 +219,44 @@ class Filesystem:
 
 
 @dataclass
-class DiskFloor:
-    """Sequential write and read rates of the backup directory's filesystem."""
+class DiskVariant:
+    """Best-of-N write and read rates of one DiskVariantSpec."""
 
-    directory: str
-    bytes: int
+    label: str
     block_bytes: int
-    filesystem: Filesystem
+    in_flight: int
     direct_asked: bool
-    notes: List[str] = field(default_factory=list)
-    file_removed: bool = False
-    direct_write: bool = False
+    fsync: bool  # writes end with fsync (buffered variant)
+    direct_write: bool = False  # O_DIRECT was used (False also where the filesystem refused it)
     direct_read: bool = False
     write_seconds: Optional[float] = None
     read_seconds: Optional[float] = None
     write_all_seconds: List[float] = field(default_factory=list)
     read_all_seconds: List[float] = field(default_factory=list)
+    write_gbps: Optional[float] = None
+    read_gbps: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+@dataclass
+class DiskFloor:
+    """Write and read rates of the backup directory's filesystem, every variant; the floor is the best direct one."""
+
+    directory: str
+    bytes: int
+    filesystem: Filesystem
+    notes: List[str] = field(default_factory=list)
+    file_removed: bool = False
+    variants: List[DiskVariant] = field(default_factory=list)
+    # The floor the library's disk rows are judged against: per direction, the best variant that used O_DIRECT
+    # (the best of all where none could).
+    write_variant: Optional[str] = None
+    read_variant: Optional[str] = None
+    direct_write: bool = False
+    direct_read: bool = False
+    write_seconds: Optional[float] = None
+    read_seconds: Optional[float] = None
     write_gbps: Optional[float] = None
     read_gbps: Optional[float] = None
 
@@ -335,6 +373,62 @@ class RssTrace:
     after_resume_warm: Optional[int] = None
 
 
+@dataclass
+class CycleLayout:
+    """What a cycles worker pauses: `tensors` tensors of `bytes` in all, uniform or a model's weights."""
+
+    label: str  # the tensor count, or the model's name
+    tensors: int
+    bytes: int
+    host_kind: Optional[str] = None
+    retain: bool = False
+    model: Optional[str] = None
+    parameters: Optional[int] = None  # model elements (bf16)
+    shapes: List[List[int]] = field(default_factory=list)  # the model's parameter shapes, in allocation order
+
+
+@dataclass
+class GapWork:
+    """The GPU work between the steps of a cycle: `matmuls` bf16 matmuls of `matrix` x `matrix`."""
+
+    asked_seconds: float
+    matrix: int
+    matmuls: int = 0
+    matmul_seconds: Optional[float] = None  # one matmul, measured before the cycles
+
+
+@dataclass
+class Cycle:
+    """One pause -> gap -> resume -> gap of a cycles worker."""
+
+    index: int  # 1 for the first cycle of the process
+    pause_seconds: Optional[float] = None  # until the call returned and the device was idle
+    pause_returned_seconds: Optional[float] = None
+    pause_gbps: Optional[float] = None
+    resume_seconds: Optional[float] = None
+    resume_returned_seconds: Optional[float] = None
+    resume_gbps: Optional[float] = None
+    gap_after_pause_seconds: Optional[float] = None
+    gap_after_resume_seconds: Optional[float] = None
+    rss_anon_after_pause: Optional[int] = None
+    rss_anon_at_resume_return: Optional[int] = None  # read right when resume returned
+    # Read rss_later_s after resume returned, or right before the next pause where that began sooner.
+    rss_anon_later: Optional[int] = None
+    rss_anon_later_seconds: Optional[float] = None  # when, exactly, after resume returned
+    contents_exact: Optional[bool] = None
+    engine_pause_seconds: Optional[float] = None
+    engine_resume_seconds: Optional[float] = None
+
+
+@dataclass
+class CyclesItems:
+    layout: Optional[CycleLayout] = None
+    gap: Optional[GapWork] = None
+    rss_anon_before_first_pause: Optional[int] = None
+    rss_later_s: Optional[float] = None
+    cycles: List[Cycle] = field(default_factory=list)
+
+
 # ---- a worker's result ---------------------------------------------------------------------------
 
 
@@ -366,6 +460,7 @@ ITEMS_BY_KIND: Dict[str, Any] = {
     "backup": BackupItems,
     "disk_floor": DiskFloorItems,
     "disk": DiskItems,
+    "cycles": CyclesItems,
 }
 
 
@@ -388,6 +483,7 @@ class WorkerResult:
     started_unix: Optional[float] = None
     finished_unix: Optional[float] = None
     fatal: Optional[str] = None
+    skipped: Optional[str] = None  # why nothing was measured, where that is no failure (a missing optional package)
     env: Optional[DeviceEnv] = None
     library: Optional[LibraryInfo] = None
     verified: int = 0  # full comparisons of contents after a resume
@@ -434,6 +530,14 @@ class BenchConfig:
     disk_layouts: List[int] = field(default_factory=list)
     disk_dir: Optional[str] = None
     disk_repeats: int = 1
+    cycles: int = 0
+    cycle_gap_ms: float = 0.0
+    cycle_retain: bool = False
+    cycle_models: List[str] = field(default_factory=list)
     argv: List[str] = field(default_factory=list)
     environment: Dict[str, Optional[str]] = field(default_factory=dict)
     stripped_from_workers: List[str] = field(default_factory=list)
+
+    def cycle_labels(self) -> List[str]:
+        """The cycles part's layouts: the tensor counts, then the models (worker cycles_<host kind>_<label>)."""
+        return [str(n) for n in self.layouts] + list(self.cycle_models)

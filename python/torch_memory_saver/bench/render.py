@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import List, Optional
 
 from .constants import GiB, MiB
+from .cycles_report import Spread
+from .records import DiskFloor
 from .report import RateFloor, Report
 
 
@@ -49,10 +51,17 @@ def _heading(report: Report) -> List[str]:
                  f"pauses/resumes are single shots in a fresh process")
     if "disk" in config.parts:
         lines.append(f"- disk part: {config.disk_gib:g} GiB, layouts {config.disk_layouts} tensors, in a "
-                     f"temporary directory under `{config.disk_dir}`; floor best of "
+                     f"temporary directory under `{config.disk_dir}`; floor variants best of "
                      f"{config.disk_repeats}, library pause/resume single shots in a fresh process; "
-                     f"TMS_DISK_BACKUP_CHUNK_MB="
-                     f"{config.environment.get('TMS_DISK_BACKUP_CHUNK_MB') or 'unset (64)'}")
+                     + ", ".join(f"{name}={config.environment.get(name) or f'unset ({default})'}"
+                                 for name, default in (("TMS_DISK_BACKUP_CHUNK_MB", 16),
+                                                       ("TMS_DISK_BACKUP_WRITE_DEPTH", 4),
+                                                       ("TMS_DISK_BACKUP_READ_DEPTH", 2))))
+    if "cycles" in config.parts:
+        lines.append(f"- cycles part: {config.cycles} cycles of pause -> gap -> resume -> gap, gap "
+                     f"{config.cycle_gap_ms:g} ms of GPU work, CPU backup with retain_cpu_backup="
+                     f"{config.cycle_retain}, layouts {config.cycle_labels()}, one fresh process per host kind "
+                     f"and layout")
     summary = report.summary
     lines.append(f"- targets met: **{summary.targets_met} of {summary.targets_judged}** judged rows"
                  + (f"; {summary.rows_without_result} rows without a result" if summary.rows_without_result
@@ -94,22 +103,38 @@ def _floors_table(report: Report) -> List[str]:
                      f"{fmt_ms(v.unmap_seconds)} | |")
     disk = floors.disk
     if disk:
-        fs = disk.filesystem
-        where = (f"`{disk.directory}` ({fs.fs_type or '?'} on {fs.device or '?'}, "
-                 f"mounted at {fs.mount_point or '?'})")
         for key in ("write", "read"):
-            how = "O_DIRECT" if getattr(disk, f"direct_{key}") else "buffered, page cache (O_DIRECT refused)"
-            lines.append(f"| disk sequential {key}, {disk.block_bytes / MiB:g} MiB blocks, {how}, in "
-                         f"{md_escape(where)} | {fmt_gib(disk.bytes)} GiB | "
+            how = getattr(disk, f"{key}_variant") or "no variant measured"
+            lines.append(f"| disk {key}, the best direct variant: {md_escape(how)} | {fmt_gib(disk.bytes)} GiB | "
                          f"{fmt_ms(getattr(disk, f'{key}_seconds'))} | {fmt(getattr(disk, f'{key}_gbps'), 2)} |")
     plain = floors.torch_alloc
     if plain:
         lines.append(f"| plain torch alloc, {plain.count} x {config.alloc_bytes / MiB:g} MiB, empty cache | "
                      f"{plain.count} | {fmt_ms(plain.seconds)} | |")
-    if disk and disk.notes:
-        lines.append("")
-        lines.append("Disk floor: " + md_escape("; ".join(disk.notes)))
+    if disk:
+        lines += [""] + _disk_variants_table(disk)
     lines.append("")
+    return lines
+
+
+def _disk_variants_table(disk: DiskFloor) -> List[str]:
+    """Every way the disk floor wrote and read the payload; the library's disk rows are judged by the best direct."""
+    fs = disk.filesystem
+    lines = [f"Disk floor variants, {fmt_gib(disk.bytes)} GiB in `{md_escape(disk.directory)}` ({fs.fs_type or '?'} on "
+             f"{fs.device or '?'}, mounted at {fs.mount_point or '?'}); **floor**: the best O_DIRECT variant per "
+             f"direction, which the library's disk rows are judged against.", "",
+             "| variant | write (ms) | write GB/s | read (ms) | read GB/s | notes |", "|---|---:|---:|---:|---:|---|"]
+    for v in disk.variants:
+        cells = []
+        for key in ("write", "read"):
+            rate = fmt(getattr(v, f"{key}_gbps"), 2)
+            if getattr(disk, f"{key}_variant") == v.label:
+                rate = f"**{rate}**"
+            cells += [fmt_ms(getattr(v, f"{key}_seconds")), rate]
+        notes = "; ".join(v.notes + ([f"FAILED: {v.error}"] if v.error else []))
+        lines.append(f"| {md_escape(v.label)} | {' | '.join(cells)} | {md_escape(notes)} |")
+    if disk.notes:
+        lines += ["", "Disk floor: " + md_escape("; ".join(disk.notes))]
     return lines
 
 
@@ -156,9 +181,71 @@ def _rss_table(report: Report) -> List[str]:
     return lines
 
 
+def _triple(values: Spread, digits: int = 2, scale: float = 1.0) -> str:
+    """cycle 1 / steady median / steady worst."""
+    values_in_order = (values.first, values.median, values.worst)
+    return " / ".join(fmt(None if v is None else v / scale, digits) for v in values_in_order)
+
+
+def _cycles_tables(report: Report) -> List[str]:
+    config = report.config
+    if "cycles" not in config.parts:
+        return []
+    lines = [f"## Cycles: pause -> gap -> resume -> gap, {config.cycles} cycles", "",
+             "Cycle 1 is the first pause and resume of a fresh process; steady is cycles 2..N: their median and "
+             "worst (the slowest). Ratio: library GB/s / floor GB/s of the same run (pause: pinned D2H, resume: "
+             "pinned H2D); pauses also against the cold-host floor (fresh pinned allocation then D2H, derived). "
+             f"The gap is {config.cycle_gap_ms:g} ms of GPU work (bf16 matmuls), measured; CPU backup, "
+             f"retain_cpu_backup={config.cycle_retain}.", "",
+             "| operation | host | layout | tensors | engine allocs | GB/s: 1st / median / worst | floor | "
+             "ratio: 1st / median / worst | cold-host ratio: 1st / median / worst | gap ms (median) | notes |",
+             "|---|---|---|---:|---:|---|---|---|---|---:|---|"]
+    for r in report.cycles:
+        notes = r.note
+        if r.error:
+            notes = (notes + "; " if notes else "") + (r.error if r.error.startswith("skipped") else
+                                                         "ERROR: " + r.error[:200])
+        floor = f"{r.floor} {fmt(r.floor_gbps, 1)} GB/s" if r.floor_gbps else f"{r.floor} missing"
+        cold = _triple(r.cold_ratio) if r.cold_floor_gbps else "-"
+        lines.append(f"| {r.operation} | {r.host} | {r.layout} | {r.tensors if r.tensors is not None else '-'} | "
+                     f"{r.engine_allocations if r.engine_allocations is not None else '-'} | "
+                     f"{_triple(r.gbps, 1)} | {floor} | {_triple(r.ratio)} | {cold} | "
+                     f"{fmt_ms(r.gap_seconds.median)} | {md_escape(notes)} |")
+    lines.append("")
+    if report.cycle_rss:
+        lines += ["### Host memory over the cycles", "",
+                  "RssAnon minus RssAnon before the first pause, MiB: right when resume returned, and about 1 s "
+                  "later (never after the next pause began); 1st / median / worst (the largest) of cycles 2..N.", "",
+                  "| host | layout | payload GiB | retain | before 1st pause GiB | at resume return | ~1 s later | "
+                  "later reading after (s, soonest) | notes |", "|---|---|---:|---|---:|---|---|---:|---|"]
+        for v in report.cycle_rss:
+            lines.append(f"| {v.host} | {v.layout} | {fmt_gib(v.bytes)} | {'on' if v.retain else 'off'} | "
+                         f"{fmt_gib(v.before_first_pause)} | {_triple(v.at_return, 0, MiB)} | "
+                         f"{_triple(v.later, 0, MiB)} | {fmt(v.later_seconds.worst, 2)} | {md_escape(v.note)} |")
+        lines.append("")
+    per_cycle = []
+    for kind in config.host_kinds:
+        for label in config.cycle_labels():
+            worker = report.workers.get(f"cycles_{kind}_{label}")
+            cycles = worker.items.cycles if worker is not None and not worker.skipped else []
+            for op in ("pause", "resume"):
+                if cycles:
+                    rates = " | ".join(fmt(getattr(c, f"{op}_gbps"), 1) for c in cycles)
+                    per_cycle.append(f"| {kind} | {label} | {op} | {rates} |")
+    if per_cycle:
+        width = max(line.count("|") for line in per_cycle) - 4
+        lines += ["### GB/s per cycle", "",
+                  "| host | layout | operation | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
+                  "|---|---|---|" + "---:|" * width] + per_cycle + [""]
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     """results.md: the card, the floors, the library-vs-floor table, RSS, mismatches and failures."""
-    lines = _heading(report) + _floors_table(report) + _rows_table(report) + _rss_table(report)
+    lines = (_heading(report) + _floors_table(report) + _rows_table(report) + _rss_table(report)
+             + _cycles_tables(report))
+    if report.skipped:
+        lines += ["## Skipped", ""] + [f"- `{name}`: {md_escape(why)}" for name, why in report.skipped.items()] + [""]
     if report.mismatches:
         lines += ["## DATA MISMATCH", ""] + [f"- {md_escape(m)}" for m in report.mismatches] + [""]
     if report.failures:
@@ -171,6 +258,10 @@ def render_markdown(report: Report) -> str:
         lines.append("![rate vs layout](rate_vs_layout.png)")
     else:
         lines.append(f"(no plot: {report.plot})")
+    if report.cycles_plot.startswith("wrote"):
+        lines += ["", "![rates per cycle](cycles.png)"]
+    elif report.cycles_plot:
+        lines += ["", f"(no cycles plot: {report.cycles_plot})"]
     lines.append("")
     return "\n".join(lines)
 
@@ -183,4 +274,11 @@ def render_rows_text(report: Report) -> str:
         tail = r.target.text + (f"  {verdict}" if verdict else "") + (f"  ERROR {r.error[:60]}" if r.error else "")
         out.append(f"{r.label[:40]:40} {(r.host or '-'):6} {str(r.layout or '-'):>5} "
                    f"{fmt_ms(r.seconds):>10} {fmt(r.gbps, 1):>7} {fmt(r.ratio, 2):>6}  {tail}")
+    if report.cycles:
+        out.append("")
+        out.append(f"{'cycles (GB/s and x floor: 1st / median / worst)':48} {'host':6} {'layout':>8}")
+        for c in report.cycles:
+            tail = f"  {c.error[:60]}" if c.error else ""
+            out.append(f"{c.operation + ', ' + _triple(c.gbps, 1) + ' GB/s':48} {c.host:6} {c.layout:>8}  "
+                       f"{_triple(c.ratio)} x {c.floor}{tail}")
     return "\n".join(out)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 from .constants import STRIPPED_ENV, BenchUnavailable, exc_text
 from .._disk_files import named_backup_files
-from .records import VmmLayoutSpec, WorkerResult, WorkerSpec
+from .records import DiskVariantSpec, VmmLayoutSpec, WorkerResult, WorkerSpec
 from .worker import WORKER_BOOT, read_result, write_spec
 
 
@@ -155,6 +155,8 @@ class Runner:
 
 def status_line(result: WorkerResult) -> str:
     status = "ok"
+    if result.skipped:
+        status = "skipped: " + result.skipped
     if result.fatal:
         status = "FAILED: " + result.fatal.splitlines()[0]
     elif result.errors:
@@ -164,8 +166,25 @@ def status_line(result: WorkerResult) -> str:
     return status
 
 
+def first_error(result: Optional[WorkerResult], *names: str) -> Optional[str]:
+    """The first line of the error that explains a missing item of `result`."""
+    if result is None:
+        return "not run"
+    if result.skipped:
+        return "skipped: " + result.skipped
+    if result.fatal:
+        return "worker failed: " + result.fatal.splitlines()[0]
+    for name in names:
+        if name in result.errors:
+            return result.errors[name].splitlines()[0]
+    if result.errors:
+        name = next(iter(result.errors))
+        return f"{name}: " + result.errors[name].splitlines()[0]
+    return None
+
+
 def run_disk_part(runner: Runner, common: WorkerSpec, disk_dir: str, layouts: List[int], disk_bytes: int,
-                  block_bytes: int, repeats: int, base: Dict[str, str],
+                  variants: List[DiskVariantSpec], repeats: int, base: Dict[str, str],
                   library: Dict[str, str]) -> Dict[str, WorkerResult]:
     """The disk floor worker, then one library worker per disk layout, in a private directory removed after."""
     workers: Dict[str, WorkerResult] = {}
@@ -180,7 +199,7 @@ def run_disk_part(runner: Runner, common: WorkerSpec, disk_dir: str, layouts: Li
     def spec(kind: str, layout: Optional[int] = None) -> WorkerSpec:
         return WorkerSpec(kind=kind, device=common.device, total_bytes=common.total_bytes, repeats=common.repeats,
                           hook_mode=common.hook_mode, disk_dir=run_dir, disk_bytes=disk_bytes,
-                          disk_block_bytes=block_bytes, disk_repeats=repeats, layout=layout)
+                          disk_variants=variants, disk_repeats=repeats, layout=layout)
 
     try:
         workers["disk_floor"] = runner.run("disk_floor", spec("disk_floor"), base)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from .constants import BenchUnavailable, GiB, exc_text
-from .records import DeviceEnv, EngineTagStats, LibraryInfo, WorkerResult, WorkerSpec
+from .records import DeviceEnv, EngineTagStats, GapWork, LibraryInfo, WorkerResult, WorkerSpec
+
+T = TypeVar("T")
 
 
 def import_torch_cuda() -> Any:
@@ -40,12 +42,59 @@ def driver_version(torch: Any) -> Optional[int]:
 
 def timed(torch: Any, action: Callable[[], None]) -> Tuple[float, float]:
     """(seconds until `action` returned, seconds until the device was idle after it); device idle at start."""
+    returned, synced, _ = timed_sampled(torch, action, lambda: None)
+    return returned, synced
+
+
+def timed_sampled(torch: Any, action: Callable[[], None], sample: Callable[[], T]) -> Tuple[float, float, T]:
+    """timed(), and `sample()` taken right when `action` returned (its own time is left out of both)."""
     torch.cuda.synchronize()
     start = time.perf_counter()
     action()
-    returned = time.perf_counter() - start
+    returned = time.perf_counter()
+    value = sample()
+    sampled = time.perf_counter()
     torch.cuda.synchronize()
-    return returned, time.perf_counter() - start
+    return returned - start, time.perf_counter() - start - (sampled - returned), value
+
+
+class GapWorkload:
+    """GPU work of about `seconds` between the steps of a cycle: bf16 matmuls, counted once, timed each time.
+
+    The count comes from timing a few matmuls before the cycles; run() says how
+    long each gap really took. No work at all for `seconds` <= 0.
+    """
+
+    MAX_MATMULS = 100_000
+
+    def __init__(self, torch: Any, device: int, seconds: float, matrix: int) -> None:
+        self.torch = torch
+        self.record = GapWork(asked_seconds=max(0.0, seconds), matrix=matrix)
+        if seconds <= 0:
+            return
+        where = f"cuda:{device}"
+        self.a = torch.empty((matrix, matrix), dtype=torch.bfloat16, device=where)
+        self.b = torch.empty((matrix, matrix), dtype=torch.bfloat16, device=where)
+        self.c = torch.empty((matrix, matrix), dtype=torch.bfloat16, device=where)
+        self.a.fill_(0.001)
+        self.b.fill_(0.001)
+        self._matmuls(2)  # warm-up: cuBLAS handle and kernel selection
+        probe = 5
+        per = self._matmuls(probe) / probe
+        self.record.matmul_seconds = per
+        self.record.matmuls = max(1, min(self.MAX_MATMULS, round(seconds / per) if per > 0 else 1))
+
+    def _matmuls(self, count: int) -> float:
+        self.torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(count):
+            self.torch.matmul(self.a, self.b, out=self.c)
+        self.torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def run(self) -> float:
+        """One gap; its seconds until the device was idle (0.0 for no gap)."""
+        return self._matmuls(self.record.matmuls) if self.record.matmuls else 0.0
 
 
 def device_free(torch: Any, device: int) -> int:
@@ -89,6 +138,12 @@ def fill(torch: Any, tensors: List[Any], seed: int) -> None:
         n = tensor.numel()
         torch.arange(offset, offset + n, out=tensor)
         offset += n
+
+
+def int64_view(torch: Any, tensor: Any) -> Any:
+    """`tensor`'s bytes as a flat int64 tensor (for fill() and verify() of any dtype); its byte size must be a
+    multiple of 8."""
+    return tensor.reshape(-1).view(torch.int64)
 
 
 def verify(torch: Any, tensors: List[Any], seed: int, chunk: int = 1 << 26) -> Optional[str]:

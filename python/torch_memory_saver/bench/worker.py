@@ -20,7 +20,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .constants import exc_text
 from .records import WorkerResult, WorkerSpec, from_json, to_json
@@ -41,6 +41,28 @@ def item(result: WorkerResult, name: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - reported, the run goes on
         result.errors[name] = exc_with_trace(exc)
         print(f"[{result.kind}] {name} FAILED: {exc_text(exc)}", flush=True)
+
+
+class Steps:
+    """Where a sequence of dependent steps is; a failure ends the sequence and is recorded under that step.
+
+    ``with Steps(result, label) as step: step.now = "pause"; ...``: an exception
+    inside is recorded under ``result.errors[step.now]`` and the worker goes on
+    after the block.
+    """
+
+    def __init__(self, result: WorkerResult, label: str) -> None:
+        self.result, self.label, self.now = result, label, "setup"
+
+    def __enter__(self) -> "Steps":
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, trace: Any) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        self.result.errors[self.now] = exc_with_trace(exc)
+        print(f"[{self.label}] FAILED at {self.now}: {exc_text(exc)}", flush=True)
+        return True  # later steps depend on this one: stop here, the worker goes on
 
 
 def write_spec(spec: WorkerSpec, path: Path) -> None:

@@ -4,8 +4,9 @@ floors      pinned copies, fresh pinned allocation, copies with registered THP m
 nobackup    pause/resume without backup per layout, next to the raw VMM loop in the same process
 alloc       2048 x 2 MiB allocations, plain torch and inside a region
 backup      three pause/resume cycles with CPU backup (cold, cold with retention, warm), one layout
-disk_floor  sequential write/read of the backup directory (no torch)
+disk_floor  write/read rates of the backup directory, several ways (no torch)
 disk        pause/resume of a disk-backed tag, one layout
+cycles      N cycles of pause -> gap -> resume -> gap with CPU backup, one layout (cycles.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 from . import vmm
 from .constants import GiB, MiB, exc_text, gbps
 from .copies import copy_times, registered_copy_floor
+from .cycles import cycles
 from .._disk_files import named_backup_files, open_backup_files
 from .disk import disk_floor
 from .machine import meminfo, rss_bytes
@@ -47,7 +49,7 @@ from .torch_support import (
     timed,
     verify,
 )
-from .worker import exc_with_trace, item
+from .worker import Steps, item
 
 
 def floors(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
@@ -225,23 +227,6 @@ def alloc(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     result.items.torch_alloc, result.items.region_alloc = plain, region
 
 
-class _Steps:
-    """Where a sequence of dependent steps is; a failure ends the sequence and is recorded under that step."""
-
-    def __init__(self, result: WorkerResult, label: str) -> None:
-        self.result, self.label, self.now = result, label, "setup"
-
-    def __enter__(self) -> "_Steps":
-        return self
-
-    def __exit__(self, kind: Any, exc: Any, trace: Any) -> bool:
-        if not isinstance(exc, Exception):
-            return False
-        self.result.errors[self.now] = exc_with_trace(exc)
-        print(f"[{self.label}] FAILED at {self.now}: {exc_text(exc)}", flush=True)
-        return True  # later steps depend on this one: stop here, the worker goes on
-
-
 class _Transitions:
     """Timed pauses and resumes of one backed-up tag, with the checks of contents after each resume."""
 
@@ -297,7 +282,7 @@ def backup(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
         result.warnings.append(f"only {mem['MemAvailable'] / GiB:.1f} GiB host memory available for "
                                f"{payload / GiB:.1f} GiB backups")
 
-    with _Steps(result, f"backup {kind} n={count}") as step:
+    with Steps(result, f"backup {kind} n={count}") as step:
 
         def measure(op: str) -> None:
             step.now = op
@@ -359,14 +344,18 @@ def backup(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
 
 
 def disk_floor_worker(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
-    """The disk floor in the backup directory (no torch: `torch` is None here)."""
+    """The disk floor in the backup directory, every variant (no torch: `torch` is None here)."""
     with item(result, "disk_floor"):
-        floor = disk_floor(str(spec.disk_dir), spec.disk_bytes, spec.disk_block_bytes, spec.disk_repeats)
+        floor = disk_floor(str(spec.disk_dir), spec.disk_bytes, spec.disk_variants or None, spec.disk_repeats)
         result.items.disk = floor
+        for variant in floor.variants:
+            rates = (f"write {variant.write_gbps or 0:.2f} GB/s, read {variant.read_gbps or 0:.2f} GB/s"
+                     if variant.error is None else f"FAILED: {variant.error}")
+            print(f"[disk_floor] {variant.label}: {rates}", flush=True)
         notes = "; ".join(floor.notes)
-        print(f"[disk_floor] {floor.bytes / GiB:.2f} GiB in {floor.directory} ({floor.filesystem.fs_type}): write "
-              f"{floor.write_gbps:.2f} GB/s, read {floor.read_gbps:.2f} GB/s{'; ' + notes if notes else ''}",
-              flush=True)
+        print(f"[disk_floor] {floor.bytes / GiB:.2f} GiB in {floor.directory} ({floor.filesystem.fs_type}): floor "
+              f"write {floor.write_gbps or 0:.2f} GB/s ({floor.write_variant}), read {floor.read_gbps or 0:.2f} "
+              f"GB/s ({floor.read_variant}){'; ' + notes if notes else ''}", flush=True)
 
 
 def _bytes_of(paths: List[str]) -> int:
@@ -390,7 +379,7 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     items.layout = LayoutInfo(count=count, bytes=payload, directory=directory,
                               chunk_mb_env=os.environ.get("TMS_DISK_BACKUP_CHUNK_MB"))
     cycle = _Transitions(torch, tms, result, tag, device, payload, f"disk layout {count}")
-    with _Steps(result, f"disk n={count}") as step:
+    with Steps(result, f"disk n={count}") as step:
         require_device_memory(torch, device, payload + 1 * GiB, f"disk layout {count}")
         step.now = "set_disk_backup_dir"
         tms.set_disk_backup_dir(directory)
@@ -431,6 +420,7 @@ BY_KIND: Dict[str, Callable[[Any, WorkerSpec, WorkerResult], None]] = {
     "backup": backup,
     "disk_floor": disk_floor_worker,
     "disk": disk,
+    "cycles": cycles,
 }
 # Kinds that need neither torch nor a GPU.
 CPU_KINDS = ("disk_floor",)

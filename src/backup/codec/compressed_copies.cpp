@@ -6,15 +6,12 @@
 #include "backup/codec/cpu_codec.h"
 #include "backup/codec/format.h"
 #include "common/errors.h"
+#include "common/sizes.h"
 
 namespace tms {
 namespace {
 
 constexpr std::size_t kScratchAlign = 256;  // where each area of the scratch starts
-
-std::size_t align_up(std::size_t value, std::size_t multiple) {
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 constexpr std::size_t slot_bytes() { return codec::max_batch_bytes(codec::kBatchBytes); }
 
@@ -48,10 +45,11 @@ void run_drained(CopyPipeline& copies, const Devices& devices, Queue&& queue) {
 }  // namespace
 
 DeviceScratch::DeviceScratch(Driver& driver, ParkingLot& parking, int device, std::size_t size)
-    : size_(align_up(size, driver.granularity(device))),
-      reservation_(driver, parking, size_, driver.granularity(device)),
-      physical_(driver, parking, device, size_),
-      mapping_(driver, parking, reservation_.va(), size_, physical_.handle(), device) {}
+    : size_(round_up(size, driver.granularity(device))),
+      reservation_(VaReservation::reserve(driver, parking, size_, driver.granularity(device))),
+      physical_(PhysicalMemory::create(driver, parking, device, size_)),
+      mapping_(
+          Mapping::map(driver, parking, reservation_.va(), size_, physical_.handle(), device)) {}
 
 CompressedBackup::CompressedBackup(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                                    std::vector<CompressItem> items)
@@ -67,7 +65,7 @@ CompressedBackup::CompressedBackup(Driver& driver, ParkingLot& parking, CopyPipe
   std::map<int, std::size_t> table_of;
   for (auto& [device, state] : devices_) {
     state.scratch = std::make_unique<DeviceScratch>(
-        driver_, parking, device, align_up(state.chunks * 4, kScratchAlign) + lanes * slot_bytes());
+        driver_, parking, device, round_up(state.chunks * 4, kScratchAlign) + lanes * slot_bytes());
     table_of[device] = table_offset;
     table_offset += state.chunks;
   }
@@ -107,7 +105,7 @@ std::size_t CompressedBackup::stored_bytes(std::size_t i) const {
 
 DevicePtr CompressedBackup::slot(const DeviceState& state, std::size_t lane) const {
   const std::size_t lanes = copies_.options().streams_per_device;
-  return state.scratch->base() + align_up(state.chunks * 4, kScratchAlign) +
+  return state.scratch->base() + round_up(state.chunks * 4, kScratchAlign) +
          (lane % lanes) * slot_bytes();
 }
 

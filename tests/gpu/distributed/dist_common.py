@@ -1,8 +1,11 @@
 """Helpers shared by the multi-process GPU tests (the pytest side; imports no torch).
 
 Every child process these tests start gets the environment built by
-:func:`child_env`: this source tree's Python package, the engine library
-named by ``TMS_LIBRARY_PATH``, and NVLink multicast switched off
+:func:`child_env`: the package under test and its engine library, found as
+the other GPU tests find them (``tests/gpu/gpu_env.py``: the importable
+package, an installed wheel or PYTHONPATH, with its own library, else this
+source tree with build/; ``TMS_LIBRARY_PATH`` names another library), and
+NVLink multicast switched off
 (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``,
 ``NVSHMEM_DISABLE_NVLS=1``) because the GPU machines these run on require it.
 
@@ -13,7 +16,6 @@ removed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -26,8 +28,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-LIBRARY_NAME = "libtorch_memory_saver.so"
-HOOK_MODES = ("preload", "torch")
+sys.path.insert(0, str(HERE.parent))  # tests/gpu, for gpu_env: one rule for finding the package under test
+import gpu_env  # noqa: E402
+
+HOOK_MODES = gpu_env.HOOK_MODES
 
 # NVLink multicast must stay off on the shared GPU hosts: never let a child run without these.
 NO_MULTICAST_ENV = {
@@ -42,19 +46,20 @@ _DROPPED = ("LD_PRELOAD", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "NCCL
 
 
 def engine_library() -> Optional[Path]:
-    """The engine library: TMS_LIBRARY_PATH, else build/, else the one installed with the package."""
-    candidates: List[object] = [os.environ.get("TMS_LIBRARY_PATH"), REPO / "build" / LIBRARY_NAME]
-    spec = importlib.util.find_spec("torch_memory_saver")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / LIBRARY_NAME)
-    for candidate in candidates:
-        if candidate and Path(str(candidate)).is_file():
-            return Path(str(candidate)).resolve()
-    return None
+    """The engine library under test (gpu_env.engine_library), or None where there is none."""
+    try:
+        return gpu_env.engine_library()
+    except FileNotFoundError:
+        return None
+
+
+def package_under_test() -> Path:
+    """The torch_memory_saver package directory the children import."""
+    return gpu_env.package_under_test()[0] / "torch_memory_saver"
 
 
 def child_env(hook_mode: str = "torch", preload: bool = True, **extra: str) -> Dict[str, str]:
-    """Environment of a child process: this tree's package, the engine library, multicast off.
+    """Environment of a child process: the package under test, its engine library, multicast off.
 
     In preload mode the library is put in ``LD_PRELOAD`` (as
     ``torch_memory_saver.configure_subprocess()`` would) unless `preload` is False.
@@ -67,7 +72,7 @@ def child_env(hook_mode: str = "torch", preload: bool = True, **extra: str) -> D
             "or set TMS_LIBRARY_PATH"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED}
-    python_path = [str(REPO / "python"), str(HERE)]
+    python_path = [str(gpu_env.package_under_test()[0]), str(HERE)]
     if env.get("PYTHONPATH"):
         python_path.append(env["PYTHONPATH"])
     env.update(

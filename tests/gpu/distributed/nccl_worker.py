@@ -50,6 +50,7 @@ from torch import nn
 
 import torch_memory_saver as tms_package
 from torch_memory_saver import torch_memory_saver as tms
+from torch_memory_saver.hooks import HOOK_MODES
 from worker_common import Checks, free_bytes, owned, require_no_multicast_env, tag_stats, write_json
 
 ENGINE_TAGS = ("buffers", "weights", "graph")  # pause order (like SGLang's kv_cache, weights, cuda_graph)
@@ -475,6 +476,16 @@ class Worker:
 # ---- scenarios -------------------------------------------------------------------------
 
 
+def scribble_over_released(freed_bytes: int) -> None:
+    """Write over 80 % of the physical memory a pause released, so stale data cannot survive by luck."""
+    size = int(max(freed_bytes, 0) * 0.8)
+    if size > 0:
+        scribble = torch.full((size,), 0xAB, dtype=torch.uint8, device="cuda")
+        del scribble
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
 def scenario_collectives(w: Worker) -> None:
     w.build()
     w.sync_weights()
@@ -491,13 +502,7 @@ def scenario_collectives(w: Worker) -> None:
         dist.all_reduce(z)
         torch.cuda.synchronize()
         w.check(f"cycle {cycle}: collective on resident memory while paused", bool((z == w.world).all()))
-        # Write over the released physical memory, so stale data cannot survive by luck.
-        scribble_bytes = int(paused["freed_bytes"] * 0.8)
-        if scribble_bytes > 0:
-            scribble = torch.full((scribble_bytes,), 0xAB, dtype=torch.uint8, device="cuda")
-            del scribble
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+        scribble_over_released(paused["freed_bytes"])
         resumed = w.resume_all(cycle, paused)
         w.print_table(f"cycle {cycle}: after resume", w.stats_rows())
         y = w.eager_round(f"cycle {cycle} after resume")
@@ -526,12 +531,7 @@ def scenario_graph_register(w: Worker) -> None:
     all_correct = True
     for cycle in range(1, w.args.cycles + 1):
         paused = w.pause_all(cycle)
-        scribble_bytes = int(max(paused["freed_bytes"], 0) * 0.8)
-        if scribble_bytes > 0:
-            scribble = torch.full((scribble_bytes,), 0xAB, dtype=torch.uint8, device="cuda")
-            del scribble
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+        scribble_over_released(paused["freed_bytes"])
         resumed = w.resume_all(cycle, paused)
         w.stage(f"cycle {cycle}: replay after resume")
         w.replay(f"cycle {cycle} replay after resume")
@@ -633,7 +633,7 @@ SCENARIOS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
-    parser.add_argument("--hook-mode", choices=("preload", "torch"), default="torch")
+    parser.add_argument("--hook-mode", choices=HOOK_MODES, default="torch")
     parser.add_argument("--result-dir", required=True)
     parser.add_argument("--hidden", type=int, default=4096, help="MLP width (params: 8*hidden^2 floats)")
     parser.add_argument("--numel", type=int, default=8 << 20, help="floats per communication buffer")

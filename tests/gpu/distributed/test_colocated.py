@@ -7,7 +7,8 @@ allocates more than was free before the pause, computes, frees and exits; A
 resumes with bit-exact weights at unchanged addresses.
 
 Needs torch with CUDA (skips otherwise) and the engine library
-(TMS_LIBRARY_PATH, build/, or the installed package). TMS_TEST_LOG_DIR keeps
+(TMS_LIBRARY_PATH, else the installed package's, else build/: see
+tests/gpu/gpu_env.py). TMS_TEST_LOG_DIR keeps
 both processes' logs and the result files.
 """
 

@@ -178,7 +178,7 @@ def test_nccl_graph_register_outcome(world_size, register, tmp_path):
 
 
 def _package_mentions_graph_register():
-    package = dist_common.REPO / "python" / "torch_memory_saver"
+    package = dist_common.package_under_test()
     return any(
         "NCCL_GRAPH_REGISTER" in p.read_text(encoding="utf-8", errors="replace") for p in package.glob("*.py")
     )
