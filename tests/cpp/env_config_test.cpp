@@ -25,7 +25,7 @@ TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config.driver, DriverKind::kCuda);
   EXPECT_EQ(config.disk_backup_chunk_mb, 16u);
   EXPECT_EQ(config.disk_backup_write_depth, 4u);
-  EXPECT_EQ(config.disk_backup_read_depth, 2u);
+  EXPECT_EQ(config.disk_backup_read_depth, 4u);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
   EXPECT_EQ(config.host_prepare_threads, 0u) << "0: the engine picks from the core count";
   EXPECT_EQ(config.host_register_chunk_mb, 64u);

@@ -56,7 +56,7 @@ def _heading(report: Report) -> List[str]:
                      + ", ".join(f"{name}={config.environment.get(name) or f'unset ({default})'}"
                                  for name, default in (("TMS_DISK_BACKUP_CHUNK_MB", 16),
                                                        ("TMS_DISK_BACKUP_WRITE_DEPTH", 4),
-                                                       ("TMS_DISK_BACKUP_READ_DEPTH", 2))))
+                                                       ("TMS_DISK_BACKUP_READ_DEPTH", 4))))
     if "cycles" in config.parts:
         lines.append(f"- cycles part: {config.cycles} cycles of pause -> gap -> resume -> gap, gap "
                      f"{config.cycle_gap_ms:g} ms of GPU work, CPU backup with retain_cpu_backup="
