@@ -279,13 +279,25 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   }
   for (int attempt = 1;; ++attempt) {
     const std::string name = new_backup_file_name();
-    fd = open_direct_if_possible(dir_fd, name.c_str(),
-                                 O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, direct);
+    // Created without O_DIRECT: Linux creates the file before it refuses
+    // O_DIRECT with EINVAL, so an O_EXCL retry of the same name would fail
+    // and leave the file behind. Direct I/O, where the filesystem has it,
+    // comes from opening the new file a second time.
+    fd = io_.open(dir_fd, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
       const int error = errno;
       if (error == EEXIST && attempt < kMaxNameAttempts) continue;
       throw IoError("could not create disk backup file '" + dir + "/" + name +
                     "': open: " + errno_text(error) + space_hint(error));
+    }
+    if (direct_io_) {
+      const int direct_fd =
+          io_.open(dir_fd, name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_DIRECT, 0);
+      if (direct_fd >= 0) {
+        (void)io_.close(fd);  // nothing written through it yet
+        fd = direct_fd;
+        direct = true;
+      }
     }
     DiskFile file(io_, fd, dir);
     file.direct_ = direct;

@@ -93,8 +93,8 @@ class DiskFile {
 };
 
 /// Defaults from the disk of the H200 host (docs/disk-backup.md): 16 MiB
-/// direct transfers were the fastest single stream, 4 writes in flight
-/// wrote faster than one, 4 reads in flight read slower than one.
+/// direct transfers were the fastest single stream, and 4 transfers in
+/// flight wrote and read faster than one or two.
 struct DiskBackupOptions {
   std::size_t chunk_bytes = std::size_t{16} << 20;  ///< each transfer; rounded up to 4 KiB
   std::size_t write_depth = 4;                      ///< writes in flight per file

@@ -1,6 +1,6 @@
 #include "backup/io_threads.h"
 
-#include <system_error>
+#include <exception>
 
 namespace tms {
 
@@ -9,8 +9,11 @@ IoThreads::IoThreads(std::size_t threads, std::size_t slots) : busy_(slots, fals
   for (std::size_t i = 0; i < threads; ++i) {
     try {
       threads_.emplace_back([this] { work(); });
-    } catch (const std::system_error&) {
-      break;  // no more threads to be had: fewer transfers in flight, same result
+    } catch (const std::exception&) {
+      // No more threads to be had (system_error), or no memory to start one
+      // (bad_alloc): fewer transfers in flight, same result. Letting it
+      // leave would destroy the threads already started while joinable.
+      break;
     }
   }
 }

@@ -441,15 +441,19 @@ void Engine::resume(const std::optional<std::string>& tag) {
   if (loaded_files) clock.lap("disk restore");
 
   // 3. Commit: the point of no return. Everything is mapped and restored.
+  //    Nothing in the loop below allocates, so it cannot stop half way.
   std::vector<HostBuffer> dropped;
   std::vector<DiskFile> dropped_files;
+  std::vector<const Allocation*> without_contents;
+  dropped.reserve(claimed.size());
+  dropped_files.reserve(claimed.size());
+  without_contents.reserve(claimed.size());
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
       Allocation& allocation = *claimed[i];
       if (allocation.backup_discarded) {
-        log(LogLevel::kWarning, "resumed " + describe_allocation(allocation) +
-                                    " WITHOUT its contents: its backup was discarded");
+        without_contents.push_back(&allocation);
         allocation.backup_discarded = false;
       }
       allocation.handle = pipeline.commit(i);
@@ -461,6 +465,10 @@ void Engine::resume(const std::optional<std::string>& tag) {
       }
       if (!allocation.disk_file.empty()) dropped_files.push_back(std::move(allocation.disk_file));
     }
+  }
+  for (const Allocation* allocation : without_contents) {
+    log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
+                                " WITHOUT its contents: its backup was discarded");
   }
   for (DiskFile& file : dropped_files) parking_.remove_or_park(std::move(file));
   clock.lap("commit");

@@ -271,6 +271,25 @@ TEST_F(DiskBackupTest, BufferedFallbackAndShortTransfersKeepContentsExact) {
   engine_->free(ptr);
 }
 
+TEST_F(DiskBackupTest, WithoutUnnamedFilesNorDirectIoANamedBackupLeavesNothingBehind) {
+  // As on filesystems with neither O_TMPFILE nor O_DIRECT: Linux creates a
+  // file opened with O_CREAT | O_DIRECT before it refuses O_DIRECT, so the
+  // named fallback must not ask for both at once.
+  io_.set_refuse_unnamed_files(true);
+  io_.set_refuse_direct_io(true);
+  const std::size_t size = 2 * kChunk + 13;
+  const DevicePtr ptr = allocate(size);
+  testing::fill_pattern(ptr, size, 8);
+  engine_->pause("t");
+  EXPECT_TRUE(dir_.files().empty()) << dir_.files().size() << " file(s) left in the directory";
+  EXPECT_EQ(open_files(), 1u);
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(ptr, size, 8));
+  EXPECT_EQ(open_files(), 0u);
+  EXPECT_TRUE(dir_.files().empty());
+  engine_->free(ptr);
+}
+
 TEST_F(DiskBackupTest, DirectIoWithShortAlignedTransfers) {
   io_.set_max_transfer(64 * 1024);
   const std::size_t size = 3 * kChunk + 5;

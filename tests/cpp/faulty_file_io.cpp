@@ -76,6 +76,12 @@ int FaultyFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
     return -1;
   }
   if (refuse_direct && (flags & O_DIRECT) != 0) {
+    // As Linux does: a file asked for with O_CREAT is created before
+    // O_DIRECT is refused, and stays.
+    if ((flags & O_CREAT) != 0 && (flags & O_TMPFILE) != O_TMPFILE) {
+      const int fd = PosixFileIo::open(dir_fd, path, flags & ~O_DIRECT, mode);
+      if (fd >= 0) PosixFileIo::close(fd);
+    }
     errno = EINVAL;
     return -1;
   }

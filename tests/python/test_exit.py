@@ -135,7 +135,10 @@ ABNORMAL_EXIT_SCRIPT = """
     elif HOW == "os._exit":
         os._exit(7)
     else:
-        os.kill(os.getpid(), getattr(signal, HOW))
+        number = getattr(signal, HOW)
+        if number != signal.SIGKILL:
+            signal.signal(number, signal.SIG_DFL)  # its default action, even under nohup
+        os.kill(os.getpid(), number)
         signal.pause()
 """
 
