@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -405,9 +406,13 @@ std::unique_ptr<HostBlock> HostMemory::drop(HostBlock* block) noexcept {
   live_.erase(it);
   if (dead->kind == HostMemoryKind::kPinned && pooling_ && dead->preparing == nullptr &&
       dead->fully_registered() && pooled_bytes_ + dead->capacity <= options_.pool_limit_bytes) {
-    dead->used = 0;
-    pooled_bytes_ += dead->capacity;
-    pool_.push_back(std::move(dead));
+    try {
+      pool_.push_back(std::move(dead));
+    } catch (const std::bad_alloc&) {
+      return dead;  // unchanged (a failed push_back moves nothing): freed instead
+    }
+    pool_.back()->used = 0;
+    pooled_bytes_ += pool_.back()->capacity;
     return nullptr;
   }
   return dead;
@@ -418,9 +423,13 @@ void HostMemory::release(HostBlock* block) noexcept {
   if (dead == nullptr) return;
   if (releaser_.joinable()) {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(dead));
-    queue_changed_.notify_all();
-    return;
+    try {
+      queue_.push_back(std::move(dead));
+      queue_changed_.notify_all();
+      return;
+    } catch (const std::bad_alloc&) {
+      // No memory to queue it: freed on this thread below.
+    }
   }
   free_or_keep(std::move(dead));
 }
@@ -510,15 +519,26 @@ void HostMemory::free_or_keep(std::unique_ptr<HostBlock> block) noexcept {
   try {
     free_block(*block);
   } catch (const std::exception& error) {
-    log(LogLevel::kWarning,
-        std::string("freeing host backup memory failed, will retry: ") + error.what());
+    try {
+      log(LogLevel::kWarning,
+          std::string("freeing host backup memory failed, will retry: ") + error.what());
+    } catch (const std::bad_alloc&) {
+      log(LogLevel::kWarning, "freeing host backup memory failed, will retry");
+    }
     keep_failed(std::move(block));
   }
 }
 
 void HostMemory::keep_failed(std::unique_ptr<HostBlock> block) noexcept {
   std::lock_guard lock(mutex_);
-  failed_.push_back(std::move(block));
+  try {
+    failed_.push_back(std::move(block));
+  } catch (const std::bad_alloc&) {
+    // No memory even to remember it: the block stays mapped for the rest of
+    // the process rather than ending it (a failed push_back moves nothing).
+    log(LogLevel::kWarning, "host backup memory could not be freed and is kept until exit");
+    (void)block.release();
+  }
 }
 
 void HostMemory::background_loop() {

@@ -73,14 +73,21 @@ std::string escape_control_characters(std::string_view text) {
   return out;
 }
 
-void log(LogLevel level, std::string_view message) {
+void log(LogLevel level, std::string_view message) noexcept {
   if (!log_enabled(level)) return;
   const std::string* context = g_context.load();
-  // One fprintf per line keeps lines from different threads whole. Messages
-  // carry user text (tags, paths): escaped, a newline in it cannot forge a line.
-  const std::string text = escape_control_characters(message);
-  std::fprintf(stderr, "[torch_memory_saver %s%s] %s\n", level_name(level),
-               context != nullptr ? context->c_str() : "", text.c_str());
+  const char* prefix = context != nullptr ? context->c_str() : "";
+  try {
+    // One fprintf per line keeps lines from different threads whole. Messages
+    // carry user text (tags, paths): escaped, a newline in it cannot forge a line.
+    const std::string text = escape_control_characters(message);
+    std::fprintf(stderr, "[torch_memory_saver %s%s] %s\n", level_name(level), prefix, text.c_str());
+  } catch (...) {
+    // No memory to escape the message: say so rather than throw from the
+    // release and unwinding paths that log.
+    std::fprintf(stderr, "[torch_memory_saver %s%s] (a message was dropped: out of memory)\n",
+                 level_name(level), prefix);
+  }
 }
 
 }  // namespace tms

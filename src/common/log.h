@@ -17,7 +17,7 @@ void set_log_context(std::string_view context);
 /// Writes one line "[torch_memory_saver LEVEL context] message" if `level`
 /// is enabled, with control characters of `message` escaped. Takes no lock
 /// of its own (safe in a fork()ed child).
-void log(LogLevel level, std::string_view message);
+void log(LogLevel level, std::string_view message) noexcept;
 /// `text` with control characters written as \n, \r, \t or \xNN.
 [[nodiscard]] std::string escape_control_characters(std::string_view text);
 
