@@ -427,8 +427,7 @@ void HostMemory::release(HostBlock* block) noexcept {
       queue_.push_back(std::move(dead));
       queue_changed_.notify_all();
       return;
-    } catch (const std::bad_alloc&) {
-      // No memory to queue it: freed on this thread below.
+    } catch (const std::bad_alloc&) {  // no memory to queue it: freed here below
     }
   }
   free_or_keep(std::move(dead));
@@ -534,8 +533,7 @@ void HostMemory::keep_failed(std::unique_ptr<HostBlock> block) noexcept {
   try {
     failed_.push_back(std::move(block));
   } catch (const std::bad_alloc&) {
-    // No memory even to remember it: the block stays mapped for the rest of
-    // the process rather than ending it (a failed push_back moves nothing).
+    // No memory to remember it (a failed push_back moves nothing): mapped until exit.
     log(LogLevel::kWarning, "host backup memory could not be freed and is kept until exit");
     (void)block.release();
   }
