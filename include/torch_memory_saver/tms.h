@@ -215,9 +215,12 @@ TMS_API int tms_discard_backup(const void* ptr);
  *  backup, which has no bytes to read in place). */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
-/** Waits until host backup memory released so far in the background (that
- *  of allocations freed while paused, or of a discarded backup) is given
- *  back to the OS/driver. tms_resume needs no such wait. */
+/** Waits until what was given back in the background so far is released:
+ *  host backup memory of allocations freed while paused or of a discarded
+ *  backup (tms_resume gives its host backups back itself), and disk backup
+ *  files, whose descriptors are closed on a background thread after resume,
+ *  free or discard (the filesystem frees their space then). Nothing needs
+ *  this wait; it is there for code that measures memory or disk space. */
 TMS_API int tms_drain_host_releases(void);
 /** Gives back host memory kept only for speed (the pinned pool of
  *  retain_cpu_backup and the disk staging buffer). */

@@ -85,13 +85,15 @@ auto retry_interrupted(Call call) {
 /// before anything is written, and the writes that follow overwrite
 /// allocated space, which filesystems take in parallel (ext4 serializes
 /// direct writes that extend a file). Filesystems without fallocate skip it.
-void reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& where) {
+/// @returns 0, or the errno of a failure that means no space.
+int reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& where) {
   const int result =
       retry_interrupted([&] { return io.fallocate(fd, 0, static_cast<off_t>(bytes)); });
-  if (result == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return;
+  if (result == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return 0;
   const int error = errno;
+  if (error == ENOSPC || error == EDQUOT) return error;
   throw IoError("reserving " + describe_bytes(bytes) + " for a " + where +
-                " failed: fallocate: " + errno_text(error) + space_hint(error));
+                " failed: fallocate: " + errno_text(error));
 }
 
 /// Writes one block (`size`, a multiple of 4 KiB, at `offset`), retrying
@@ -154,6 +156,19 @@ void read_block(FileIo& io, int fd, bool direct, std::uint8_t* data, std::size_t
   }
 }
 
+/// The closing thread's work (DiskBackupIo::close_later): the descriptor is
+/// gone whatever close() says, so a failure is only worth a line.
+void close_restored(FileIo& io, int fd) noexcept {
+  if (io.close(fd) == 0) return;
+  const int error = errno;
+  try {
+    log(LogLevel::kWarning, "closing a restored disk backup file failed: close: " +
+                                errno_text(error) + " (its space is freed anyway)");
+  } catch (const std::exception&) {
+    // No memory for the message: nothing else to do about it.
+  }
+}
+
 }  // namespace
 
 // ---- DiskFile ---------------------------------------------------------------
@@ -212,7 +227,11 @@ DiskBackupIo::DiskBackupIo(HostMemory& host, FileIo& io, CopyPipeline& copies,
       chunk_bytes_(round_up(std::max<std::size_t>(options.chunk_bytes, 1), kIoAlignment)),
       write_depth_(options.write_depth),
       read_depth_(options.read_depth),
-      direct_io_(options.direct_io) {
+      direct_io_(options.direct_io),
+      closer_([this](const int& fd) {
+        close_restored(io_, fd);
+        closed_.fetch_add(1);
+      }) {
   if (write_depth_ == 0 || read_depth_ == 0) {
     throw InvalidArgument("disk backup needs at least one read and one write in flight");
   }
@@ -227,6 +246,13 @@ void DiskBackupIo::check_directory(const std::string& dir) const {
 }
 
 std::size_t DiskBackupIo::slots() const { return std::max(write_depth_, read_depth_) + 1; }
+
+void DiskBackupIo::close_later(DiskFile file) noexcept {
+  const int fd = file.release_descriptor();
+  if (fd < 0) return;
+  handed_to_close_.fetch_add(1);
+  closer_.push(fd);
+}
 
 std::uint8_t* DiskBackupIo::staging(std::size_t size) {
   const std::size_t needed = std::min(round_up(size, kIoAlignment), slots() * chunk_bytes_);
@@ -321,7 +347,20 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
     file = create_file(dir_fd, dir);
   }
   const std::string where = describe_file(dir);
-  if (file_bytes > 0) reserve_space(io_, file.fd(), file_bytes, where);
+  if (file_bytes > 0) {
+    // Files given back a moment ago may still be closing (close_later):
+    // then a full disk is worth one more try once they are closed.
+    const bool closing = closed_.load() != handed_to_close_.load();
+    int error = reserve_space(io_, file.fd(), file_bytes, where);
+    if (error != 0 && closing) {
+      wait_closed();
+      error = reserve_space(io_, file.fd(), file_bytes, where);
+    }
+    if (error != 0) {
+      throw IoError("reserving " + describe_bytes(file_bytes) + " for a " + where +
+                    " failed: fallocate: " + errno_text(error) + space_hint(error));
+    }
+  }
   const std::size_t blocks = (size + chunk_bytes_ - 1) / chunk_bytes_;
   file.checksums_.assign(blocks, 0);
   auto length = [&](std::size_t k) { return std::min(chunk_bytes_, size - k * chunk_bytes_); };

@@ -152,10 +152,11 @@ class Engine {
   /// Gives back host memory kept only for speed: the pool and the disk
   /// staging buffer (made again on next use).
   void trim_host_memory();
-  /// Waits until host memory released so far is given back, when that runs
-  /// in the background (HostMemoryOptions::background_release: memory of
+  /// Waits until what was given back in the background so far is released:
+  /// host memory (HostMemoryOptions::background_release: memory of
   /// allocations freed while paused and of discarded backups; resume gives
-  /// its backups back itself).
+  /// its host backups back itself) and the descriptors of disk backup files
+  /// (DiskBackupIo::close_later; the filesystem frees their space then).
   void drain_host_releases();
 
   [[nodiscard]] EngineStats stats() const;
@@ -184,6 +185,10 @@ class Engine {
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
+  /// Gives a disk backup file back: its name (if it still has one) now,
+  /// through the parking lot; its descriptor on the closing thread, so that
+  /// nobody waits for the filesystem to free its blocks. Never throws.
+  void give_back_file(DiskFile file) noexcept;
   /// Tries to map every kBroken allocation again; those that succeed are
   /// active again with their contents. Only with transition_mutex_ held:
   /// a repair marks its records busy, and a pause or resume running beside

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +62,19 @@ class TransferProbe final : public FileIo {
     std::lock_guard lock(mutex_);
     return in_flight_;
   }
+  /// While shut, close() of a file without a name (a backup file) waits
+  /// until they are opened again, for at most 10 s.
+  void shut_closes(bool shut) {
+    std::lock_guard lock(mutex_);
+    closes_shut_ = shut;
+    gate_.notify_all();
+  }
+  /// fallocate() fails with ENOSPC while closes are shut, and opens them:
+  /// a disk that is full until the files given back are closed.
+  void full_until_closed() {
+    std::lock_guard lock(mutex_);
+    full_until_closed_ = true;
+  }
 
   int open(int dir_fd, const char* path, int flags, mode_t mode) override {
     return inner_.open(dir_fd, path, flags, mode);
@@ -73,6 +87,15 @@ class TransferProbe final : public FileIo {
     return transfer([&] { return inner_.pread(fd, buffer, count, offset); });
   }
   int fallocate(int fd, off_t offset, off_t length) override {
+    {
+      std::lock_guard lock(mutex_);
+      if (full_until_closed_ && closes_shut_) {
+        closes_shut_ = false;  // the space comes back once they are closed
+        gate_.notify_all();
+        errno = ENOSPC;
+        return -1;
+      }
+    }
     return inner_.fallocate(fd, offset, length);
   }
   int sync_range(int fd, off_t offset, off_t length) override {
@@ -81,7 +104,13 @@ class TransferProbe final : public FileIo {
   int drop_cached(int fd, off_t offset, off_t length) override {
     return inner_.drop_cached(fd, offset, length);
   }
-  int close(int fd) override { return inner_.close(fd); }
+  int close(int fd) override {
+    if (unnamed(fd)) {
+      std::unique_lock lock(mutex_);
+      gate_.wait_for(lock, std::chrono::seconds(10), [&] { return !closes_shut_; });
+    }
+    return inner_.close(fd);
+  }
   int unlink(int dir_fd, const char* path) override { return inner_.unlink(dir_fd, path); }
   int access(int dir_fd, const char* path, int mode) override {
     return inner_.access(dir_fd, path, mode);
@@ -110,8 +139,20 @@ class TransferProbe final : public FileIo {
     return result;
   }
 
+  /// Whether `fd` is open on a file that no longer has a name.
+  static bool unnamed(int fd) {
+    char target[4096];
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t length = ::readlink(link.c_str(), target, sizeof target - 1);
+    return length > 0 &&
+           std::string(target, static_cast<std::size_t>(length)).ends_with(" (deleted)");
+  }
+
   FileIo& inner_;
   mutable std::mutex mutex_;
+  std::condition_variable gate_;
+  bool closes_shut_ = false;
+  bool full_until_closed_ = false;
   std::condition_variable arrivals_;
   std::size_t group_ = 0;
   std::size_t arrived_ = 0;
@@ -173,7 +214,12 @@ class DiskBackupTest : public ::testing::Test {
         testing::request(size, device, tag, {.cpu_backup = cpu, .disk_backup = disk}));
   }
 
-  [[nodiscard]] std::size_t open_files() const { return testing::backup_fds(dir_.path()).size(); }
+  /// Backup files this process holds, once the closes that resume, free
+  /// and discard hand to the closing thread are done.
+  [[nodiscard]] std::size_t open_files() const {
+    if (engine_) engine_->drain_host_releases();
+    return testing::backup_fds(dir_.path()).size();
+  }
 
   testing::TempDir dir_;
   FaultyFileIo io_;
@@ -853,6 +899,46 @@ TEST_F(DiskBackupTest, InterruptedCallsAreRetried) {
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(a, size, 4));
   engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, ResumeReturnsWithoutWaitingForTheFilesystemToFreeTheFile) {
+  // Closing a restored file is when the filesystem frees its blocks, which
+  // can take as long as a part of the read: resume hands that to a thread.
+  const std::size_t size = 3 * kChunk + 5;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 6);
+  engine_->pause("t");
+  probe_.shut_closes(true);
+  auto resumed = std::async(std::launch::async, [&] { engine_->resume("t"); });
+  const bool returned = resumed.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(returned) << "resume waited for its backup file to be closed";
+  EXPECT_EQ(testing::backup_fds(dir_.path()).size(), returned ? 1u : 0u)
+      << "the file is closed in the background";
+  probe_.shut_closes(false);
+  resumed.get();
+  EXPECT_TRUE(testing::has_pattern(a, size, 6));
+  EXPECT_EQ(open_files(), 0u) << "and closed once the closes run";
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, APauseThatFindsTheDiskFullWaitsForFilesStillClosing) {
+  const std::size_t size = 2 * kChunk + 77;
+  const DevicePtr a = allocate(size, "a");
+  const DevicePtr b = allocate(size, "b");
+  testing::fill_pattern(a, size, 7);
+  testing::fill_pattern(b, size, 8);
+  engine_->pause("a");
+  probe_.shut_closes(true);
+  probe_.full_until_closed();
+  engine_->resume("a");  // a's file is still open: its space is not back yet
+  engine_->pause("b");   // full at first, then not once a's file is closed
+  EXPECT_EQ(open_files(), 1u) << "b's file only";
+  engine_->resume("b");
+  EXPECT_TRUE(testing::has_pattern(a, size, 7));
+  EXPECT_TRUE(testing::has_pattern(b, size, 8));
+  engine_->free(a);
+  engine_->free(b);
+  EXPECT_EQ(open_files(), 0u);
 }
 
 TEST_F(DiskBackupTest, SpaceIsReservedBeforeWriting) {

@@ -77,8 +77,8 @@ struct World {
     // (at its largest: a slot per transfer in flight, plus one) exist before
     // any measurement.
     for (int device : {0, 1}) {
-      const DevicePtr warm = add("warm", device == 1 ? 6 * kMiB : 2 * kMiB, true, device, 0,
-                                 device == 1);
+      const DevicePtr warm =
+          add("warm", device == 1 ? 6 * kMiB : 2 * kMiB, true, device, 0, device == 1);
       engine->pause("warm");
       engine->resume("warm");
       engine->free(warm);
@@ -143,7 +143,9 @@ struct World {
   }
 
   [[nodiscard]] WorldSnapshot snapshot() const {
-    // Backup files: the unnamed ones this process holds, and any names.
+    // Backup files: the unnamed ones this process holds (once the closes
+    // handed to the background are done), and any names.
+    if (engine) engine->drain_host_releases();
     return {testing::snapshot(sim), testing::backup_fds(dir.path()).size() + dir.files().size()};
   }
 

@@ -26,7 +26,9 @@ def pattern(size, seed=1):
 
 
 def backup_fds(directory):
-    """Descriptors this process holds on backup files in `directory` (they have no name there)."""
+    """Descriptors this process holds on backup files in `directory` (they have no name there), once the
+    closes handed to the library's closing thread (after resume, free, discard) are done."""
+    _library.check(_library.library().tms_drain_host_releases())
     return [int(os.path.basename(path)) for path in open_backup_files(str(directory))]
 
 

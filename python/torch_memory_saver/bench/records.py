@@ -330,6 +330,8 @@ class Transition:
     files: Optional[int] = None  # disk backup: backup files the worker holds open after the call
     file_bytes: Optional[int] = None
     files_left: Optional[List[str]] = None  # backup files still open or named after resume
+    # disk resume: seconds from its return until the files it gave back were closed (in the background)
+    closed_seconds: Optional[float] = None
 
 
 @dataclass

@@ -338,6 +338,8 @@ def _disk_rows(config: BenchConfig, floors: ReportFloors, workers: Dict[str, Wor
                 else:
                     notes.append("no backup file left" if not transition.files_left else
                                  f"{len(transition.files_left)} backup file(s) LEFT")
+                    if transition.closed_seconds is not None:
+                        notes.append(f"files closed {transition.closed_seconds * 1e3:.0f} ms after the return")
                 lag = transition.seconds - transition.returned_seconds
                 if lag > 0.001:
                     notes.append(f"returned {lag * 1e3:.1f} ms before the device was idle")

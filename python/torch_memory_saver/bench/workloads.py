@@ -20,6 +20,7 @@ from . import vmm
 from .constants import GiB, MiB, exc_text, gbps
 from .copies import copy_times, registered_copy_floor
 from .cycles import cycles
+from .. import _library
 from .._disk_files import named_backup_files, open_backup_files
 from .disk import disk_floor
 from .machine import meminfo, rss_bytes
@@ -402,6 +403,11 @@ def disk(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
                   f"{transition.file_bytes / GiB:.2f} GiB in {directory}", flush=True)
         if not items.pause_disk.files:
             result.warnings.append("no backup file was open after the pause: was the disk backup used?")
+        # Resume hands the restored files to a closing thread (the filesystem frees their blocks
+        # then): wait for it, and say how long after the return they were all closed.
+        start = time.perf_counter()
+        _library.check(_library.library().tms_drain_host_releases())
+        items.resume_disk.closed_seconds = time.perf_counter() - start
         left = open_backup_files(directory) + named_backup_files(directory)
         items.resume_disk.files_left = left
         if left:
