@@ -14,6 +14,7 @@
 #include "backup/backup_directory.h"
 #include "backup/checksum.h"
 #include "backup/io_threads.h"
+#include "backup/transfer_mode.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/sizes.h"
@@ -96,24 +97,41 @@ int reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& wher
                 " failed: fallocate: " + errno_text(error));
 }
 
+/// One pwrite or pread of a block (`call`) in the file's mode
+/// (backup/transfer_mode.h), retrying EINTR; sets `cached` when it went
+/// through the page cache.
+template <typename Call>
+ssize_t transfer(TransferMode& mode, Call call, bool& cached) {
+  bool buffered = false;
+  const ssize_t result = retry_interrupted([&] { return mode.run(call, buffered); });
+  cached = cached || buffered;
+  return result;
+}
+
 /// Writes one block (`size`, a multiple of 4 KiB, at `offset`), retrying
-/// EINTR and short writes; without O_DIRECT, writes it back and drops it
-/// from the page cache. @returns its checksum.
-std::uint64_t write_block(FileIo& io, int fd, bool direct, const std::uint8_t* data,
+/// EINTR and short writes; what went through the page cache (no O_DIRECT,
+/// or a direct write refused: backup/transfer_mode.h) is written back and
+/// dropped from it. @returns its checksum.
+std::uint64_t write_block(FileIo& io, TransferMode& mode, const std::uint8_t* data,
                           std::size_t size, std::size_t offset, const std::string& where) {
+  const int fd = mode.fd();
+  bool cached = false;
   for (std::size_t done = 0; done < size;) {
-    const ssize_t written = retry_interrupted(
-        [&] { return io.pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done)); });
+    const ssize_t written = transfer(
+        mode,
+        [&] { return io.pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done)); },
+        cached);
     if (written <= 0) {
       const int error = written == 0 ? ENOSPC : errno;
       throw IoError("writing " + where + " failed at byte " + std::to_string(offset + done) +
-                    ": pwrite: " + errno_text(error) + space_hint(error));
+                    ": pwrite: " + errno_text(error) + space_hint(error) +
+                    mode.switch_failure(error));
     }
     done += static_cast<std::size_t>(written);
   }
   Checksum checksum;
   checksum.update(data, size);
-  if (!direct) {
+  if (cached) {
     const int result = retry_interrupted(
         [&] { return io.sync_range(fd, static_cast<off_t>(offset), static_cast<off_t>(size)); });
     if (result != 0 && lost_data(errno)) {
@@ -128,17 +146,21 @@ std::uint64_t write_block(FileIo& io, int fd, bool direct, const std::uint8_t* d
   return checksum.digest();
 }
 
-/// Reads one block back, retrying EINTR and short reads, drops it from the
-/// page cache without O_DIRECT, and checks it against `expected`.
-void read_block(FileIo& io, int fd, bool direct, std::uint8_t* data, std::size_t size,
+/// Reads one block back, retrying EINTR and short reads, drops what went
+/// through the page cache from it, and checks it against `expected`.
+void read_block(FileIo& io, TransferMode& mode, std::uint8_t* data, std::size_t size,
                 std::size_t offset, std::uint64_t expected, const std::string& where) {
+  const int fd = mode.fd();
+  bool cached = false;
   for (std::size_t done = 0; done < size;) {
-    const ssize_t got = retry_interrupted(
-        [&] { return io.pread(fd, data + done, size - done, static_cast<off_t>(offset + done)); });
+    const ssize_t got = transfer(
+        mode,
+        [&] { return io.pread(fd, data + done, size - done, static_cast<off_t>(offset + done)); },
+        cached);
     if (got < 0) {
       const int error = errno;
       throw IoError("reading " + where + " failed at byte " + std::to_string(offset + done) +
-                    ": pread: " + errno_text(error));
+                    ": pread: " + errno_text(error) + mode.switch_failure(error));
     }
     if (got == 0) {
       throw IoError(where + " ends at byte " + std::to_string(offset + done) + ", before the " +
@@ -146,7 +168,7 @@ void read_block(FileIo& io, int fd, bool direct, std::uint8_t* data, std::size_t
     }
     done += static_cast<std::size_t>(got);
   }
-  if (!direct) (void)io.drop_cached(fd, static_cast<off_t>(offset), static_cast<off_t>(size));
+  if (cached) (void)io.drop_cached(fd, static_cast<off_t>(offset), static_cast<off_t>(size));
   Checksum checksum;
   checksum.update(data, size);
   if (checksum.digest() != expected) {
@@ -166,6 +188,22 @@ void close_restored(FileIo& io, int fd) noexcept {
                                 errno_text(error) + " (its space is freed anyway)");
   } catch (const std::exception&) {
     // No memory for the message: nothing else to do about it.
+  }
+}
+
+/// Records the mode a file's transfers ended in (`file_direct`), and says
+/// so when the filesystem made it switch. Never throws: it runs on the way
+/// out of a failed transfer too.
+void record_mode(const TransferMode& mode, bool& file_direct, const std::string& dir) noexcept {
+  if (!file_direct || mode.direct()) return;
+  file_direct = false;
+  try {
+    log(LogLevel::kInfo, "the filesystem of '" + dir +
+                             "' took O_DIRECT at open but refused direct transfers: this disk "
+                             "backup file goes through the page cache (written back and "
+                             "dropped block by block)");
+  } catch (const std::exception&) {
+    // No memory for the message: the mode is recorded all the same.
   }
 }
 
@@ -367,6 +405,7 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
   // Block k lives in slot k % slots while it is copied, then written.
   const std::size_t slots = std::min(blocks, write_depth_ + 1);
   auto slot_offset = [&](std::size_t k) { return (k % slots) * chunk_bytes_; };
+  TransferMode mode(io_, file.fd(), file.direct_);
   IoThreads writers(blocks > 1 ? std::min(blocks, write_depth_) : 0, slots);
   try {
     if (blocks > 0) start_copy(true, device, 0, 0, src, length(0));
@@ -377,8 +416,7 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
       const std::size_t padded = round_up(bytes, kIoAlignment);
       std::memset(data + bytes, 0, padded - bytes);
       writers.run(k % slots, [&, k, data, padded] {
-        file.checksums_[k] =
-            write_block(io_, file.fd(), file.direct_, data, padded, k * chunk_bytes_, where);
+        file.checksums_[k] = write_block(io_, mode, data, padded, k * chunk_bytes_, where);
       });
       if (k + 1 < blocks) {
         // Up to write_depth writes stay in flight while the next block is
@@ -395,6 +433,7 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
     copies_.drain_quietly(device);
     throw;
   }
+  record_mode(mode, file.direct_, dir);
   file.bytes_ = file_bytes;
   return file;
 }
@@ -411,13 +450,13 @@ void DiskBackupIo::load(const DiskFile& file, int device, DevicePtr dst, std::si
   // Block k lives in slot k % slots while it is read, then copied.
   const std::size_t slots = std::min(blocks, read_depth_ + 1);
   auto slot_offset = [&](std::size_t k) { return (k % slots) * chunk_bytes_; };
+  TransferMode mode(io_, file.fd(), file.direct_);
   IoThreads readers(blocks > 1 ? std::min(blocks, read_depth_) : 0, slots);
   auto start_read = [&](std::size_t k) {
     std::uint8_t* const data = base + slot_offset(k);
     const std::size_t padded = round_up(length(k), kIoAlignment);
     readers.run(k % slots, [&, k, data, padded] {
-      read_block(io_, file.fd(), file.direct_, data, padded, k * chunk_bytes_, file.checksums_[k],
-                 where);
+      read_block(io_, mode, data, padded, k * chunk_bytes_, file.checksums_[k], where);
     });
   };
   try {
@@ -438,8 +477,11 @@ void DiskBackupIo::load(const DiskFile& file, int device, DevicePtr dst, std::si
   } catch (...) {
     readers.wait_quietly();
     copies_.drain_quietly(device);
+    // The file stays for a later resume: it keeps the mode its descriptor is in.
+    record_mode(mode, file.direct_, file.directory());
     throw;
   }
+  record_mode(mode, file.direct_, file.directory());
 }
 
 }  // namespace tms

@@ -34,7 +34,13 @@
 // transfers go through the cache, and each written block is written back
 // (sync_file_range) and dropped (POSIX_FADV_DONTNEED), each read block
 // dropped after it is read: dirty pages cannot be dropped, so the write-back
-// comes first.
+// comes first. Where open() takes O_DIRECT but the first direct pwrite or
+// pread is refused with EINVAL (some FUSE and network filesystems, older
+// tmpfs variants), the flag is cleared on the descriptor, once per file
+// whichever I/O thread is refused first, and the transfer and every later
+// one of that file go through the cache under the same rules; blocks
+// written directly before stay valid (backup/transfer_mode.h). If clearing
+// it fails, the pause or resume fails as any refused transfer would.
 //
 // Closing off the resume's path. Closing the last descriptor of an unnamed
 // file is when the filesystem frees its blocks, which can be slow: ext4
@@ -102,7 +108,10 @@ class DiskFile {
   int fd_ = -1;
   std::string name_;  // full path while the file still has a name
   std::string directory_;
-  bool direct_ = false;                   // opened with O_DIRECT
+  // Transfers bypass the page cache (O_DIRECT): as opened, until the
+  // filesystem refuses a direct one (backup/transfer_mode.h). Mutable: a
+  // load, which leaves the file as it was, may switch its descriptor.
+  mutable bool direct_ = false;
   std::size_t bytes_ = 0;                 // bytes written (padded to 4 KiB)
   std::vector<std::uint64_t> checksums_;  // one per block of chunk_bytes
 };
@@ -143,7 +152,8 @@ class DiskBackupIo {
   /// Reads `file` back into [dst, dst+size) of `device` and checks it
   /// against the checksum taken while writing.
   /// @throws IoError (also when the file was changed), DriverError; the
-  /// file is untouched then, and no transfer is still running.
+  /// file's contents are untouched then (its descriptor may have switched
+  /// to buffered I/O), and no transfer is still running.
   void load(const DiskFile& file, int device, DevicePtr dst, std::size_t size);
 
   /// Gives a backup file back without waiting for the filesystem to free

@@ -39,6 +39,13 @@ int PosixFileIo::drop_cached(int fd, off_t offset, off_t length) {
   return -1;
 }
 
+int PosixFileIo::clear_direct(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return -1;
+  if ((flags & O_DIRECT) == 0) return 0;
+  return ::fcntl(fd, F_SETFL, flags & ~O_DIRECT);
+}
+
 int PosixFileIo::close(int fd) { return ::close(fd); }
 
 int PosixFileIo::unlink(int dir_fd, const char* path) { return ::unlinkat(dir_fd, path, 0); }

@@ -5,7 +5,8 @@
 // Every method has POSIX semantics: it returns -1 (or a negative count) and
 // sets errno on failure. The caller (backup/disk_backup.cpp) turns failures
 // into IoError with the path and what was being done, retries EINTR and
-// short transfers, and falls back from O_DIRECT when open() refuses it.
+// short transfers, and falls back from O_DIRECT when open() refuses it or a
+// direct transfer is refused (backup/transfer_mode.h).
 #pragma once
 
 #include <sys/stat.h>
@@ -37,6 +38,10 @@ class FileIo {
   /// posix_fadvise(2) POSIX_FADV_DONTNEED: drops the range's clean cached
   /// pages. Unlike posix_fadvise itself, returns -1 and sets errno.
   virtual int drop_cached(int fd, off_t offset, off_t length) = 0;
+  /// fcntl(2) F_GETFL, then F_SETFL without O_DIRECT: the descriptor's open
+  /// file goes through the page cache from then on (Linux lets F_SETFL
+  /// change O_DIRECT).
+  virtual int clear_direct(int fd) = 0;
   /// As on Linux, the descriptor is gone afterwards even when this fails.
   virtual int close(int fd) = 0;
   /// unlinkat(2) of a file; `dir_fd` may be AT_FDCWD.
@@ -56,6 +61,7 @@ class PosixFileIo : public FileIo {
   int fallocate(int fd, off_t offset, off_t length) override;
   int sync_range(int fd, off_t offset, off_t length) override;
   int drop_cached(int fd, off_t offset, off_t length) override;
+  int clear_direct(int fd) override;
   int close(int fd) override;
   int unlink(int dir_fd, const char* path) override;
   int access(int dir_fd, const char* path, int mode) override;

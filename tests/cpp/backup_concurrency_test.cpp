@@ -1,17 +1,20 @@
 // The backup paths under threads: host memory prepared by worker threads,
 // given back by resume (unregistering and unmapping on two threads) and in
 // the background, pooled while retention flips, and disk
-// backups, while other threads allocate, free, pause and resume. Run under
+// backups, while other threads allocate, free, pause and resume; disk
+// backups switching from direct to buffered I/O. Run under
 // ThreadSanitizer in CI; a deadlock shows up as a timeout.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "core/engine.h"
 #include "disk_test_support.h"
+#include "faulty_file_io.h"
 #include "test_support.h"
 
 namespace tms {
@@ -99,6 +102,66 @@ TEST(BackupConcurrency, PreparationPoolBackgroundReleaseAndDiskUnderThreads) {
   EXPECT_EQ(sim.registered_host_ranges(), 0u);
   EXPECT_EQ(sim.reserved_bytes(), 0u);
   EXPECT_TRUE(dir.files().empty());
+}
+
+// A filesystem that takes O_DIRECT at open() and refuses direct transfers:
+// the I/O threads of one file are refused together and one of them clears
+// the flag while the others wait to run again, buffered.
+TEST(BackupConcurrency, DirectTransfersRefusedSwitchEachFileOnceUnderThreads) {
+  SimDriver sim({.device_count = 2, .capacity_bytes = 64 * kMiB});
+  testing::TempDir dir;
+  FaultyFileIo io;
+  EngineOptions options;
+  options.disk.chunk_bytes = 256 * 1024;  // many blocks per file, four in flight
+  options.file_io = &io;
+  Engine engine(sim, options);
+  engine.set_disk_backup_dir(dir.path());
+
+  constexpr int kTags = 2;
+  constexpr int kCycles = 6;
+  const std::size_t size = 3 * kMiB + 4097;
+  std::vector<DevicePtr> ptrs;
+  for (int t = 0; t < kTags; ++t) {
+    ptrs.push_back(engine.allocate(
+        testing::request(size, t, "tag" + std::to_string(t), {.disk_backup = true})));
+    testing::fill_pattern(ptrs.back(), size, static_cast<std::uint8_t>(40 + t));
+  }
+  // Runs `cycle(tag)` for every tag at once, one thread each.
+  auto on_every_tag = [&](auto&& cycle) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kTags; ++t)
+      threads.emplace_back([&, t] { cycle("tag" + std::to_string(t)); });
+    for (std::thread& thread : threads) thread.join();
+  };
+  auto contents_intact = [&] {
+    for (int t = 0; t < kTags; ++t) {
+      if (!testing::has_pattern(ptrs[static_cast<std::size_t>(t)], size,
+                                static_cast<std::uint8_t>(40 + t))) {
+        return false;
+      }
+    }
+    return true;
+  };
+
+  // Writes refused: each pause makes a file opened with O_DIRECT.
+  io.set_refuse_direct_transfers(true);
+  on_every_tag([&](const std::string& tag) {
+    for (int i = 0; i < kCycles; ++i) {
+      engine.pause(tag);
+      engine.resume(tag);
+    }
+  });
+  EXPECT_TRUE(contents_intact());
+  EXPECT_EQ(io.call_count(FileCall::kClearDirect), std::size_t{kTags * kCycles});
+  // Reads refused: files written directly, read back after the refusal starts.
+  io.set_refuse_direct_transfers(false);
+  on_every_tag([&](const std::string& tag) { engine.pause(tag); });
+  io.set_refuse_direct_transfers(true);
+  on_every_tag([&](const std::string& tag) { engine.resume(tag); });
+  EXPECT_TRUE(contents_intact());
+  EXPECT_EQ(io.call_count(FileCall::kClearDirect), std::size_t{kTags * (kCycles + 1)});
+  for (const DevicePtr ptr : ptrs) engine.free(ptr);
+  EXPECT_TRUE(testing::backup_fds(dir.path()).empty());
 }
 
 }  // namespace

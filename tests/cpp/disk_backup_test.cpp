@@ -104,6 +104,7 @@ class TransferProbe final : public FileIo {
   int drop_cached(int fd, off_t offset, off_t length) override {
     return inner_.drop_cached(fd, offset, length);
   }
+  int clear_direct(int fd) override { return inner_.clear_direct(fd); }
   int close(int fd) override {
     if (unnamed(fd)) {
       std::unique_lock lock(mutex_);
@@ -221,7 +222,22 @@ class DiskBackupTest : public ::testing::Test {
     return testing::backup_fds(dir_.path()).size();
   }
 
+  /// A directory whose files are on a disk, for the page cache tests: on
+  /// tmpfs the page cache is where the file lives, so when $TMPDIR is in
+  /// memory, one under the current (build) directory. "" when there is none.
+  std::string disk_backed_dir() {
+    if (!in_memory_filesystem(dir_.path())) return dir_.path();
+    const std::string cwd =
+        std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0), &std::free).get();
+    if (in_memory_filesystem(cwd)) return {};
+    if (::setenv("TMPDIR", cwd.c_str(), 1) != 0) return {};
+    on_disk_ = std::make_unique<testing::TempDir>();
+    ::unsetenv("TMPDIR");
+    return on_disk_->path();
+  }
+
   testing::TempDir dir_;
+  std::unique_ptr<testing::TempDir> on_disk_;
   FaultyFileIo io_;
   TransferProbe probe_{io_};
   SimDriver sim_;
@@ -967,18 +983,8 @@ TEST_F(DiskBackupTest, SpaceIsReservedBeforeWriting) {
 }
 
 TEST_F(DiskBackupTest, BackupsDoNotStayInThePageCache) {
-  // On tmpfs the page cache is where the file lives: use the build
-  // directory's filesystem (a disk, normally) when $TMPDIR is in memory.
-  std::unique_ptr<testing::TempDir> on_disk;
-  if (in_memory_filesystem(dir_.path())) {
-    const std::string cwd =
-        std::unique_ptr<char, decltype(&std::free)>(::getcwd(nullptr, 0), &std::free).get();
-    if (in_memory_filesystem(cwd)) GTEST_SKIP() << "no disk-backed directory to test in";
-    ASSERT_EQ(::setenv("TMPDIR", cwd.c_str(), 1), 0);
-    on_disk = std::make_unique<testing::TempDir>();
-    ::unsetenv("TMPDIR");
-  }
-  const std::string dir = on_disk ? on_disk->path() : dir_.path();
+  const std::string dir = disk_backed_dir();
+  if (dir.empty()) GTEST_SKIP() << "no disk-backed directory to test in";
   engine_->set_disk_backup_dir(dir);
   const std::size_t size = 7 * kChunk + 3;
   const DevicePtr a = allocate(size);
@@ -1021,6 +1027,120 @@ TEST_F(DiskBackupTest, BufferedWriteBackFailuresFailThePauseAndDroppingIsOnlyAdv
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(a, size, 7));
   engine_->free(a);
+}
+
+// Some FUSE and network filesystems (and older tmpfs variants) take
+// O_DIRECT at open() and refuse the transfers themselves with EINVAL.
+TEST_F(DiskBackupTest, DirectWritesRefusedAfterOpenGoThroughThePageCacheInstead) {
+  const std::string dir = disk_backed_dir();
+  if (dir.empty()) GTEST_SKIP() << "no disk-backed directory to test in";
+  engine_->set_disk_backup_dir(dir);
+  io_.set_refuse_direct_transfers(true);
+  const std::size_t size = 7 * kChunk + 3;  // 8 blocks
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 9);
+  const std::size_t writes = io_.call_count(FileCall::kPwrite);
+  probe_.hold(kWriteDepth);  // the first writes are all in flight, and all refused
+  engine_->pause("t");
+  EXPECT_EQ(io_.call_count(FileCall::kClearDirect), 1u)
+      << "one switch for the file, whichever write was refused first";
+  EXPECT_EQ(io_.call_count(FileCall::kPwrite) - writes, 8u + kWriteDepth)
+      << "each refused write again, buffered; the later ones buffered at once";
+  const std::vector<int> fds = testing::backup_fds(dir);
+  ASSERT_EQ(fds.size(), 1u);
+  EXPECT_EQ(::fcntl(fds.front(), F_GETFL) & O_DIRECT, 0) << "the descriptor is buffered now";
+  EXPECT_EQ(cached_pages(fds.front()), 0u) << "written back and dropped, as buffered backups";
+  EXPECT_EQ(io_.call_count(FileCall::kSyncRange), 8u);
+  EXPECT_EQ(io_.call_count(FileCall::kDropCached), 8u);
+  const std::size_t reads = io_.call_count(FileCall::kPread);
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 9));
+  EXPECT_EQ(io_.call_count(FileCall::kPread) - reads, 8u) << "read buffered at once";
+  EXPECT_EQ(io_.call_count(FileCall::kDropCached), 16u) << "each read block dropped";
+  EXPECT_EQ(io_.call_count(FileCall::kClearDirect), 1u);
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, DirectReadsRefusedAfterOpenGoThroughThePageCacheInstead) {
+  const std::string dir = disk_backed_dir();
+  if (dir.empty()) GTEST_SKIP() << "no disk-backed directory to test in";
+  engine_->set_disk_backup_dir(dir);
+  const std::size_t size = 7 * kChunk + 3;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 10);
+  engine_->pause("t");  // written directly
+  EXPECT_EQ(io_.call_count(FileCall::kDropCached), 0u);
+  io_.set_refuse_direct_transfers(true);
+  const std::size_t reads = io_.call_count(FileCall::kPread);
+  probe_.hold(kReadDepth);
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 10)) << "blocks written directly read back buffered";
+  EXPECT_EQ(io_.call_count(FileCall::kClearDirect), 1u);
+  EXPECT_EQ(io_.call_count(FileCall::kPread) - reads, 8u + kReadDepth);
+  EXPECT_EQ(io_.call_count(FileCall::kDropCached), 8u) << "each read block dropped";
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, ADirectWriteRefusedPartWayKeepsTheBlocksWrittenBefore) {
+  const std::string dir = disk_backed_dir();
+  if (dir.empty()) GTEST_SKIP() << "no disk-backed directory to test in";
+  engine_->set_disk_backup_dir(dir);
+  const std::size_t size = 9 * kChunk + 5;  // 10 blocks
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 11);
+  for (int nth = 1; nth <= 10; ++nth) {
+    SCOPED_TRACE("write " + std::to_string(nth) + " refused");
+    io_.fail_call(FileCall::kPwrite, nth, EINVAL);  // each pause opens a new file with O_DIRECT
+    const std::size_t switches = io_.call_count(FileCall::kClearDirect);
+    engine_->pause("t");
+    EXPECT_EQ(io_.call_count(FileCall::kClearDirect) - switches, 1u);
+    const std::vector<int> fds = testing::backup_fds(dir);
+    ASSERT_EQ(fds.size(), 1u);
+    EXPECT_EQ(::fcntl(fds.front(), F_GETFL) & O_DIRECT, 0);
+    EXPECT_EQ(cached_pages(fds.front()), 0u);
+    engine_->resume("t");
+    EXPECT_TRUE(testing::has_pattern(a, size, 11));
+  }
+  engine_->free(a);
+}
+
+TEST_F(DiskBackupTest, DirectTransfersRefusedAndTheFlagNotClearableIsATypedError) {
+  io_.set_refuse_direct_transfers(true);
+  const std::size_t size = 5 * kChunk + 1;
+  const DevicePtr a = allocate(size);
+  const DevicePtr b = allocate(kChunk, "t", 1, /*disk=*/false, /*cpu=*/true);
+  testing::fill_pattern(a, size, 12);
+  testing::fill_pattern(b, kChunk, 13);
+  io_.fail_call(FileCall::kClearDirect, 1, EPERM);
+  probe_.hold(kWriteDepth);
+  expect_io_error([&] { engine_->pause("t"); }, "pwrite: Invalid argument");
+  io_.fail_call(FileCall::kClearDirect, 1, EPERM);
+  expect_io_error([&] { engine_->pause("t"); }, "fcntl: Operation not permitted");
+  EXPECT_EQ(io_.call_count(FileCall::kClearDirect), 2u) << "tried once per pause";
+  EXPECT_EQ(probe_.in_flight(), 0u);
+  EXPECT_EQ(open_files(), 0u) << "the partial file is gone";
+  EXPECT_TRUE(dir_.files().empty());
+  EXPECT_EQ(sim_.physical_bytes(0), 6 * kMiB) << "still active";
+  EXPECT_TRUE(testing::has_pattern(a, size, 12));
+  EXPECT_TRUE(testing::has_pattern(b, kChunk, 13));
+
+  // Resume: a file written directly whose reads are then refused.
+  io_.set_refuse_direct_transfers(false);
+  engine_->pause("t");
+  const std::vector<int> files = testing::backup_fds(dir_.path());
+  ASSERT_EQ(files.size(), 1u);
+  io_.set_refuse_direct_transfers(true);
+  io_.fail_call(FileCall::kClearDirect, 1, EPERM);
+  expect_io_error([&] { engine_->resume("t"); }, "pread: Invalid argument");
+  EXPECT_EQ(testing::backup_fds(dir_.path()), files) << "the file is kept";
+  EXPECT_EQ(sim_.physical_bytes(0), 0u) << "still paused";
+  EXPECT_NE(engine_->backup_pointer(b, 64), nullptr);
+  engine_->resume("t");  // the switch works this time
+  EXPECT_TRUE(testing::has_pattern(a, size, 12));
+  EXPECT_TRUE(testing::has_pattern(b, kChunk, 13));
+  EXPECT_EQ(open_files(), 0u);
+  engine_->free(a);
+  engine_->free(b);
 }
 
 }  // namespace

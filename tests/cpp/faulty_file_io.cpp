@@ -9,8 +9,8 @@ namespace tms {
 namespace {
 
 constexpr std::string_view kFileCallNames[] = {
-    "open",   "fstat", "pwrite",    "pread",           "close",        "unlink",
-    "access", "mkdir", "fallocate", "sync_file_range", "posix_fadvise"};
+    "open",   "fstat", "pwrite",    "pread",           "close",         "unlink",
+    "access", "mkdir", "fallocate", "sync_file_range", "posix_fadvise", "fcntl"};
 static_assert(std::size(kFileCallNames) == static_cast<std::size_t>(FileCall::kCount));
 
 }  // namespace
@@ -49,6 +49,21 @@ void FaultyFileIo::set_refuse_unnamed_files(bool refuse) {
   refuse_unnamed_files_ = refuse;
 }
 
+void FaultyFileIo::set_refuse_direct_transfers(bool refuse) {
+  std::lock_guard lock(mutex_);
+  refuse_direct_transfers_ = refuse;
+}
+
+bool FaultyFileIo::refuses_transfer(int fd) const {
+  {
+    std::lock_guard lock(mutex_);
+    if (!refuse_direct_transfers_) return false;
+    if (pretend_direct_fds_.count(fd) != 0) return true;
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_DIRECT) != 0;
+}
+
 std::size_t FaultyFileIo::capped(std::size_t count) const {
   std::lock_guard lock(mutex_);
   return max_transfer_ != 0 && count > max_transfer_ ? max_transfer_ : count;
@@ -66,10 +81,12 @@ int FaultyFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
   }
   bool refuse_direct = false;
   bool refuse_unnamed = false;
+  bool refuse_transfers = false;
   {
     std::lock_guard lock(mutex_);
     refuse_direct = refuse_direct_io_;
     refuse_unnamed = refuse_unnamed_files_;
+    refuse_transfers = refuse_direct_transfers_;
   }
   if (refuse_unnamed && (flags & O_TMPFILE) == O_TMPFILE) {
     errno = EOPNOTSUPP;
@@ -85,7 +102,17 @@ int FaultyFileIo::open(int dir_fd, const char* path, int flags, mode_t mode) {
     errno = EINVAL;
     return -1;
   }
-  return PosixFileIo::open(dir_fd, path, flags, mode);
+  const int fd = PosixFileIo::open(dir_fd, path, flags, mode);
+  if (fd < 0 && errno == EINVAL && refuse_transfers && (flags & O_DIRECT) != 0) {
+    // This filesystem has no O_DIRECT at all: pretend it took the flag.
+    const int buffered_fd = PosixFileIo::open(dir_fd, path, flags & ~O_DIRECT, mode);
+    if (buffered_fd >= 0) {
+      std::lock_guard lock(mutex_);
+      pretend_direct_fds_.insert(buffered_fd);
+    }
+    return buffered_fd;
+  }
+  return fd;
 }
 
 int FaultyFileIo::fstat(int fd, struct stat* info) {
@@ -101,12 +128,20 @@ ssize_t FaultyFileIo::pwrite(int fd, const void* buffer, std::size_t count, off_
     errno = error;
     return -1;
   }
+  if (refuses_transfer(fd)) {
+    errno = EINVAL;
+    return -1;
+  }
   return PosixFileIo::pwrite(fd, buffer, capped(count), offset);
 }
 
 ssize_t FaultyFileIo::pread(int fd, void* buffer, std::size_t count, off_t offset) {
   if (const int error = enter(FileCall::kPread); error != 0) {
     errno = error;
+    return -1;
+  }
+  if (refuses_transfer(fd)) {
+    errno = EINVAL;
     return -1;
   }
   return PosixFileIo::pread(fd, buffer, capped(count), offset);
@@ -136,8 +171,25 @@ int FaultyFileIo::drop_cached(int fd, off_t offset, off_t length) {
   return PosixFileIo::drop_cached(fd, offset, length);
 }
 
+int FaultyFileIo::clear_direct(int fd) {
+  if (const int error = enter(FileCall::kClearDirect); error != 0) {
+    errno = error;
+    return -1;
+  }
+  const int result = PosixFileIo::clear_direct(fd);
+  if (result == 0) {
+    std::lock_guard lock(mutex_);
+    pretend_direct_fds_.erase(fd);
+  }
+  return result;
+}
+
 int FaultyFileIo::close(int fd) {
   const int error = enter(FileCall::kClose);
+  {
+    std::lock_guard lock(mutex_);
+    pretend_direct_fds_.erase(fd);
+  }
   const int result = PosixFileIo::close(fd);
   if (error != 0) {
     errno = error;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <mutex>
+#include <set>
 #include <string_view>
 
 #include "backup/file_io.h"
@@ -25,11 +26,12 @@ enum class FileCall {
   kFallocate,
   kSyncRange,
   kDropCached,
+  kClearDirect,
   kCount
 };
 
 /// "open" for FileCall::kOpen, and so on: the system call's name
-/// ("sync_file_range", "posix_fadvise" for the last two).
+/// ("sync_file_range", "posix_fadvise", "fcntl" for the last three).
 std::string_view file_call_name(FileCall call);
 
 /// PosixFileIo with fault injection and call counts, for tests. Thread-safe.
@@ -45,6 +47,11 @@ class FaultyFileIo final : public PosixFileIo {
   void set_max_transfer(std::size_t bytes);
   /// open() with O_DIRECT fails with EINVAL, as on filesystems without it.
   void set_refuse_direct_io(bool refuse);
+  /// open() takes O_DIRECT, but pwrite/pread of a descriptor opened with it
+  /// fail with EINVAL until clear_direct() clears the flag, as on some FUSE
+  /// and network filesystems. (Where the real filesystem refuses O_DIRECT,
+  /// the file is opened without it and the flag is only pretended.)
+  void set_refuse_direct_transfers(bool refuse);
   /// open() with O_TMPFILE fails with EOPNOTSUPP, as on filesystems without
   /// unnamed files (disk backup then uses named files it unlinks at once).
   void set_refuse_unnamed_files(bool refuse);
@@ -56,6 +63,7 @@ class FaultyFileIo final : public PosixFileIo {
   int fallocate(int fd, off_t offset, off_t length) override;
   int sync_range(int fd, off_t offset, off_t length) override;
   int drop_cached(int fd, off_t offset, off_t length) override;
+  int clear_direct(int fd) override;
   int close(int fd) override;
   int unlink(int dir_fd, const char* path) override;
   int access(int dir_fd, const char* path, int mode) override;
@@ -66,12 +74,17 @@ class FaultyFileIo final : public PosixFileIo {
   int enter(FileCall call);
   // `count`, cut to the transfer limit set by set_max_transfer (short I/O).
   [[nodiscard]] std::size_t capped(std::size_t count) const;
+  /// Whether a transfer of `fd` is refused: transfers are refused and the
+  /// descriptor has O_DIRECT (set_refuse_direct_transfers).
+  [[nodiscard]] bool refuses_transfer(int fd) const;
 
   mutable std::mutex mutex_;
   FailureSchedule<FileCall, int> failures_;  // the errno to fail with
   std::size_t max_transfer_ = 0;
   bool refuse_direct_io_ = false;
   bool refuse_unnamed_files_ = false;
+  bool refuse_direct_transfers_ = false;
+  std::set<int> pretend_direct_fds_;  // "O_DIRECT" where the filesystem has none
 };
 
 }  // namespace tms
