@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/sizes.h"
+#include "common/start_threads.h"
 
 namespace tms {
 namespace {
@@ -48,7 +49,7 @@ struct HostBlock {
 };
 
 /// Faults in and registers the chunks of fresh blocks, in order, on worker
-/// threads (or on the caller's thread with one thread).
+/// threads (or on the caller's thread with one thread, or none started).
 class Preparation {
  public:
   struct Chunk {
@@ -73,9 +74,9 @@ class Preparation {
 
   [[nodiscard]] std::size_t chunk_count() const { return chunks_.size(); }
 
-  void start(unsigned threads) {
-    threads = std::min<unsigned>(threads, static_cast<unsigned>(chunks_.size()));
-    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  /// Starts up to `threads` workers; how many did (0: the caller calls run_here).
+  std::size_t start(std::size_t threads) noexcept {
+    return start_threads(threads_, std::min(threads, chunks_.size()), [this] { work(); });
   }
 
   /// Prepares every chunk on the calling thread. @throws the first error.
@@ -208,7 +209,7 @@ HostMemory::HostMemory(Driver& driver, HostMemoryOptions options)
   }
   options_.register_chunk_bytes = round_up(options_.register_chunk_bytes, kPage);
   if (options_.prepare_threads == 0) options_.prepare_threads = default_threads();
-  if (options_.background_release) releaser_ = std::thread([this] { background_loop(); });
+  if (options_.background_release) releaser_ = start_thread_or_none([this] { background_loop(); });
 }
 
 HostMemory::~HostMemory() {
@@ -364,9 +365,8 @@ HostBatch HostMemory::acquire(const std::vector<HostRequest>& requests) {
   }
   Preparation& running = *preparation;
   batch.preparation_ = std::move(preparation);
-  if (options_.prepare_threads > 1 && running.chunk_count() > 1) {
-    running.start(options_.prepare_threads);
-  } else {
+  if (options_.prepare_threads < 2 || running.chunk_count() < 2 ||
+      running.start(options_.prepare_threads) == 0) {
     running.run_here();  // on failure `batch` gives everything back
   }
   return batch;

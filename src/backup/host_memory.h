@@ -16,7 +16,9 @@
 // (a store per page: the kernel zeroes huge pages in parallel this way) and
 // registered by `prepare_threads` worker threads in address order, while
 // the caller queues copies; each copy first waits for the chunk it touches
-// (HostBuffer::copy_extent). Copies never span two registered chunks.
+// (HostBuffer::copy_extent). Copies never span two registered chunks. When
+// the system refuses to start these threads, the ones it gave do the work,
+// or acquire does it before it returns (common/start_threads.h).
 //
 // Batching. One pause asks for all its buffers at once (acquire). Requests
 // of at least `small_request_bytes` get a block each; smaller ones are
@@ -43,12 +45,12 @@
 // Releasing. Freeing a block unregisters each chunk and gives it back to
 // the OS (host_free of the chunk's range). HostBuffer::reset does it on the
 // releasing thread, or on a background thread when `background_release` is
-// on (drain() waits for it). give_back() (a resume's backups) does it before
-// it returns, as fast as the driver allows: cuMemHostUnregister waits for
-// copies in flight, so unregistering cannot overlap the restore copies, but
-// munmap of one chunk overlaps the unregistration of the next (a second
-// thread unmaps). A failed release is kept and retried by retry_failed();
-// failed_releases() counts them.
+// on and that thread could be started (drain() waits for it). give_back()
+// (a resume's backups) does it before it returns, as fast as the driver
+// allows: cuMemHostUnregister waits for copies in flight, so unregistering
+// cannot overlap the restore copies, but munmap of one chunk overlaps the
+// unregistration of the next (a second thread unmaps). A failed release is
+// kept and retried by retry_failed(); failed_releases() counts them.
 //
 // Thread safety: every public member may be called from any thread. Lock
 // order: callers' locks (the engine's), then this class's mutex; no driver
@@ -141,7 +143,8 @@ class HostBatch {
 struct HostMemoryOptions {
   std::size_t register_chunk_bytes = std::size_t{64} << 20;
   /// Threads that fault in and register fresh blocks; 0: min(8, cores / 2).
-  /// 1: done on the calling thread before acquire returns.
+  /// 1 (or none could be started): done on the calling thread before
+  /// acquire returns.
   unsigned prepare_threads = 0;
   /// Requests below this share blocks (up to arena_bytes), so that many
   /// medium backups, such as torch's 20 MiB segments of small tensors, cost
@@ -149,6 +152,8 @@ struct HostMemoryOptions {
   std::size_t small_request_bytes = std::size_t{64} << 20;
   std::size_t arena_bytes = std::size_t{256} << 20;
   std::size_t pool_limit_bytes = std::size_t{8} << 30;
+  /// Frees released blocks on a thread of their own (inline when it
+  /// cannot be started).
   bool background_release = false;
   /// How much host memory may still be faulted in; empty: this process's
   /// memory cgroup and MemAvailable (read_host_memory_room("/")).

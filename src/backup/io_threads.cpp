@@ -2,20 +2,14 @@
 
 #include <exception>
 
+#include "common/start_threads.h"
+
 namespace tms {
 
 IoThreads::IoThreads(std::size_t threads, std::size_t slots) : busy_(slots, false) {
-  threads_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) {
-    try {
-      threads_.emplace_back([this] { work(); });
-    } catch (const std::exception&) {
-      // No more threads to be had (system_error), or no memory to start one
-      // (bad_alloc): fewer transfers in flight, same result. Letting it
-      // leave would destroy the threads already started while joinable.
-      break;
-    }
-  }
+  // Fewer threads (none: run() runs each task here) mean fewer transfers in
+  // flight, the same result.
+  start_threads(threads_, threads, [this] { work(); });
 }
 
 IoThreads::~IoThreads() {

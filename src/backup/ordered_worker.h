@@ -16,19 +16,16 @@
 #include <utility>
 #include <vector>
 
+#include "common/start_threads.h"
+
 namespace tms {
 
 template <typename Item>
 class OrderedWorker {
  public:
   /// `handle` must not throw; it runs on the worker thread (or inline).
-  explicit OrderedWorker(std::function<void(const Item&)> handle) : handle_(std::move(handle)) {
-    try {
-      thread_ = std::thread([this] { run(); });
-    } catch (const std::exception&) {
-      // No thread: push() handles items inline.
-    }
-  }
+  explicit OrderedWorker(std::function<void(const Item&)> handle)
+      : handle_(std::move(handle)), thread_(start_thread_or_none([this] { run(); })) {}
   OrderedWorker(const OrderedWorker&) = delete;
   OrderedWorker& operator=(const OrderedWorker&) = delete;
   ~OrderedWorker() { finish(); }

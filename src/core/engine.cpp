@@ -144,7 +144,7 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
     throw OutOfMemory("allocation",
                       "allocation of " + describe_bytes(request.size) +
                           " exceeds the address space of device " + std::to_string(device),
-                      request.size, driver_.memory_info(device).free_bytes);
+                      request.size, free_bytes_for_message(device).value_or(0));
   }
   const std::size_t size = round_up(request.size, granularity);
   check_headroom(device, size, "allocation");
@@ -404,13 +404,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
     if (!failed) throw;
     const int device = claimed[*failed]->device;
     pipeline.unwind();  // give back what was taken before measuring what is free
-    const std::size_t free_bytes = driver_.memory_info(device).free_bytes;
-    throw OutOfMemory("resume",
-                      "resume of " + describe_tag(tag) + " needs " +
-                          describe_bytes(needed[device]) + " on device " + std::to_string(device) +
-                          ", " + describe_bytes(free_bytes) +
-                          " free; everything stays paused with its backup (" + error.what() + ")",
-                      needed[device], free_bytes);
+    throw resume_out_of_memory(tag, device, needed[device], error);
   }
   clock.lap("create and map");
 
@@ -418,7 +412,18 @@ void Engine::resume(const std::optional<std::string>& tag) {
   pipeline.wait_restores();
   if (host_restores) clock.lap("host restore");
   if (!to_decompress.empty()) {
-    restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources);
+    std::optional<int> scratch_device;
+    try {
+      restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources,
+                         scratch_device);
+    } catch (const OutOfMemory& error) {
+      // No memory for the decoding scratch: the same rollback and error as
+      // above, the scratch counted in what the device needs.
+      if (!scratch_device) throw;
+      pipeline.unwind();
+      throw resume_out_of_memory(tag, *scratch_device,
+                                 needed[*scratch_device] + error.bytes_needed(), error);
+    }
     clock.lap("compressed restore");
   }
   bool loaded_files = false;
@@ -716,6 +721,25 @@ void Engine::check_headroom(int device, std::size_t bytes, const char* operation
                         std::to_string(device) + " would leave less than the memory margin of " +
                         describe_bytes(margin) + " free (" + describe_bytes(free_bytes) + " free)",
                     bytes + margin, free_bytes);
+}
+
+std::optional<std::size_t> Engine::free_bytes_for_message(int device) noexcept {
+  try {
+    return driver_.memory_info(device).free_bytes;
+  } catch (const std::exception&) {
+    return std::nullopt;  // the out-of-memory error being built matters more
+  }
+}
+
+OutOfMemory Engine::resume_out_of_memory(const std::optional<std::string>& tag, int device,
+                                         std::size_t needed, const OutOfMemory& cause) {
+  const std::optional<std::size_t> free_bytes = free_bytes_for_message(device);
+  return OutOfMemory("resume",
+                     "resume of " + describe_tag(tag) + " needs " + describe_bytes(needed) +
+                         " on device " + std::to_string(device) + ", " +
+                         (free_bytes ? describe_bytes(*free_bytes) : std::string("unknown")) +
+                         " free; everything stays paused with its backup (" + cause.what() + ")",
+                     needed, free_bytes.value_or(cause.bytes_free()));
 }
 
 void Engine::record_transition(const std::vector<Allocation*>& allocations, bool pause,

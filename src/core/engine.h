@@ -54,6 +54,7 @@
 #include "backup/disk_backup.h"
 #include "backup/file_io.h"
 #include "backup/host_memory.h"
+#include "common/errors.h"
 #include "core/allocation.h"
 #include "core/parking_lot.h"
 #include "core/registry.h"
@@ -101,9 +102,11 @@ class Engine {
   /// @throws OutOfMemory (backup memory), DriverError, IoError (disk
   /// backup: no backup file remains then); nothing changed then.
   void pause(const std::optional<std::string>& tag);
-  /// @throws OutOfMemory with bytes needed and free, DriverError, IoError
-  /// (disk backup: the message names the allocation whose file cannot be
-  /// restored; see discard_backup); nothing changed then: everything stays
+  /// @throws OutOfMemory with bytes needed and free (also without memory
+  /// for a compressed restore's scratch; "unknown" free when the driver
+  /// cannot measure it), DriverError, IoError (disk backup: the message
+  /// names the allocation whose file cannot be restored; see
+  /// discard_backup); nothing changed then: everything stays
   /// paused with its host backup or backup file. On success the host memory
   /// of the backups it does not retain is back with the OS when it returns
   /// (a block that cannot be freed is kept and retried, not an error), and
@@ -182,6 +185,15 @@ class Engine {
   void refuse_during_capture(const std::optional<std::string>& tag, const char* operation);
   /// Fails with OutOfMemory unless `device` keeps the margin after `bytes`.
   void check_headroom(int device, std::size_t bytes, const char* operation);
+  /// Free memory on `device` for an out-of-memory error's message, or
+  /// nullopt when the driver cannot say: its DriverError must not replace
+  /// the out-of-memory error the caller is to see.
+  std::optional<std::size_t> free_bytes_for_message(int device) noexcept;
+  /// The error of a resume that ran out of memory on `device` and rolled
+  /// back (every allocation paused with its backup): the bytes it needed
+  /// there, what is free now (when that can be measured) and `cause`.
+  OutOfMemory resume_out_of_memory(const std::optional<std::string>& tag, int device,
+                                   std::size_t needed, const OutOfMemory& cause);
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();

@@ -135,6 +135,56 @@ TEST(CompressedBackup, DeviceScratchIsBoundedWhateverTheAllocationSize) {
   EXPECT_EQ(world.backup_bytes(), 0u);
 }
 
+TEST(CompressedBackup, NoMemoryForTheResumeScratchIsTheResumeOutOfMemoryError) {
+  // The decoding scratch is created once the allocations are mapped: the
+  // creates after theirs, device 0's, then device 1's. Without memory for
+  // it, the resume rolls back and says so as any resume out of memory does.
+  for (const int device : {0, 1}) {
+    SCOPED_TRACE("scratch of device " + std::to_string(device));
+    CompressedWorld world;
+    world.engine->pause("weights");
+    const testing::SimSnapshot before = testing::snapshot(world.sim);
+    const std::size_t backup_before = world.backup_bytes();
+    world.sim.fail_call(SimCall::kCreatePhysical,
+                        static_cast<int>(world.tracked.size()) + 1 + device,
+                        SimFailure::kOutOfMemory);
+    try {
+      world.engine->resume("weights");
+      ADD_FAILURE() << "resumed without memory for the scratch";
+    } catch (const OutOfMemory& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find("resume of tag 'weights' needs"), std::string::npos) << message;
+      EXPECT_NE(message.find("on device " + std::to_string(device)), std::string::npos) << message;
+      EXPECT_NE(message.find("everything stays paused with its backup"), std::string::npos)
+          << message;
+    }
+    EXPECT_EQ(testing::snapshot(world.sim), before) << "the resume gave back what it took";
+    EXPECT_EQ(world.backup_bytes(), backup_before) << "the backups are intact";
+    for (const TagDeviceStats& entry : world.engine->stats().entries) {
+      EXPECT_EQ(entry.active_bytes, 0u) << "everything stays paused";
+    }
+    world.engine->resume("weights");
+    EXPECT_TRUE(world.device_contents_exact());
+  }
+  // Out of memory for real: the error counts the scratch in what device 0
+  // needs, and measures what is free once the rollback gave everything back.
+  CompressedWorld world;
+  const std::size_t physical0 = world.sim.physical_bytes(0);
+  world.engine->pause("weights");
+  world.sim.set_capacity(physical0 + kMiB);
+  try {
+    world.engine->resume("weights");
+    ADD_FAILURE() << "resumed without memory for the scratch";
+  } catch (const OutOfMemory& error) {
+    EXPECT_GT(error.bytes_needed(), physical0 + kMiB);
+    EXPECT_EQ(error.bytes_free(), physical0 + kMiB);
+    EXPECT_NE(std::string(error.what()).find("stays paused"), std::string::npos) << error.what();
+  }
+  world.sim.set_capacity(256 * kMiB);
+  world.engine->resume("weights");
+  EXPECT_TRUE(world.device_contents_exact());
+}
+
 // Every driver call a compressed pause or resume makes fails once, in turn:
 // the operation fails with nothing changed and a retry succeeds, or (giving
 // something back) it completes and the parked resource goes at the next one.

@@ -9,6 +9,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "forwarding_driver.h"
 #include "test_support.h"
 
 namespace tms {
@@ -172,6 +173,47 @@ TEST_F(EngineTest, ResumeBeyondCapacityKeepsEverythingPausedUntilMemoryIsFreed) 
   EXPECT_TRUE(testing::has_pattern(weights, 16 * kMiB, 42));
   engine_->free(weights);
   engine_->free(kv);
+}
+
+/// Fails memory_info (cuMemGetInfo) once `fail_memory_info` is set.
+class MemoryInfoFailingDriver final : public testing::ForwardingDriver {
+ public:
+  using ForwardingDriver::ForwardingDriver;
+  DeviceMemoryInfo memory_info(int device) override {
+    if (fail_memory_info) throw DriverError("sim.memory_info", "CUDA_ERROR_UNKNOWN", "injected");
+    return ForwardingDriver::memory_info(device);
+  }
+  bool fail_memory_info = false;
+};
+
+TEST(EngineOutOfMemory, AFailingMemoryInfoNeverReplacesTheOutOfMemoryError) {
+  SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+  MemoryInfoFailingDriver driver(sim);
+  Engine engine(driver);
+  const DevicePtr weights =
+      engine.allocate(testing::request(16 * kMiB, 0, "w", {.cpu_backup = true}));
+  testing::fill_pattern(weights, 16 * kMiB, 5);
+  engine.pause("w");
+  const testing::SimSnapshot before = testing::snapshot(sim);
+  driver.fail_memory_info = true;
+  sim.fail_call(SimCall::kCreatePhysical, 1, SimFailure::kOutOfMemory);
+  try {
+    engine.resume("w");
+    ADD_FAILURE() << "resumed while out of memory";
+  } catch (const OutOfMemory& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("needs 16777216 bytes"), std::string::npos) << message;
+    EXPECT_NE(message.find("on device 0, unknown free"), std::string::npos) << message;
+    EXPECT_NE(message.find("everything stays paused with its backup"), std::string::npos)
+        << message;
+  }
+  EXPECT_EQ(testing::snapshot(sim), before) << "the resume gave back what it took";
+  // So does an allocation too large to round up to the granularity.
+  EXPECT_THROW((void)engine.allocate(testing::request(SIZE_MAX, 0, "w")), OutOfMemory);
+  driver.fail_memory_info = false;
+  engine.resume("w");
+  EXPECT_TRUE(testing::has_pattern(weights, 16 * kMiB, 5));
+  engine.free(weights);
 }
 
 TEST_F(EngineTest, MemoryMarginTurnsTightAllocationsIntoOutOfMemory) {

@@ -1,23 +1,49 @@
-// Host memory running out where the library must not throw: starting I/O
-// threads (a std::thread still joinable when its vector is destroyed would
-// call std::terminate) and giving host backup memory back (noexcept paths
-// that pool, queue or keep blocks). The caller gets fewer threads or a
-// bad_alloc, never an aborted process. Its own binary: it replaces the
-// global operator new.
+// Host memory or threads running out where the library must not throw:
+// starting I/O threads (a std::thread still joinable when its vector is
+// destroyed would call std::terminate), giving host backup memory back
+// (noexcept paths that pool, queue or keep blocks), and threads the system
+// refuses to start (the work runs on fewer threads or on the caller's). The
+// caller gets fewer threads or a bad_alloc, never an aborted process. Its
+// own binary: it replaces the global operator new and pthread_create.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <new>
 
 #include "backup/host_memory.h"
 #include "backup/io_threads.h"
+#include "core/engine.h"
 #include "driver/sim_driver.h"
+#include "test_support.h"
 
 namespace {
 // The `g_fail_in`-th next operator new on this thread throws (0: never).
 thread_local int g_fail_in = 0;
+// Threads that may still start (negative: any number); past them
+// pthread_create fails with EAGAIN, as at the system's thread limit.
+std::atomic<int> g_threads_left{-1};
+std::atomic<int> g_threads_refused{0};
 }  // namespace
+
+// std::thread starts its threads through this (the executable's definition
+// comes first in the dynamic linker's search).
+extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*),
+                              void* arg) noexcept {
+  using Real = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  static const auto real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "pthread_create"));
+  int left = g_threads_left.load();
+  while (left > 0 && !g_threads_left.compare_exchange_weak(left, left - 1)) {
+  }
+  if (left == 0) {
+    ++g_threads_refused;
+    return EAGAIN;
+  }
+  return real(thread, attr, start, arg);
+}
 
 // malloc and free behind new and delete, so GCC's check that they pair up
 // does not apply.
@@ -85,6 +111,45 @@ TEST(HostMemoryDeathTest, RunningOutOfMemoryWhileGivingBackNeverAborts) {
         std::_Exit(0);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+TEST(ThreadStartTest, PauseAndResumeWorkWhenTheSystemRefusesThreads) {
+  using testing::kMiB;
+  // 0: no thread at all; 1: the background releaser only; 2: it and one of
+  // the four preparing threads; then whatever the rest of the cycle asks.
+  for (const int threads : {0, 1, 2}) {
+    SCOPED_TRACE("threads the system gives: " + std::to_string(threads));
+    SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+    EngineOptions options;
+    options.host.register_chunk_bytes = kMiB;  // several chunks to prepare and to unmap
+    options.host.prepare_threads = 4;
+    options.host.background_release = true;
+    g_threads_refused = 0;
+    g_threads_left = threads;
+    {
+      Engine engine(sim, options);
+      const DevicePtr kept =
+          engine.allocate(testing::request(8 * kMiB, 0, "w", {.cpu_backup = true}));
+      const DevicePtr freed =
+          engine.allocate(testing::request(4 * kMiB, 0, "f", {.cpu_backup = true}));
+      testing::fill_pattern(kept, 8 * kMiB, 7);
+      engine.pause(std::nullopt);
+      engine.resume(std::nullopt);
+      EXPECT_TRUE(testing::has_pattern(kept, 8 * kMiB, 7));
+      EXPECT_EQ(sim.host_bytes(), 0u) << "resume gave its backups back";
+      engine.pause(std::nullopt);
+      engine.free(freed);  // its block goes back inline when no releaser started
+      engine.drain_host_releases();
+      EXPECT_EQ(sim.host_bytes(), 8 * kMiB) << "only the paused allocation's backup is left";
+      engine.resume(std::nullopt);
+      EXPECT_TRUE(testing::has_pattern(kept, 8 * kMiB, 7));
+      engine.free(kept);
+    }
+    g_threads_left = -1;
+    EXPECT_GT(g_threads_refused.load(), 0) << "no thread start was refused";
+    EXPECT_EQ(sim.host_bytes(), 0u);
+    EXPECT_EQ(sim.reserved_bytes(), 0u);
+  }
 }
 
 }  // namespace

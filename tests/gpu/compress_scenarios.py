@@ -170,6 +170,7 @@ def resume_oom_keeps_the_compressed_backup():
             raise AssertionError(f"resume with {leave} bytes free succeeded")
         except tms_package.OutOfMemoryError as error:
             print("resume_oom message:", error)
+            assert "stays paused" in str(error), f"the resume error does not say so: {error}"
         assert backup_bytes("oom") == held, "the backup changed"
         del blocker
     torch.cuda.empty_cache()

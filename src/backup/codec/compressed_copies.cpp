@@ -143,15 +143,21 @@ void CompressedBackup::write(const std::vector<const HostBuffer*>& targets) {
 
 void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                         const std::vector<CompressItem>& items,
-                        const std::vector<const HostBuffer*>& sources) {
+                        const std::vector<const HostBuffer*>& sources,
+                        std::optional<int>& scratch_device) {
   if (sources.size() != items.size()) throw InvalidArgument("one source per compressed item");
   const std::size_t lanes = copies.options().streams_per_device;
   std::map<int, std::vector<std::size_t>> by_device;
   for (std::size_t i = 0; i < items.size(); ++i) by_device[items[i].device].push_back(i);
   std::map<int, std::unique_ptr<DeviceScratch>> scratch;
   for (const auto& [device, list] : by_device) {
-    scratch[device] =
-        std::make_unique<DeviceScratch>(driver, parking, device, lanes * slot_bytes());
+    try {
+      scratch[device] =
+          std::make_unique<DeviceScratch>(driver, parking, device, lanes * slot_bytes());
+    } catch (const OutOfMemory&) {
+      scratch_device = device;
+      throw;
+    }
   }
   run_drained(copies, by_device, [&] {
     for (const auto& [device, list] : by_device) {

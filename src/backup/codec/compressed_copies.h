@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "backup/copy_pipeline.h"
@@ -85,10 +86,13 @@ class CompressedBackup {
 };
 
 /// The resume side: decodes `sources[i]` into item i's memory. @throws
-/// OutOfMemory (scratch), DriverError, InvalidArgument (a malformed backup);
-/// the sources are unchanged either way.
+/// OutOfMemory (scratch: `scratch_device` is then the device it was for, so
+/// that the caller can say what that device needs and has free),
+/// DriverError, InvalidArgument (a malformed backup); the sources are
+/// unchanged either way.
 void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                         const std::vector<CompressItem>& items,
-                        const std::vector<const HostBuffer*>& sources);
+                        const std::vector<const HostBuffer*>& sources,
+                        std::optional<int>& scratch_device);
 
 }  // namespace tms
