@@ -121,8 +121,8 @@ class DiskFile {
 /// flight wrote and read faster than one or two.
 struct DiskBackupOptions {
   std::size_t chunk_bytes = std::size_t{16} << 20;  ///< each transfer; rounded up to 4 KiB
-  std::size_t write_depth = 4;                      ///< writes in flight per file
-  std::size_t read_depth = 4;                       ///< reads in flight per file
+  std::size_t write_depth = 8;                      ///< writes in flight per file
+  std::size_t read_depth = 8;                       ///< reads in flight per file
   bool direct_io = true;                            ///< try O_DIRECT first
 };
 

@@ -85,9 +85,9 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
   config.disk_backup_chunk_mb =
       parse_positive("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 16, 65536);
   config.disk_backup_write_depth = static_cast<unsigned>(
-      parse_positive("TMS_DISK_BACKUP_WRITE_DEPTH", lookup("TMS_DISK_BACKUP_WRITE_DEPTH"), 4, 16));
+      parse_positive("TMS_DISK_BACKUP_WRITE_DEPTH", lookup("TMS_DISK_BACKUP_WRITE_DEPTH"), 8, 16));
   config.disk_backup_read_depth = static_cast<unsigned>(
-      parse_positive("TMS_DISK_BACKUP_READ_DEPTH", lookup("TMS_DISK_BACKUP_READ_DEPTH"), 4, 16));
+      parse_positive("TMS_DISK_BACKUP_READ_DEPTH", lookup("TMS_DISK_BACKUP_READ_DEPTH"), 8, 16));
   config.host_prepare_threads = static_cast<unsigned>(
       parse_positive("TMS_HOST_PREPARE_THREADS", lookup("TMS_HOST_PREPARE_THREADS"), 0, 256));
   config.host_register_chunk_mb =

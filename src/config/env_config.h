@@ -23,8 +23,8 @@ struct EnvConfig {
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
   std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
   std::size_t disk_backup_chunk_mb = 16;                        ///< TMS_DISK_BACKUP_CHUNK_MB
-  unsigned disk_backup_write_depth = 4;  ///< TMS_DISK_BACKUP_WRITE_DEPTH (writes in flight)
-  unsigned disk_backup_read_depth = 4;   ///< TMS_DISK_BACKUP_READ_DEPTH (reads in flight)
+  unsigned disk_backup_write_depth = 8;  ///< TMS_DISK_BACKUP_WRITE_DEPTH (writes in flight)
+  unsigned disk_backup_read_depth = 8;   ///< TMS_DISK_BACKUP_READ_DEPTH (reads in flight)
   // Tuning of the host backup pipeline (defaults suit an 8+ core host):
   unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(8, cores / 2))
   std::size_t host_register_chunk_mb = 64;  ///< TMS_HOST_REGISTER_CHUNK_MB

@@ -24,8 +24,8 @@ TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kPinned);
   EXPECT_EQ(config.driver, DriverKind::kCuda);
   EXPECT_EQ(config.disk_backup_chunk_mb, 16u);
-  EXPECT_EQ(config.disk_backup_write_depth, 4u);
-  EXPECT_EQ(config.disk_backup_read_depth, 4u);
+  EXPECT_EQ(config.disk_backup_write_depth, 8u);
+  EXPECT_EQ(config.disk_backup_read_depth, 8u);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
   EXPECT_EQ(config.host_prepare_threads, 0u) << "0: the engine picks from the core count";
   EXPECT_EQ(config.host_register_chunk_mb, 64u);
@@ -43,7 +43,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
                                   {"TMS_RETAIN_CPU_BACKUP", "yes"},
                                   {"TMS_DISK_BACKUP_DIR", "/tmp/backups"},
                                   {"TMS_DISK_BACKUP_CHUNK_MB", "128"},
-                                  {"TMS_DISK_BACKUP_WRITE_DEPTH", "8"},
+                                  {"TMS_DISK_BACKUP_WRITE_DEPTH", "6"},
                                   {"TMS_DISK_BACKUP_READ_DEPTH", "3"},
                                   {"TMS_DRIVER", "sim"},
                                   {"TMS_LOG_LEVEL", "debug"},
@@ -62,7 +62,7 @@ TEST(EnvConfig, ReadsEveryVariable) {
   EXPECT_TRUE(config.retain_cpu_backup);
   EXPECT_EQ(config.disk_backup_dir, "/tmp/backups");
   EXPECT_EQ(config.disk_backup_chunk_mb, 128u);
-  EXPECT_EQ(config.disk_backup_write_depth, 8u);
+  EXPECT_EQ(config.disk_backup_write_depth, 6u);
   EXPECT_EQ(config.disk_backup_read_depth, 3u);
   EXPECT_EQ(config.driver, DriverKind::kSim);
   EXPECT_EQ(config.log_level, LogLevel::kDebug);

@@ -24,10 +24,11 @@ def _check_shape(result, directory, size):
 def test_disk_floor_measures_every_variant_and_judges_by_the_best_direct_one(tmp_path):
     result = bench.disk_floor(str(tmp_path), 8 * MiB)
     _check_shape(result, tmp_path, 8 * MiB)
-    # O_DIRECT at 1, 16 and 64 MiB blocks (capped at the payload) with 1 and 4 files at once, then buffered.
+    # O_DIRECT at 1, 16 and 64 MiB blocks (capped at the payload) with 1, 4 and 8 files at once, then buffered.
     shapes = [(v.block_bytes, v.in_flight, v.direct_asked, v.fsync) for v in result.variants]
-    assert shapes == [(1 * MiB, 1, True, False), (1 * MiB, 4, True, False), (8 * MiB, 1, True, False),
-                      (8 * MiB, 4, True, False), (8 * MiB, 1, True, False), (8 * MiB, 4, True, False),
+    assert shapes == [(1 * MiB, 1, True, False), (1 * MiB, 4, True, False), (1 * MiB, 8, True, False),
+                      (8 * MiB, 1, True, False), (8 * MiB, 4, True, False), (8 * MiB, 8, True, False),
+                      (8 * MiB, 1, True, False), (8 * MiB, 4, True, False), (8 * MiB, 8, True, False),
                       (8 * MiB, 1, False, True)]
     assert result.variants[-1].label == "buffered, write + fsync, read after dropping the pages, 8 MiB blocks, 1 file"
     assert result.variants[1].label == "O_DIRECT, 1 MiB blocks, 4 files at once"

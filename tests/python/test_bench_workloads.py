@@ -144,7 +144,7 @@ def test_the_command_line_starts_the_workers_of_each_part(tmp_path):
     assert names == ["nobackup", "floors", "alloc", "backup_mmap_1", "backup_mmap_4096", "disk_floor", "disk_1",
                      "disk_16"]
     disk_floor = next(spec for name, spec, _ in runner.specs if name == "disk_floor")
-    assert len(disk_floor.disk_variants) == 7  # the default set: 3 blocks x 2 in flight, direct, and buffered
+    assert len(disk_floor.disk_variants) == 10  # the default set: 3 blocks x 3 in flight, direct, and buffered
     assert list(workers) == names
     envs = {name: env for name, _, env in runner.specs}
     assert envs["floors"] == envs["disk_floor"] == "base" and envs["backup_mmap_1"] == "library"

@@ -22,7 +22,7 @@ DISK_IO_ALIGNMENT = 4096
 # The disk floor's variants: direct I/O at each block size with each number of I/Os in flight, and one
 # buffered pass (write + fsync, read after dropping the file's pages) at DISK_BUFFERED_BLOCK_BYTES.
 DISK_DIRECT_BLOCKS = (1 * MiB, 16 * MiB, 64 * MiB)
-DISK_IN_FLIGHT = (1, 4)
+DISK_IN_FLIGHT = (1, 4, 8)
 DISK_BUFFERED_BLOCK_BYTES = 16 * MiB
 
 # The cycles part: pause -> gap -> resume -> gap, the gap being GPU work (bf16 matmuls) of about this long.

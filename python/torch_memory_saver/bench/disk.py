@@ -1,7 +1,7 @@
 """The disk floor: what the backup directory's disk gives, written and read several ways (no torch, no GPU).
 
 Variants (:func:`default_variants`): O_DIRECT at 1, 16 and 64 MiB blocks with
-1 and 4 files in flight, and buffered I/O (write + fsync, read after the
+1, 4 and 8 files in flight, and buffered I/O (write + fsync, read after the
 file's pages were dropped). The library's disk backup is judged against the
 best direct variant, per direction (:func:`judged_variant`).
 """
