@@ -4,7 +4,7 @@
 #   bash bench/run_gpu_batch.sh                          # rates + breakdown + full benchmark with disk
 #   TMS_BATCH_PARTS=rates,breakdown,bench,sweep bash bench/run_gpu_batch.sh   # also the tuning sweep
 #   TMS_BATCH_PARTS=cycles bash bench/run_gpu_batch.sh   # the RL loop: floors + cycles, 8 GiB, 8 cycles
-#   TMS_BATCH_PARTS=disk bash bench/run_gpu_batch.sh     # disk part with 4 and with 1 read in flight
+#   TMS_BATCH_PARTS=disk bash bench/run_gpu_batch.sh     # disk part with 8 and with 1 read in flight
 #   TMS_BATCH_PARTS=disklayout bash bench/run_gpu_batch.sh   # disk read-back by file layout (a probe)
 #
 # Builds the engine into /tmp/tms-bench-build and runs from this source tree.
@@ -62,7 +62,7 @@ if wants disklayout; then
   run 200 "$build/tms_disk_layout_probe" "$disk_dir" 4 16 4 2
 fi
 if wants disk; then
-  for depth in ${TMS_BATCH_READ_DEPTHS:-4 1}; do
+  for depth in ${TMS_BATCH_READ_DEPTHS:-8 1}; do
     step "disk part, 4 GiB, 1 and 16 tensors, $depth read(s) in flight (engine phases in the worker logs)"
     run 150 env TMS_DISK_BACKUP_READ_DEPTH=$depth TMS_LOG_LEVEL=info python3 bench/bench_pause_resume.py \
       --parts disk --disk-dir "$disk_dir" --disk-gib 4 --no-plot --out "$out/disk-read$depth"

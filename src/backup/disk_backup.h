@@ -117,8 +117,9 @@ class DiskFile {
 };
 
 /// Defaults from the disk of the H200 host (docs/disk-backup.md): 16 MiB
-/// direct transfers were the fastest single stream, and 4 transfers in
-/// flight wrote and read faster than one or two.
+/// direct transfers were the fastest single stream, and 8 transfers in
+/// flight wrote and read faster than 1 or 4 (over several runs: that
+/// disk's rates swing by 30 % between runs).
 struct DiskBackupOptions {
   std::size_t chunk_bytes = std::size_t{16} << 20;  ///< each transfer; rounded up to 4 KiB
   std::size_t write_depth = 8;                      ///< writes in flight per file
