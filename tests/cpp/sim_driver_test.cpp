@@ -112,12 +112,9 @@ TEST(SimDriver, HostMemoryGoesBackInPageAlignedPieces) {
   EXPECT_TRUE(testing::faults_when_touched([&] { block[2 * kPage] = 1; }));
   block[kPage] = 1;  // the rest is still there
   block[5 * kPage] = 1;
-  EXPECT_THROW(sim.host_free(block + 2 * kPage, kPage), DriverError)
-      << "already given back";
-  EXPECT_THROW(sim.host_free(block + 4 * kPage, 2 * kPage), DriverError)
-      << "runs past the piece";
-  EXPECT_THROW(sim.host_free(block + 100, kPage), DriverError)
-      << "not page-aligned";
+  EXPECT_THROW(sim.host_free(block + 2 * kPage, kPage), DriverError) << "already given back";
+  EXPECT_THROW(sim.host_free(block + 4 * kPage, 2 * kPage), DriverError) << "runs past the piece";
+  EXPECT_THROW(sim.host_free(block + 100, kPage), DriverError) << "not page-aligned";
   sim.host_free(block, 2 * kPage);
   sim.host_free(block + 5 * kPage, 3 * kPage);
   EXPECT_EQ(sim.host_bytes(), 0u);
