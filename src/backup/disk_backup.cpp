@@ -86,15 +86,14 @@ auto retry_interrupted(Call call) {
 /// before anything is written, and the writes that follow overwrite
 /// allocated space, which filesystems take in parallel (ext4 serializes
 /// direct writes that extend a file). Filesystems without fallocate skip it.
-/// @returns 0, or the errno of a failure that means no space.
-int reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& where) {
+/// @throws IoError.
+void reserve_space(FileIo& io, int fd, std::size_t bytes, const std::string& where) {
   const int result =
       retry_interrupted([&] { return io.fallocate(fd, 0, static_cast<off_t>(bytes)); });
-  if (result == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return 0;
+  if (result == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return;
   const int error = errno;
-  if (error == ENOSPC || error == EDQUOT) return error;
   throw IoError("reserving " + describe_bytes(bytes) + " for a " + where +
-                " failed: fallocate: " + errno_text(error));
+                " failed: fallocate: " + errno_text(error) + space_hint(error));
 }
 
 /// One pwrite or pread of a block (`call`) in the file's mode
@@ -372,33 +371,37 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   }
 }
 
-DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, std::size_t size) {
-  const std::size_t file_bytes = round_up(size, kIoAlignment);
-  check_file_size_limit(file_bytes, dir);
-  std::uint8_t* const base = staging(size);
-
-  // The DiskFile owns the file from here, so any failure below removes it.
+DiskFile DiskBackupIo::create_reserved_file(const std::string& dir, std::size_t bytes) {
   DiskFile file;
   {
     const int dir_fd = open_backup_directory(io_, dir);
     const ScopedFd dir_guard(io_, dir_fd);
     file = create_file(dir_fd, dir);
   }
-  const std::string where = describe_file(dir);
-  if (file_bytes > 0) {
-    // Files given back a moment ago may still be closing (close_later):
-    // then a full disk is worth one more try once they are closed.
-    const bool closing = closed_.load() != handed_to_close_.load();
-    int error = reserve_space(io_, file.fd(), file_bytes, where);
-    if (error != 0 && closing) {
-      wait_closed();
-      error = reserve_space(io_, file.fd(), file_bytes, where);
-    }
-    if (error != 0) {
-      throw IoError("reserving " + describe_bytes(file_bytes) + " for a " + where +
-                    " failed: fallocate: " + errno_text(error) + space_hint(error));
-    }
+  if (bytes > 0) reserve_space(io_, file.fd(), bytes, describe_file(dir));
+  return file;
+}
+
+DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, std::size_t size) {
+  const std::size_t file_bytes = round_up(size, kIoAlignment);
+  check_file_size_limit(file_bytes, dir);
+  std::uint8_t* const base = staging(size);
+
+  // The DiskFile owns the file from here, so any failure below removes it.
+  // Files given back a moment ago may still be closing (close_later),
+  // holding descriptors and disk space: then a file that cannot be made
+  // (no descriptor, or no space for it) is worth one more try once they
+  // are closed.
+  const bool closing = closed_.load() != handed_to_close_.load();
+  DiskFile file;
+  try {
+    file = create_reserved_file(dir, file_bytes);
+  } catch (const IoError&) {
+    if (!closing) throw;
+    wait_closed();
+    file = create_reserved_file(dir, file_bytes);
   }
+  const std::string where = describe_file(dir);
   const std::size_t blocks = (size + chunk_bytes_ - 1) / chunk_bytes_;
   file.checksums_.assign(blocks, 0);
   auto length = [&](std::size_t k) { return std::min(chunk_bytes_, size - k * chunk_bytes_); };

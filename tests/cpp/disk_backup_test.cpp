@@ -69,14 +69,20 @@ class TransferProbe final : public FileIo {
     closes_shut_ = shut;
     gate_.notify_all();
   }
-  /// fallocate() fails with ENOSPC while closes are shut, and opens them:
-  /// a disk that is full until the files given back are closed.
-  void full_until_closed() {
+  /// What runs out until the files given back are closed: while closes are
+  /// shut, the next fallocate() fails with ENOSPC (a full disk) or the next
+  /// open() with EMFILE (a process out of descriptors), and opens them.
+  enum class Shortage { kNone, kSpace, kDescriptors };
+  void short_until_closed(Shortage shortage) {
     std::lock_guard lock(mutex_);
-    full_until_closed_ = true;
+    shortage_ = shortage;
   }
 
   int open(int dir_fd, const char* path, int flags, mode_t mode) override {
+    if (const int error = short_of(Shortage::kDescriptors, EMFILE); error != 0) {
+      errno = error;
+      return -1;
+    }
     return inner_.open(dir_fd, path, flags, mode);
   }
   int fstat(int fd, struct stat* info) override { return inner_.fstat(fd, info); }
@@ -87,14 +93,9 @@ class TransferProbe final : public FileIo {
     return transfer([&] { return inner_.pread(fd, buffer, count, offset); });
   }
   int fallocate(int fd, off_t offset, off_t length) override {
-    {
-      std::lock_guard lock(mutex_);
-      if (full_until_closed_ && closes_shut_) {
-        closes_shut_ = false;  // the space comes back once they are closed
-        gate_.notify_all();
-        errno = ENOSPC;
-        return -1;
-      }
+    if (const int error = short_of(Shortage::kSpace, ENOSPC); error != 0) {
+      errno = error;
+      return -1;
     }
     return inner_.fallocate(fd, offset, length);
   }
@@ -140,6 +141,16 @@ class TransferProbe final : public FileIo {
     return result;
   }
 
+  /// `error` when `shortage` is what runs out and closes are shut (which
+  /// opens them: it lasts until the files given back are closed), else 0.
+  int short_of(Shortage shortage, int error) {
+    std::lock_guard lock(mutex_);
+    if (shortage_ != shortage || !closes_shut_) return 0;
+    closes_shut_ = false;
+    gate_.notify_all();
+    return error;
+  }
+
   /// Whether `fd` is open on a file that no longer has a name.
   static bool unnamed(int fd) {
     char target[4096];
@@ -153,7 +164,7 @@ class TransferProbe final : public FileIo {
   mutable std::mutex mutex_;
   std::condition_variable gate_;
   bool closes_shut_ = false;
-  bool full_until_closed_ = false;
+  Shortage shortage_ = Shortage::kNone;
   std::condition_variable arrivals_;
   std::size_t group_ = 0;
   std::size_t arrived_ = 0;
@@ -937,24 +948,31 @@ TEST_F(DiskBackupTest, ResumeReturnsWithoutWaitingForTheFilesystemToFreeTheFile)
   engine_->free(a);
 }
 
-TEST_F(DiskBackupTest, APauseThatFindsTheDiskFullWaitsForFilesStillClosing) {
-  const std::size_t size = 2 * kChunk + 77;
-  const DevicePtr a = allocate(size, "a");
-  const DevicePtr b = allocate(size, "b");
-  testing::fill_pattern(a, size, 7);
-  testing::fill_pattern(b, size, 8);
-  engine_->pause("a");
-  probe_.shut_closes(true);
-  probe_.full_until_closed();
-  engine_->resume("a");  // a's file is still open: its space is not back yet
-  engine_->pause("b");   // full at first, then not once a's file is closed
-  EXPECT_EQ(open_files(), 1u) << "b's file only";
-  engine_->resume("b");
-  EXPECT_TRUE(testing::has_pattern(a, size, 7));
-  EXPECT_TRUE(testing::has_pattern(b, size, 8));
-  engine_->free(a);
-  engine_->free(b);
-  EXPECT_EQ(open_files(), 0u);
+TEST_F(DiskBackupTest, APauseShortOfSpaceOrDescriptorsWaitsForFilesStillClosing) {
+  // A resumed file's space and descriptor come back when it is closed. Every
+  // paused disk backup holds a descriptor, so a pause right after a resume
+  // can need as many as the resume's files, still closing, hold.
+  using Shortage = TransferProbe::Shortage;
+  for (const Shortage shortage : {Shortage::kSpace, Shortage::kDescriptors}) {
+    SCOPED_TRACE(shortage == Shortage::kSpace ? "disk full" : "no descriptor left");
+    const std::size_t size = 2 * kChunk + 77;
+    const DevicePtr a = allocate(size, "a");
+    const DevicePtr b = allocate(size, "b");
+    testing::fill_pattern(a, size, 7);
+    testing::fill_pattern(b, size, 8);
+    engine_->pause("a");
+    probe_.shut_closes(true);
+    probe_.short_until_closed(shortage);
+    engine_->resume("a");  // a's file is still open
+    engine_->pause("b");   // short at first, then not once a's file is closed
+    EXPECT_EQ(open_files(), 1u) << "b's file only";
+    engine_->resume("b");
+    EXPECT_TRUE(testing::has_pattern(a, size, 7));
+    EXPECT_TRUE(testing::has_pattern(b, size, 8));
+    engine_->free(a);
+    engine_->free(b);
+    EXPECT_EQ(open_files(), 0u);
+  }
 }
 
 TEST_F(DiskBackupTest, SpaceIsReservedBeforeWriting) {
