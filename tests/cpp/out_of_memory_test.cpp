@@ -17,6 +17,7 @@
 #include "backup/host_memory.h"
 #include "backup/io_threads.h"
 #include "core/engine.h"
+#include "disk_test_support.h"
 #include "driver/sim_driver.h"
 #include "test_support.h"
 
@@ -115,35 +116,55 @@ TEST(HostMemoryDeathTest, RunningOutOfMemoryWhileGivingBackNeverAborts) {
 
 TEST(ThreadStartTest, PauseAndResumeWorkWhenTheSystemRefusesThreads) {
   using testing::kMiB;
-  // 0: no thread at all; 1: the background releaser only; 2: it and one of
-  // the four preparing threads; then whatever the rest of the cycle asks.
-  for (const int threads : {0, 1, 2}) {
+  // The engine starts two threads of its own: the background releaser, then
+  // disk backup's closing thread. 0: no thread at all; 1: the releaser only;
+  // 2: both; 3: both and one of the four preparing threads; then whatever
+  // the rest of the cycle asks (disk transfers, unmapping).
+  for (const int threads : {0, 1, 2, 3}) {
     SCOPED_TRACE("threads the system gives: " + std::to_string(threads));
     SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+    testing::TempDir dir;
     EngineOptions options;
     options.host.register_chunk_bytes = kMiB;  // several chunks to prepare and to unmap
     options.host.prepare_threads = 4;
     options.host.background_release = true;
+    options.disk.chunk_bytes = kMiB;  // several blocks in flight
     g_threads_refused = 0;
     g_threads_left = threads;
     {
       Engine engine(sim, options);
+      engine.set_disk_backup_dir(dir.path());
+      // Host memory still held once what goes back in the background is
+      // back (the disk staging buffer given back too).
+      auto host_bytes = [&] {
+        engine.trim_host_memory();
+        engine.drain_host_releases();
+        return sim.host_bytes();
+      };
       const DevicePtr kept =
           engine.allocate(testing::request(8 * kMiB, 0, "w", {.cpu_backup = true}));
       const DevicePtr freed =
           engine.allocate(testing::request(4 * kMiB, 0, "f", {.cpu_backup = true}));
+      const DevicePtr on_disk =
+          engine.allocate(testing::request(4 * kMiB + 5, 0, "w", {.disk_backup = true}));
       testing::fill_pattern(kept, 8 * kMiB, 7);
+      testing::fill_pattern(on_disk, 4 * kMiB + 5, 8);
       engine.pause(std::nullopt);
       engine.resume(std::nullopt);
       EXPECT_TRUE(testing::has_pattern(kept, 8 * kMiB, 7));
-      EXPECT_EQ(sim.host_bytes(), 0u) << "resume gave its backups back";
+      EXPECT_TRUE(testing::has_pattern(on_disk, 4 * kMiB + 5, 8));
+      EXPECT_EQ(host_bytes(), 0u) << "resume gave its backups back";
+      EXPECT_TRUE(testing::backup_fds(dir.path()).empty()) << "and closed its file";
       engine.pause(std::nullopt);
       engine.free(freed);  // its block goes back inline when no releaser started
-      engine.drain_host_releases();
-      EXPECT_EQ(sim.host_bytes(), 8 * kMiB) << "only the paused allocation's backup is left";
+      EXPECT_EQ(host_bytes(), 8 * kMiB) << "only the paused allocation's backup is left";
       engine.resume(std::nullopt);
       EXPECT_TRUE(testing::has_pattern(kept, 8 * kMiB, 7));
+      EXPECT_TRUE(testing::has_pattern(on_disk, 4 * kMiB + 5, 8));
       engine.free(kept);
+      engine.free(on_disk);
+      engine.drain_host_releases();
+      EXPECT_TRUE(testing::backup_fds(dir.path()).empty());
     }
     g_threads_left = -1;
     EXPECT_GT(g_threads_refused.load(), 0) << "no thread start was refused";
