@@ -371,37 +371,36 @@ DiskFile DiskBackupIo::create_file(int dir_fd, const std::string& dir) {
   }
 }
 
-DiskFile DiskBackupIo::create_reserved_file(const std::string& dir, std::size_t bytes) {
+DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, std::size_t size) {
+  check_file_size_limit(round_up(size, kIoAlignment), dir);
+  // Files given back a moment ago may still be closing (close_later),
+  // holding descriptors and disk space: then a save that fails (no
+  // descriptor left, no space at fallocate or, where the filesystem has no
+  // fallocate, at a write) is worth one more try once they are closed.
+  const bool closing = closed_.load() != handed_to_close_.load();
+  try {
+    return save_once(dir, device, src, size);
+  } catch (const IoError&) {
+    if (!closing) throw;
+  }
+  wait_closed();
+  return save_once(dir, device, src, size);
+}
+
+DiskFile DiskBackupIo::save_once(const std::string& dir, int device, DevicePtr src,
+                                 std::size_t size) {
+  const std::size_t file_bytes = round_up(size, kIoAlignment);
+  std::uint8_t* const base = staging(size);
+
+  // The DiskFile owns the file from here, so any failure below removes it.
   DiskFile file;
   {
     const int dir_fd = open_backup_directory(io_, dir);
     const ScopedFd dir_guard(io_, dir_fd);
     file = create_file(dir_fd, dir);
   }
-  if (bytes > 0) reserve_space(io_, file.fd(), bytes, describe_file(dir));
-  return file;
-}
-
-DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, std::size_t size) {
-  const std::size_t file_bytes = round_up(size, kIoAlignment);
-  check_file_size_limit(file_bytes, dir);
-  std::uint8_t* const base = staging(size);
-
-  // The DiskFile owns the file from here, so any failure below removes it.
-  // Files given back a moment ago may still be closing (close_later),
-  // holding descriptors and disk space: then a file that cannot be made
-  // (no descriptor, or no space for it) is worth one more try once they
-  // are closed.
-  const bool closing = closed_.load() != handed_to_close_.load();
-  DiskFile file;
-  try {
-    file = create_reserved_file(dir, file_bytes);
-  } catch (const IoError&) {
-    if (!closing) throw;
-    wait_closed();
-    file = create_reserved_file(dir, file_bytes);
-  }
   const std::string where = describe_file(dir);
+  if (file_bytes > 0) reserve_space(io_, file.fd(), file_bytes, where);
   const std::size_t blocks = (size + chunk_bytes_ - 1) / chunk_bytes_;
   file.checksums_.assign(blocks, 0);
   auto length = [&](std::size_t k) { return std::min(chunk_bytes_, size - k * chunk_bytes_); };

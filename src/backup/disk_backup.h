@@ -48,9 +48,9 @@
 // as long as a quarter of the read itself. Once a resume has committed, the
 // file is no one's data any more, so its descriptor goes to a closing
 // thread (close_later) and resume returns; the space comes back moments
-// later. A pause that cannot make a file while some are still closing (no
-// descriptor left, or no space to reserve) waits for those closes and
-// tries once more; wait_closed() waits for them too.
+// later. A save that fails while some are still closing (no descriptor
+// left, no space) waits for those closes and tries once more;
+// wait_closed() waits for them too.
 //
 // No fsync. Backups are scratch data that never outlive the process, so
 // nothing is gained by forcing them to stable storage; reading back through
@@ -183,9 +183,8 @@ class DiskBackupIo {
                   DevicePtr device_ptr, std::size_t size);
   /// A new file no one else can open in the directory `dir_fd`.
   DiskFile create_file(int dir_fd, const std::string& dir);
-  /// A new file in `dir` with `bytes` reserved for it. @throws IoError; no
-  /// file remains then.
-  DiskFile create_reserved_file(const std::string& dir, std::size_t bytes);
+  /// save() without the second try. Same guarantees.
+  DiskFile save_once(const std::string& dir, int device, DevicePtr src, std::size_t size);
   /// open() with O_DIRECT when allowed, else without; -1 and errno set.
   /// `direct` says which.
   int open_direct_if_possible(int dir_fd, const char* path, int flags, bool& direct);

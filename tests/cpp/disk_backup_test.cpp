@@ -70,9 +70,11 @@ class TransferProbe final : public FileIo {
     gate_.notify_all();
   }
   /// What runs out until the files given back are closed: while closes are
-  /// shut, the next fallocate() fails with ENOSPC (a full disk) or the next
-  /// open() with EMFILE (a process out of descriptors), and opens them.
-  enum class Shortage { kNone, kSpace, kDescriptors };
+  /// shut, the next fallocate() fails with ENOSPC (a full disk), the next
+  /// pwrite() does (a full disk whose filesystem has no fallocate: it
+  /// fails with EOPNOTSUPP then) or the next open() with EMFILE (a process
+  /// out of descriptors), and opens them.
+  enum class Shortage { kNone, kSpace, kSpaceWithoutFallocate, kDescriptors };
   void short_until_closed(Shortage shortage) {
     std::lock_guard lock(mutex_);
     shortage_ = shortage;
@@ -87,6 +89,10 @@ class TransferProbe final : public FileIo {
   }
   int fstat(int fd, struct stat* info) override { return inner_.fstat(fd, info); }
   ssize_t pwrite(int fd, const void* buffer, std::size_t count, off_t offset) override {
+    if (const int error = short_of(Shortage::kSpaceWithoutFallocate, ENOSPC); error != 0) {
+      errno = error;
+      return -1;
+    }
     return transfer([&] { return inner_.pwrite(fd, buffer, count, offset); });
   }
   ssize_t pread(int fd, void* buffer, std::size_t count, off_t offset) override {
@@ -96,6 +102,13 @@ class TransferProbe final : public FileIo {
     if (const int error = short_of(Shortage::kSpace, ENOSPC); error != 0) {
       errno = error;
       return -1;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (shortage_ == Shortage::kSpaceWithoutFallocate) {
+        errno = EOPNOTSUPP;
+        return -1;
+      }
     }
     return inner_.fallocate(fd, offset, length);
   }
@@ -953,8 +966,9 @@ TEST_F(DiskBackupTest, APauseShortOfSpaceOrDescriptorsWaitsForFilesStillClosing)
   // paused disk backup holds a descriptor, so a pause right after a resume
   // can need as many as the resume's files, still closing, hold.
   using Shortage = TransferProbe::Shortage;
-  for (const Shortage shortage : {Shortage::kSpace, Shortage::kDescriptors}) {
-    SCOPED_TRACE(shortage == Shortage::kSpace ? "disk full" : "no descriptor left");
+  for (const Shortage shortage :
+       {Shortage::kSpace, Shortage::kSpaceWithoutFallocate, Shortage::kDescriptors}) {
+    SCOPED_TRACE("shortage " + std::to_string(static_cast<int>(shortage)));
     const std::size_t size = 2 * kChunk + 77;
     const DevicePtr a = allocate(size, "a");
     const DevicePtr b = allocate(size, "b");
@@ -972,6 +986,7 @@ TEST_F(DiskBackupTest, APauseShortOfSpaceOrDescriptorsWaitsForFilesStillClosing)
     engine_->free(a);
     engine_->free(b);
     EXPECT_EQ(open_files(), 0u);
+    probe_.short_until_closed(Shortage::kNone);
   }
 }
 
