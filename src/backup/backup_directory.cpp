@@ -81,6 +81,12 @@ int open_backup_directory(FileIo& io, const std::string& dir) {
                          O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0);
   if (fd < 0) {
     const int error = errno;
+    // Out of descriptors: the directory is fine, the process is at its limit.
+    if (error == EMFILE || error == ENFILE) {
+      throw IoError("could not open disk backup directory '" + dir + "': " + errno_text(error) +
+                    "; every paused disk backup holds a file descriptor: raise the limit "
+                    "(ulimit -n) or use fewer, larger allocations");
+    }
     refuse(dir, error == ENOENT ? "it does not exist"
                 : error == ENOTDIR || error == ELOOP
                     ? "it is not a directory (or is a symbolic link)"

@@ -159,8 +159,10 @@ class DiskBackupIo {
   void load(const DiskFile& file, int device, DevicePtr dst, std::size_t size);
 
   /// Gives a backup file back without waiting for the filesystem to free
-  /// its blocks: its descriptor is closed on the closing thread (a file
-  /// that still has a name keeps it: unlink it first, see take_name).
+  /// its blocks: its descriptor is closed on the closing thread. A name it
+  /// still has is unlinked here, on the caller's thread, as its destructor
+  /// does (the engine splits names off first, see take_name, to park a
+  /// name whose unlink fails).
   void close_later(DiskFile file) noexcept;
   /// Waits until every descriptor handed to close_later has been closed.
   void wait_closed() noexcept { closer_.wait_idle(); }

@@ -51,7 +51,8 @@ void remove_disk_backups_at_exit() {
   if (g_forked_child.load()) return;
   if (Runtime* rt = runtime_if_created()) {
     rt->engine->remove_disk_backups();
-    // No host memory release may still be running while the driver shuts down.
+    // No host memory release may still be running while the driver shuts
+    // down; restored backup files still waiting to be closed are closed too.
     try {
       rt->engine->drain_host_releases();
     } catch (...) {

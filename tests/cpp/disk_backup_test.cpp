@@ -990,6 +990,25 @@ TEST_F(DiskBackupTest, APauseShortOfSpaceOrDescriptorsWaitsForFilesStillClosing)
   }
 }
 
+TEST_F(DiskBackupTest, OutOfDescriptorsSaysToRaiseTheLimitNotToChangeTheDirectory) {
+  const DevicePtr a = allocate(kChunk + 3);
+  testing::fill_pattern(a, kChunk + 3, 9);
+  io_.fail_call(FileCall::kOpen, 1, EMFILE);  // the pause's first open: the directory
+  try {
+    engine_->pause("t");
+    ADD_FAILURE() << "expected IoError";
+  } catch (const IoError& error) {
+    const std::string text = error.what();
+    EXPECT_NE(text.find("ulimit -n"), std::string::npos) << text;
+    EXPECT_EQ(text.find("choose another"), std::string::npos) << text;
+  }
+  EXPECT_EQ(open_files(), 0u);
+  engine_->pause("t");  // descriptors back: it works
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, kChunk + 3, 9));
+  engine_->free(a);
+}
+
 TEST_F(DiskBackupTest, SpaceIsReservedBeforeWriting) {
   const std::size_t size = 3 * kChunk + 9;
   const DevicePtr a = allocate(size);

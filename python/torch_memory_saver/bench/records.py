@@ -327,10 +327,12 @@ class Transition:
     device_free_delta: int
     engine: EngineTagStats
     rss: Optional[int] = None
-    files: Optional[int] = None  # disk backup: backup files the worker holds open after the call
+    files: Optional[int] = None  # disk backup: backup files the worker holds open after the call (after a
+    # resume: those still waiting for the closing thread)
     file_bytes: Optional[int] = None
     files_left: Optional[List[str]] = None  # backup files still open or named after resume
-    # disk resume: seconds from its return until the files it gave back were closed (in the background)
+    # disk resume: seconds from just after its files were counted (a few ms after it returned) until the files it
+    # gave back were all closed by the library's closing thread
     closed_seconds: Optional[float] = None
 
 
