@@ -440,6 +440,14 @@ void Engine::resume(const std::optional<std::string>& tag) {
                     ". Everything stays paused. To resume without this allocation's contents, "
                     "call discard_backup(" +
                     hex_address(allocation->base) + ") (C: tms_discard_backup), or free it");
+    } catch (const OutOfMemory& error) {
+      // No host memory for the staging buffer: the restore had not begun.
+      throw OutOfMemory("resume",
+                        "resume of " + describe_tag(tag) +
+                            " could not restore the disk backup of " +
+                            describe_allocation(*allocation) + "; everything stays paused with " +
+                            "its backup (" + error.what() + ")",
+                        error.bytes_needed(), error.bytes_free());
     }
     loaded_files = true;
   }

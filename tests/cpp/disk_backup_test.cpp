@@ -665,6 +665,27 @@ TEST_F(DiskBackupTest, FileChangedWhilePausedIsDetectedNamedAndCanBeDiscarded) {
   for (const DevicePtr ptr : {lost, kept, other}) engine_->free(ptr);
 }
 
+TEST_F(DiskBackupTest, NoHostMemoryForStagingAtResumeKeepsEverythingPaused) {
+  const std::size_t size = 2 * kChunk + 11;
+  const DevicePtr a = allocate(size);
+  testing::fill_pattern(a, size, 3);
+  engine_->pause("t");
+  engine_->trim_host_memory();  // the staging buffer goes: resume must make it again
+  sim_.fail_call(SimCall::kHostAlloc, 1, SimFailure::kOutOfMemory);
+  try {
+    engine_->resume("t");
+    ADD_FAILURE() << "expected OutOfMemory";
+  } catch (const OutOfMemory& error) {
+    EXPECT_NE(std::string(error.what()).find("everything stays paused"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(sim_.physical_bytes(0), 0u) << "nothing left mapped";
+  EXPECT_EQ(open_files(), 1u) << "the backup file is kept";
+  engine_->resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, size, 3));
+  engine_->free(a);
+}
+
 TEST_F(DiskBackupTest, StagingIsSizedToTheWork) {
   EngineOptions options;
   options.disk.chunk_bytes = 64 * kMiB;
