@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "backup/checksum.h"
+#include "block_transfers.h"
 
 namespace {
 
@@ -90,18 +91,8 @@ void io_rates(const char* dir, std::size_t total, std::size_t block, std::size_t
   if (::fallocate(fd, 0, 0, static_cast<off_t>(blocks * block)) != 0) std::perror("fallocate");
   const double reserve_seconds = seconds_since(reserve_start);
   for (int pass = 0; pass < 2; ++pass) {
-    std::atomic<std::size_t> next{0};
-    const double seconds = timed_on_threads(depth, [&](std::size_t t) {
-      for (std::size_t k; (k = next++) < blocks;) {
-        const auto offset = static_cast<off_t>(k * block);
-        const ssize_t moved = pass == 0 ? ::pwrite(fd, buffers[t], block, offset)
-                                        : ::pread(fd, buffers[t], block, offset);
-        if (moved != static_cast<ssize_t>(block)) {
-          std::perror(pass == 0 ? "pwrite" : "pread");
-          std::exit(1);
-        }
-      }
-    });
+    const double seconds = tms::bench::move_blocks(fd, pass == 0, blocks, block, buffers);
+    if (seconds < 0) std::exit(1);
     rates[pass] =
         static_cast<double>(blocks * block) / (seconds + (pass == 0 ? reserve_seconds : 0)) / 1e9;
   }

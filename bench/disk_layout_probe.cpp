@@ -19,12 +19,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
-#include <thread>
 #include <vector>
+
+#include "block_transfers.h"
 
 namespace {
 
@@ -47,30 +48,14 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-/// Moves `blocks` transfers of `block` bytes through `fd` on `threads`
-/// threads taking blocks in order; returns GB/s (or 0 after a failed call).
-double transfer(int fd, bool write, std::size_t blocks, std::size_t block,
-                const std::vector<std::uint8_t*>& buffers, std::size_t threads) {
-  std::atomic<std::size_t> next{0};
-  std::atomic<bool> failed{false};
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> running;
-  for (std::size_t t = 0; t < threads; ++t) {
-    running.emplace_back([&, t] {
-      for (std::size_t k; !failed && (k = next++) < blocks;) {
-        const auto offset = static_cast<off_t>(k * block);
-        const ssize_t moved = write ? ::pwrite(fd, buffers[t], block, offset)
-                                    : ::pread(fd, buffers[t], block, offset);
-        if (moved != static_cast<ssize_t>(block)) {
-          std::perror(write ? "pwrite" : "pread");
-          failed = true;
-        }
-      }
-    });
-  }
-  for (std::thread& thread : running) thread.join();
-  const double seconds = seconds_since(start);
-  return failed ? 0.0 : static_cast<double>(blocks * block) / seconds / 1e9;
+/// GB/s of moving `blocks` blocks through `fd` on the first `threads` of
+/// `buffers` (0 after a failed transfer).
+double rate(int fd, bool write, std::size_t blocks, std::size_t block,
+            const std::vector<std::uint8_t*>& buffers, std::size_t threads) {
+  const std::vector<std::uint8_t*> used(buffers.begin(),
+                                        buffers.begin() + static_cast<std::ptrdiff_t>(threads));
+  const double seconds = tms::bench::move_blocks(fd, write, blocks, block, used);
+  return seconds < 0 ? 0.0 : static_cast<double>(blocks * block) / seconds / 1e9;
 }
 
 }  // namespace
@@ -117,10 +102,10 @@ int main(int argc, char** argv) {
         std::perror("fallocate");
       }
       const double reserve_s = seconds_since(start);
-      const double write = transfer(fd, true, blocks, block, buffers, layout.deep ? depth : 1);
-      const double read1 = transfer(fd, false, blocks, block, buffers, 1);
-      const double read_deep = transfer(fd, false, blocks, block, buffers, depth);
-      const double read1_again = transfer(fd, false, blocks, block, buffers, 1);
+      const double write = rate(fd, true, blocks, block, buffers, layout.deep ? depth : 1);
+      const double read1 = rate(fd, false, blocks, block, buffers, 1);
+      const double read_deep = rate(fd, false, blocks, block, buffers, depth);
+      const double read1_again = rate(fd, false, blocks, block, buffers, 1);
       std::printf(
           "round %d  %-40s  write %5.2f GB/s (+fallocate %.3f s)  read 1: %5.2f  read %zu: %5.2f  "
           "read 1 again: %5.2f\n",

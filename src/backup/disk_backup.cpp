@@ -265,10 +265,7 @@ DiskBackupIo::DiskBackupIo(HostMemory& host, FileIo& io, CopyPipeline& copies,
       write_depth_(options.write_depth),
       read_depth_(options.read_depth),
       direct_io_(options.direct_io),
-      closer_([this](const int& fd) {
-        close_restored(io_, fd);
-        closed_.fetch_add(1);
-      }) {
+      closer_([&io](const int& fd) { close_restored(io, fd); }) {
   if (write_depth_ == 0 || read_depth_ == 0) {
     throw InvalidArgument("disk backup needs at least one read and one write in flight");
   }
@@ -286,9 +283,7 @@ std::size_t DiskBackupIo::slots() const { return std::max(write_depth_, read_dep
 
 void DiskBackupIo::close_later(DiskFile file) noexcept {
   const int fd = file.release_descriptor();
-  if (fd < 0) return;
-  handed_to_close_.fetch_add(1);
-  closer_.push(fd);
+  if (fd >= 0) closer_.push(fd);
 }
 
 std::uint8_t* DiskBackupIo::staging(std::size_t size) {
@@ -377,7 +372,7 @@ DiskFile DiskBackupIo::save(const std::string& dir, int device, DevicePtr src, s
   // holding descriptors and disk space: then a save that fails (no
   // descriptor left, no space at fallocate or, where the filesystem has no
   // fallocate, at a write) is worth one more try once they are closed.
-  const bool closing = closed_.load() != handed_to_close_.load();
+  const bool closing = closer_.busy();
   try {
     return save_once(dir, device, src, size);
   } catch (const IoError&) {

@@ -57,7 +57,6 @@
 // the same kernel is always consistent.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -159,10 +158,9 @@ class DiskBackupIo {
   void load(const DiskFile& file, int device, DevicePtr dst, std::size_t size);
 
   /// Gives a backup file back without waiting for the filesystem to free
-  /// its blocks: its descriptor is closed on the closing thread. A name it
-  /// still has is unlinked here, on the caller's thread, as its destructor
-  /// does (the engine splits names off first, see take_name, to park a
-  /// name whose unlink fails).
+  /// its blocks: its descriptor is closed on the closing thread. (Files
+  /// have no name by then: the engine splits names off after save, see
+  /// take_name; one left would be unlinked here, as the destructor does.)
   void close_later(DiskFile file) noexcept;
   /// Waits until every descriptor handed to close_later has been closed.
   void wait_closed() noexcept { closer_.wait_idle(); }
@@ -199,8 +197,6 @@ class DiskBackupIo {
   std::size_t read_depth_;
   bool direct_io_;
   HostBuffer staging_;
-  std::atomic<std::size_t> handed_to_close_{0};  // by close_later
-  std::atomic<std::size_t> closed_{0};           // by the closing thread
   // Last: its thread closes through io_, and goes (after the closes queued)
   // before the rest.
   OrderedWorker<int> closer_;

@@ -44,6 +44,12 @@ class OrderedWorker {
     handle_(item);
   }
 
+  /// Whether items pushed are still queued or being handled.
+  [[nodiscard]] bool busy() {
+    std::lock_guard lock(mutex_);
+    return !queue_.empty() || handling_;
+  }
+
   /// Returns when every item pushed so far has been handled; the thread
   /// stays.
   void wait_idle() noexcept {

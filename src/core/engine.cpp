@@ -206,7 +206,7 @@ void Engine::free(DevicePtr ptr) {
   idle_.notify_all();
   adopt_device_resources(parking_, *owned, /*mapped=*/false).give_back();
   owned->backup.reset();
-  if (!owned->disk_file.empty()) give_back_file(std::move(owned->disk_file));
+  if (!owned->disk_file.empty()) disk_.close_later(std::move(owned->disk_file));
 }
 
 bool Engine::owns(DevicePtr ptr) const {
@@ -483,7 +483,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
     log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
                                 " WITHOUT its contents: its backup was discarded");
   }
-  for (DiskFile& file : dropped_files) give_back_file(std::move(file));
+  for (DiskFile& file : dropped_files) disk_.close_later(std::move(file));
   clock.lap("commit");
 
   // 4. Give the host backups back before returning, so that the caller (or
@@ -578,12 +578,7 @@ void Engine::discard_backup(DevicePtr ptr) {
   log(LogLevel::kError, "discarded the backup of " + described +
                             ": its contents are LOST; resume maps it with undefined contents");
   buffer.reset();
-  if (!file.empty()) give_back_file(std::move(file));
-}
-
-void Engine::give_back_file(DiskFile file) noexcept {
-  if (file.named()) parking_.remove_or_park(file.take_name());
-  disk_.close_later(std::move(file));
+  if (!file.empty()) disk_.close_later(std::move(file));
 }
 
 std::string Engine::disk_backup_dir() const {

@@ -197,10 +197,6 @@ class Engine {
   void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
-  /// Gives a disk backup file back: its name (if it still has one) now,
-  /// through the parking lot; its descriptor on the closing thread, so that
-  /// nobody waits for the filesystem to free its blocks. Never throws.
-  void give_back_file(DiskFile file) noexcept;
   /// Tries to map every kBroken allocation again; those that succeed are
   /// active again with their contents. Only with transition_mutex_ held:
   /// a repair marks its records busy, and a pause or resume running beside
