@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <functional>
 #include <string>
 
 #include "common/errors.h"
@@ -33,6 +34,8 @@ const std::vector<CopyStream>& CopyPipeline::streams_for(int device) {
 
 QueuedCopies::~QueuedCopies() {
   if (waited_) return;
+  // Nothing handed over may start once the streams are drained.
+  for (const HostBuffer* buffer : handed_over_) buffer->stop_preparing();
   for (const auto& [device, lane] : next_lane_) pipeline_.drain_quietly(device);
 }
 
@@ -44,22 +47,32 @@ void QueuedCopies::add(const std::vector<CopyItem>& items) {
     for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
       size = std::min(pipeline_.options_.chunk_bytes, item.size - offset);
       std::uint8_t* host = item.host + offset;
-      if (item.buffer != nullptr) {
-        size = item.buffer->copy_extent(static_cast<std::size_t>(host - item.buffer->data()), size);
+      const std::size_t in_buffer =
+          item.buffer == nullptr ? 0 : static_cast<std::size_t>(host - item.buffer->data());
+      if (item.buffer != nullptr) size = item.buffer->chunk_extent(in_buffer, size);
+      std::function<void()> start = [&driver = pipeline_.driver_, to_host = to_host_,
+                                     device = item.device, device_ptr = item.device_ptr + offset,
+                                     host, size, stream = streams[lane++ % streams.size()].get()] {
+        if (to_host) {
+          driver.copy_to_host_async(device, host, device_ptr, size, stream);
+        } else {
+          driver.copy_to_device_async(device, device_ptr, host, size, stream);
+        }
+      };
+      if (item.buffer != nullptr && item.buffer->run_when_ready(in_buffer, start)) {
+        if (handed_over_.empty() || handed_over_.back() != item.buffer) {
+          handed_over_.push_back(item.buffer);
+        }
+        continue;
       }
-      StreamHandle stream = streams[lane++ % streams.size()].get();
-      if (to_host_) {
-        pipeline_.driver_.copy_to_host_async(item.device, host, item.device_ptr + offset, size,
-                                             stream);
-      } else {
-        pipeline_.driver_.copy_to_device_async(item.device, item.device_ptr + offset, host, size,
-                                               stream);
-      }
+      start();
     }
   }
 }
 
 void QueuedCopies::wait() {
+  for (const HostBuffer* buffer : handed_over_) buffer->wait_prepared();
+  handed_over_.clear();
   for (const auto& [device, lane] : next_lane_) {
     for (const CopyStream& stream : pipeline_.streams_.at(device)) {
       pipeline_.driver_.synchronize_stream(device, stream.get());

@@ -6,10 +6,12 @@
 // into chunks, and consecutive chunks (of one item or of many small items)
 // go to the lanes in turn, so several copies are in flight per device and
 // copies of different devices overlap. A copy never spans two registered
-// chunks of a host buffer, and waits until its chunk is registered when the
-// buffer is still being prepared (HostBuffer::copy_extent), so copies
-// overlap the preparation of fresh host memory. A batch returns when every
-// lane it used has drained.
+// chunks of a host buffer. A copy into a chunk still being prepared is
+// handed to the thread preparing it, which queues it as soon as the chunk is
+// registered (HostBuffer::run_when_ready: queued from any other thread, it
+// would wait behind the driver's registration lock), so copies overlap the
+// preparation of fresh host memory and the caller does not wait chunk by
+// chunk. A batch returns when every lane it used has drained.
 //
 // On failure every copy already queued is waited for (errors ignored) before
 // the exception leaves, so the caller may free or reuse the host memory at
@@ -96,17 +98,22 @@ class QueuedCopies {
   QueuedCopies& operator=(const QueuedCopies&) = delete;
   ~QueuedCopies();
 
-  /// Queues every item. @throws DriverError, or what preparing a buffer
+  /// Queues every item (copies into chunks still being prepared are handed
+  /// to their preparation). @throws DriverError, or what preparing a buffer
   /// threw; what was queued before stays queued.
   void add(const std::vector<CopyItem>& items);
-  /// Returns when every copy queued is complete. @throws DriverError; no
-  /// copy is in flight then.
+  /// Returns when every copy queued or handed over is complete.
+  /// @throws DriverError, or what preparing a buffer threw; no copy is in
+  /// flight then.
   void wait();
 
  private:
   CopyPipeline& pipeline_;
   bool to_host_;
   std::map<int, std::size_t> next_lane_;  // per device used
+  // Buffers whose preparation was handed copies: waited for before the
+  // lanes, stopped before draining them when unwinding.
+  std::vector<const HostBuffer*> handed_over_;
   bool waited_ = false;
 };
 

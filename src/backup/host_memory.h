@@ -14,11 +14,19 @@
 //
 // Preparation overlaps the copies. A fresh block's chunks are faulted in
 // (a store per page: the kernel zeroes huge pages in parallel this way) and
-// registered by `prepare_threads` worker threads in address order, while
-// the caller queues copies; each copy first waits for the chunk it touches
-// (HostBuffer::copy_extent). Copies never span two registered chunks. When
-// the system refuses to start these threads, the ones it gave do the work,
-// or acquire does it before it returns (common/start_threads.h).
+// registered by `prepare_threads` worker threads in address order. A copy
+// into a chunk not registered yet is handed to the worker preparing it,
+// which queues it right after registering (HostBuffer::run_when_ready), or
+// the caller waits for that chunk (HostBuffer::copy_extent). Handing over is
+// what the copy pipeline does: cuMemHostRegister holds a lock in the driver
+// that a copy queued from another thread waits behind, so a caller queueing
+// each chunk's copy itself fell behind the workers (measured on an H200 with
+// bench/cold_pause_probe.cpp: copies queued beside registrations ran at 2-3
+// GB/s, and a cold pause of 8 GiB went from 0.51x of the copy rate to 0.55x
+// on 8 threads, 0.54x to 0.60x on 16, when the workers queued them). Copies
+// never span two registered chunks. When the system refuses to start these
+// threads, the ones it gave do the work, or acquire does it before it
+// returns (common/start_threads.h).
 //
 // Batching. One pause asks for all its buffers at once (acquire). Requests
 // of at least `small_request_bytes` get a block each; smaller ones are
@@ -60,6 +68,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -96,6 +105,20 @@ class HostBuffer {
   /// @throws what preparing the block threw (e.g. DriverError from
   /// host_register, OutOfMemory).
   [[nodiscard]] std::size_t copy_extent(std::size_t offset, std::size_t size) const;
+  /// copy_extent without waiting.
+  [[nodiscard]] std::size_t chunk_extent(std::size_t offset, std::size_t size) const;
+  /// While the chunk holding `offset` is still being prepared, moves `task`
+  /// to the thread preparing it, which runs it right after registering the
+  /// chunk, and returns true; returns false (`task` untouched) when the
+  /// chunk is ready, for the caller to run it. A task that throws stops the
+  /// preparation with its error. @throws what preparing threw.
+  bool run_when_ready(std::size_t offset, std::function<void()>& task) const;
+  /// Waits until this buffer's batch is prepared and every task handed over
+  /// ran. @throws what preparing or a task threw.
+  void wait_prepared() const;
+  /// Stops preparing this buffer's batch and waits for its threads: no task
+  /// handed over starts after this returns (those not run are dropped).
+  void stop_preparing() const noexcept;
 
   /// Gives the piece back now. Never fails: a block that cannot be freed
   /// is kept by HostMemory and retried (HostMemory::failed_releases).
@@ -103,6 +126,9 @@ class HostBuffer {
 
  private:
   friend class HostMemory;
+  /// Index of the registered chunk holding `offset`, within the block.
+  [[nodiscard]] std::size_t chunk_index(std::size_t offset) const;
+
   HostMemory* owner_ = nullptr;
   HostBlock* block_ = nullptr;
   std::uint8_t* data_ = nullptr;
@@ -142,7 +168,7 @@ class HostBatch {
 
 struct HostMemoryOptions {
   std::size_t register_chunk_bytes = std::size_t{64} << 20;
-  /// Threads that fault in and register fresh blocks; 0: min(8, cores / 2).
+  /// Threads that fault in and register fresh blocks; 0: min(16, cores).
   /// 1 (or none could be started): done on the calling thread before
   /// acquire returns.
   unsigned prepare_threads = 0;

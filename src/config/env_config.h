@@ -26,7 +26,7 @@ struct EnvConfig {
   unsigned disk_backup_write_depth = 8;  ///< TMS_DISK_BACKUP_WRITE_DEPTH (writes in flight)
   unsigned disk_backup_read_depth = 8;   ///< TMS_DISK_BACKUP_READ_DEPTH (reads in flight)
   // Tuning of the host backup pipeline (defaults suit an 8+ core host):
-  unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(8, cores / 2))
+  unsigned host_prepare_threads = 0;        ///< TMS_HOST_PREPARE_THREADS (0: min(16, cores))
   std::size_t host_register_chunk_mb = 64;  ///< TMS_HOST_REGISTER_CHUNK_MB
   std::size_t host_small_request_mb =
       64;                                 ///< TMS_HOST_SMALL_REQUEST_MB (smaller ones share blocks)
