@@ -59,11 +59,14 @@ void QueuedCopies::add(const std::vector<CopyItem>& items) {
           driver.copy_to_device_async(device, device_ptr, host, size, stream);
         }
       };
-      if (item.buffer != nullptr && item.buffer->run_when_ready(in_buffer, start)) {
-        if (handed_over_.empty() || handed_over_.back() != item.buffer) {
-          handed_over_.push_back(item.buffer);
-        }
-        continue;
+      if (item.buffer != nullptr) {
+        // Recorded before the hand-over: a push_back failing after it would
+        // leave a copy that the unwinding does not stop, to start after the
+        // streams were drained.
+        const bool record = handed_over_.empty() || handed_over_.back() != item.buffer;
+        if (record) handed_over_.push_back(item.buffer);
+        if (item.buffer->run_when_ready(in_buffer, start)) continue;
+        if (record) handed_over_.pop_back();  // nothing handed over: the chunk is ready
       }
       start();
     }

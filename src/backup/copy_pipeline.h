@@ -89,8 +89,11 @@ class CopyPipeline {
 
 /// Copies in one direction, queued in several steps on the pipeline's
 /// lanes (chunks go to the lanes in turn across steps) and waited for once.
-/// Destroyed before wait() returned (an exception), it waits for every copy
-/// queued, ignoring errors, so the memory on both sides may be freed then.
+/// Destroyed before wait() returned (an exception), it stops the
+/// preparation of the buffers it handed copies to (their batch's wait_all
+/// throws then), so nothing handed over starts after, and waits for every
+/// copy queued, ignoring errors, so the memory on both sides may be freed
+/// then.
 class QueuedCopies {
  public:
   QueuedCopies(CopyPipeline& pipeline, bool to_host) : pipeline_(pipeline), to_host_(to_host) {}
@@ -111,8 +114,9 @@ class QueuedCopies {
   CopyPipeline& pipeline_;
   bool to_host_;
   std::map<int, std::size_t> next_lane_;  // per device used
-  // Buffers whose preparation was handed copies: waited for before the
-  // lanes, stopped before draining them when unwinding.
+  // Buffers whose preparation was handed copies (recorded before the
+  // hand-over): waited for before the lanes, stopped before draining them
+  // when unwinding.
   std::vector<const HostBuffer*> handed_over_;
   bool waited_ = false;
 };

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <future>
 #include <map>
 #include <memory>
@@ -19,14 +18,15 @@
 
 #include "backup/copy_pipeline.h"
 #include "common/errors.h"
-#include "common/sizes.h"
 #include "core/engine.h"
 #include "forwarding_driver.h"
+#include "preparation_test_support.h"
 #include "test_support.h"
 
 namespace tms {
 namespace {
 
+using testing::GatedCopySetup;
 using testing::kMiB;
 
 /// Forwards to a SimDriver and checks, at the moment of every copy, that
@@ -100,73 +100,6 @@ class CheckingDriver final : public testing::ForwardingDriver {
   std::size_t unregistered_copies_ = 0;
   std::size_t freed_while_registered_ = 0;
   std::size_t copies_ = 0;
-};
-
-/// Holds every host_register until open() and records which threads queue
-/// copies to the host.
-class GatedRegisterDriver final : public testing::ForwardingDriver {
- public:
-  explicit GatedRegisterDriver(SimDriver& sim) : ForwardingDriver(sim) {}
-
-  void host_register(void* ptr, std::size_t size) override {
-    {
-      std::unique_lock lock(mutex_);
-      opened_.wait(lock, [&] { return open_; });
-    }
-    ForwardingDriver::host_register(ptr, size);
-  }
-  void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
-                          StreamHandle stream) override {
-    {
-      std::lock_guard lock(mutex_);
-      copy_threads_.push_back(std::this_thread::get_id());
-    }
-    ForwardingDriver::copy_to_host_async(device, dst, src, size, stream);
-  }
-
-  void open() {
-    std::lock_guard lock(mutex_);
-    open_ = true;
-    opened_.notify_all();
-  }
-  [[nodiscard]] std::vector<std::thread::id> copy_threads() const {
-    std::lock_guard lock(mutex_);
-    return copy_threads_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::condition_variable opened_;
-  bool open_ = false;
-  std::vector<std::thread::id> copy_threads_;
-};
-
-/// Device memory of `size` bytes on device 0, filled with a pattern.
-class PatternedDeviceMemory {
- public:
-  PatternedDeviceMemory(Driver& driver, std::size_t size)
-      : driver_(driver), size_(round_up(size, driver.granularity(0))) {
-    va_ = driver.reserve(size_, driver.granularity(0));
-    handle_ = driver.create_physical(0, size_);
-    driver.map(va_, size_, handle_);
-    driver.set_access(va_, size_, 0);
-    testing::fill_pattern(va_, size_, 42);
-  }
-  ~PatternedDeviceMemory() {
-    driver_.unmap(va_, size_);
-    driver_.release_physical(handle_);
-    driver_.free_reservation(va_, size_);
-  }
-  PatternedDeviceMemory(const PatternedDeviceMemory&) = delete;
-  PatternedDeviceMemory& operator=(const PatternedDeviceMemory&) = delete;
-
-  [[nodiscard]] DevicePtr va() const { return va_; }
-
- private:
-  Driver& driver_;
-  std::size_t size_;
-  DevicePtr va_ = 0;
-  PhysicalHandle handle_ = 0;
 };
 
 constexpr SimDriverOptions kTwoDevices{.device_count = 2, .capacity_bytes = 256 * kMiB};
@@ -459,38 +392,29 @@ TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
 // lock that copies queued from another thread wait behind): queueing returns
 // while nothing is registered yet, and the copies land exactly.
 TEST(HostMemory, CopiesIntoChunksStillBeingPreparedAreQueuedByThePreparingThreads) {
-  constexpr std::size_t kSize = kMiB;  // 16 registered chunks of 64 KiB
-  SimDriver sim(kTwoDevices);
-  GatedRegisterDriver driver(sim);
-  HostMemoryOptions options;
-  options.register_chunk_bytes = 64 * 1024;
-  options.prepare_threads = 2;
-  HostMemory host(driver, options);
-  CopyPipeline pipeline(driver, {.chunk_bytes = 40 * 1024, .streams_per_device = 2});
-  PatternedDeviceMemory device(driver, kSize);
-  HostBatch batch = host.acquire({{kSize, HostMemoryKind::kMmap}});
+  GatedCopySetup setup(40 * 1024);
   {
-    QueuedCopies copies(pipeline, /*to_host=*/true);
+    QueuedCopies copies(setup.pipeline, /*to_host=*/true);
     std::thread::id caller;
     auto queued = std::async(std::launch::async, [&] {
       caller = std::this_thread::get_id();
-      copies.add({{0, device.va(), batch.buffers[0].data(), kSize, &batch.buffers[0]}});
+      copies.add(setup.items());
     });
     const bool returned = queued.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
-    driver.open();
+    setup.driver.open();
     queued.get();
     EXPECT_TRUE(returned) << "queueing waited for host memory to be registered";
     copies.wait();
-    const std::vector<std::thread::id> threads = driver.copy_threads();
+    const std::vector<std::thread::id> threads = setup.driver.copy_threads();
     EXPECT_EQ(threads.size(), 32u) << "40 KiB pieces that never span two 64 KiB chunks";
     EXPECT_EQ(std::count(threads.begin(), threads.end(), caller), 0)
         << "every copy was queued by a preparing thread";
   }
-  EXPECT_TRUE(
-      testing::has_pattern(reinterpret_cast<std::uintptr_t>(batch.buffers[0].data()), kSize, 42));
-  batch = HostBatch();
-  EXPECT_EQ(sim.host_bytes(), 0u);
-  EXPECT_EQ(sim.registered_host_ranges(), 0u);
+  EXPECT_TRUE(testing::has_pattern(reinterpret_cast<std::uintptr_t>(setup.batch.buffers[0].data()),
+                                   GatedCopySetup::kSize, 42));
+  setup.batch = HostBatch();
+  EXPECT_EQ(setup.sim.host_bytes(), 0u);
+  EXPECT_EQ(setup.sim.registered_host_ranges(), 0u);
 }
 
 // Unwinding before the copies were waited for stops the preparation: what
@@ -498,32 +422,48 @@ TEST(HostMemory, CopiesIntoChunksStillBeingPreparedAreQueuedByThePreparingThread
 // drained after that, so the memory may be freed at once), and waiting for
 // the batch throws instead of blocking.
 TEST(HostMemory, UnwindingStopsThePreparationAndDropsWhatItWasHanded) {
-  constexpr std::size_t kSize = kMiB;
-  SimDriver sim(kTwoDevices);
-  GatedRegisterDriver driver(sim);
-  HostMemoryOptions options;
-  options.register_chunk_bytes = 64 * 1024;
-  options.prepare_threads = 2;
-  HostMemory host(driver, options);
-  CopyPipeline pipeline(driver, {.chunk_bytes = 64 * 1024, .streams_per_device = 2});
-  PatternedDeviceMemory device(driver, kSize);
-  HostBatch batch = host.acquire({{kSize, HostMemoryKind::kMmap}});
+  GatedCopySetup setup(64 * 1024);
   // Each worker is held in its first registration; let them finish it
   // once the unwinding below has asked them to stop.
   std::thread opener([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    driver.open();
+    setup.driver.open();
   });
   {
-    QueuedCopies copies(pipeline, /*to_host=*/true);
-    copies.add({{0, device.va(), batch.buffers[0].data(), kSize, &batch.buffers[0]}});
+    QueuedCopies copies(setup.pipeline, /*to_host=*/true);
+    copies.add(setup.items());
   }  // without wait(), as when an exception leaves
   opener.join();
-  EXPECT_LE(driver.copy_threads().size(), 2u) << "only the chunks being registered were copied";
-  EXPECT_THROW(batch.wait_all(), InvalidState);
-  batch = HostBatch();
-  EXPECT_EQ(sim.host_bytes(), 0u);
-  EXPECT_EQ(sim.registered_host_ranges(), 0u);
+  EXPECT_LE(setup.driver.copy_threads().size(), 2u)
+      << "only the chunks being registered were copied";
+  EXPECT_EQ(setup.driver.copies_after_a_stream_wait(), 0u) << "a copy started after the drain";
+  EXPECT_THROW(setup.batch.wait_all(), InvalidState);
+  setup.batch = HostBatch();
+  EXPECT_EQ(setup.sim.host_bytes(), 0u);
+  EXPECT_EQ(setup.sim.registered_host_ranges(), 0u);
+}
+
+// A copy that fails on the thread preparing its chunk fails the wait with
+// its error, as one the caller queued itself would; the unwinding stops the
+// preparation before it drains the streams, so nothing handed over starts
+// after, and the batch gives everything back.
+TEST(HostMemory, ACopyFailingOnAPreparingThreadFailsTheWaitAndNothingStartsAfterTheDrain) {
+  GatedCopySetup setup(64 * 1024);
+  {
+    QueuedCopies copies(setup.pipeline, /*to_host=*/true);
+    copies.add(setup.items());
+    EXPECT_TRUE(setup.driver.copy_threads().empty())
+        << "nothing is registered: every copy was handed over";
+    setup.sim.fail_call(SimCall::kCopyToHost, 2);
+    setup.driver.open();
+    EXPECT_THROW(copies.wait(), DriverError);
+  }
+  EXPECT_GE(setup.sim.call_count(SimCall::kCopyToHost), 2u) << "the failing copy was made";
+  EXPECT_EQ(setup.driver.copies_after_a_stream_wait(), 0u);
+  EXPECT_THROW(setup.batch.wait_all(), DriverError) << "the batch keeps the copy's error";
+  setup.batch = HostBatch();
+  EXPECT_EQ(setup.sim.host_bytes(), 0u);
+  EXPECT_EQ(setup.sim.registered_host_ranges(), 0u);
 }
 
 }  // namespace

@@ -11,14 +11,18 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <new>
+#include <thread>
 
+#include "backup/copy_pipeline.h"
 #include "backup/host_memory.h"
 #include "backup/io_threads.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
 #include "driver/sim_driver.h"
+#include "preparation_test_support.h"
 #include "test_support.h"
 
 namespace {
@@ -108,6 +112,48 @@ TEST(HostMemoryDeathTest, RunningOutOfMemoryWhileGivingBackNeverAborts) {
               memory.retry_failed();
             }
           }
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// Running out of memory while copies are handed to the threads preparing
+// host memory: whatever add() handed over before the bad_alloc is stopped
+// with the preparation when the copies unwind, so no copy starts after the
+// streams were drained (the caller may free the memory on both sides then).
+TEST(QueuedCopiesDeathTest, RunningOutOfMemoryWhileHandingCopiesOverStartsNoneAfterTheDrain) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        bool added = false;
+        for (int nth = 1; !added; ++nth) {
+          // Every copy is handed over: the registrations wait until the
+          // streams are drained (or the opener below opens them).
+          testing::GatedCopySetup setup(64 * 1024);
+          std::thread opener;
+          {
+            QueuedCopies copies(setup.pipeline, /*to_host=*/true);
+            g_fail_in = nth;
+            try {
+              copies.add(setup.items());
+              added = true;
+            } catch (const std::bad_alloc&) {
+            }
+            g_fail_in = 0;
+            // Stopping the preparation waits for its threads, which wait in
+            // a registration: let them finish it.
+            opener = std::thread([&setup] {
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+              setup.driver.open();
+            });
+          }  // unwinds without wait()
+          opener.join();
+          try {
+            setup.batch.wait_all();  // until whatever still runs is done
+          } catch (const tms::Error&) {
+          }
+          if (setup.driver.copies_after_a_stream_wait() != 0) std::_Exit(3);
         }
         std::_Exit(0);
       },
