@@ -49,6 +49,7 @@
 #include "common/sizes.h"
 #include "driver/cuda_driver.h"
 #include "driver/sim_driver.h"
+#include "fresh_memory.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14
@@ -58,8 +59,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kChunk = std::size_t{64} << 20;
-constexpr std::size_t kPage = 4096;
+using tms::bench::kChunk;
+using tms::bench::touch_chunk;
+
 constexpr int kRounds = 3;
 constexpr int kStreams = 2;
 
@@ -67,16 +69,11 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Fresh anonymous THP memory, unregistered and unmapped when it goes away.
+// Fresh memory whose registered chunks are unregistered when it goes away.
 class FreshMemory {
  public:
-  FreshMemory(tms::Driver& driver, std::size_t size) : driver_(driver), size_(size) {
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ptr == MAP_FAILED) throw std::runtime_error("mmap failed");
-    (void)madvise(ptr, size, MADV_HUGEPAGE);
-    base_ = static_cast<std::uint8_t*>(ptr);
-    registered_.assign(chunks(), 0);
-  }
+  FreshMemory(tms::Driver& driver, std::size_t size)
+      : driver_(driver), memory_(size), registered_(memory_.chunks(), 0) {}
   ~FreshMemory() {
     for (std::size_t i = 0; i < chunks(); ++i) {
       if (registered_[i] != 0) {
@@ -86,22 +83,28 @@ class FreshMemory {
         }
       }
     }
-    munmap(base_, size_);
   }
   FreshMemory(const FreshMemory&) = delete;
   FreshMemory& operator=(const FreshMemory&) = delete;
 
-  [[nodiscard]] std::uint8_t* chunk(std::size_t index) const { return base_ + index * kChunk; }
-  [[nodiscard]] std::size_t chunks() const { return size_ / kChunk; }
+  [[nodiscard]] std::uint8_t* chunk(std::size_t index) const { return memory_.chunk(index); }
+  [[nodiscard]] std::size_t chunks() const { return memory_.chunks(); }
   void register_chunk(std::size_t index) {
     driver_.host_register(chunk(index), kChunk);
     registered_[index] = 1;  // each index is written by one thread
   }
+  /// Faults in and registers every chunk on this thread (a copy target
+  /// ready beforehand).
+  void prepare_all() {
+    for (std::size_t i = 0; i < chunks(); ++i) {
+      touch_chunk(chunk(i));
+      register_chunk(i);
+    }
+  }
 
  private:
   tms::Driver& driver_;
-  std::uint8_t* base_ = nullptr;
-  std::size_t size_;
+  tms::bench::FreshMemory memory_;
   std::vector<std::uint8_t> registered_;
 };
 
@@ -117,9 +120,7 @@ struct Arrangement {
 
 void fault_in(Fault how, std::uint8_t* start) {
   if (how == Fault::kTouch) {
-    for (std::size_t offset = 0; offset < kChunk; offset += kPage) {
-      static_cast<volatile std::uint8_t*>(start)[offset] = 0;
-    }
+    touch_chunk(start);
   } else if (how == Fault::kPopulate) {
     if (madvise(start, kChunk, MADV_POPULATE_WRITE) != 0) {
       throw std::runtime_error("MADV_POPULATE_WRITE refused (Linux 5.14 or later needed)");
@@ -270,10 +271,7 @@ Timing run(tms::Driver& driver, std::size_t size, const Arrangement& a, DeviceSo
 // Copying into memory registered beforehand: the pause floor.
 double warm_copy(tms::Driver& driver, std::size_t size, DeviceSource& source) {
   FreshMemory memory(driver, size);
-  for (std::size_t i = 0; i < memory.chunks(); ++i) {
-    fault_in(Fault::kTouch, memory.chunk(i));
-    memory.register_chunk(i);
-  }
+  memory.prepare_all();
   const Clock::time_point start = Clock::now();
   for (std::size_t i = 0; i < memory.chunks(); ++i) source.copy_chunk(i, memory.chunk(i));
   source.wait();
@@ -295,14 +293,11 @@ Shared side_work(tms::Driver& driver, std::size_t size, DeviceSource* source, Si
   std::unique_ptr<FreshMemory> target;
   if (source != nullptr) {
     target = std::make_unique<FreshMemory>(driver, size);
-    for (std::size_t i = 0; i < target->chunks(); ++i) {
-      fault_in(Fault::kTouch, target->chunk(i));
-      target->register_chunk(i);
-    }
+    target->prepare_all();
   }
   FreshMemory fresh(driver, size);
   if (side == Side::kRegister) {
-    for (std::size_t i = 0; i < fresh.chunks(); ++i) fault_in(Fault::kTouch, fresh.chunk(i));
+    for (std::size_t i = 0; i < fresh.chunks(); ++i) touch_chunk(fresh.chunk(i));
   }
   std::atomic<std::size_t> next{0};
   std::atomic<bool> working{true};
@@ -337,7 +332,7 @@ Shared side_work(tms::Driver& driver, std::size_t size, DeviceSource* source, Si
     workers.emplace_back([&] {
       try {
         for (std::size_t i = next++; i < fresh.chunks(); i = next++) {
-          if (side != Side::kRegister) fault_in(Fault::kTouch, fresh.chunk(i));
+          if (side != Side::kRegister) touch_chunk(fresh.chunk(i));
           if (side != Side::kFault) fresh.register_chunk(i);
         }
       } catch (...) {

@@ -17,8 +17,6 @@
 //   tms_host_prep_rates [GiB=8] [max_threads=16]
 //
 // Needs the CUDA driver (libcuda) for the register rows; prints GB/s.
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -33,37 +31,13 @@
 #include <vector>
 
 #include "driver/cuda_driver.h"
+#include "fresh_memory.h"
 
 namespace {
 
-constexpr std::size_t kChunk = std::size_t{64} << 20;
-constexpr std::size_t kPage = 4096;
-
-// Fresh anonymous THP memory, unmapped when the object goes away.
-class FreshMemory {
- public:
-  explicit FreshMemory(std::size_t size) : size_(size) {
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ptr == MAP_FAILED) throw std::runtime_error("mmap failed");
-    (void)madvise(ptr, size, MADV_HUGEPAGE);
-    base_ = static_cast<std::uint8_t*>(ptr);
-  }
-  ~FreshMemory() { munmap(base_, size_); }
-  FreshMemory(const FreshMemory&) = delete;
-  FreshMemory& operator=(const FreshMemory&) = delete;
-  [[nodiscard]] std::uint8_t* chunk(std::size_t index) const { return base_ + index * kChunk; }
-  [[nodiscard]] std::size_t chunks() const { return size_ / kChunk; }
-
- private:
-  std::uint8_t* base_ = nullptr;
-  std::size_t size_;
-};
-
-void fault_in(std::uint8_t* start) {
-  for (std::size_t offset = 0; offset < kChunk; offset += kPage) {
-    start[offset] = 0;
-  }
-}
+using tms::bench::FreshMemory;
+using tms::bench::kChunk;
+using tms::bench::touch_chunk;
 
 // Runs `work(chunk_index, thread_index)` over every chunk, chunks handed out
 // in order to `threads` threads; returns seconds.
@@ -101,7 +75,7 @@ int main(int argc, char** argv) {
       {
         FreshMemory memory(size);
         fault_s = run_chunks(memory.chunks(), threads,
-                             [&](std::size_t i, unsigned) { fault_in(memory.chunk(i)); });
+                             [&](std::size_t i, unsigned) { touch_chunk(memory.chunk(i)); });
         register_s = run_chunks(memory.chunks(), threads, [&](std::size_t i, unsigned) {
           driver.host_register(memory.chunk(i), kChunk);
         });
@@ -115,7 +89,7 @@ int main(int argc, char** argv) {
       {
         FreshMemory memory(size);
         both_s = run_chunks(memory.chunks(), threads, [&](std::size_t i, unsigned) {
-          fault_in(memory.chunk(i));
+          touch_chunk(memory.chunk(i));
           driver.host_register(memory.chunk(i), kChunk);
         });
         run_chunks(memory.chunks(), threads,

@@ -47,25 +47,30 @@ void QueuedCopies::add(const std::vector<CopyItem>& items) {
     for (std::size_t offset = 0, size = 0; offset < item.size; offset += size) {
       size = std::min(pipeline_.options_.chunk_bytes, item.size - offset);
       std::uint8_t* host = item.host + offset;
-      const std::size_t in_buffer =
-          item.buffer == nullptr ? 0 : static_cast<std::size_t>(host - item.buffer->data());
-      if (item.buffer != nullptr) size = item.buffer->chunk_extent(in_buffer, size);
-      std::function<void()> start = [&driver = pipeline_.driver_, to_host = to_host_,
-                                     device = item.device, device_ptr = item.device_ptr + offset,
-                                     host, size, stream = streams[lane++ % streams.size()].get()] {
+      std::size_t in_buffer = 0;
+      if (item.buffer != nullptr) {
+        in_buffer = static_cast<std::size_t>(host - item.buffer->data());
+        size = item.buffer->chunk_extent(in_buffer, size);
+      }
+      auto start = [&driver = pipeline_.driver_, to_host = to_host_, device = item.device,
+                    device_ptr = item.device_ptr + offset, host, size,
+                    stream = streams[lane++ % streams.size()].get()] {
         if (to_host) {
           driver.copy_to_host_async(device, host, device_ptr, size, stream);
         } else {
           driver.copy_to_device_async(device, device_ptr, host, size, stream);
         }
       };
-      if (item.buffer != nullptr) {
+      // Only buffers still being prepared take the hand-over, so restores
+      // (their buffers are ready) queue as before, with nothing allocated.
+      if (item.buffer != nullptr && item.buffer->being_prepared()) {
         // Recorded before the hand-over: a push_back failing after it would
         // leave a copy that the unwinding does not stop, to start after the
         // streams were drained.
         const bool record = handed_over_.empty() || handed_over_.back() != item.buffer;
         if (record) handed_over_.push_back(item.buffer);
-        if (item.buffer->run_when_ready(in_buffer, start)) continue;
+        std::function<void()> task = start;
+        if (item.buffer->run_when_ready(in_buffer, task)) continue;
         if (record) handed_over_.pop_back();  // nothing handed over: the chunk is ready
       }
       start();

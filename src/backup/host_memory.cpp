@@ -224,6 +224,8 @@ std::size_t HostBuffer::copy_extent(std::size_t offset, std::size_t size) const 
   return chunk_extent(offset, size);
 }
 
+bool HostBuffer::being_prepared() const { return block_->preparing != nullptr; }
+
 bool HostBuffer::run_when_ready(std::size_t offset, std::function<void()>& task) const {
   if (block_->preparing == nullptr) return false;
   return block_->preparing->hand_over(block_->first_chunk + chunk_index(offset), task);

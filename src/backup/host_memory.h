@@ -105,6 +105,9 @@ class HostBuffer {
   /// @throws what preparing the block threw (e.g. DriverError from
   /// host_register, OutOfMemory).
   [[nodiscard]] std::size_t copy_extent(std::size_t offset, std::size_t size) const;
+  /// Whether this buffer's block is still being prepared (copies into it
+  /// may be handed over with run_when_ready).
+  [[nodiscard]] bool being_prepared() const;
   /// copy_extent without waiting.
   [[nodiscard]] std::size_t chunk_extent(std::size_t offset, std::size_t size) const;
   /// While the chunk holding `offset` is still being prepared, moves `task`
