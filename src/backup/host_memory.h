@@ -13,10 +13,12 @@
 //   kMmap    always unregistered and unmapped, so the memory goes back to the OS.
 //
 // Preparation overlaps the copies. A fresh block's chunks are faulted in
-// (a store per page: the kernel zeroes huge pages in parallel this way) and
-// registered by `prepare_threads` worker threads in address order. A copy
-// into a chunk not registered yet is handed to the worker preparing it,
-// which queues it right after registering (HostBuffer::run_when_ready), or
+// (a store per page: the kernel zeroes huge pages in parallel this way) by
+// `prepare_threads` worker threads in address order, and registered, as
+// they are faulted in, by one of those workers at a time while the others
+// go on faulting (the driver serializes registration anyway). A copy
+// into a chunk not registered yet is handed to the worker that registers
+// it, which queues it right after (HostBuffer::run_when_ready), or
 // the caller waits for that chunk (HostBuffer::copy_extent). Handing over is
 // what the copy pipeline does: cuMemHostRegister holds a lock in the driver
 // that a copy queued from another thread waits behind, so a caller queueing

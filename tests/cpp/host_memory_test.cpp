@@ -5,6 +5,7 @@
 #include "backup/host_memory.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -384,6 +385,39 @@ TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
       << "one shared pinned block, one mmap block, one large block";
   batch = HostBatch();
   EXPECT_EQ(sim.host_bytes(), 0u);
+  EXPECT_EQ(sim.registered_host_ranges(), 0u);
+}
+
+// Registration is serialized in the driver (cuMemHostRegister holds a
+// lock), so one worker at a time registers while the others go on faulting
+// chunks in: with the first registration held, the rest of the block is
+// faulted in anyway, and no two threads are ever in host_register at once.
+TEST(HostMemory, OneWorkerRegistersAtATimeWhileTheOthersFaultTheRestIn) {
+  SimDriver sim{{.device_count = 1}};
+  testing::GatedRegisterDriver driver(sim);
+  HostMemoryOptions options;
+  options.register_chunk_bytes = 64 * 1024;
+  options.prepare_threads = 4;
+  HostMemory host(driver, options);
+  constexpr std::size_t kSize = std::size_t{1} << 20;  // 16 chunks
+  HostBatch batch = host.acquire({{kSize, HostMemoryKind::kMmap}});
+  const auto resident_pages = [&] {
+    std::vector<unsigned char> pages(kSize / 4096);
+    if (mincore(batch.buffers[0].data(), kSize, pages.data()) != 0) return std::size_t{0};
+    return static_cast<std::size_t>(
+        std::count_if(pages.begin(), pages.end(), [](unsigned char p) { return (p & 1) != 0; }));
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (resident_pages() < kSize / 4096 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(resident_pages(), kSize / 4096)
+      << "the workers not registering faulted every chunk in while one registration was held";
+  driver.open();
+  batch.wait_all();
+  EXPECT_EQ(driver.most_registering(), 1u);
+  EXPECT_EQ(sim.registered_host_ranges(), 16u);
+  batch = HostBatch();
   EXPECT_EQ(sim.registered_host_ranges(), 0u);
 }
 

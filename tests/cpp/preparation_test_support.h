@@ -4,6 +4,7 @@
 // to copy from, and the two put together with a fresh host buffer.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
@@ -31,9 +32,12 @@ class GatedRegisterDriver final : public ForwardingDriver {
   void host_register(void* ptr, std::size_t size) override {
     {
       std::unique_lock lock(mutex_);
+      most_registering_ = std::max(most_registering_, ++registering_);
       opened_.wait(lock, [&] { return open_; });
     }
     ForwardingDriver::host_register(ptr, size);
+    std::lock_guard lock(mutex_);
+    --registering_;
   }
   void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
                           StreamHandle stream) override {
@@ -63,6 +67,11 @@ class GatedRegisterDriver final : public ForwardingDriver {
     std::lock_guard lock(mutex_);
     return copy_threads_;
   }
+  /// The most threads that were in host_register at once.
+  [[nodiscard]] std::size_t most_registering() const {
+    std::lock_guard lock(mutex_);
+    return most_registering_;
+  }
   [[nodiscard]] std::size_t copies_after_a_stream_wait() const {
     std::lock_guard lock(mutex_);
     return copies_after_a_stream_wait_;
@@ -75,6 +84,8 @@ class GatedRegisterDriver final : public ForwardingDriver {
   bool stream_waited_ = false;
   std::vector<std::thread::id> copy_threads_;
   std::size_t copies_after_a_stream_wait_ = 0;
+  std::size_t registering_ = 0;
+  std::size_t most_registering_ = 0;
 };
 
 /// Device memory of `size` bytes on device 0, filled with a pattern.
