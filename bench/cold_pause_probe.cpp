@@ -3,14 +3,14 @@
 //
 // A cold pause with CPU backup copies into host memory nobody has touched:
 // each 64 MiB chunk is faulted in (the kernel zeroes it) and page-locked
-// (cuMemHostRegister) before the copy engine may write it. The engine does
-// both per chunk on worker threads while the caller queues each chunk's copy
-// as soon as it is registered. This program times other arrangements of the
-// same work on the same machine, in one run, so that the engine's choice is
-// measured rather than assumed:
+// (cuMemHostRegister) before the copy engine may write it. The engine's
+// workers fault chunks in, one of them at a time registers what is faulted
+// in and queues those chunks' copies (src/backup/host_memory.cpp). This
+// program times fixed arrangements of the same work on the same machine, in
+// one run, so that the engine's choice is measured rather than assumed:
 //
 //   touch+register     each worker stores once per 4 KiB page, then registers
-//                      (what the engine does)
+//                      (what the engine did before it took turns registering)
 //   populate+register  MADV_POPULATE_WRITE instead of the stores
 //   register only      cuMemHostRegister faults the pages in itself
 //   split F/R          F workers fault chunks in, R others register them in

@@ -9,7 +9,7 @@
 //
 //   fault-in            one store per 4 KiB page of fresh memory
 //   register            cuMemHostRegister of memory already faulted in
-//   fault+register      both per chunk (what the engine does)
+//   fault+register      both per chunk, on the same thread
 //   copy into fresh     memcpy from a per-thread 64 MiB source into fresh memory
 //   copy into faulted   memcpy into memory already faulted in
 //   unregister          cuMemHostUnregister
