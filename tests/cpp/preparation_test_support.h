@@ -35,9 +35,16 @@ class GatedRegisterDriver final : public ForwardingDriver {
       most_registering_ = std::max(most_registering_, ++registering_);
       opened_.wait(lock, [&] { return open_; });
     }
+    // Counted out however the registration ends: one that failed would
+    // otherwise count as still running in most_registering.
+    struct Leave {
+      GatedRegisterDriver& driver;
+      ~Leave() {
+        std::lock_guard lock(driver.mutex_);
+        --driver.registering_;
+      }
+    } leave{*this};
     ForwardingDriver::host_register(ptr, size);
-    std::lock_guard lock(mutex_);
-    --registering_;
   }
   void copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
                           StreamHandle stream) override {
