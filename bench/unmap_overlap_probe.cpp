@@ -14,6 +14,9 @@
 //                             unmapped and released once its copies are done,
 //                             while the next batch copies
 //   overlapped unmap          the same, releasing everything at the end
+//   release during copies     every handle released (cuMemRelease of memory
+//                             still mapped keeps it alive) while the copies
+//                             run, then the unmaps, which now free it
 //
 // Each arrangement is run on freshly created, mapped and written allocations,
 // three times in turn; the median is reported, in ms and as a ratio to
@@ -51,7 +54,7 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-enum class Order { kCopiesOnly, kCallsOnly, kSerial, kOverlapBoth, kOverlapUnmap };
+enum class Order { kCopiesOnly, kCallsOnly, kSerial, kOverlapBoth, kOverlapUnmap, kReleaseFirst };
 
 struct Arrangement {
   const char* name;
@@ -160,6 +163,17 @@ Timing run(const Setup& setup, Order order) {
         for (std::size_t i = 0; i < setup.count; ++i) allocations.release(i);
       });
       break;
+    case Order::kReleaseFirst:
+      for (std::size_t batch = 0; batch < batches; ++batch) queue(batch);
+      timed([&] {
+        for (std::size_t i = 0; i < setup.count; ++i) allocations.release(i);
+      });
+      driver.synchronize_stream(kDevice, setup.streams[0]);
+      driver.synchronize_stream(kDevice, setup.streams[1]);
+      timed([&] {
+        for (std::size_t i = 0; i < setup.count; ++i) allocations.unmap(i);
+      });
+      break;
     case Order::kOverlapBoth:
     case Order::kOverlapUnmap: {
       // Batch b + 1 is queued before batch b is waited for, so the copy
@@ -226,6 +240,7 @@ int main(int argc, char** argv) {
         {"copies, then unmap+release", Order::kSerial},
         {"overlapped unmap+release", Order::kOverlapBoth},
         {"overlapped unmap, release at end", Order::kOverlapUnmap},
+        {"release during copies, then unmap", Order::kReleaseFirst},
     };
     (void)run(setup, Order::kSerial);  // once untimed: first-use costs
     std::vector<std::vector<double>> totals(arrangements.size());
