@@ -17,6 +17,9 @@
 //   release during copies     every handle released (cuMemRelease of memory
 //                             still mapped keeps it alive) while the copies
 //                             run, then the unmaps, which now free it
+//   ... on 4 threads          the calls alone, and after the copies, split
+//                             over 4 threads: whether the driver runs them
+//                             side by side
 //
 // Each arrangement is run on freshly created, mapped and written allocations,
 // three times in turn; the median is reported, in ms and as a ratio to
@@ -32,6 +35,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/sizes.h"
@@ -54,7 +58,18 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-enum class Order { kCopiesOnly, kCallsOnly, kSerial, kOverlapBoth, kOverlapUnmap, kReleaseFirst };
+enum class Order {
+  kCopiesOnly,
+  kCallsOnly,
+  kSerial,
+  kOverlapBoth,
+  kOverlapUnmap,
+  kReleaseFirst,
+  kCallsThreaded,
+  kSerialThreaded,
+};
+
+constexpr std::size_t kCallThreads = 4;
 
 struct Arrangement {
   const char* name;
@@ -163,6 +178,34 @@ Timing run(const Setup& setup, Order order) {
         for (std::size_t i = 0; i < setup.count; ++i) allocations.release(i);
       });
       break;
+    case Order::kCallsThreaded:
+    case Order::kSerialThreaded:
+      if (order == Order::kSerialThreaded) {
+        for (std::size_t batch = 0; batch < batches; ++batch) queue(batch);
+        driver.synchronize_stream(kDevice, setup.streams[0]);
+        driver.synchronize_stream(kDevice, setup.streams[1]);
+      }
+      timed([&] {
+        std::vector<std::exception_ptr> errors(kCallThreads);
+        std::vector<std::thread> threads;
+        for (std::size_t t = 0; t < kCallThreads; ++t) {
+          threads.emplace_back([&, t] {
+            try {
+              for (std::size_t i = t; i < setup.count; i += kCallThreads) {
+                allocations.unmap(i);
+                allocations.release(i);
+              }
+            } catch (...) {
+              errors[t] = std::current_exception();
+            }
+          });
+        }
+        for (std::thread& thread : threads) thread.join();
+        for (const std::exception_ptr& error : errors) {
+          if (error) std::rethrow_exception(error);
+        }
+      });
+      break;
     case Order::kReleaseFirst:
       for (std::size_t batch = 0; batch < batches; ++batch) queue(batch);
       timed([&] {
@@ -241,6 +284,8 @@ int main(int argc, char** argv) {
         {"overlapped unmap+release", Order::kOverlapBoth},
         {"overlapped unmap, release at end", Order::kOverlapUnmap},
         {"release during copies, then unmap", Order::kReleaseFirst},
+        {"unmap+release only, 4 threads", Order::kCallsThreaded},
+        {"copies, then unmap+release x4", Order::kSerialThreaded},
     };
     (void)run(setup, Order::kSerial);  // once untimed: first-use costs
     std::vector<std::vector<double>> totals(arrangements.size());
