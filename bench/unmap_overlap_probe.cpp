@@ -41,6 +41,7 @@
 #include "common/sizes.h"
 #include "driver/cuda_driver.h"
 #include "driver/sim_driver.h"
+#include "vmm_allocations.h"
 
 namespace {
 
@@ -81,55 +82,7 @@ struct Timing {
   double calls = 0;  // time spent inside unmap/release calls
 };
 
-// `count` allocations of `each` bytes, each with its own reservation and
-// physical memory, as the engine holds one per tensor; written through a
-// host-to-device copy so that the memory has been used.
-class Allocations {
- public:
-  Allocations(tms::Driver& driver, std::size_t count, std::size_t each, const void* fill,
-              tms::StreamHandle stream)
-      : driver_(driver), each_(each), vas_(count), handles_(count, 0), mapped_(count, 0) {
-    for (std::size_t i = 0; i < count; ++i) {
-      vas_[i] = driver.reserve(each, driver.granularity(kDevice));
-      handles_[i] = driver.create_physical(kDevice, each);
-      driver.map(vas_[i], each, handles_[i]);
-      mapped_[i] = 1;
-      driver.set_access(vas_[i], each, kDevice);
-      driver.copy_to_device_async(kDevice, vas_[i], fill, each, stream);
-    }
-    driver.synchronize_stream(kDevice, stream);
-  }
-  ~Allocations() {
-    try {
-      for (std::size_t i = 0; i < vas_.size(); ++i) {
-        if (mapped_[i] != 0) driver_.unmap(vas_[i], each_);
-        if (handles_[i] != 0) driver_.release_physical(handles_[i]);
-        driver_.free_reservation(vas_[i], each_);
-      }
-    } catch (const std::exception&) {  // a probe: the process ends soon
-    }
-  }
-  Allocations(const Allocations&) = delete;
-  Allocations& operator=(const Allocations&) = delete;
-
-  [[nodiscard]] std::size_t count() const { return vas_.size(); }
-  [[nodiscard]] tms::DevicePtr va(std::size_t i) const { return vas_[i]; }
-  void unmap(std::size_t i) {
-    driver_.unmap(vas_[i], each_);
-    mapped_[i] = 0;
-  }
-  void release(std::size_t i) {
-    driver_.release_physical(handles_[i]);
-    handles_[i] = 0;
-  }
-
- private:
-  tms::Driver& driver_;
-  std::size_t each_;
-  std::vector<tms::DevicePtr> vas_;
-  std::vector<tms::PhysicalHandle> handles_;
-  std::vector<std::uint8_t> mapped_;
-};
+using Allocations = tms::bench::VmmAllocations;
 
 struct Setup {
   tms::Driver& driver;
@@ -142,7 +95,7 @@ struct Setup {
 
 Timing run(const Setup& setup, Order order) {
   tms::Driver& driver = setup.driver;
-  Allocations allocations(driver, setup.count, setup.each, setup.host, setup.streams[0]);
+  Allocations allocations(driver, kDevice, setup.count, setup.each, setup.host, setup.streams[0]);
   const std::size_t batches = (setup.count + setup.per_batch - 1) / setup.per_batch;
   auto first = [&](std::size_t batch) { return batch * setup.per_batch; };
   auto last = [&](std::size_t batch) { return std::min(setup.count, first(batch + 1)); };
