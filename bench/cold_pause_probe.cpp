@@ -290,12 +290,7 @@ Timing run(tms::Driver& driver, std::size_t size, const Arrangement& a, DeviceSo
   timing.prepared = seconds_since(start);
   if (source != nullptr) source->wait();
   if (giver.joinable()) giver.join();
-  if (allocations != nullptr && calls == Calls::kAfter) {
-    for (std::size_t i = 0; i < allocations->count(); ++i) {
-      allocations->unmap(i);
-      allocations->release(i);
-    }
-  }
+  if (allocations != nullptr && calls == Calls::kAfter) allocations->give_back_all();
   timing.total = seconds_since(start);
   for (std::thread& thread : threads) thread.join();
   progress.rethrow();
@@ -418,10 +413,7 @@ void calls_beside_the_pause(tms::Driver& driver, std::size_t size, const Arrange
     }
     tms::bench::VmmAllocations allocations(driver, 0, count, each, fill.data(), stream);
     const Clock::time_point start = Clock::now();
-    for (std::size_t i = 0; i < count; ++i) {
-      allocations.unmap(i);
-      allocations.release(i);
-    }
+    allocations.give_back_all();
     alone.push_back(seconds_since(start));
   }
   driver.destroy_stream(0, stream);

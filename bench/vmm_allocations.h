@@ -54,6 +54,13 @@ class VmmAllocations {
     driver_.release_physical(handles_[i]);
     handles_[i] = 0;
   }
+  /// Unmaps and releases every allocation, as a pause does after its copies.
+  void give_back_all() {
+    for (std::size_t i = 0; i < count(); ++i) {
+      unmap(i);
+      release(i);
+    }
+  }
 
  private:
   Driver& driver_;
