@@ -95,33 +95,74 @@ TMS_API bool tms_get_interesting_region(void);
  *  returned pointer stays valid until this thread sets another tag. */
 TMS_API int tms_set_current_tag(const char* tag);
 TMS_API const char* tms_get_current_tag(void);
-/** Whether this thread's next allocations keep a host backup when paused. */
+/** What happens to the contents of this thread's next allocations while
+ *  they are paused: the backup policy, one value.
+ *
+ *  kind:
+ *   - TMS_BACKUP_NONE: discarded; resume gives memory of undefined contents.
+ *   - TMS_BACKUP_HOST: copied to host memory and back.
+ *   - TMS_BACKUP_HOST_COMPRESSED: compressed on the device first (lossless;
+ *     bf16/fp16 weights take ~0.7 of their size, other data is stored as is
+ *     plus at most 20 bytes per 32 KiB), only the stored bytes go to host
+ *     memory. Needs a device scratch of ~64 MiB for the length of a pause or
+ *     resume; never retained after resume and not readable in place
+ *     (tms_lease_cpu_backup fails with TMS_ERROR_INVALID_STATE).
+ *   - TMS_BACKUP_DISK: written to one unnamed file in the disk backup
+ *     directory (through a host staging buffer of one chunk of
+ *     TMS_DISK_BACKUP_CHUNK_MB per transfer in flight, plus one), read back
+ *     through the same descriptor and checked against a checksum; the file
+ *     is gone after resume, when the allocation is freed, and on any exit of
+ *     the process. Allocating with it and no directory set
+ *     (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir) fails with
+ *     TMS_ERROR_CONFIG; an unusable directory with TMS_ERROR_IO.
+ *  host_memory: where a host backup lives, for the two host kinds only:
+ *   TMS_HOST_MEMORY_PINNED (kept in a pool while retain_cpu_backup is on),
+ *   TMS_HOST_MEMORY_MMAP (always back to the OS), or TMS_HOST_MEMORY_DEFAULT
+ *   (the process default, TMS_INIT_CPU_BACKUP_BACKEND, pinned unless set).
+ *   A host memory kind with a kind that keeps no host copy means nothing
+ *   and is refused (TMS_ERROR_INVALID_ARGUMENT), as are unknown values.
+ *  tms_get_backup_policy reports the host memory of the host kinds as
+ *  resolved (never DEFAULT), and DEFAULT for the others. */
+typedef enum tms_backup_kind {
+  TMS_BACKUP_NONE = 0,
+  TMS_BACKUP_HOST = 1,
+  TMS_BACKUP_HOST_COMPRESSED = 2,
+  TMS_BACKUP_DISK = 3
+} tms_backup_kind;
+
+typedef enum tms_host_memory {
+  TMS_HOST_MEMORY_DEFAULT = 0,
+  TMS_HOST_MEMORY_PINNED = 1,
+  TMS_HOST_MEMORY_MMAP = 2
+} tms_host_memory;
+
+typedef struct tms_backup_policy {
+  int32_t kind;        /* a tms_backup_kind */
+  int32_t host_memory; /* a tms_host_memory */
+} tms_backup_policy;
+
+TMS_API int tms_set_backup_policy(const tms_backup_policy* policy);
+TMS_API int tms_get_backup_policy(tms_backup_policy* policy);
+
+/** The policy one field at a time, as the library this one replaces offers
+ *  it. Each call changes the thread's policy and refuses a change that would
+ *  make it mean nothing (TMS_ERROR_INVALID_ARGUMENT, policy unchanged):
+ *   - cpu backup on: none -> host (process default host memory); refused
+ *     while disk backup is on. Off: either host kind -> none.
+ *   - backend "pinned" | "mmap": the host memory of a host kind; refused
+ *     without a CPU backup (turn it on first).
+ *   - disk backup on: none -> disk; refused while a CPU backup is on. Off:
+ *     disk -> none.
+ *   - compress on: host -> host_compressed; refused without a CPU backup.
+ *     Off: host_compressed -> host.
+ *  The getters read the same policy (the backend of a policy without host
+ *  backup is the process default). */
 TMS_API int tms_set_enable_cpu_backup(bool enable);
 TMS_API bool tms_get_enable_cpu_backup(void);
-/** Host memory used for backups: "pinned" or "mmap". */
 TMS_API int tms_set_cpu_backup_backend(const char* backend);
 TMS_API const char* tms_get_cpu_backup_backend(void);
-/** Whether this thread's next allocations back up to disk when paused: on
- *  pause their contents are written to one unnamed file each in the disk
- *  backup directory (through a staging buffer of at most 2 x
- *  TMS_DISK_BACKUP_CHUNK_MB), on resume read back through the same
- *  descriptor and checked against a checksum; the file is gone after
- *  resume, when the allocation is freed, and on any exit of the process.
- *  Takes precedence over CPU backup when both are on. Allocating with it on
- *  and no directory set (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir)
- *  fails with TMS_ERROR_CONFIG; an unusable directory with TMS_ERROR_IO.
- *  tms_get_cpu_backup_pointer returns NULL for such allocations. */
 TMS_API int tms_set_enable_disk_backup(bool enable);
 TMS_API bool tms_get_enable_disk_backup(void);
-/** Whether this thread's next allocations with a CPU backup keep it
- *  compressed: on pause the contents are compressed on the device (lossless;
- *  bf16/fp16 weights take ~0.7 of their size, other data is stored as is
- *  plus at most 20 bytes per 32 KiB) and the compressed bytes go to host; on
- *  resume they are decompressed on the device. Needs a device scratch of
- *  ~64 MiB for the length of the pause or resume. A compressed backup is
- *  never retained after resume and cannot be read in place
- *  (tms_get_cpu_backup_pointer fails with TMS_ERROR_INVALID_STATE while
- *  paused). No effect without CPU backup, or with disk backup. */
 TMS_API int tms_set_cpu_backup_compress(bool enable);
 TMS_API bool tms_get_cpu_backup_compress(void);
 
@@ -206,13 +247,27 @@ TMS_API int tms_resume(const char* tag);
  *  TMS_ERROR_INVALID_STATE while it is active. */
 TMS_API int tms_discard_backup(const void* ptr);
 
-/** Host backup of [ptr, ptr+size): while paused, the saved contents; while
+/** Host backup of [ptr, ptr+size), held for the caller until
+ *  tms_end_cpu_backup_lease(*lease): while paused, the saved contents; while
  *  active, the backup kept by retain_cpu_backup (what the last pause saved,
- *  at the same address every cycle). NULL when that range has no host backup
- *  (none retained, no backup policy, disk backup, not an engine allocation).
- *  A NULL result with tms_last_status() != TMS_OK is an error (e.g. the
- *  range runs past its allocation; TMS_ERROR_INVALID_STATE for a compressed
- *  backup, which has no bytes to read in place). */
+ *  at the same address every cycle). The bytes stay readable for the whole
+ *  lease even if the allocation is resumed, freed or its backup discarded
+ *  meanwhile: its host memory then goes back when the last lease ends
+ *  instead of when tms_resume returns. A pause of an active allocation
+ *  refreshes a retained backup in place, under a lease too. Stores 0 and
+ *  NULL when that range has no host backup (none retained, no backup, a
+ *  disk backup, not engine memory). TMS_ERROR_INVALID_ARGUMENT when the
+ *  range runs past its allocation or an out pointer is NULL;
+ *  TMS_ERROR_INVALID_STATE for a compressed backup (no bytes to read in
+ *  place). */
+TMS_API int tms_lease_cpu_backup(const void* ptr, uint64_t size, uint64_t* lease, uint8_t** data);
+/** Ends a lease of tms_lease_cpu_backup; 0 and ended leases are ignored. */
+TMS_API int tms_end_cpu_backup_lease(uint64_t lease);
+/** As tms_lease_cpu_backup without a lease, for callers of the library this
+ *  one replaces: the pointer is valid only until the allocation's next
+ *  resume, free or discard, so do not use it while another thread may do
+ *  one of those. A NULL result with tms_last_status() != TMS_OK is an
+ *  error. */
 TMS_API uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size);
 
 /** Waits until what was given back in the background so far is released:

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "backup/backup_directory.h"
+#include "capi/region_policy.h"
 #include "capi/runtime.h"
 #include "common/errors.h"
 #include "common/log.h"
@@ -134,11 +135,7 @@ AllocationRequest request_from_thread(std::size_t size, int device) {
   request.size = size;
   request.device = device;
   request.tag = region.tag;
-  request.policy.cpu_backup = region.cpu_backup;
-  request.policy.host_kind = region.cpu_backup_backend;
-  // The engine refuses it at allocation time when no directory is set.
-  request.policy.disk_backup = region.disk_backup;
-  request.policy.compress = region.compress;
+  request.policy = region.policy;
   return request;
 }
 
@@ -203,34 +200,66 @@ int tms_set_current_tag(const char* tag) {
 
 const char* tms_get_current_tag(void) { return thread_region_or_defaults().tag.c_str(); }
 
-int tms_set_enable_cpu_backup(bool enable) {
-  return call_guarded([&] { thread_region_or_throw().cpu_backup = enable; });
+int tms_set_backup_policy(const tms_backup_policy* policy) {
+  return call_guarded([&] {
+    if (policy == nullptr) throw InvalidArgument("policy must not be NULL");
+    thread_region_or_throw().policy = policy_from_c(*policy, default_host_memory());
+  });
 }
 
-bool tms_get_enable_cpu_backup(void) { return thread_region_or_defaults().cpu_backup; }
+int tms_get_backup_policy(tms_backup_policy* policy) {
+  return call_guarded([&] {
+    if (policy == nullptr) throw InvalidArgument("policy must not be NULL");
+    *policy = policy_to_c(thread_region_or_defaults().policy);
+  });
+}
+
+int tms_set_enable_cpu_backup(bool enable) {
+  return call_guarded([&] {
+    BackupPolicy& policy = thread_region_or_throw().policy;
+    policy = with_cpu_backup(policy, enable, default_host_memory());
+  });
+}
+
+bool tms_get_enable_cpu_backup(void) {
+  return keeps_host_copy(thread_region_or_defaults().policy.kind);
+}
 
 int tms_set_cpu_backup_backend(const char* backend) {
   return call_guarded([&] {
-    thread_region_or_throw().cpu_backup_backend =
-        parse_host_memory_kind(require_text(backend, "CPU backup backend"));
+    BackupPolicy& policy = thread_region_or_throw().policy;
+    policy = with_host_memory(policy,
+                              parse_host_memory_kind(require_text(backend, "CPU backup backend")));
   });
 }
 
 const char* tms_get_cpu_backup_backend(void) {
-  return host_memory_kind_name(thread_region_or_defaults().cpu_backup_backend);
+  const BackupPolicy& policy = thread_region_or_defaults().policy;
+  return host_memory_kind_name(keeps_host_copy(policy.kind) ? policy.host_memory
+                                                            : default_host_memory());
 }
 
 int tms_set_enable_disk_backup(bool enable) {
-  return call_guarded([&] { thread_region_or_throw().disk_backup = enable; });
+  return call_guarded([&] {
+    BackupPolicy& policy = thread_region_or_throw().policy;
+    policy = with_disk_backup(policy, enable);
+  });
 }
 
-bool tms_get_enable_disk_backup(void) { return thread_region_or_defaults().disk_backup; }
+bool tms_get_enable_disk_backup(void) {
+  return thread_region_or_defaults().policy.kind == BackupKind::kDisk;
+}
 
 int tms_set_cpu_backup_compress(bool enable) {
-  return call_guarded([&] { thread_region_or_throw().compress = enable; });
+  return call_guarded([&] {
+    BackupPolicy& policy = thread_region_or_throw().policy;
+    policy = with_compress(policy, enable);
+  });
 }
 
-bool tms_get_cpu_backup_compress(void) { return thread_region_or_defaults().compress; }
+bool tms_get_cpu_backup_compress(void) {
+  return thread_region_or_defaults().policy.kind == BackupKind::kHostCompressed;
+}
 
 // ---- process-wide settings ----
 
@@ -345,6 +374,24 @@ int tms_resume(const char* tag) {
 
 int tms_discard_backup(const void* ptr) {
   return call_guarded([&] { runtime().engine->discard_backup(reinterpret_cast<DevicePtr>(ptr)); });
+}
+
+int tms_lease_cpu_backup(const void* ptr, uint64_t size, uint64_t* lease, uint8_t** data) {
+  return call_guarded([&] {
+    if (lease == nullptr || data == nullptr)
+      throw InvalidArgument("lease and data must not be NULL");
+    *lease = 0;
+    *data = nullptr;
+    const BackupLease held = runtime().engine->lease_backup(reinterpret_cast<DevicePtr>(ptr), size);
+    *lease = held.id;
+    *data = held.data;
+  });
+}
+
+int tms_end_cpu_backup_lease(uint64_t lease) {
+  return call_guarded([&] {
+    if (lease != 0) runtime().engine->end_lease(lease);
+  });
 }
 
 uint8_t* tms_get_cpu_backup_pointer(const uint8_t* ptr, uint64_t size) {

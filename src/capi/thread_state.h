@@ -12,7 +12,7 @@
 
 #include <string>
 
-#include "backup/host_memory.h"
+#include "backup/backup_policy.h"
 #include "torch_memory_saver/tms.h"
 
 namespace tms {
@@ -21,10 +21,7 @@ namespace tms {
 struct ThreadRegion {
   bool interesting = false;  ///< allocations go to the engine
   std::string tag = "default";
-  bool cpu_backup = false;
-  HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;
-  bool disk_backup = false;
-  bool compress = false;  ///< compress the CPU backup (bf16/fp16 weights)
+  BackupPolicy policy;
 };
 
 struct ThreadState {
@@ -36,6 +33,9 @@ struct ThreadState {
 /// The process defaults of a new thread, from the TMS_INIT_* variables
 /// (runtime.cpp; plain defaults when they do not parse).
 ThreadRegion default_thread_region();
+/// Host memory of a host backup that names none: TMS_INIT_CPU_BACKUP_BACKEND
+/// (pinned when unset or when the environment does not parse).
+HostMemoryKind default_host_memory();
 
 /// The calling thread's state, made on first use with default_thread_region().
 /// nullptr only when host memory is exhausted. Cheap: called on every

@@ -96,6 +96,17 @@ class OutOfMemory : public DriverError {
   std::size_t bytes_free_;
 };
 
+/// Out of memory on one device (a scratch area, say), for callers that
+/// report what that device needs and has free.
+class DeviceOutOfMemory : public OutOfMemory {
+ public:
+  DeviceOutOfMemory(int device, const OutOfMemory& cause) : OutOfMemory(cause), device_(device) {}
+  [[nodiscard]] int device() const noexcept { return device_; }
+
+ private:
+  int device_;
+};
+
 /// Formats an address for messages: "0x7f0000000000".
 std::string hex_address(std::uint64_t address);
 

@@ -1,12 +1,13 @@
 #include "common/phase_clock.h"
 
 #include <cstdio>
+#include <utility>
 
 namespace tms {
 
-void PhaseClock::lap(const char* phase) {
+void PhaseClock::lap(std::string phase) {
   const Clock::time_point now = Clock::now();
-  phases_.emplace_back(phase, std::chrono::duration<double>(now - last_).count());
+  phases_.emplace_back(std::move(phase), std::chrono::duration<double>(now - last_).count());
   last_ = now;
 }
 

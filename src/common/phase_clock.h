@@ -13,7 +13,7 @@ namespace tms {
 class PhaseClock {
  public:
   /// Ends the current phase and names it; the next phase starts now.
-  void lap(const char* phase);
+  void lap(std::string phase);
 
   [[nodiscard]] double total_seconds() const;
 
@@ -25,7 +25,7 @@ class PhaseClock {
   using Clock = std::chrono::steady_clock;
   Clock::time_point start_ = Clock::now();
   Clock::time_point last_ = start_;
-  std::vector<std::pair<const char*, double>> phases_;
+  std::vector<std::pair<std::string, double>> phases_;
 };
 
 }  // namespace tms

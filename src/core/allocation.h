@@ -3,30 +3,14 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
-#include "backup/disk_backup.h"
-#include "backup/host_memory.h"
+#include "backup/backup_method.h"
+#include "backup/backup_policy.h"
 #include "driver/driver.h"
 
 namespace tms {
-
-/// What happens to an allocation's contents while it is paused. Without a
-/// backup they are discarded (resume gives zero-filled memory). When both
-/// are set, disk backup wins: the contents go to a file, not host memory.
-struct BackupPolicy {
-  bool cpu_backup = false;  ///< keep a copy in host memory
-  HostMemoryKind host_kind = HostMemoryKind::kPinned;
-  bool disk_backup = false;  ///< keep a copy in a file of the disk backup directory
-  /// Compress the host backup on the device (backup/codec): for bf16/fp16
-  /// weights. Compressed backups are never retained after resume.
-  bool compress = false;
-
-  [[nodiscard]] bool uses_host_backup() const { return cpu_backup && !disk_backup; }
-  [[nodiscard]] bool uses_compressed_backup() const { return uses_host_backup() && compress; }
-
-  bool operator==(const BackupPolicy&) const = default;
-};
 
 /// What the caller asks for; the engine adds addresses and handles.
 struct AllocationRequest {
@@ -60,12 +44,10 @@ struct Allocation {
   /// kBroken only: the range is mapped (the map succeeded, granting access
   /// did not), so a repair only grants access and free() unmaps.
   bool range_mapped = false;
-  /// Host copy of the contents. Holds the data while paused; with retention
-  /// on it is kept (stale) while active, to be reused by the next pause.
-  HostBuffer backup;
-  /// File holding the contents while paused (disk backup policy only);
-  /// removed on resume, free and engine teardown.
-  DiskFile disk_file;
+  /// The contents while paused, made by the method of policy.kind; with
+  /// retention on, a retainable one stays (stale) while active, to be
+  /// refreshed in place by the next pause.
+  std::unique_ptr<Backup> backup;
   /// Its backup was dropped while paused (Engine::discard_backup): the
   /// next resume maps it without contents and says so.
   bool backup_discarded = false;
@@ -74,6 +56,10 @@ struct Allocation {
   bool busy = false;
 
   [[nodiscard]] bool contains(DevicePtr ptr) const { return ptr >= base && ptr < base + size; }
+  /// This record as its backup method sees it.
+  [[nodiscard]] BackupTarget backup_target() const {
+    return {device, base, requested_size, tag, policy.host_memory, backup.get()};
+  }
 };
 
 }  // namespace tms

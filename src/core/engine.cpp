@@ -1,10 +1,8 @@
-// The engine's operations. Longer than ~600 lines because pause and resume
-// are each one transaction, with their rollback and commit, under one lock
-// order (docs/architecture.md): they read best whole and next to the helpers
-// they share (claiming records, capture and headroom checks, repairs). What
-// stands alone lives elsewhere: records (registry), deferred releases
-// (parking_lot), statistics (stats), owners of VMM resources (vmm_handles,
-// allocation_owners).
+// The engine's operations: allocate and free, the pause and resume
+// transactions and the helpers they share (claiming records, capture and
+// headroom checks, repairs). Backup kinds live in backup/ (backup_method.h),
+// deferred releases in the parking lot, VMM owners in vmm_handles and
+// allocation_owners.
 #include "core/engine.h"
 
 #include <algorithm>
@@ -14,7 +12,6 @@
 #include <exception>
 #include <set>
 
-#include "backup/codec/compressed_copies.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
@@ -61,8 +58,8 @@ std::string describe_transition(const std::vector<Allocation*>& allocations,
   std::set<int> devices;
   for (const Allocation* allocation : allocations) {
     bytes += allocation->size;
-    if (allocation->policy.uses_host_backup()) host += allocation->requested_size;
-    if (allocation->policy.disk_backup) disk += allocation->requested_size;
+    if (keeps_host_copy(allocation->policy.kind)) host += allocation->requested_size;
+    if (allocation->policy.kind == BackupKind::kDisk) disk += allocation->requested_size;
     devices.insert(allocation->device);
   }
   std::string on = devices.size() == 1 ? " on device " : " on devices ";
@@ -74,6 +71,27 @@ std::string describe_transition(const std::vector<Allocation*>& allocations,
   return text + ") of " + describe_tag(tag) + on;
 }
 
+// The claimed allocations that have a backup method, grouped by kind: each
+// kind saves or restores its members together. `with_backup_only` skips those
+// without a backup (resume: never paused with one, or discarded).
+std::map<BackupKind, std::vector<Allocation*>> by_backup_kind(
+    const std::vector<Allocation*>& claimed, bool with_backup_only) {
+  std::map<BackupKind, std::vector<Allocation*>> groups;
+  for (Allocation* allocation : claimed) {
+    if (allocation->policy.kind == BackupKind::kNone) continue;
+    if (with_backup_only && !allocation->backup) continue;
+    groups[allocation->policy.kind].push_back(allocation);
+  }
+  return groups;
+}
+
+std::vector<BackupTarget> targets_of(const std::vector<Allocation*>& allocations) {
+  std::vector<BackupTarget> targets;
+  targets.reserve(allocations.size());
+  for (const Allocation* allocation : allocations) targets.push_back(allocation->backup_target());
+  return targets;
+}
+
 }  // namespace
 
 Engine::Engine(Driver& driver, EngineOptions options)
@@ -83,7 +101,8 @@ Engine::Engine(Driver& driver, EngineOptions options)
       copies_(driver, options.copies),
       resume_options_(options.resume),
       disk_(host_memory_, options.file_io != nullptr ? *options.file_io : posix_file_io(), copies_,
-            options.disk) {}
+            options.disk),
+      methods_(driver, parking_, host_memory_, copies_, disk_) {}
 
 Engine::~Engine() {
   std::lock_guard transition(transition_mutex_);
@@ -96,12 +115,11 @@ Engine::~Engine() {
     Allocation& a = *allocation;
     const bool mapped = a.state == AllocationState::kActive || a.range_mapped;
     adopt_device_resources(parking_, a, mapped).give_back();
-    try {
-      a.backup.reset();
-    } catch (const std::exception& error) {
-      log(LogLevel::kWarning, std::string("engine teardown incomplete: ") + error.what());
-    }
-    if (!a.disk_file.empty()) parking_.remove_or_park(std::move(a.disk_file));
+    if (!a.backup) continue;
+    Released released;
+    a.backup->release_into(released);
+    a.backup.reset();
+    for (DiskFile& file : released.files) parking_.remove_or_park(std::move(file));
   }
   parking_.retry();
   try {
@@ -129,14 +147,8 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
                           std::to_string(driver_.device_count()) + " devices)");
   }
   retry_parked();
-  if (request.policy.disk_backup) {
-    const std::string dir = disk_backup_dir();
-    if (dir.empty()) {
-      throw ConfigError(
-          "disk backup is enabled for this allocation but no disk backup directory is set; set "
-          "TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
-    }
-    disk_.check_directory(dir);
+  if (const BackupMethod* method = methods_.method(request.policy.kind)) {
+    method->check_allocation();
   }
   const std::size_t granularity = driver_.granularity(device);
   if (request.size > SIZE_MAX - (granularity - 1)) {
@@ -205,8 +217,13 @@ void Engine::free(DevicePtr ptr) {
   }
   idle_.notify_all();
   adopt_device_resources(parking_, *owned, /*mapped=*/false).give_back();
-  owned->backup.reset();
-  if (!owned->disk_file.empty()) disk_.close_later(std::move(owned->disk_file));
+  if (!owned->backup) return;
+  Released released;
+  {
+    std::lock_guard lock(mutex_);  // against a lease being taken (HostBackup::release_into)
+    owned->backup->release_into(released);
+  }
+  for (DiskFile& file : released.files) disk_.close_later(std::move(file));
 }
 
 bool Engine::owns(DevicePtr ptr) const {
@@ -227,89 +244,55 @@ void Engine::pause(const std::optional<std::string>& tag) {
   if (claimed.empty()) return;
   const ClaimGuard unclaim_on_exit(*this, claimed);
 
-  // 1. Let the work that uses the memory finish, so copies see its results
-  //    and nothing touches a range after it is unmapped.
+  // 1. Let the work that uses the memory finish, so the backups see its
+  //    results and nothing touches a range after it is unmapped.
   synchronize_devices(claimed);
   clock.lap("synchronize");
 
-  // 2. Back up to host memory. New buffers come in one batch (pooled
-  //    memory first, then fresh blocks registered while the copies run) and
-  //    live in `batch` until the commit; on failure they are given back and
+  // 2. Save, kind by kind. The new backups wait here for the commit: if
+  //    anything below fails, dropping them gives back what they hold, and
   //    every allocation is still active and intact.
-  //    Compressed backups are measured on their devices first: their host
-  //    size is what the codec will store.
-  std::vector<CompressItem> to_compress;
-  std::vector<std::size_t> compressed_of(claimed.size(), SIZE_MAX);
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    const Allocation& allocation = *claimed[i];
-    if (!allocation.policy.uses_compressed_backup()) continue;
-    compressed_of[i] = to_compress.size();
-    to_compress.push_back({allocation.device, allocation.base, allocation.requested_size});
-  }
-  std::optional<CompressedBackup> compressed;
-  if (!to_compress.empty()) {
-    compressed.emplace(driver_, parking_, copies_, std::move(to_compress));
-    clock.lap("measure");
-  }
-  std::vector<HostRequest> requests;
-  std::vector<std::size_t> request_of(claimed.size(), SIZE_MAX);
-  std::map<std::string, std::size_t> group_of_tag;  // no host block spans two tags
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    const Allocation& allocation = *claimed[i];
-    if (!allocation.policy.uses_host_backup() || !allocation.backup.empty()) continue;
-    request_of[i] = requests.size();
-    requests.push_back(
-        {compressed_of[i] == SIZE_MAX ? allocation.requested_size
-                                      : compressed->stored_bytes(compressed_of[i]),
-         allocation.policy.host_kind,
-         group_of_tag.try_emplace(allocation.tag, group_of_tag.size()).first->second});
-  }
-  HostBatch batch = host_memory_.acquire(requests);
-  std::vector<CopyItem> copies;
-  std::vector<const HostBuffer*> compressed_targets;
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    const Allocation& allocation = *claimed[i];
-    if (!allocation.policy.uses_host_backup()) continue;
-    const HostBuffer& target =
-        request_of[i] == SIZE_MAX ? allocation.backup : batch.buffers[request_of[i]];
-    if (compressed_of[i] != SIZE_MAX) {
-      compressed_targets.push_back(&target);
-      continue;
+  std::map<Allocation*, std::unique_ptr<Backup>> saved;
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/false)) {
+    std::vector<std::unique_ptr<Backup>> backups = methods_.method(kind)->save(targets_of(members));
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      if (backups[i]) saved[members[i]] = std::move(backups[i]);  // else refreshed in place
     }
-    copies.push_back(
-        {allocation.device, allocation.base, target.data(), allocation.requested_size, &target});
+    clock.lap(std::string(backup_kind_name(kind)) + " backup");
   }
-  copies_.to_host(copies);
-  if (compressed) {
-    compressed->write(compressed_targets);
-    compressed.reset();  // its device scratch goes back before the unmap
-  }
-  batch.wait_all();
-  clock.lap("host backup");
 
-  // 2b. Disk backups, one file each. A failure unlinks the files written so
-  //     far (DiskFile) and leaves every allocation active.
-  std::vector<DiskFile> files(claimed.size());
-  std::string dir;
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    const Allocation& allocation = *claimed[i];
-    if (!allocation.policy.disk_backup) continue;
-    if (dir.empty()) dir = disk_backup_dir();
-    if (dir.empty()) {
-      throw ConfigError(
-          "disk backup needs a directory; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir()");
+  // 3. Unmap, the mirror of resume's mapping: undone unless the pause commits.
+  std::vector<Unmapping> unmappings = unmap_all(claimed);
+  clock.lap("unmap");
+
+  // 4. Commit: the unmaps stand, the physical memory goes back (parked if
+  //    the driver refuses), and the new state is published.
+  for (Unmapping& unmapping : unmappings) unmapping.release();
+  for (Allocation* allocation : claimed) {
+    PhysicalMemory::adopt(parking_, allocation->handle).reset();
+  }
+  clock.lap("release");
+  {
+    std::lock_guard lock(mutex_);
+    for (Allocation* allocation : claimed) {
+      allocation->handle = 0;
+      allocation->state = AllocationState::kPaused;
+      if (auto it = saved.find(allocation); it != saved.end())
+        allocation->backup = std::move(it->second);
     }
-    files[i] = disk_.save(dir, allocation.device, allocation.base, allocation.requested_size);
-    // The data lives in the descriptor; a name left by a failed unlink is
-    // removed now or later.
-    if (files[i].named()) parking_.remove_or_park(files[i].take_name());
   }
-  if (!dir.empty()) clock.lap("disk backup");
+  const double seconds = clock.total_seconds();
+  record_transition(claimed, /*pause=*/true, seconds);
+  if (log_enabled(LogLevel::kInfo)) {
+    log(LogLevel::kInfo, "paused " + describe_transition(claimed, tag, "to") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  }
+}
 
-  // 3. Unmap, the mirror of resume's mapping: each Unmapping maps its range
-  //    back unless the pause commits (the physical memory is still alive,
-  //    so the contents come back intact), and marks the record broken when
-  //    even that fails.
+std::vector<Unmapping> Engine::unmap_all(const std::vector<Allocation*>& claimed) {
+  // Each Unmapping maps its range back unless the pause commits (the
+  // physical memory is still alive, so the contents come back intact), and
+  // marks the record broken when even that fails.
   std::size_t broken = 0;
   const MapBackOrBreak map_back{&driver_, &mutex_, &broken};
   std::vector<Unmapping> unmappings;
@@ -327,31 +310,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
                     " allocations could not be mapped again and are unusable (their contents "
                     "are kept): the next operation retries; free them to give their memory back");
   }
-  clock.lap("unmap");
-
-  // 4. Commit: the unmaps stand, the physical memory goes back (parked if
-  //    the driver refuses), and the new state is published.
-  for (Unmapping& unmapping : unmappings) unmapping.release();
-  for (Allocation* allocation : claimed) {
-    PhysicalMemory::adopt(parking_, allocation->handle).reset();
-  }
-  clock.lap("release");
-  {
-    std::lock_guard lock(mutex_);
-    for (std::size_t i = 0; i < claimed.size(); ++i) {
-      Allocation& allocation = *claimed[i];
-      allocation.handle = 0;
-      allocation.state = AllocationState::kPaused;
-      if (request_of[i] != SIZE_MAX) allocation.backup = std::move(batch.buffers[request_of[i]]);
-      if (!files[i].empty()) allocation.disk_file = std::move(files[i]);
-    }
-  }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/true, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "paused " + describe_transition(claimed, tag, "to") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  return unmappings;
 }
 
 // ---- resume --------------------------------------------------------------
@@ -375,122 +334,74 @@ void Engine::resume(const std::optional<std::string>& tag) {
   clock.lap("headroom check");
 
   // 1. Physical memory for everything, mapped at the same addresses, batch
-  //    by batch while the plain host backups of the batches already mapped
+  //    by batch while the plain host copies of the batches already mapped
   //    are copied back. On any failure the pipeline waits for its copies and
   //    unwinds; the backups are untouched, everything stays paused.
   std::vector<ResumePipeline::Item> items;
   items.reserve(claimed.size());
-  std::vector<CompressItem> to_decompress;
-  std::vector<const HostBuffer*> compressed_sources;
-  bool host_restores = false;
   for (const Allocation* allocation : claimed) {
-    ResumePipeline::Item& item = items.emplace_back(
-        ResumePipeline::Item{allocation->device, allocation->base, allocation->size, nullptr, 0});
-    if (allocation->backup.empty()) continue;
-    if (allocation->policy.uses_compressed_backup()) {
-      to_decompress.push_back({allocation->device, allocation->base, allocation->requested_size});
-      compressed_sources.push_back(&allocation->backup);
-      continue;
-    }
-    item.backup = &allocation->backup;
-    item.restore_bytes = allocation->requested_size;
-    host_restores = true;
+    const HostBuffer* copy = allocation->backup ? allocation->backup->host_copy().get() : nullptr;
+    items.push_back(
+        {allocation->device, allocation->base, allocation->size, copy, allocation->requested_size});
   }
   ResumePipeline pipeline(driver_, parking_, copies_, resume_options_);
   try {
     pipeline.map_and_restore(items);
-  } catch (const OutOfMemory& error) {
-    const std::optional<std::size_t> failed = pipeline.failed_create();
-    if (!failed) throw;
-    const int device = claimed[*failed]->device;
+  } catch (const DeviceOutOfMemory& error) {
     pipeline.unwind();  // give back what was taken before measuring what is free
-    throw resume_out_of_memory(tag, device, needed[device], error);
+    throw resume_out_of_memory(tag, error.device(), needed[error.device()], error);
   }
   clock.lap("create and map");
-
-  // 2. The rest of the restores, into memory now all mapped.
   pipeline.wait_restores();
-  if (host_restores) clock.lap("host restore");
-  if (!to_decompress.empty()) {
-    std::optional<int> scratch_device;
+  clock.lap("host restore");
+
+  // 2. The other backups, kind by kind, into memory now all mapped.
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/true)) {
     try {
-      restore_compressed(driver_, parking_, copies_, to_decompress, compressed_sources,
-                         scratch_device);
-    } catch (const OutOfMemory& error) {
-      // No memory for the decoding scratch: the same rollback and error as
+      methods_.method(kind)->restore(targets_of(members));
+    } catch (const DeviceOutOfMemory& error) {
+      // No memory for a restore's scratch: the same rollback and error as
       // above, the scratch counted in what the device needs.
-      if (!scratch_device) throw;
       pipeline.unwind();
-      throw resume_out_of_memory(tag, *scratch_device,
-                                 needed[*scratch_device] + error.bytes_needed(), error);
-    }
-    clock.lap("compressed restore");
-  }
-  bool loaded_files = false;
-  for (const Allocation* allocation : claimed) {
-    if (allocation->disk_file.empty()) continue;
-    try {
-      disk_.load(allocation->disk_file, allocation->device, allocation->base,
-                 allocation->requested_size);
+      throw resume_out_of_memory(tag, error.device(), needed[error.device()] + error.bytes_needed(),
+                                 error);
     } catch (const IoError& error) {
-      // Name the one allocation at fault and the way out, so that one lost
-      // file does not block every later resume.
-      throw IoError("resume of " + describe_tag(tag) + " failed: the disk backup of " +
-                    describe_allocation(*allocation) + " cannot be restored: " + error.what() +
-                    ". Everything stays paused. To resume without this allocation's contents, "
-                    "call discard_backup(" +
-                    hex_address(allocation->base) + ") (C: tms_discard_backup), or free it");
-    } catch (const OutOfMemory& error) {
-      // No host memory for the staging buffer: the restore had not begun.
-      throw OutOfMemory("resume",
-                        "resume of " + describe_tag(tag) +
-                            " could not restore the disk backup of " +
-                            describe_allocation(*allocation) + "; everything stays paused with " +
-                            "its backup (" + error.what() + ")",
-                        error.bytes_needed(), error.bytes_free());
+      throw IoError("resume of " + describe_tag(tag) + " failed: " + error.what());
     }
-    loaded_files = true;
+    clock.lap(std::string(backup_kind_name(kind)) + " restore");
   }
-  if (loaded_files) clock.lap("disk restore");
 
   // 3. Commit: the point of no return. Everything is mapped and restored.
   //    Nothing in the loop below allocates, so it cannot stop half way.
-  std::vector<HostBuffer> dropped;
-  std::vector<DiskFile> dropped_files;
+  Released released;
   std::vector<const Allocation*> without_contents;
-  dropped.reserve(claimed.size());
-  dropped_files.reserve(claimed.size());
   without_contents.reserve(claimed.size());
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
       Allocation& allocation = *claimed[i];
-      if (allocation.backup_discarded) {
+      if (std::exchange(allocation.backup_discarded, false))
         without_contents.push_back(&allocation);
-        allocation.backup_discarded = false;
-      }
       allocation.handle = pipeline.commit(i);
       allocation.state = AllocationState::kActive;
-      // A compressed backup's size changes with the contents: never retained.
-      const bool retain = retain_cpu_backup_ && !allocation.policy.uses_compressed_backup();
-      if (!retain && !allocation.backup.empty()) {
-        dropped.push_back(std::move(allocation.backup));
+      if (allocation.backup && !(retain_cpu_backup_ && allocation.backup->retainable())) {
+        allocation.backup->release_into(released);
+        allocation.backup.reset();
       }
-      if (!allocation.disk_file.empty()) dropped_files.push_back(std::move(allocation.disk_file));
     }
   }
   for (const Allocation* allocation : without_contents) {
     log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
                                 " WITHOUT its contents: its backup was discarded");
   }
-  for (DiskFile& file : dropped_files) disk_.close_later(std::move(file));
+  for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   clock.lap("commit");
 
   // 4. Give the host backups back before returning, so that the caller (or
   //    a process beside it) finds the memory free the moment resume returns.
   //    Never fails: what cannot be freed is kept and retried.
-  if (!dropped.empty()) {
-    host_memory_.give_back(std::move(dropped));
+  if (!released.host.empty()) {
+    host_memory_.give_back(std::move(released.host));
     clock.lap("host release");
   }
   const double seconds = clock.total_seconds();
@@ -503,10 +414,10 @@ void Engine::resume(const std::optional<std::string>& tag) {
 
 // ---- queries and settings ------------------------------------------------
 
-std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
-  std::lock_guard lock(mutex_);
+std::pair<std::shared_ptr<const HostBuffer>, std::size_t> Engine::host_copy_of(
+    DevicePtr ptr, std::size_t size) const {
   const Allocation* allocation = registry_.find_containing(ptr);
-  if (allocation == nullptr) return nullptr;
+  if (allocation == nullptr) return {};
   const std::size_t offset = ptr - allocation->base;
   if (size > allocation->requested_size || offset > allocation->requested_size - size) {
     throw InvalidArgument("backup range of " + std::to_string(size) + " bytes at offset " +
@@ -514,15 +425,41 @@ std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
                           std::to_string(allocation->requested_size) + " bytes");
   }
   // A paused allocation's backup holds its contents; an active one's, kept by
-  // retain_cpu_backup, holds what the last pause saved (readable until the
-  // next non-retaining resume gives it back).
-  if (allocation->backup.empty()) return nullptr;
-  if (allocation->policy.uses_compressed_backup()) {
+  // retain_cpu_backup, holds what the last pause saved.
+  if (!allocation->backup) return {};
+  if (allocation->policy.kind == BackupKind::kHostCompressed) {
     throw InvalidState(
         "this allocation's backup is compressed and cannot be read in place; use a region "
         "without compress=True for tensors read while paused");
   }
-  return allocation->backup.data() + offset;
+  std::shared_ptr<const HostBuffer> copy = allocation->backup->host_copy();
+  if (!copy) return {};  // a disk backup: no host bytes
+  return {std::move(copy), offset};
+}
+
+BackupLease Engine::lease_backup(DevicePtr ptr, std::size_t size) {
+  std::lock_guard lock(mutex_);
+  auto [copy, offset] = host_copy_of(ptr, size);
+  if (!copy) return {};
+  std::uint8_t* data = copy->data() + offset;
+  const std::uint64_t id = next_lease_++;
+  leases_.emplace(id, std::move(copy));
+  return {id, data};
+}
+
+void Engine::end_lease(std::uint64_t id) noexcept {
+  std::shared_ptr<const HostBuffer> last;  // may be the last owner: let go outside the lock
+  std::lock_guard lock(mutex_);
+  if (auto it = leases_.find(id); it != leases_.end()) {
+    last = std::move(it->second);
+    leases_.erase(it);
+  }
+}
+
+std::uint8_t* Engine::backup_pointer(DevicePtr ptr, std::size_t size) const {
+  std::lock_guard lock(mutex_);
+  auto [copy, offset] = host_copy_of(ptr, size);
+  return copy ? copy->data() + offset : nullptr;
 }
 
 void Engine::set_memory_margin_bytes(std::size_t bytes) {
@@ -548,16 +485,11 @@ bool Engine::retain_cpu_backup() const {
   return retain_cpu_backup_;
 }
 
-void Engine::set_disk_backup_dir(const std::string& dir) {
-  std::string absolute = disk_.prepare_directory(dir);
-  std::lock_guard lock(mutex_);
-  disk_dir_ = std::move(absolute);
-}
+void Engine::set_disk_backup_dir(const std::string& dir) { methods_.disk().set_directory(dir); }
 
 void Engine::discard_backup(DevicePtr ptr) {
   std::lock_guard transition(transition_mutex_);  // not while a resume reads it
-  DiskFile file;
-  HostBuffer buffer;
+  Released released;
   std::string described;
   {
     std::lock_guard lock(mutex_);
@@ -569,22 +501,19 @@ void Engine::discard_backup(DevicePtr ptr) {
       throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
                          " is active; only a paused allocation's backup can be discarded");
     }
-    if (allocation->disk_file.empty() && allocation->backup.empty()) return;  // nothing to drop
-    file = std::move(allocation->disk_file);
-    buffer = std::move(allocation->backup);
+    if (!allocation->backup) return;  // nothing to drop
+    allocation->backup->release_into(released);
+    allocation->backup.reset();
     allocation->backup_discarded = true;
     described = describe_allocation(*allocation);
   }
   log(LogLevel::kError, "discarded the backup of " + described +
                             ": its contents are LOST; resume maps it with undefined contents");
-  buffer.reset();
-  if (!file.empty()) disk_.close_later(std::move(file));
+  for (DiskFile& file : released.files) disk_.close_later(std::move(file));
+  // released.host goes back in the background as it is destroyed.
 }
 
-std::string Engine::disk_backup_dir() const {
-  std::lock_guard lock(mutex_);
-  return disk_dir_;
-}
+std::string Engine::disk_backup_dir() const { return methods_.disk().directory(); }
 
 void Engine::trim_host_memory() {
   {
@@ -602,17 +531,20 @@ void Engine::drain_host_releases() {
 void Engine::remove_disk_backups() noexcept {
   try {
     std::lock_guard transition(transition_mutex_);
-    std::vector<DiskFile> files;
+    Released released;
     {
       std::lock_guard lock(mutex_);
       // A busy record is being freed, which removes its file itself.
       for (auto& [base, allocation] : registry_.all()) {
-        if (!allocation->busy && !allocation->disk_file.empty()) {
-          files.push_back(std::move(allocation->disk_file));
+        if (allocation->busy || !allocation->backup ||
+            allocation->policy.kind != BackupKind::kDisk) {
+          continue;
         }
+        allocation->backup->release_into(released);
+        allocation->backup.reset();
       }
     }
-    for (DiskFile& file : files) parking_.remove_or_park(std::move(file));
+    for (DiskFile& file : released.files) parking_.remove_or_park(std::move(file));
     parking_.remove_files();
   } catch (const std::exception& error) {
     log(LogLevel::kError, std::string("removing disk backups failed: ") + error.what());
@@ -651,8 +583,10 @@ EngineStats Engine::stats() const {
         stats.broken_bytes += allocation->size;
         break;
     }
-    stats.backup_bytes += allocation->backup.size();
-    if (!allocation->disk_file.empty()) stats.disk_backup_bytes += allocation->requested_size;
+    if (allocation->backup) {
+      stats.backup_bytes += allocation->backup->host_bytes();
+      stats.disk_backup_bytes += allocation->backup->file_bytes();
+    }
   }
   EngineStats result;
   for (auto& [key, stats] : entries) result.entries.push_back(std::move(stats));

@@ -3,38 +3,33 @@
 // Semantics (docs/architecture.md has the whole picture):
 //  - pause/resume act on every allocation of a tag (all tags for nullopt)
 //    that is in the other state; repeating either is harmless.
-//  - Both are all-or-nothing. A failed pause leaves every allocation active
-//    with its contents; a failed resume leaves every allocation paused with
-//    its backup, and an out-of-memory error names the bytes needed and free.
+//  - Both are all-or-nothing transactions. A failed pause leaves every
+//    allocation active with its contents; a failed resume leaves every
+//    allocation paused with its backup, and an out-of-memory error names the
+//    bytes needed and free.
+//  - What a backup is and how it is saved and restored belongs to its kind
+//    (backup/backup_method.h); the engine only runs the transaction: claim,
+//    synchronize, save, unmap, commit for pause, and claim, map (plain host
+//    copies restored as each batch is mapped, core/resume_pipeline.h),
+//    restore the rest, commit for resume. A resume gives the host memory of
+//    the backups it does not retain back before it returns.
 //  - Releasing a resource (cuMemRelease, cuMemAddressFree, freeing host
 //    memory) is the point of no return of an operation. If such a call fails,
 //    the operation still completes and the resource is parked and given back
 //    at the start of the next operation (see deferred_releases in stats).
-//  - Resume creates and maps batch by batch while earlier batches' backups
-//    are copied back (core/resume_pipeline.h), commits once everything is
-//    mapped and restored, and then gives the host backups it does not retain
-//    back to the OS before it returns (HostMemory::give_back).
 //  - A failed pause maps back what it had unmapped. If that fails too (a
 //    second driver failure), the allocation is marked broken
 //    (AllocationState::kBroken) instead of claiming to be active: its
 //    physical memory and contents are kept, every later pause or resume
-//    tries to map it again, and until that works pause/resume of its tag fail with
-//    InvalidState and free() gives back what it holds (broken_bytes in stats).
+//    tries to map it again, and until that works pause/resume of its tag
+//    fail with InvalidState and free() gives back what it holds.
+//  - Readers of a host backup hold a lease (lease_backup): the bytes stay
+//    valid until the lease ends, even if a resume, free or discard lets go
+//    of the backup meanwhile (its memory then goes back with the last lease).
 //
-//  - Compressed host backups (BackupPolicy::compress) are measured on the
-//    device first (their host size is what the codec stores), then encoded
-//    and copied batch by batch through a device scratch that lives only for
-//    the operation (backup/codec/compressed_copies.h); resume decodes them
-//    into the freshly mapped memory. They are never retained.
-//
-//  - Disk backup (BackupPolicy::disk_backup) writes a paused allocation's
-//    contents to one file in the disk backup directory (backup/disk_backup.h)
-//    and reads it back on resume; the file is removed after a successful
-//    resume, on free, on engine teardown and by remove_disk_backups().
-//
-// Locking: transition_mutex_ serializes pause, resume and
+// Locking: transition_mutex_ serializes pause, resume, discard_backup and
 // remove_disk_backups with each other; mutex_ guards the registry, the
-// stats, the settings and each record's fields. Lock order:
+// stats, the settings, the leases and each record's fields. Lock order:
 // transition_mutex_, then mutex_, then HostMemory's own mutex (releasing a
 // HostBuffer may take it). Driver calls (copies, synchronization,
 // mapping) and file I/O run without mutex_; records being worked on are
@@ -44,18 +39,21 @@
 #include <condition_variable>
 #include <cstddef>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "backup/backup_methods.h"
 #include "backup/copy_pipeline.h"
 #include "backup/disk_backup.h"
 #include "backup/file_io.h"
 #include "backup/host_memory.h"
 #include "common/errors.h"
 #include "core/allocation.h"
+#include "core/allocation_owners.h"
 #include "core/parking_lot.h"
 #include "core/registry.h"
 #include "core/resume_pipeline.h"
@@ -63,6 +61,12 @@
 #include "driver/driver.h"
 
 namespace tms {
+
+/// A reader's hold on a host backup (Engine::lease_backup).
+struct BackupLease {
+  std::uint64_t id = 0;          ///< 0: there was no backup to lease
+  std::uint8_t* data = nullptr;  ///< the leased range's first byte
+};
 
 /// Tuning and test seams; the defaults are what the library uses.
 struct EngineOptions {
@@ -113,11 +117,20 @@ class Engine {
   /// the disk backup files are removed.
   void resume(const std::optional<std::string>& tag);
 
-  /// Host copy of [ptr, ptr+size) of an allocation with a host backup: a
-  /// paused one's, or an active one's retained backup (what its last pause
-  /// saved). nullptr when there is none (also for disk backups, which have
-  /// no host copy). @throws InvalidArgument when the range runs past its
-  /// allocation.
+  /// Host copy of [ptr, ptr+size) of an allocation with a plain host
+  /// backup: a paused one's, or an active one's retained backup (what its
+  /// last pause saved), held until end_lease(id) even if a resume, free or
+  /// discard lets go of the backup meanwhile. {0, nullptr} when there is
+  /// none (no backup, a disk backup, not engine memory). @throws
+  /// InvalidArgument when the range runs past its allocation, InvalidState
+  /// for a compressed backup (it has no bytes to read in place).
+  [[nodiscard]] BackupLease lease_backup(DevicePtr ptr, std::size_t size);
+  /// Ends a lease; its memory goes back if nothing else holds it. Unknown
+  /// ids (0, ended ones) are ignored.
+  void end_lease(std::uint64_t id) noexcept;
+  /// As lease_backup, without a lease: the pointer is valid only until the
+  /// allocation's next resume, free or discard (the C ABI's
+  /// tms_get_cpu_backup_pointer, kept for callers of the library it replaces).
   [[nodiscard]] std::uint8_t* backup_pointer(DevicePtr ptr, std::size_t size) const;
 
   void set_memory_margin_bytes(std::size_t bytes);
@@ -175,6 +188,14 @@ class Engine {
   };
   using StatsKey = std::pair<std::string, int>;
 
+  /// A record's plain host backup of [ptr, ptr+size), and the offset of ptr
+  /// in it; {nullptr, 0} when there is none. Only with mutex_ held.
+  [[nodiscard]] std::pair<std::shared_ptr<const HostBuffer>, std::size_t> host_copy_of(
+      DevicePtr ptr, std::size_t size) const;
+  /// Unmaps every claimed allocation (pause step 3), undone unless each
+  /// Unmapping is released. @throws the driver's error, saying how many
+  /// allocations could not be mapped back and are broken now.
+  std::vector<Unmapping> unmap_all(const std::vector<Allocation*>& claimed);
   /// Marks the matching allocations busy and returns them.
   std::vector<Allocation*> claim(const std::optional<std::string>& tag, AllocationState state);
   /// Clears busy on `claimed` and wakes waiters in free().
@@ -229,11 +250,14 @@ class Engine {
   CopyPipeline copies_;  // only pause and resume use it (under transition_mutex_)
   ResumePipelineOptions resume_options_;
   DiskBackupIo disk_;  // likewise
+  BackupMethods methods_;
   Registry registry_;
+  // After host_memory_: a lease still held at teardown gives its memory back first.
+  std::map<std::uint64_t, std::shared_ptr<const HostBuffer>> leases_;
+  std::uint64_t next_lease_ = 1;
   std::map<StatsKey, Counters> counters_;
   std::size_t margin_bytes_ = 0;
   bool retain_cpu_backup_ = false;
-  std::string disk_dir_;
 };
 
 }  // namespace tms

@@ -26,9 +26,8 @@ void ResumePipeline::map_and_restore(const std::vector<Item>& items) {
       try {
         physical_.push_back(
             PhysicalMemory::create(driver_, parking_, items[i].device, items[i].size));
-      } catch (const OutOfMemory&) {
-        failed_create_ = i;
-        throw;
+      } catch (const OutOfMemory& error) {
+        throw DeviceOutOfMemory(items[i].device, error);
       }
     }
     restores.clear();

@@ -11,7 +11,7 @@
 // destructor, during an exception) first waits for every copy it queued,
 // then unmaps and releases everything, leaving the backups untouched.
 //
-// Compressed and disk backups are restored by the engine after
+// Backups without a plain host copy are restored by their BackupMethod after
 // wait_restores(), into memory this pipeline mapped.
 #pragma once
 
@@ -43,8 +43,8 @@ class ResumePipeline {
     int device = 0;
     DevicePtr base = 0;
     std::size_t size = 0;  ///< mapped size (a granularity multiple)
-    /// Plain host backup to copy back into [base, base + restore_bytes);
-    /// nullptr for none (or a compressed or disk backup, restored later).
+    /// Plain host copy to copy back into [base, base + restore_bytes)
+    /// (Backup::host_copy); nullptr for none (other kinds restore later).
     const HostBuffer* backup = nullptr;
     std::size_t restore_bytes = 0;
   };
@@ -57,15 +57,12 @@ class ResumePipeline {
 
   /// Creates and maps the memory of every item, batch by batch, queuing
   /// each batch's restore copies as soon as it is mapped. @throws
-  /// OutOfMemory (failed_create() then names the item), DriverError; what
-  /// was done stays owned by the pipeline (unwind gives it back).
+  /// DeviceOutOfMemory (naming the device whose memory ran out),
+  /// DriverError; what was done stays owned by the pipeline (unwind gives
+  /// it back).
   void map_and_restore(const std::vector<Item>& items);
   /// Waits for every restore copy queued. @throws DriverError.
   void wait_restores();
-
-  /// The item whose physical memory could not be created, after
-  /// map_and_restore threw.
-  [[nodiscard]] std::optional<std::size_t> failed_create() const { return failed_create_; }
 
   /// Waits for the copies queued, then unmaps and releases everything not
   /// yet committed (failures are parked).
@@ -79,7 +76,6 @@ class ResumePipeline {
   ResumePipelineOptions options_;
   std::vector<PhysicalMemory> physical_;
   std::vector<Mapping> mappings_;
-  std::optional<std::size_t> failed_create_;
   std::optional<QueuedCopies> restores_;  // last: its copies drain before the unmapping
 };
 

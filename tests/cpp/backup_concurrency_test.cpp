@@ -38,10 +38,10 @@ TEST(BackupConcurrency, PreparationPoolBackgroundReleaseAndDiskUnderThreads) {
   engine->set_disk_backup_dir(dir.path());
 
   auto request = [](std::size_t size, int device, const char* tag, bool disk, bool mmap) {
-    return testing::request(size, device, tag,
-                            {.cpu_backup = !disk,
-                             .host_kind = mmap ? HostMemoryKind::kMmap : HostMemoryKind::kPinned,
-                             .disk_backup = disk});
+    return testing::request(
+        size, device, tag,
+        disk ? testing::disk_backup()
+             : testing::host_backup(mmap ? HostMemoryKind::kMmap : HostMemoryKind::kPinned));
   };
 
   std::vector<DevicePtr> cycled;
@@ -123,7 +123,7 @@ TEST(BackupConcurrency, DirectTransfersRefusedSwitchEachFileOnceUnderThreads) {
   std::vector<DevicePtr> ptrs;
   for (int t = 0; t < kTags; ++t) {
     ptrs.push_back(engine.allocate(
-        testing::request(size, t, "tag" + std::to_string(t), {.disk_backup = true})));
+        testing::request(size, t, "tag" + std::to_string(t), testing::disk_backup())));
     testing::fill_pattern(ptrs.back(), size, static_cast<std::uint8_t>(40 + t));
   }
   // Runs `cycle(tag)` for every tag at once, one thread each.

@@ -182,24 +182,100 @@ TEST(CApi, TorchAllocatorEntryPointsUseTheThreadsTag) {
 TEST(CApi, RegionSettingsArePerThread) {
   ASSERT_EQ(tms_set_interesting_region(true), TMS_OK);
   ASSERT_EQ(tms_set_current_tag("main-thread"), TMS_OK);
-  ASSERT_EQ(tms_set_cpu_backup_backend("mmap"), TMS_OK);
+  const tms_backup_policy host_mmap{TMS_BACKUP_HOST, TMS_HOST_MEMORY_MMAP};
+  ASSERT_EQ(tms_set_backup_policy(&host_mmap), TMS_OK);
   bool other_interesting = true;
   std::string other_tag;
-  std::string other_backend;
+  tms_backup_policy other_policy{-1, -1};
   std::thread([&] {
     other_interesting = tms_get_interesting_region();
     other_tag = tms_get_current_tag();
-    other_backend = tms_get_cpu_backup_backend();
+    tms_get_backup_policy(&other_policy);
     tms_set_current_tag("worker");
   }).join();
   EXPECT_FALSE(other_interesting);
   EXPECT_EQ(other_tag, "default");
-  EXPECT_EQ(other_backend, "pinned");
+  EXPECT_EQ(other_policy.kind, TMS_BACKUP_NONE);
+  EXPECT_EQ(other_policy.host_memory, TMS_HOST_MEMORY_DEFAULT);
   EXPECT_STREQ(tms_get_current_tag(), "main-thread");
   EXPECT_STREQ(tms_get_cpu_backup_backend(), "mmap");
   tms_set_interesting_region(false);
   tms_set_current_tag("default");
-  tms_set_cpu_backup_backend("pinned");
+  const tms_backup_policy none{TMS_BACKUP_NONE, TMS_HOST_MEMORY_DEFAULT};
+  tms_set_backup_policy(&none);
+}
+
+// The policy is one value: what comes back is what was set (the default host
+// memory resolved), and a policy that means nothing is refused whole,
+// leaving the thread's policy as it was.
+TEST(CApi, BackupPolicyRoundTripsAndRefusesWhatMeansNothing) {
+  tms_backup_policy read{-1, -1};
+  const tms_backup_policy compressed{TMS_BACKUP_HOST_COMPRESSED, TMS_HOST_MEMORY_DEFAULT};
+  ASSERT_EQ(tms_set_backup_policy(&compressed), TMS_OK) << tms_last_error();
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.kind, TMS_BACKUP_HOST_COMPRESSED);
+  EXPECT_EQ(read.host_memory, TMS_HOST_MEMORY_PINNED) << "the process default, resolved";
+  EXPECT_TRUE(tms_get_enable_cpu_backup());
+  EXPECT_TRUE(tms_get_cpu_backup_compress());
+  EXPECT_FALSE(tms_get_enable_disk_backup());
+
+  const tms_backup_policy meaningless[] = {
+      {TMS_BACKUP_DISK, TMS_HOST_MEMORY_MMAP},    // host memory without a host copy
+      {TMS_BACKUP_NONE, TMS_HOST_MEMORY_PINNED},  // likewise
+      {4, TMS_HOST_MEMORY_DEFAULT},               // no such kind
+      {-1, TMS_HOST_MEMORY_DEFAULT},              // likewise
+      {TMS_BACKUP_HOST, 3},                       // no such host memory
+  };
+  for (const tms_backup_policy& policy : meaningless) {
+    EXPECT_EQ(tms_set_backup_policy(&policy), TMS_ERROR_INVALID_ARGUMENT)
+        << policy.kind << "/" << policy.host_memory;
+    ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+    EXPECT_EQ(read.kind, TMS_BACKUP_HOST_COMPRESSED) << "unchanged after a refusal";
+  }
+  EXPECT_EQ(tms_set_backup_policy(nullptr), TMS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tms_get_backup_policy(nullptr), TMS_ERROR_INVALID_ARGUMENT);
+
+  const tms_backup_policy disk{TMS_BACKUP_DISK, TMS_HOST_MEMORY_DEFAULT};
+  ASSERT_EQ(tms_set_backup_policy(&disk), TMS_OK);
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.host_memory, TMS_HOST_MEMORY_DEFAULT) << "no host memory without a host copy";
+  const tms_backup_policy none{TMS_BACKUP_NONE, TMS_HOST_MEMORY_DEFAULT};
+  ASSERT_EQ(tms_set_backup_policy(&none), TMS_OK);
+}
+
+// The per-field calls of the library this one replaces move the one policy
+// and refuse the steps that would make it mean nothing.
+TEST(CApi, PerFieldPolicyCallsRefuseCombinationsThatMeanNothing) {
+  tms_backup_policy read{-1, -1};
+  EXPECT_EQ(tms_set_cpu_backup_compress(true), TMS_ERROR_INVALID_ARGUMENT) << "no CPU backup";
+  EXPECT_EQ(tms_set_cpu_backup_backend("mmap"), TMS_ERROR_INVALID_ARGUMENT) << "no CPU backup";
+  EXPECT_NE(std::string(tms_last_error()).find("enable the CPU backup first"), std::string::npos)
+      << tms_last_error();
+
+  ASSERT_EQ(tms_set_enable_cpu_backup(true), TMS_OK);
+  ASSERT_EQ(tms_set_cpu_backup_backend("mmap"), TMS_OK);
+  ASSERT_EQ(tms_set_cpu_backup_compress(true), TMS_OK);
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.kind, TMS_BACKUP_HOST_COMPRESSED);
+  EXPECT_EQ(read.host_memory, TMS_HOST_MEMORY_MMAP);
+  EXPECT_EQ(tms_set_enable_disk_backup(true), TMS_ERROR_INVALID_ARGUMENT) << "CPU and disk";
+  EXPECT_NE(std::string(tms_last_error()).find("CPU and disk backup together"), std::string::npos)
+      << tms_last_error();
+  ASSERT_EQ(tms_set_cpu_backup_compress(false), TMS_OK);
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.kind, TMS_BACKUP_HOST);
+  EXPECT_EQ(read.host_memory, TMS_HOST_MEMORY_MMAP);
+
+  ASSERT_EQ(tms_set_enable_cpu_backup(false), TMS_OK);
+  ASSERT_EQ(tms_set_enable_disk_backup(true), TMS_OK);
+  EXPECT_EQ(tms_set_enable_cpu_backup(true), TMS_ERROR_INVALID_ARGUMENT) << "disk and CPU";
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.kind, TMS_BACKUP_DISK);
+  EXPECT_STREQ(tms_get_cpu_backup_backend(), "pinned") << "the default without a host copy";
+  ASSERT_EQ(tms_set_enable_disk_backup(false), TMS_OK);
+  EXPECT_FALSE(tms_get_enable_disk_backup());
+  ASSERT_EQ(tms_get_backup_policy(&read), TMS_OK);
+  EXPECT_EQ(read.kind, TMS_BACKUP_NONE);
 }
 
 TEST(CApi, ProcessWideSettingsRoundTrip) {

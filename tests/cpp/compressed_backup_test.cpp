@@ -61,8 +61,8 @@ struct CompressedWorld {
   }
 
   void add(std::size_t size, int device, bool compress, const std::vector<std::uint8_t>& data) {
-    const DevicePtr ptr = engine->allocate(
-        testing::request(size, device, "weights", {.cpu_backup = true, .compress = compress}));
+    const DevicePtr ptr = engine->allocate(testing::request(
+        size, device, "weights", compress ? testing::compressed_backup() : testing::host_backup()));
     std::memcpy(reinterpret_cast<void*>(ptr), data.data(), size);
     tracked.push_back({ptr, std::vector<std::uint8_t>(
                                 data.begin(), data.begin() + static_cast<std::ptrdiff_t>(size))});

@@ -235,8 +235,8 @@ class DiskBackupTest : public ::testing::Test {
 
   DevicePtr allocate(std::size_t size, const std::string& tag = "t", int device = 0,
                      bool disk = true, bool cpu = false) {
-    return engine_->allocate(
-        testing::request(size, device, tag, {.cpu_backup = cpu, .disk_backup = disk}));
+    return engine_->allocate(testing::request(
+        size, device, tag, disk ? testing::disk_backup() : testing::backup_if(cpu)));
   }
 
   /// Backup files this process holds, once the closes that resume, free
@@ -387,8 +387,8 @@ TEST_F(DiskBackupTest, DirectIoWithShortAlignedTransfers) {
   engine_->free(ptr);
 }
 
-TEST_F(DiskBackupTest, DiskWinsOverCpuBackupAndMixesWithHostBackups) {
-  const DevicePtr both = allocate(2 * kMiB, "t", 0, /*disk=*/true, /*cpu=*/true);
+TEST_F(DiskBackupTest, DiskBackupsMixWithHostBackupsInOnePause) {
+  const DevicePtr both = allocate(2 * kMiB, "t", 0, /*disk=*/true);
   const DevicePtr host = allocate(2 * kMiB, "t", 1, /*disk=*/false, /*cpu=*/true);
   const DevicePtr none = allocate(2 * kMiB, "t", 0, /*disk=*/false, /*cpu=*/false);
   testing::fill_pattern(both, 2 * kMiB, 1);
@@ -450,7 +450,7 @@ TEST_F(DiskBackupTest, NoDirectoryIsAClearErrorAtAllocationTime) {
   Engine engine(sim_, options);
   AllocationRequest request;
   request.size = kMiB;
-  request.policy.disk_backup = true;
+  request.policy = testing::disk_backup();
   try {
     (void)engine.allocate(request);
     FAIL() << "expected ConfigError";
@@ -473,7 +473,7 @@ TEST_F(DiskBackupTest, NoDirectoryIsAClearErrorAtAllocationTime) {
     EXPECT_NE(std::string(error.what()).find("does not exist"), std::string::npos) << error.what();
   }
   EXPECT_EQ(sim_.reserved_bytes(), 0u);
-  request.policy.disk_backup = false;
+  request.policy = {};
   engine.free(engine.allocate(request));  // other allocations are unaffected
 }
 

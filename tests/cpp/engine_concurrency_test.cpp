@@ -27,14 +27,15 @@ TEST(EngineConcurrency, AllocateFreePauseResumeFromManyThreads) {
   // Long-lived backed-up allocations that one thread cycles.
   std::vector<DevicePtr> cycled;
   for (int i = 0; i < 6; ++i) {
-    AllocationRequest request{2 * kMiB + 17 * static_cast<std::size_t>(i), i % 2, "cycled", {true}};
+    AllocationRequest request{
+        2 * kMiB + 17 * static_cast<std::size_t>(i), i % 2, "cycled", {BackupKind::kHost}};
     cycled.push_back(engine->allocate(request));
     testing::fill_pattern(cycled.back(), request.size, static_cast<std::uint8_t>(i));
   }
   // Allocations another thread frees while they may be paused or mid-pause.
   std::vector<DevicePtr> doomed;
   for (int i = 0; i < 8; ++i) {
-    doomed.push_back(engine->allocate({2 * kMiB, 0, "cycled", {i % 2 == 0}}));
+    doomed.push_back(engine->allocate({2 * kMiB, 0, "cycled", testing::backup_if(i % 2 == 0)}));
   }
 
   std::atomic<bool> stop{false};
@@ -44,7 +45,8 @@ TEST(EngineConcurrency, AllocateFreePauseResumeFromManyThreads) {
     threads.emplace_back([&, w] {
       for (int round = 0; round < kRounds; ++round) {
         const std::size_t size = (1 + (round + w) % 3) * kMiB;
-        const DevicePtr ptr = engine->allocate({size, w % 2, "busy", {w % 2 == 0}});
+        const DevicePtr ptr =
+            engine->allocate({size, w % 2, "busy", testing::backup_if(w % 2 == 0)});
         testing::fill_pattern(ptr, size, static_cast<std::uint8_t>(w * 7 + round));
         if (!testing::has_pattern(ptr, size, static_cast<std::uint8_t>(w * 7 + round))) ++corrupted;
         engine->free(ptr);
@@ -91,7 +93,7 @@ TEST(EngineConcurrency, PauseAndResumeOfDifferentTagsFromDifferentThreads) {
   Engine engine(sim);
   std::vector<DevicePtr> ptrs;
   for (int t = 0; t < 4; ++t) {
-    ptrs.push_back(engine.allocate({2 * kMiB, 0, "tag" + std::to_string(t), {true}}));
+    ptrs.push_back(engine.allocate({2 * kMiB, 0, "tag" + std::to_string(t), {BackupKind::kHost}}));
     testing::fill_pattern(ptrs.back(), 2 * kMiB, static_cast<std::uint8_t>(t));
   }
   std::vector<std::thread> threads;

@@ -94,8 +94,8 @@ struct World {
 
   DevicePtr add(const std::string& tag, std::size_t size, bool backup, int device,
                 std::uint8_t seed, bool disk = false) {
-    const DevicePtr ptr = engine->allocate(
-        testing::request(size, device, tag, {.cpu_backup = backup && !disk, .disk_backup = disk}));
+    const DevicePtr ptr = engine->allocate(testing::request(
+        size, device, tag, disk ? testing::disk_backup() : testing::backup_if(backup)));
     testing::fill_pattern(ptr, size, seed);
     tracked.push_back({ptr, size, seed, backup, disk});
     return ptr;
@@ -462,8 +462,8 @@ class PauseRollback : public ::testing::Test {
   DevicePtr healthy = 0;  // its unmap fails: still active
 
   void SetUp() override {
-    const DevicePtr a = engine.allocate({kSize, 0, "t", {true}});
-    const DevicePtr b = engine.allocate({kSize, 0, "t", {true}});
+    const DevicePtr a = engine.allocate({kSize, 0, "t", {BackupKind::kHost}});
+    const DevicePtr b = engine.allocate({kSize, 0, "t", {BackupKind::kHost}});
     broken = std::min(a, b);  // pause works in address order
     healthy = std::max(a, b);
     testing::fill_pattern(broken, kSize, 1);

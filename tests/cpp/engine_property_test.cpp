@@ -90,7 +90,8 @@ class PropertyRun {
     const bool backup = pick(2) == 0;
     const int device = pick(2);
     try {
-      const DevicePtr ptr = engine_.allocate({size, device, tag, {backup}});
+      const DevicePtr ptr =
+          engine_.allocate({size, device, tag, {backup ? BackupKind::kHost : BackupKind::kNone}});
       const int fill = 1 + pick(250);
       std::memset(reinterpret_cast<void*>(ptr), fill, size);
       model_[ptr] = {size, round_up(size, kGranularity), tag, backup, device, false, fill};

@@ -104,8 +104,9 @@ class Worker {
     if (model_.size() >= 6) return;
     const std::size_t size = 1 + static_cast<std::size_t>(pick(static_cast<int>(3 * kMiB)));
     AllocationRequest request{size, device_, tag_, {}};
-    request.policy.cpu_backup = pick(3) != 0;
-    request.policy.host_kind = pick(2) == 0 ? HostMemoryKind::kPinned : HostMemoryKind::kMmap;
+    const bool backup = pick(3) != 0;
+    const HostMemoryKind memory = pick(2) == 0 ? HostMemoryKind::kPinned : HostMemoryKind::kMmap;
+    request.policy = backup ? testing::host_backup(memory) : BackupPolicy{};
     DevicePtr ptr = 0;
     try {
       ptr = engine_.allocate(request);
@@ -114,7 +115,7 @@ class Worker {
     }
     const int fill = 1 + pick(250);
     std::memset(reinterpret_cast<void*>(ptr), fill, size);
-    model_[ptr] = {size, request.policy.cpu_backup, false, false, fill};
+    model_[ptr] = {size, backup, false, false, fill};
   }
 
   void free_one() {

@@ -25,7 +25,7 @@ class EngineTest : public ::testing::Test {
 
   DevicePtr allocate(std::size_t size, const std::string& tag, bool backup = false,
                      int device = 0) {
-    return engine_->allocate(testing::request(size, device, tag, {.cpu_backup = backup}));
+    return engine_->allocate(testing::request(size, device, tag, testing::backup_if(backup)));
   }
 
   SimDriver sim_;
@@ -191,7 +191,7 @@ TEST(EngineOutOfMemory, AFailingMemoryInfoNeverReplacesTheOutOfMemoryError) {
   MemoryInfoFailingDriver driver(sim);
   Engine engine(driver);
   const DevicePtr weights =
-      engine.allocate(testing::request(16 * kMiB, 0, "w", {.cpu_backup = true}));
+      engine.allocate(testing::request(16 * kMiB, 0, "w", testing::host_backup()));
   testing::fill_pattern(weights, 16 * kMiB, 5);
   engine.pause("w");
   const testing::SimSnapshot before = testing::snapshot(sim);

@@ -65,8 +65,7 @@ class HostLifecycle : public ::testing::TestWithParam<Layout> {
     AllocationRequest made;
     made.tag = tag;
     made.size = GetParam().size;
-    made.policy.cpu_backup = true;
-    made.policy.host_kind = GetParam().kind;
+    made.policy = testing::host_backup(GetParam().kind);
     return made;
   }
 };
@@ -170,9 +169,7 @@ TEST(HostLifecycleCompressed, CompressedBackupsAreGivenBackBeforeResumeReturns) 
     AllocationRequest request;
     request.tag = "weights";
     request.size = weights.size();
-    request.policy.cpu_backup = true;
-    request.policy.compress = true;
-    request.policy.host_kind = kind;
+    request.policy = testing::compressed_backup(kind);
     const DevicePtr ptr = engine.allocate(request);
     std::memcpy(reinterpret_cast<void*>(ptr), weights.data(), weights.size());
     for (int cycle = 0; cycle < 2; ++cycle) {
@@ -205,7 +202,7 @@ TEST_P(ReleaseFailureAfterCommit, DoesNotFailTheResumeAndIsRetried) {
   AllocationRequest request;
   request.tag = "weights";
   request.size = kSize;
-  request.policy.cpu_backup = true;
+  request.policy = testing::host_backup();
   const DevicePtr a = engine.allocate(request);
   const DevicePtr b = engine.allocate(request);
   testing::fill_pattern(a, kSize, 1);

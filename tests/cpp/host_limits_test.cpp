@@ -101,7 +101,7 @@ TEST(HostMemoryRoom, APauseThatWouldNotFitFailsCleanlyWithEverythingActive) {
   std::vector<DevicePtr> ptrs;
   for (int i = 0; i < 2; ++i) {
     ptrs.push_back(
-        engine.allocate(testing::request(8 * kMiB, -1, "weights", {.cpu_backup = true})));
+        engine.allocate(testing::request(8 * kMiB, -1, "weights", testing::host_backup())));
     testing::fill_pattern(ptrs.back(), 8 * kMiB, static_cast<std::uint8_t>(i + 1));
   }
   try {
@@ -139,14 +139,14 @@ TEST(HostMemoryRoom, MemoryKeptOnlyForSpeedIsGivenBackBeforeAPauseIsRefused) {
   Engine engine(sim, options);
   engine.set_retain_cpu_backup(true);  // freed allocations' host blocks go to the pool
   const DevicePtr first =
-      engine.allocate(testing::request(10 * kMiB, -1, "t", {.cpu_backup = true}));
+      engine.allocate(testing::request(10 * kMiB, -1, "t", testing::host_backup()));
   engine.pause("t");
   engine.resume("t");
   engine.free(first);  // its 10 MiB backup block is pooled now
   ASSERT_EQ(sim.host_bytes(), 10 * kMiB);
   // Too large for the pooled block; fits once it is gone.
   const DevicePtr second =
-      engine.allocate(testing::request(14 * kMiB, -1, "t", {.cpu_backup = true}));
+      engine.allocate(testing::request(14 * kMiB, -1, "t", testing::host_backup()));
   testing::fill_pattern(second, 14 * kMiB, 3);
   engine.pause("t");
   engine.resume("t");

@@ -121,7 +121,7 @@ EngineOptions small_chunks() {
 
 AllocationRequest backed(std::size_t size, int device, const std::string& tag = "t",
                          HostMemoryKind kind = HostMemoryKind::kPinned) {
-  return testing::request(size, device, tag, {.cpu_backup = true, .host_kind = kind});
+  return testing::request(size, device, tag, testing::host_backup(kind));
 }
 
 class HostBackupTest : public ::testing::Test {

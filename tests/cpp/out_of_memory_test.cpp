@@ -188,11 +188,11 @@ TEST(ThreadStartTest, PauseAndResumeWorkWhenTheSystemRefusesThreads) {
         return sim.host_bytes();
       };
       const DevicePtr kept =
-          engine.allocate(testing::request(8 * kMiB, 0, "w", {.cpu_backup = true}));
+          engine.allocate(testing::request(8 * kMiB, 0, "w", testing::host_backup()));
       const DevicePtr freed =
-          engine.allocate(testing::request(4 * kMiB, 0, "f", {.cpu_backup = true}));
+          engine.allocate(testing::request(4 * kMiB, 0, "f", testing::host_backup()));
       const DevicePtr on_disk =
-          engine.allocate(testing::request(4 * kMiB + 5, 0, "w", {.disk_backup = true}));
+          engine.allocate(testing::request(4 * kMiB + 5, 0, "w", testing::disk_backup()));
       testing::fill_pattern(kept, 8 * kMiB, 7);
       testing::fill_pattern(on_disk, 4 * kMiB + 5, 8);
       engine.pause(std::nullopt);

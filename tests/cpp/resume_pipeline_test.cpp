@@ -106,7 +106,7 @@ class ResumePipelineTest : public ::testing::Test {
       AllocationRequest request;
       request.tag = "weights";
       request.size = kSize;
-      request.policy.cpu_backup = true;
+      request.policy = testing::host_backup();
       ptrs_.push_back(engine_->allocate(request));
       testing::fill_pattern(ptrs_.back(), kSize, static_cast<std::uint8_t>(i + 1));
     }

@@ -74,8 +74,19 @@ inline SimSnapshot snapshot(const SimDriver& sim) {
           sim.registered_host_ranges()};
 }
 
+/// Backup policies by name, for requests.
+inline BackupPolicy host_backup(HostMemoryKind memory = HostMemoryKind::kPinned) {
+  return {BackupKind::kHost, memory};
+}
+inline BackupPolicy compressed_backup(HostMemoryKind memory = HostMemoryKind::kPinned) {
+  return {BackupKind::kHostCompressed, memory};
+}
+inline BackupPolicy disk_backup() { return {BackupKind::kDisk}; }
+/// A plain host backup when `backup`, else none.
+inline BackupPolicy backup_if(bool backup) { return backup ? host_backup() : BackupPolicy{}; }
+
 /// A request for `size` bytes of `device` under `tag`, e.g.
-/// request(kMiB, 0, "weights", {.cpu_backup = true}).
+/// request(kMiB, 0, "weights", host_backup()).
 inline AllocationRequest request(std::size_t size, int device, std::string tag,
                                  BackupPolicy policy = {}) {
   return {size, device, std::move(tag), policy};

@@ -143,8 +143,7 @@ void CompressedBackup::write(const std::vector<const HostBuffer*>& targets) {
 
 void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                         const std::vector<CompressItem>& items,
-                        const std::vector<const HostBuffer*>& sources,
-                        std::optional<int>& scratch_device) {
+                        const std::vector<const HostBuffer*>& sources) {
   if (sources.size() != items.size()) throw InvalidArgument("one source per compressed item");
   const std::size_t lanes = copies.options().streams_per_device;
   std::map<int, std::vector<std::size_t>> by_device;
@@ -154,9 +153,8 @@ void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copie
     try {
       scratch[device] =
           std::make_unique<DeviceScratch>(driver, parking, device, lanes * slot_bytes());
-    } catch (const OutOfMemory&) {
-      scratch_device = device;
-      throw;
+    } catch (const OutOfMemory& error) {
+      throw DeviceOutOfMemory(device, error);
     }
   }
   run_drained(copies, by_device, [&] {

@@ -86,13 +86,10 @@ class CompressedBackup {
 };
 
 /// The resume side: decodes `sources[i]` into item i's memory. @throws
-/// OutOfMemory (scratch: `scratch_device` is then the device it was for, so
-/// that the caller can say what that device needs and has free),
-/// DriverError, InvalidArgument (a malformed backup); the sources are
-/// unchanged either way.
+/// DeviceOutOfMemory (no scratch on that device), DriverError,
+/// InvalidArgument (a malformed backup); the sources are unchanged either way.
 void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copies,
                         const std::vector<CompressItem>& items,
-                        const std::vector<const HostBuffer*>& sources,
-                        std::optional<int>& scratch_device);
+                        const std::vector<const HostBuffer*>& sources);
 
 }  // namespace tms

@@ -1,0 +1,63 @@
+// Disk backups (BackupKind::kDisk): one unnamed file per paused allocation in
+// the disk backup directory (backup/disk_backup.h does the I/O). The
+// directory is this method's setting: allocations are refused without one,
+// since their first pause could not succeed.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backup/backup_method.h"
+#include "backup/disk_backup.h"
+#include "core/parking_lot.h"
+
+namespace tms {
+
+class DiskBackup final : public Backup {
+ public:
+  DiskBackup(DiskFile file, std::size_t bytes) : file_(std::move(file)), bytes_(bytes) {}
+
+  [[nodiscard]] std::size_t file_bytes() const override { return file_.empty() ? 0 : bytes_; }
+  void release_into(Released& released) noexcept override {
+    if (!file_.empty()) released.files.push_back(std::move(file_));
+  }
+  [[nodiscard]] const DiskFile& file() const { return file_; }
+
+ private:
+  DiskFile file_;
+  std::size_t bytes_;
+};
+
+class DiskMethod final : public BackupMethod {
+ public:
+  DiskMethod(DiskBackupIo& io, ParkingLot& parking) : io_(io), parking_(parking) {}
+
+  /// Makes `dir` the directory of files written from now on (created with
+  /// mode 0700 if missing, checked, made absolute). @throws InvalidArgument,
+  /// IoError; the setting is unchanged then.
+  void set_directory(const std::string& dir);
+  /// "" when none is set.
+  [[nodiscard]] std::string directory() const;
+
+  /// @throws ConfigError without a directory, IoError when it is unusable.
+  void check_allocation() const override;
+  /// One file per target. A failure removes the files written so far.
+  std::vector<std::unique_ptr<Backup>> save(const std::vector<BackupTarget>& targets) override;
+  /// Reads each file back and checks it. @throws IoError naming the
+  /// allocation whose file cannot be restored and the way out
+  /// (discard_backup), OutOfMemory (no host memory to stage through).
+  void restore(const std::vector<BackupTarget>& targets) override;
+
+ private:
+  /// @throws ConfigError when no directory is set.
+  [[nodiscard]] std::string required_directory() const;
+
+  DiskBackupIo& io_;
+  ParkingLot& parking_;
+  mutable std::mutex mutex_;  // guards directory_
+  std::string directory_;
+};
+
+}  // namespace tms
