@@ -14,7 +14,7 @@
 #include <exception>
 #include <set>
 
-#include "backup/codec/compressed_copies.h"
+#include "backup/compressed_copies.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/phase_clock.h"
