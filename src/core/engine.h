@@ -52,7 +52,7 @@
 
 #include "backup/copy_pipeline.h"
 #include "backup/disk_backup.h"
-#include "backup/file_io.h"
+#include "io/file_io.h"
 #include "backup/host_memory.h"
 #include "common/errors.h"
 #include "core/allocation.h"

@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "backup/disk_backup.h"
 #include "driver/driver.h"
+#include "io/disk_file.h"
 
 namespace tms {
 

@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "backup/file_io.h"
+#include "io/file_io.h"
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"

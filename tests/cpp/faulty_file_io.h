@@ -8,7 +8,7 @@
 #include <set>
 #include <string_view>
 
-#include "backup/file_io.h"
+#include "io/file_io.h"
 #include "common/failure_schedule.h"
 
 namespace tms {
