@@ -52,15 +52,15 @@
 
 #include "backup/copy_pipeline.h"
 #include "backup/disk_backup.h"
-#include "io/file_io.h"
 #include "backup/host_memory.h"
 #include "common/errors.h"
 #include "core/allocation.h"
-#include "core/parking_lot.h"
 #include "core/registry.h"
 #include "core/resume_pipeline.h"
 #include "core/stats.h"
 #include "driver/driver.h"
+#include "io/file_io.h"
+#include "vmm/parking_lot.h"
 
 namespace tms {
 
