@@ -15,7 +15,7 @@
 #include <random>
 #include <vector>
 
-#include "backup/codec/format.h"
+#include "codec/format.h"
 #include "common/errors.h"
 #include "common/sizes.h"
 #include "driver/cuda_driver.h"

@@ -1,14 +1,14 @@
-// GPU kernels of the compressed backup format (src/backup/codec/format.h).
+// GPU kernels of the compressed backup format (src/codec/format.h).
 //
 // Built to PTX by scripts/gen_codec_ptx.sh and checked in as
-// src/backup/codec/codec_ptx.cpp, so building the library needs no CUDA
+// src/codec/codec_ptx.cpp, so building the library needs no CUDA
 // toolkit; CudaDriver loads the PTX with cuModuleLoadData. One thread block
 // per chunk; the block count of a launch is chunk_count(size). Every kernel
 // writes the bytes that the CPU reference codec (cpu_codec.cpp) writes.
 #include <cstdint>
 
-#include "backup/codec/codec_ptx.h"
-#include "backup/codec/format.h"
+#include "codec/codec_ptx.h"
+#include "codec/format.h"
 
 namespace {
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite that needs no GPU, on this source tree:
+#   0. the layering of src/ (scripts/check_layers.py: no include goes up);
 #   1. the C++ suite (GoogleTest + CTest) on the simulated driver, -Werror;
 #   2. the Python tests (tests/python on the simulated driver; tests/gpu skip
 #      themselves without CUDA) on python/ and build/ (needs pytest:
@@ -12,6 +13,9 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
+
+echo "== Layers of src/ =="
+python3 scripts/check_layers.py
 
 echo "== C++ suite (simulated driver) =="
 # Warnings are errors here (development and CI), never in package builds.

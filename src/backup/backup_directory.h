@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <string>
 
-#include "backup/file_io.h"
+#include "io/file_io.h"
 
 namespace tms {
 

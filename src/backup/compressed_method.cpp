@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "backup/codec/compressed_copies.h"
+#include "backup/compressed_copies.h"
 #include "backup/host_method.h"
 
 namespace tms {

@@ -1,5 +1,5 @@
 // Compressed host backups (BackupKind::kHostCompressed): the contents are
-// compressed on the device (backup/codec/compressed_copies.h) and only the
+// compressed on the device (backup/compressed_copies.h) and only the
 // stored bytes go to host memory. Their size follows the contents, so they
 // are never retained and never read in place: they have no host_copy().
 #pragma once
@@ -10,8 +10,8 @@
 #include "backup/backup_method.h"
 #include "backup/copy_pipeline.h"
 #include "backup/host_memory.h"
-#include "core/parking_lot.h"
 #include "driver/driver.h"
+#include "vmm/parking_lot.h"
 
 namespace tms {
 

@@ -11,7 +11,7 @@
 
 #include "backup/backup_method.h"
 #include "backup/disk_backup.h"
-#include "core/parking_lot.h"
+#include "vmm/parking_lot.h"
 
 namespace tms {
 

@@ -26,7 +26,7 @@
 #include <shared_mutex>
 #include <string>
 
-#include "backup/file_io.h"
+#include "io/file_io.h"
 
 namespace tms {
 

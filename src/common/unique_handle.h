@@ -11,7 +11,7 @@
 // the give-back needs (the ParkingLot, the driver and device). It must not
 // throw: owners are destroyed while unwinding from another failure, and a
 // give-back that fails must not replace that failure or terminate. What it
-// does instead is its policy: the VMM owners (core/vmm_handles.h) park the
+// does instead is its policy: the VMM owners (vmm/vmm_handles.h) park the
 // resource in the ParkingLot to be given back later, copy streams
 // (backup/copy_stream.h) log.
 //

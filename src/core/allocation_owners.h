@@ -1,5 +1,5 @@
 // Owners over what one allocation record holds on the device, for the
-// operations that take a record apart (core/vmm_handles.h has the owners
+// operations that take a record apart (vmm/vmm_handles.h has the owners
 // themselves).
 //
 //  - DeviceResources: free() and engine teardown adopt a record's VA range,
@@ -19,9 +19,9 @@
 
 #include "common/unique_handle.h"
 #include "core/allocation.h"
-#include "core/parking_lot.h"
-#include "core/vmm_handles.h"
 #include "driver/driver.h"
+#include "vmm/parking_lot.h"
+#include "vmm/vmm_handles.h"
 
 namespace tms {
 

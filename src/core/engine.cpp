@@ -18,7 +18,7 @@
 #include "common/sizes.h"
 #include "core/allocation_owners.h"
 #include "core/resume_pipeline.h"
-#include "core/vmm_handles.h"
+#include "vmm/vmm_handles.h"
 
 namespace tms {
 namespace {

@@ -49,16 +49,16 @@
 #include "backup/backup_methods.h"
 #include "backup/copy_pipeline.h"
 #include "backup/disk_backup.h"
-#include "backup/file_io.h"
 #include "backup/host_memory.h"
 #include "common/errors.h"
 #include "core/allocation.h"
 #include "core/allocation_owners.h"
-#include "core/parking_lot.h"
 #include "core/registry.h"
 #include "core/resume_pipeline.h"
 #include "core/stats.h"
 #include "driver/driver.h"
+#include "io/file_io.h"
+#include "vmm/parking_lot.h"
 
 namespace tms {
 

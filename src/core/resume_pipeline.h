@@ -21,9 +21,9 @@
 
 #include "backup/copy_pipeline.h"
 #include "backup/host_memory.h"
-#include "core/parking_lot.h"
-#include "core/vmm_handles.h"
 #include "driver/driver.h"
+#include "vmm/parking_lot.h"
+#include "vmm/vmm_handles.h"
 
 namespace tms {
 

@@ -17,8 +17,8 @@
 #include <string>
 #include <utility>
 
-#include "backup/codec/codec_ptx.h"
-#include "backup/codec/format.h"
+#include "codec/codec_ptx.h"
+#include "codec/format.h"
 #include "common/errors.h"
 #include "common/sizes.h"
 #include "driver/cuda_symbols.h"

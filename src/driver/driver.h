@@ -91,7 +91,7 @@ class Driver {
                                     StreamHandle stream) = 0;
   virtual void synchronize_stream(int device, StreamHandle stream) = 0;
 
-  // --- compressed backups (the format of backup/codec/format.h) -------------
+  // --- compressed backups (the format of codec/format.h) --------------------
   // Kernels queued on `stream`; all pointers are device memory of `device`.
   /// Stored size of every chunk of [src, src + size) into the u32 array `sizes`.
   virtual void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "backup/codec/cpu_codec.h"
+#include "codec/cpu_codec.h"
 #include "common/errors.h"
 #include "common/sizes.h"
 

@@ -6,7 +6,7 @@
 //   map              mmap(MAP_FIXED | MAP_SHARED, memfd)   -> fresh pages read as zero
 //   unmap            mmap(MAP_FIXED, PROT_NONE) again      -> touching faults again
 //   copies           memcpy (synchronous; streams are tokens)
-//   codec kernels    the CPU reference codec (backup/codec/cpu_codec.h), synchronous
+//   codec kernels    the CPU reference codec (codec/cpu_codec.h), synchronous
 //
 // It keeps byte accounting per device and for host memory so tests can prove
 // nothing leaked, and it can make the N-th call of a given kind fail.

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "backup/codec/cpu_codec.h"
-#include "backup/codec/format.h"
+#include "codec/cpu_codec.h"
+#include "codec/format.h"
 #include "codec_data.h"
 #include "common/errors.h"
 

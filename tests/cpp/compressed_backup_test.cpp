@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "backup/codec/format.h"
+#include "codec/format.h"
 #include "codec_data.h"
 #include "common/errors.h"
 #include "core/engine.h"

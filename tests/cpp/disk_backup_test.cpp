@@ -23,11 +23,11 @@
 #include <string>
 #include <vector>
 
-#include "backup/file_io.h"
 #include "common/errors.h"
 #include "core/engine.h"
 #include "disk_test_support.h"
 #include "faulty_file_io.h"
+#include "io/file_io.h"
 #include "test_support.h"
 
 namespace tms {

@@ -8,8 +8,8 @@
 #include <set>
 #include <string_view>
 
-#include "backup/file_io.h"
 #include "common/failure_schedule.h"
+#include "io/file_io.h"
 
 namespace tms {
 

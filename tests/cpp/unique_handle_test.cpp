@@ -13,9 +13,9 @@
 #include "backup/copy_stream.h"
 #include "common/errors.h"
 #include "core/engine.h"
-#include "core/parking_lot.h"
-#include "core/vmm_handles.h"
 #include "test_support.h"
+#include "vmm/parking_lot.h"
+#include "vmm/vmm_handles.h"
 
 namespace tms {
 namespace {

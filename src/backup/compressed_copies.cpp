@@ -1,10 +1,10 @@
-#include "backup/codec/compressed_copies.h"
+#include "backup/compressed_copies.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "backup/codec/cpu_codec.h"
-#include "backup/codec/format.h"
+#include "codec/cpu_codec.h"
+#include "codec/format.h"
 #include "common/errors.h"
 #include "common/sizes.h"
 

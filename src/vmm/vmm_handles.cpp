@@ -1,4 +1,4 @@
-#include "core/vmm_handles.h"
+#include "vmm/vmm_handles.h"
 
 namespace tms {
 

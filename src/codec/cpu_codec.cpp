@@ -1,11 +1,11 @@
-#include "backup/codec/cpu_codec.h"
+#include "codec/cpu_codec.h"
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
 
-#include "backup/codec/format.h"
+#include "codec/format.h"
 #include "common/errors.h"
 
 namespace tms::codec {

@@ -6,7 +6,7 @@
 // must neither fail nor leak: the resource is parked here, and the engine
 // retries at the start of its next operation and at teardown.
 //
-// The VMM owners (core/vmm_handles.h) give back through the *_or_park calls
+// The VMM owners (vmm/vmm_handles.h) give back through the *_or_park calls
 // as their deleters; the lot itself keeps raw values, as the owner of last
 // resort of what no owner could give back.
 #pragma once
@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "backup/disk_backup.h"
 #include "driver/driver.h"
+#include "io/disk_file.h"
 
 namespace tms {
 

@@ -18,8 +18,8 @@
 #include <cstddef>
 
 #include "common/unique_handle.h"
-#include "core/parking_lot.h"
 #include "driver/driver.h"
+#include "vmm/parking_lot.h"
 
 namespace tms {
 

@@ -1,4 +1,4 @@
-#include "core/parking_lot.h"
+#include "vmm/parking_lot.h"
 
 #include <exception>
 #include <string>

@@ -1,4 +1,4 @@
-#include "backup/file_io.h"
+#include "io/file_io.h"
 
 #include <fcntl.h>
 #include <unistd.h>
