@@ -134,9 +134,6 @@ class DiskBackupIo {
   DiskBackupIo(const DiskBackupIo&) = delete;
   DiskBackupIo& operator=(const DiskBackupIo&) = delete;
 
-  [[nodiscard]] FileIo& io() const { return io_; }
-  [[nodiscard]] std::size_t chunk_bytes() const { return chunk_bytes_; }
-
   /// Creates `dir` if missing (mode 0700) and checks that it is a safe,
   /// writable directory (backup/backup_directory.h).
   /// @returns its absolute path. @throws InvalidArgument, IoError.
@@ -167,7 +164,6 @@ class DiskBackupIo {
 
   /// Gives the staging buffer back (it is made again on next use).
   void release_staging() { staging_.reset(); }
-  [[nodiscard]] std::size_t staging_bytes() const { return staging_.size(); }
 
  private:
   /// Staging for an allocation of `size` bytes: at least min(size rounded

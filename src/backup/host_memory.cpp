@@ -694,11 +694,6 @@ void HostMemory::retry_failed() noexcept {
   for (auto& block : failed) free_or_keep(std::move(block));
 }
 
-std::size_t HostMemory::pooled_bytes() const {
-  std::lock_guard lock(mutex_);
-  return pooled_bytes_;
-}
-
 std::size_t HostMemory::failed_releases() const {
   std::lock_guard lock(mutex_);
   return failed_.size();

@@ -227,7 +227,6 @@ class HostMemory {
   /// Tries again to free blocks whose release failed.
   void retry_failed() noexcept;
 
-  [[nodiscard]] std::size_t pooled_bytes() const;
   [[nodiscard]] std::size_t failed_releases() const;
 
  private:
