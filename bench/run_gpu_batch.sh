@@ -46,7 +46,7 @@ if wants rates; then
 fi
 if wants breakdown; then
   step "pause/resume without backup: engine phases next to raw VMM variants"
-  run 120 python3 bench/pause_breakdown.py --total-gib 8 --out "$out/breakdown.json"
+  run 120 python3 bench/probes/pause_breakdown.py --total-gib 8 --out "$out/breakdown.json"
 fi
 if wants bench; then
   step "full benchmark, 8 GiB, with the disk part in $disk_dir"

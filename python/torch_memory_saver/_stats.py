@@ -16,7 +16,7 @@ class TagStats:
     """Statistics of one (tag, device) pair, as the engine reports them.
 
     ``broken_bytes``: allocations a failed pause could not map back (see
-    README, Guarantees); later calls map them back, freeing them gives their
+    docs/guarantees.md); later calls map them back, freeing them gives their
     memory back.
     """
 

@@ -5,11 +5,11 @@
 // Not a cryptographic hash: nobody but this process (and root) can reach an
 // unnamed backup file, so it guards against corruption and same-user
 // tampering, not against a forger. The mixing is xxHash64's round (two
-// multiplies and a rotation per 8 bytes, four independent lanes), which
-// runs at several GB/s per core (8.4 GB/s on one core of the CI machine,
-// bench/disk_backup_rates.cpp). Disk backup keeps one checksum per block, computed by the I/O
-// thread that moves the block, so hashing runs on as many cores as there
-// are transfers in flight and stays off the disk's critical path.
+// multiplies and a rotation per 8 bytes, four independent lanes): cheap
+// enough per core to keep up with a disk. Disk backup keeps one checksum
+// per block, computed by the I/O thread that moves the block, so hashing
+// runs on as many cores as there are transfers in flight and stays off the
+// disk's critical path.
 #pragma once
 
 #include <cstddef>

@@ -95,12 +95,6 @@ void CopyPipeline::to_host(const std::vector<CopyItem>& items) {
   copies.wait();
 }
 
-void CopyPipeline::to_device(const std::vector<CopyItem>& items) {
-  QueuedCopies copies(*this, /*to_host=*/false);
-  copies.add(items);
-  copies.wait();
-}
-
 void CopyPipeline::start_to_host(int device, std::size_t lane, void* dst, DevicePtr src,
                                  std::size_t size) {
   driver_.copy_to_host_async(device, dst, src, size, stream(device, lane));

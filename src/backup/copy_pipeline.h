@@ -62,8 +62,6 @@ class CopyPipeline {
   /// @throws DriverError, or what preparing a buffer threw; the host side is
   /// then partially written and no copy is in flight.
   void to_host(const std::vector<CopyItem>& items);
-  /// Copies every item host -> device; returns when all are complete.
-  void to_device(const std::vector<CopyItem>& items);
 
   // --- single copies on one lane, for callers that pipeline themselves ----
   // (disk backup). `lane` is taken modulo streams_per_device.

@@ -43,12 +43,11 @@
 // it fails, the pause or resume fails as any refused transfer would.
 //
 // Closing off the resume's path. Closing the last descriptor of an unnamed
-// file is when the filesystem frees its blocks, which can be slow: ext4
-// mounted with `discard` (the H200 host's VM disk) took 0.2-0.3 s per GiB,
-// as long as a quarter of the read itself. Once a resume has committed, the
-// file is no one's data any more, so its descriptor goes to a closing
-// thread (close_later) and resume returns; the space comes back moments
-// later. A save that fails while some are still closing (no descriptor
+// file is when the filesystem frees its blocks, which can be slow (ext4
+// mounted with `discard` can take a sizeable fraction of the read itself).
+// Once a resume has committed, the file is no one's data any more, so its
+// descriptor goes to a closing thread (close_later) and resume returns; the
+// space comes back moments later. A save that fails while some are still closing (no descriptor
 // left, no space) waits for those closes and tries once more;
 // wait_closed() waits for them too.
 //
@@ -72,10 +71,10 @@
 
 namespace tms {
 
-/// Defaults from the disk of the H200 host (docs/disk-backup.md): 16 MiB
-/// direct transfers were the fastest single stream, and 8 transfers in
-/// flight wrote and read faster than 1 or 4 (over several runs: that
-/// disk's rates swing by 30 % between runs).
+/// Defaults (docs/disk-backup.md): a transfer large enough that per-call
+/// costs vanish but small enough to keep several in flight, and enough in
+/// flight that the disk always has the next transfer queued while a block's
+/// device copy runs.
 struct DiskBackupOptions {
   std::size_t chunk_bytes = std::size_t{16} << 20;  ///< each transfer; rounded up to 4 KiB
   std::size_t write_depth = 8;                      ///< writes in flight per file
@@ -89,9 +88,6 @@ class DiskBackupIo {
   DiskBackupIo(HostMemory& host, FileIo& io, CopyPipeline& copies, DiskBackupOptions options);
   DiskBackupIo(const DiskBackupIo&) = delete;
   DiskBackupIo& operator=(const DiskBackupIo&) = delete;
-
-  [[nodiscard]] FileIo& io() const { return io_; }
-  [[nodiscard]] std::size_t chunk_bytes() const { return chunk_bytes_; }
 
   /// Creates `dir` if missing (mode 0700) and checks that it is a safe,
   /// writable directory (backup/backup_directory.h).
@@ -123,7 +119,6 @@ class DiskBackupIo {
 
   /// Gives the staging buffer back (it is made again on next use).
   void release_staging() { staging_.reset(); }
-  [[nodiscard]] std::size_t staging_bytes() const { return staging_.size(); }
 
  private:
   /// Staging for an allocation of `size` bytes: at least min(size rounded

@@ -19,9 +19,9 @@ namespace {
 
 constexpr std::size_t kPage = 4096;
 
-// One per core up to 16: with copies handed to the preparing threads, 16
-// beat 8 by 15-20 % for an 8 GiB cold pause on a 16-core H200 host
-// (docs/gpu-runs.md); without the hand-over they did not.
+// One per core up to 16: the kernel zeroes fresh pages on the faulting
+// thread, so a cold pause gains from every core, and with copies handed to
+// the preparing threads no caller queueing copies falls behind them.
 unsigned default_threads() {
   const unsigned cores = std::thread::hardware_concurrency();
   return std::clamp(cores, 1u, 16u);
@@ -58,10 +58,8 @@ struct HostBlock {
 /// chunks faulted in so far, in the order they were faulted in, while the
 /// others go on faulting. cuMemHostRegister holds a lock in the driver, so
 /// a second registering thread would mostly wait there instead of zeroing
-/// pages: on an H200, 16 workers sharing out the registration this way
-/// paused 8 GiB faster than 16 that each registered what they faulted in,
-/// and than two registering at a time (docs/gpu-runs.md). Work handed over
-/// for a chunk (hand_over) runs on the thread that registered it, right after.
+/// pages. Work handed over for a chunk (hand_over) runs on the thread that
+/// registered it, right after.
 class Preparation {
  public:
   struct Chunk {
@@ -569,8 +567,8 @@ void HostMemory::free_now(std::vector<std::unique_ptr<HostBlock>> blocks) noexce
   {
     // cuMemHostUnregister runs at about the restore copy's rate and does
     // not get faster with more threads; munmap is several times faster
-    // (docs/architecture.md, "Host memory lifecycle"). So this thread
-    // unregisters while the worker unmaps behind it.
+    // (docs/performance.md). So this thread unregisters while the worker
+    // unmaps behind it.
     OrderedWorker<std::pair<HostBlock*, std::size_t>> unmapper([this](const auto& chunk) {
       try {
         unmap_chunk(*chunk.first, chunk.second);
@@ -692,11 +690,6 @@ void HostMemory::retry_failed() noexcept {
     failed.swap(failed_);
   }
   for (auto& block : failed) free_or_keep(std::move(block));
-}
-
-std::size_t HostMemory::pooled_bytes() const {
-  std::lock_guard lock(mutex_);
-  return pooled_bytes_;
 }
 
 std::size_t HostMemory::failed_releases() const {

@@ -5,9 +5,10 @@
 // (Driver::host_alloc: mmap + MADV_HUGEPAGE on CUDA) that are
 // page-locked with Driver::host_register in chunks of `register_chunk_bytes`,
 // so the copy engine moves data to and from them directly, at the rate of
-// memory from cuMemHostAlloc, without cuMemHostAlloc's cost (measured on
-// an H200: 4 s for 8 GiB, against ~0.3 s to fault in THP memory and ~0.5 s to
-// register it). Both host kinds use such blocks; they differ in what
+// memory from cuMemHostAlloc, without cuMemHostAlloc's cost (it allocates
+// and page-locks everything before returning, several times slower
+// than faulting in THP memory and registering it, and nothing can overlap
+// it). Both host kinds use such blocks; they differ in what
 // happens when a block is no longer needed:
 //   kPinned  returned to the pool while retention is on (see below), else freed;
 //   kMmap    always unregistered and unmapped, so the memory goes back to the OS.
@@ -22,11 +23,9 @@
 // the caller waits for that chunk (HostBuffer::copy_extent). Handing over is
 // what the copy pipeline does: cuMemHostRegister holds a lock in the driver
 // that a copy queued from another thread waits behind, so a caller queueing
-// each chunk's copy itself fell behind the workers (measured on an H200 with
-// bench/cold_pause_probe.cpp: copies queued beside registrations ran at 2-3
-// GB/s, and a cold pause of 8 GiB went from 0.51x of the copy rate to 0.55x
-// on 8 threads, 0.54x to 0.60x on 16, when the workers queued them). Copies
-// never span two registered chunks. When the system refuses to start these
+// each chunk's copy itself falls behind the workers, and more workers make
+// that worse (bench/probes/cold_pause_probe.cpp). Copies never span two
+// registered chunks. When the system refuses to start these
 // threads, the ones it gave do the work, or acquire does it before it
 // returns (common/start_threads.h).
 //
@@ -227,7 +226,6 @@ class HostMemory {
   /// Tries again to free blocks whose release failed.
   void retry_failed() noexcept;
 
-  [[nodiscard]] std::size_t pooled_bytes() const;
   [[nodiscard]] std::size_t failed_releases() const;
 
  private:

@@ -33,8 +33,6 @@ class IoThreads {
   /// Drops queued tasks, waits for running ones, joins the threads.
   ~IoThreads();
 
-  [[nodiscard]] std::size_t threads() const { return threads_.size(); }
-
   /// Queues `task` for `slot`, which must be idle (never used, or waited
   /// for). @throws the exception of a task that failed before (this one is
   /// then not run).

@@ -25,9 +25,4 @@ Allocation* Registry::find_containing(DevicePtr ptr) const {
   return it->second->contains(ptr) ? it->second.get() : nullptr;
 }
 
-Allocation* Registry::find_base(DevicePtr base) const {
-  auto it = allocations_.find(base);
-  return it == allocations_.end() ? nullptr : it->second.get();
-}
-
 }  // namespace tms

@@ -18,7 +18,6 @@ class Registry {
   std::unique_ptr<Allocation> remove(DevicePtr base);
   /// The allocation whose [base, base+size) holds `ptr`, or nullptr.
   [[nodiscard]] Allocation* find_containing(DevicePtr ptr) const;
-  [[nodiscard]] Allocation* find_base(DevicePtr base) const;
 
   [[nodiscard]] const Map& all() const { return allocations_; }
   [[nodiscard]] bool empty() const { return allocations_.empty(); }

@@ -1,5 +1,5 @@
 // SimDriver: the Driver contract on host memory, so the engine runs and is
-// tested without a GPU (docs/architecture.md, "Test strategy").
+// tested without a GPU (docs/testing.md).
 //
 //   reserve          mmap(PROT_NONE, MAP_NORESERVE)       -> touching faults
 //   create_physical  memfd_create + ftruncate              -> counted against capacity

@@ -9,7 +9,7 @@ a row as two processes: a cost that the second process does not pay belongs
 to the machine's memory state (free huge pages), one it pays again belongs to
 per-process setup.
 
-  python bench/first_touch_probe.py [GiB=8] [rounds=3]
+  python bench/probes/first_touch_probe.py [GiB=8] [rounds=3]
 """
 import ctypes
 import ctypes.util

@@ -13,7 +13,7 @@ backup chunk is munmapped as soon as it was read.
   save     T threads: D2H into a free slot, memcpy the slot -> fresh memory
            (faulted in by the memcpy); N GiB
 
-  python bench/staged_copy_probe.py [GiB=8]
+  python bench/probes/staged_copy_probe.py [GiB=8]
 
 Result on an H200 (8 GiB; docs/architecture.md, "Host memory lifecycle"):
 restore + give back took 240 ms at 12 threads (0.65x of the 55 GB/s restore

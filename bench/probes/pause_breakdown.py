@@ -19,7 +19,7 @@ page-locked THP memory (the engine's backup memory), whole and in the engine's
 memory that ``resume()`` has just mapped, next to the library's own restore.
 
     PYTHONPATH=python TMS_LIBRARY_PATH=build/libtorch_memory_saver.so \\
-        python bench/pause_breakdown.py --total-gib 8 --out breakdown.json
+        python bench/probes/pause_breakdown.py --total-gib 8 --out breakdown.json
 
 Needs a GPU; prints a table and writes JSON. Timings are best of --repeats.
 """
@@ -39,7 +39,7 @@ try:
     from torch_memory_saver.bench.constants import GiB
     from torch_memory_saver.bench.copies import registered_host_buffer
 except ImportError:  # a source checkout without `pip install .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
     from torch_memory_saver.bench import vmm
     from torch_memory_saver.bench.constants import GiB
     from torch_memory_saver.bench.copies import registered_host_buffer

@@ -9,7 +9,7 @@ paused and at the return of resume, and the host's THP settings. With
 TMS_LOG_LEVEL=info the engine logs each transition's phases on stderr
 (resume: create and map, host restore, commit, host release).
 
-    TMS_LOG_LEVEL=info python bench/first_pause_probe.py [preload|torch]
+    TMS_LOG_LEVEL=info python bench/probes/first_pause_probe.py [preload|torch]
 
 In preload mode start it as the GPU tests do (LD_PRELOAD of the library).
 """

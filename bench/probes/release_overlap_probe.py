@@ -11,7 +11,7 @@ does), for an N GiB host -> device restore:
 
 and RssAnon at the end of each. Prints one line per measurement.
 
-  python bench/release_overlap_probe.py [GiB=8]
+  python bench/probes/release_overlap_probe.py [GiB=8]
 
 Result on an H200 (8 GiB, 128 chunks; docs/architecture.md, "Host memory
 lifecycle"): copy alone 155 ms (55 GB/s); cuMemHostUnregister of the 128

@@ -2,7 +2,7 @@
 THP memory faulted in on 8 threads, and this process's RssAnon.
 
 Imported by release_overlap_probe.py and staged_copy_probe.py (run them as
-scripts from anywhere: Python puts bench/ on the path).
+scripts from anywhere: Python puts bench/probes/ on the path).
 """
 import ctypes
 import ctypes.util
