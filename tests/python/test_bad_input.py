@@ -105,6 +105,16 @@ def test_sizes_near_the_top_of_size_t_are_out_of_memory_not_a_wrapped_size(lib, 
     assert address.value is None
 
 
+@pytest.mark.parametrize("size", [2**47, 2**60, 2**64 - 2**21])
+def test_a_size_beyond_the_address_space_is_out_of_memory_not_a_driver_error(lib, size):
+    address = ctypes.c_void_p()
+    with pytest.raises(errors.OutOfMemoryError, match=str(size)) as raised:
+        _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
+    assert address.value is None
+    if size >= 2**60:  # 2**47 may fit a 48-bit address space and fail on memory instead
+        assert "address space" in str(raised.value)
+
+
 def test_newlines_in_a_tag_cannot_forge_engine_log_lines():
     result = run_python(
         """
