@@ -18,6 +18,8 @@ def _byte_span(x: Any) -> int:
 
 def get_cpu_backup(x: Any, zero_copy: bool = False) -> Optional[Any]:
     """CPU tensor with x's dtype, shape and strides holding x's backup, or None (see TorchMemorySaver)."""
+    # "no" must not hand out a view of memory a later resume gives back.
+    zero_copy = _library.as_bool(zero_copy, "get_cpu_backup(zero_copy=...)")
     torch = require_torch("get_cpu_backup()")
     if not isinstance(x, torch.Tensor) or not x.is_cuda:
         raise InvalidArgumentError(

@@ -7,6 +7,7 @@ declares gets its argtypes/restype here, so a mismatch shows up in one place.
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import sys
 import threading
@@ -239,6 +240,29 @@ def encode_path(path: "os.PathLike[str] | os.PathLike[bytes] | str | bytes", wha
     if b"\0" in raw:
         raise errors.InvalidArgumentError(f"{what} must not contain a NUL character, got {path!r}")
     return raw
+
+
+def as_bool(value: object, what: str) -> bool:
+    """`value` as a switch: True/False, 0/1 (also numpy's bools and ints), nothing else.
+
+    ``bool(value)`` would turn ``"no"``, ``"false"`` or ``"0"`` into True: a
+    setting the caller meant to switch off would silently be on.
+
+    Raises:
+        InvalidArgumentError: any other value, named in the message.
+    """
+    if isinstance(value, bool):
+        return value
+    kind = type(value)
+    if kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"):
+        return bool(value)
+    try:
+        number = operator.index(value)  # int and numpy ints; float and str raise
+    except TypeError:
+        number = None
+    if number in (0, 1):
+        return bool(number)
+    raise errors.InvalidArgumentError(f"{what} must be True or False, got {value!r}")
 
 
 def decode(raw: Optional[bytes]) -> str:

@@ -15,7 +15,7 @@ import os
 from typing import Optional, Union
 
 from . import _library
-from ._library import check, encode
+from ._library import as_bool, check, encode
 from .errors import ConfigError
 
 __all__ = ["BinaryWrapper"]
@@ -49,10 +49,18 @@ class BinaryWrapper:
         enable_disk_backup: bool = False,
         cpu_backup_backend: Optional[str] = None,
     ) -> None:
-        """Set the calling thread's region settings in the engine (raises on a rejected value)."""
+        """Set the calling thread's region settings in the engine (raises on a rejected value).
+
+        Raises:
+            InvalidArgumentError: a switch is not True/False (or 0/1), or a bad tag or backend name.
+        """
+        # Checked before anything is set, so a rejected switch changes nothing.
+        cpu_backup = as_bool(enable_cpu_backup, "enable_cpu_backup")
+        disk_backup = as_bool(enable_disk_backup, "enable_disk_backup")
+        interesting = as_bool(interesting_region, "interesting_region")
         check(self.cdll.tms_set_current_tag(encode(tag, "tag")))
-        check(self.cdll.tms_set_enable_cpu_backup(bool(enable_cpu_backup)))
+        check(self.cdll.tms_set_enable_cpu_backup(cpu_backup))
         if cpu_backup_backend is not None:
             check(self.cdll.tms_set_cpu_backup_backend(encode(cpu_backup_backend, "cpu_backup_backend")))
-        check(self.cdll.tms_set_enable_disk_backup(bool(enable_disk_backup)))
-        check(self.cdll.tms_set_interesting_region(bool(interesting_region)))
+        check(self.cdll.tms_set_enable_disk_backup(disk_backup))
+        check(self.cdll.tms_set_interesting_region(interesting))

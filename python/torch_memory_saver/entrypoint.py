@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import operator
 import os
 import sys
 import threading
@@ -13,7 +14,7 @@ from typing import Any, Iterator, List, Optional, Union
 from . import _captures, _library, _nccl, _settings, hooks
 from ._backup import get_cpu_backup
 from .binary_wrapper import BinaryWrapper
-from ._library import check, encode, encode_path
+from ._library import as_bool, check, encode, encode_path
 from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
@@ -383,7 +384,7 @@ class TorchMemorySaver:
 
     @retain_cpu_backup.setter
     def retain_cpu_backup(self, retain: bool) -> None:
-        check(_library.library().tms_set_retain_cpu_backup(bool(retain)))
+        check(_library.library().tms_set_retain_cpu_backup(as_bool(retain, "retain_cpu_backup")))
 
     def set_disk_backup_dir(self, path: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]) -> None:
         """Directory for disk backup files written from now on.
@@ -422,12 +423,14 @@ class TorchMemorySaver:
 
         Raises:
             InvalidStateError: the allocation is active.
-            InvalidArgumentError: not memory of this library.
+            InvalidArgumentError: not memory of this library, or neither a
+                tensor nor an int address.
         """
-        address = tensor_or_ptr if isinstance(tensor_or_ptr, int) else tensor_or_ptr.data_ptr()
-        check(_library.library().tms_discard_backup(address))
+        check(_library.library().tms_discard_backup(_address_of(tensor_or_ptr, "discard_backup()")))
 
-    def remove_orphaned_backups(self, directory: Union[None, str, "os.PathLike[str]"] = None) -> int:
+    def remove_orphaned_backups(
+        self, directory: Union[None, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"] = None
+    ) -> int:
         """Remove backup files that processes no longer running left in `directory` (None: :attr:`disk_backup_dir`).
 
         Backup files are unnamed and vanish with the process on any exit;
@@ -435,9 +438,13 @@ class TorchMemorySaver:
         briefly created, and a SIGKILL at that instant leaves it behind. Files
         of running processes are left alone. Returns how many were removed.
         Also ``python -m torch_memory_saver clean-backups DIR``.
+
+        Raises:
+            InvalidArgumentError: `directory` is not None, a str, bytes or
+                os.PathLike, or holds a NUL.
         """
         removed = ctypes.c_uint64(0)
-        path = None if directory is None else encode(os.fspath(directory))
+        path = None if directory is None else encode_path(directory, "backup directory")
         check(_library.library().tms_remove_orphaned_backups(path, ctypes.byref(removed)))
         return int(removed.value)
 
@@ -477,6 +484,24 @@ class _Internals:
     def __init__(self, hook_mode: str) -> None:
         self._hook_mode = hook_mode
         self._binary_wrapper = BinaryWrapper()
+
+
+def _address_of(tensor_or_ptr: Any, what: str) -> int:
+    """The address a tensor starts at, or an int address as given (checked: ctypes would wrap it)."""
+    data_ptr = getattr(tensor_or_ptr, "data_ptr", None)
+    if callable(data_ptr):
+        return int(data_ptr())
+    if not isinstance(tensor_or_ptr, bool):  # True is an int, but surely not an address
+        try:
+            address = operator.index(tensor_or_ptr)
+        except TypeError:
+            pass
+        else:
+            if 0 <= address < 2**64:
+                return address
+    raise InvalidArgumentError(
+        f"{what} needs a tensor or an int address from 0 to 2**64 - 1, got {tensor_or_ptr!r}"
+    )
 
 
 def _refuse_during_capture(verb: str) -> None:

@@ -408,10 +408,22 @@ DevicePtr CudaDriver::reserve(std::size_t size, std::size_t alignment) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->any_context());
   CUdeviceptr va = 0;
-  TMS_CU_TRY(cu, cuMemAddressReserve,
-             "size " + describe_bytes(size) + ", alignment " + std::to_string(alignment), &va, size,
-             alignment, 0, 0);
-  return static_cast<DevicePtr>(va);
+  const CUresult result = cu.cuMemAddressReserve_(&va, size, alignment, 0, 0);
+  if (result == CUDA_SUCCESS) [[likely]]
+    return static_cast<DevicePtr>(va);
+  const std::string request =
+      "size " + describe_bytes(size) + ", alignment " + std::to_string(alignment);
+  // The driver found no free virtual range this large: the caller asked for
+  // more than the address space holds. Out of memory (what an allocator's
+  // caller handles), not a driver failure; the device may have memory free.
+  if (result == CUDA_ERROR_OUT_OF_MEMORY) {
+    throw OutOfMemory("cuMemAddressReserve",
+                      "cuMemAddressReserve failed with CUDA_ERROR_OUT_OF_MEMORY: no free virtual "
+                      "address range for " +
+                          request + ": the address space ran out, not device memory",
+                      size, 0);
+  }
+  throw_cuda_error(cu, "cuMemAddressReserve", result, request);
 }
 
 void CudaDriver::free_reservation(DevicePtr va, std::size_t size) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -25,6 +26,17 @@ static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount)
 thread_local int t_current_device = 0;
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+// What a reservation the process has no room for raises: its size, and that
+// the address space ran out (the device may have plenty of memory free).
+OutOfMemory address_space_exhausted(std::size_t size, std::size_t alignment,
+                                    const std::string& cause) {
+  return OutOfMemory("sim.reserve",
+                     "no free virtual address range of " + describe_bytes(size) + " (alignment " +
+                         describe_bytes(alignment) +
+                         "): the address space ran out, not device memory (" + cause + ")",
+                     size, 0);
+}
 
 }  // namespace
 
@@ -137,10 +149,17 @@ DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
   }
   // Over-reserve so the range can be aligned, then trim both ends.
   const std::size_t align = alignment > options_.granularity ? alignment : options_.granularity;
+  // Like cuMemAddressReserve's CUDA_ERROR_OUT_OF_MEMORY, a range the process
+  // cannot hold is out of (address space) memory, not a driver failure: the
+  // caller asked for too much and should hear so.
+  if (size > SIZE_MAX - align)
+    throw address_space_exhausted(size, align, "with its alignment it exceeds 2^64 bytes");
   const std::size_t span = size + align;
   void* raw = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED)
-    throw DriverError("sim.reserve", "CUDA_ERROR_OUT_OF_MEMORY", errno_text("mmap"));
+  if (raw == MAP_FAILED) {
+    if (errno == ENOMEM) throw address_space_exhausted(size, align, errno_text("mmap"));
+    throw DriverError("sim.reserve", "CUDA_ERROR_UNKNOWN", errno_text("mmap"));
+  }
   const auto begin = reinterpret_cast<std::uintptr_t>(raw);
   const std::uintptr_t aligned = round_up(begin, align);
   if (aligned > begin) munmap(raw, aligned - begin);

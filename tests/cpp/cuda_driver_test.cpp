@@ -103,6 +103,41 @@ TEST(CudaDriverTest, DefaultLibraryEitherCountsDevicesOrThrowsTypedError) {
   }
 }
 
+// --- a stand-in libcuda (fake_libcuda.c) -------------------------------------
+
+// cuMemAddressReserve's CUDA_ERROR_OUT_OF_MEMORY means no free virtual range
+// is that large: out of memory naming the size and the address space, as
+// Python's OutOfMemoryError, not a DriverError.
+TEST(CudaDriverTest, ReserveOutOfAddressSpaceIsOutOfMemory) {
+  CudaDriver driver(TMS_FAKE_LIBCUDA);
+  const std::size_t size = std::size_t{1} << 47;
+  try {
+    (void)driver.reserve(size, 2 << 20);
+    FAIL() << "the fake driver reserved " << size << " bytes";
+  } catch (const OutOfMemory& error) {
+    EXPECT_EQ(error.status(), TMS_ERROR_OUT_OF_MEMORY);
+    EXPECT_EQ(error.call(), "cuMemAddressReserve");
+    EXPECT_EQ(error.bytes_needed(), size);
+    const std::string message = error.what();
+    EXPECT_NE(message.find(std::to_string(size)), std::string::npos) << message;
+    EXPECT_NE(message.find("address space"), std::string::npos) << message;
+  }
+}
+
+TEST(CudaDriverTest, ReserveFailingOtherwiseIsADriverErrorNamingTheResult) {
+  CudaDriver driver(TMS_FAKE_LIBCUDA);
+  try {
+    (void)driver.reserve(2 << 20, 2 << 20);
+    FAIL() << "the fake driver reserved 2 MiB";
+  } catch (const OutOfMemory& error) {
+    FAIL() << "not out of memory: " << error.what();
+  } catch (const DriverError& error) {
+    EXPECT_EQ(error.status(), TMS_ERROR_DRIVER);
+    EXPECT_EQ(error.call(), "cuMemAddressReserve");
+    EXPECT_EQ(error.result_name(), "CUDA_ERROR_INVALID_VALUE");
+  }
+}
+
 // --- real GPU ---------------------------------------------------------------
 
 class CudaDriverGpuTest : public ::testing::Test {

@@ -74,6 +74,28 @@ TEST(SimDriver, CapacityIsPerDeviceAndReportedAsOutOfMemory) {
   sim.release_physical(b);
 }
 
+// A range larger than the process's address space (2^60 bytes: above any
+// Linux user space, 47 to 56 bits), or one that with its alignment exceeds
+// size_t, is out of memory naming its size and the address space, as
+// cuMemAddressReserve's CUDA_ERROR_OUT_OF_MEMORY is; nothing stays reserved.
+TEST(SimDriver, ReservationBeyondTheAddressSpaceIsOutOfMemory) {
+  SimDriver sim = make_sim();
+  const std::size_t granularity = sim.granularity(0);
+  for (const std::size_t size : {std::size_t{1} << 60, SIZE_MAX - granularity + 1}) {
+    try {
+      (void)sim.reserve(size, 0);
+      FAIL() << "reserving " << size << " bytes succeeded";
+    } catch (const OutOfMemory& error) {
+      EXPECT_EQ(error.status(), TMS_ERROR_OUT_OF_MEMORY);
+      EXPECT_EQ(error.bytes_needed(), size);
+      const std::string message = error.what();
+      EXPECT_NE(message.find(std::to_string(size)), std::string::npos) << message;
+      EXPECT_NE(message.find("address space"), std::string::npos) << message;
+    }
+  }
+  EXPECT_EQ(sim.reserved_bytes(), 0u);
+}
+
 TEST(SimDriver, CapacityLoweredBelowWhatIsInUseReportsNothingFree) {
   SimDriver sim = make_sim(1, 8 * kMiB);
   const PhysicalHandle a = sim.create_physical(0, 6 * kMiB);

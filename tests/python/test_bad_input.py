@@ -105,6 +105,16 @@ def test_sizes_near_the_top_of_size_t_are_out_of_memory_not_a_wrapped_size(lib, 
     assert address.value is None
 
 
+@pytest.mark.parametrize("size", [2**47, 2**60, 2**64 - 2**21])
+def test_a_size_beyond_the_address_space_is_out_of_memory_not_a_driver_error(lib, size):
+    address = ctypes.c_void_p()
+    with pytest.raises(errors.OutOfMemoryError, match=str(size)) as raised:
+        _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
+    assert address.value is None
+    if size >= 2**60:  # 2**47 may fit a 48-bit address space and fail on memory instead
+        assert "address space" in str(raised.value)
+
+
 def test_newlines_in_a_tag_cannot_forge_engine_log_lines():
     result = run_python(
         """
@@ -167,3 +177,98 @@ def test_init_without_a_cuda_driver_is_driver_unavailable():
     )
     assert_no_crash(result)
     assert "driver unavailable:" in result.stdout and "libcuda" in result.stdout, result.stdout + result.stderr
+
+
+# ---- switches: only True/False (or 0/1) mean on/off; bool("no") would be True ----
+
+NOT_A_SWITCH = ["no", "false", "0", "off", "", None, 2, -1, 0.0, 1.0, [], [False]]
+
+
+@pytest.mark.parametrize("value", NOT_A_SWITCH)
+def test_retain_cpu_backup_refuses_what_is_not_a_bool_and_keeps_its_value(value):
+    saver = TorchMemorySaver()
+    assert saver.retain_cpu_backup is False
+    with pytest.raises(errors.InvalidArgumentError, match="retain_cpu_backup") as raised:
+        saver.retain_cpu_backup = value
+    assert repr(value) in str(raised.value)
+    assert saver.retain_cpu_backup is False, f"{value!r} switched retention on"
+
+
+@pytest.mark.parametrize("on, off", [(True, False), (1, 0)])
+def test_retain_cpu_backup_takes_bools_and_0_or_1(on, off):
+    saver = TorchMemorySaver()
+    saver.retain_cpu_backup = on
+    try:
+        assert saver.retain_cpu_backup is True
+    finally:
+        saver.retain_cpu_backup = off
+    assert saver.retain_cpu_backup is False
+
+
+@pytest.mark.parametrize("switch", ["enable_cpu_backup", "enable_disk_backup", "interesting_region"])
+@pytest.mark.parametrize("value", ["no", "False", None, 2])
+def test_binary_wrapper_set_config_refuses_a_switch_that_is_not_a_bool_and_changes_nothing(switch, value):
+    from torch_memory_saver.binary_wrapper import BinaryWrapper
+
+    settings = dict(tag="wrapped", interesting_region=False, enable_cpu_backup=False, enable_disk_backup=False)
+    settings[switch] = value
+    before = _settings.read()
+    with pytest.raises(errors.InvalidArgumentError, match=switch):
+        BinaryWrapper().set_config(**settings)
+    assert _settings.read() == before
+
+
+@pytest.mark.parametrize("value", ["no", None, 2])
+def test_get_cpu_backup_refuses_a_zero_copy_that_is_not_a_bool(value):
+    # zero_copy="no" would otherwise hand out a view of host memory that a
+    # later resume gives back, where the caller asked for a copy.
+    with pytest.raises(errors.InvalidArgumentError, match="zero_copy"):
+        TorchMemorySaver().get_cpu_backup(object(), zero_copy=value)
+
+
+# ---- paths and addresses of the backup functions ----
+
+
+def _orphan_in(directory):
+    """A backup file named for a process that has exited, as a SIGKILL could leave one."""
+    child = run_python("import os; print(os.getpid())")
+    orphan = Path(directory) / f"tms-backup-{int(child.stdout)}-4242-00000000deadbeef.tmp"
+    orphan.write_bytes(b"x" * 4096)
+    return orphan
+
+
+@pytest.mark.parametrize("kind", [str, bytes, Path])
+def test_remove_orphaned_backups_takes_str_bytes_or_pathlike(kind, tmp_path):
+    orphan = _orphan_in(tmp_path)
+    directory = os.fsencode(tmp_path) if kind is bytes else kind(tmp_path)
+    assert TorchMemorySaver().remove_orphaned_backups(directory) == 1
+    assert not orphan.exists()
+
+
+def test_remove_orphaned_backups_takes_a_directory_name_that_is_not_utf8(tmp_path):
+    directory = os.fsencode(tmp_path) + b"/\xff\xfe"
+    os.mkdir(directory)
+    orphan = _orphan_in(os.fsdecode(directory))
+    assert TorchMemorySaver().remove_orphaned_backups(directory) == 1
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize("directory", [5, 1.5, ["/tmp"], "/tmp\0/elsewhere", b"/tmp\0x"])
+def test_remove_orphaned_backups_refuses_what_is_not_a_path(directory):
+    with pytest.raises(errors.InvalidArgumentError, match="backup directory"):
+        TorchMemorySaver().remove_orphaned_backups(directory)
+
+
+@pytest.mark.parametrize("target", ["x", None, 1.5, True, -1, 2**64, b"\x00"])
+def test_discard_backup_refuses_what_is_neither_a_tensor_nor_an_address(target):
+    with pytest.raises(errors.InvalidArgumentError, match=r"discard_backup\(\) needs a tensor or an int address"):
+        TorchMemorySaver().discard_backup(target)
+
+
+def test_discard_backup_takes_an_address_inside_a_paused_allocation(allocate):
+    saver = TorchMemorySaver()
+    address = allocate(2 * MIB, tag="discard-me", cpu_backup=True)
+    saver.pause("discard-me")
+    saver.discard_backup(address + MIB)
+    assert entry("discard-me").backup_bytes == 0
+    saver.resume("discard-me")
