@@ -1,8 +1,15 @@
-"""Reading a paused tensor's host backup as a CPU tensor."""
+"""Reading a paused tensor's host backup as a CPU tensor.
+
+The engine hands out host backups under a lease (tms_lease_cpu_backup): the
+bytes stay valid until the lease ends, even if another thread resumes or
+frees the tensor meanwhile. A copy holds the lease while it copies; a
+zero-copy view holds it for as long as the view's storage lives.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import weakref
 from typing import Any, Optional
 
 from . import _library
@@ -30,10 +37,26 @@ def get_cpu_backup(x: Any, zero_copy: bool = False) -> Optional[Any]:
         return None  # nothing was backed up
     span = _byte_span(x)
     lib = _library.library()
-    address = lib.tms_get_cpu_backup_pointer(x.data_ptr(), span)
-    if not address:
-        _library.check_last_status()  # NULL is either "no backup" or an error
+    lease = ctypes.c_uint64(0)
+    address = ctypes.c_void_p(None)
+    _library.check(lib.tms_lease_cpu_backup(x.data_ptr(), span, ctypes.byref(lease), ctypes.byref(address)))
+    if not address.value:
         return None
-    host_bytes = (ctypes.c_uint8 * span).from_address(address)
-    host = torch.frombuffer(host_bytes, dtype=torch.uint8).view(x.dtype).as_strided(x.shape, x.stride())
-    return host if zero_copy else host.clone()
+    host_bytes = (ctypes.c_uint8 * span).from_address(address.value)
+    if zero_copy:
+        # The view's storage keeps host_bytes alive; the lease ends with it.
+        weakref.finalize(host_bytes, _end_lease, lease.value)
+    try:
+        host = torch.frombuffer(host_bytes, dtype=torch.uint8).view(x.dtype).as_strided(x.shape, x.stride())
+        return host if zero_copy else host.clone()
+    finally:
+        if not zero_copy:
+            _end_lease(lease.value)
+
+
+def _end_lease(lease: int) -> None:
+    # Never raises: it may run from a finalizer, at interpreter exit too.
+    try:
+        _library.library().tms_end_cpu_backup_lease(lease)
+    except Exception:  # noqa: BLE001
+        pass

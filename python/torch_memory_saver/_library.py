@@ -26,6 +26,12 @@ _c_void_p = ctypes.c_void_p
 _c_size_t = ctypes.c_size_t
 _c_uint64 = ctypes.c_uint64
 
+class CBackupPolicy(ctypes.Structure):
+    """tms.h's tms_backup_policy."""
+
+    _fields_ = [("kind", ctypes.c_int32), ("host_memory", ctypes.c_int32)]
+
+
 # name -> (restype, argtypes), in the order of tms.h.
 _SIGNATURES = {
     # errors and identity
@@ -41,6 +47,8 @@ _SIGNATURES = {
     "tms_get_interesting_region": (_c_bool, []),
     "tms_set_current_tag": (_c_int, [_c_char_p]),
     "tms_get_current_tag": (_c_char_p, []),
+    "tms_set_backup_policy": (_c_int, [ctypes.POINTER(CBackupPolicy)]),
+    "tms_get_backup_policy": (_c_int, [ctypes.POINTER(CBackupPolicy)]),
     "tms_set_enable_cpu_backup": (_c_int, [_c_bool]),
     "tms_get_enable_cpu_backup": (_c_bool, []),
     "tms_set_cpu_backup_backend": (_c_int, [_c_char_p]),
@@ -68,6 +76,8 @@ _SIGNATURES = {
     "tms_resume": (_c_int, [_c_char_p]),
     "tms_discard_backup": (_c_int, [_c_void_p]),
     # uint8_t* is declared as void* so that ctypes hands back a plain int.
+    "tms_lease_cpu_backup": (_c_int, [_c_void_p, _c_uint64, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_void_p)]),
+    "tms_end_cpu_backup_lease": (_c_int, [_c_uint64]),
     "tms_get_cpu_backup_pointer": (_c_void_p, [_c_void_p, _c_uint64]),
     "tms_drain_host_releases": (_c_int, []),
     "tms_trim_host_memory": (_c_int, []),

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ._policy import BackupPolicy
 from ._torch import require_torch
 
 # Objects that must outlive interpreter shutdown (see module doc). The list
@@ -65,13 +66,10 @@ GRAPH = "graph"  # private memory of graphs captured by cuda_graph()
 class PoolKey:
     """Everything that must match for two allocations to share cached blocks."""
 
-    kind: str
+    kind: str  # REGION or GRAPH
     tag: str
-    cpu_backup: bool
-    cpu_backup_backend: str
-    disk_backup: bool
+    policy: BackupPolicy
     device: int
-    compress: bool = False
 
 
 @dataclass

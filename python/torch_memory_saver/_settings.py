@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from . import _library
+from . import _library, _policy
 from ._library import check, decode, encode
+from ._policy import BackupPolicy
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,7 @@ class ThreadSettings:
 
     interesting: bool
     tag: str
-    cpu_backup: bool
-    cpu_backup_backend: str
-    disk_backup: bool
-    compress: bool = False
+    policy: BackupPolicy = BackupPolicy()
 
 
 def read() -> ThreadSettings:
@@ -33,58 +31,31 @@ def read() -> ThreadSettings:
     return ThreadSettings(
         interesting=bool(lib.tms_get_interesting_region()),
         tag=decode(lib.tms_get_current_tag()),
-        cpu_backup=bool(lib.tms_get_enable_cpu_backup()),
-        cpu_backup_backend=decode(lib.tms_get_cpu_backup_backend()),
-        disk_backup=bool(lib.tms_get_enable_disk_backup()),
-        compress=bool(lib.tms_get_cpu_backup_compress()),
+        policy=_policy.current(),
     )
 
 
 def _apply(
-    *,
-    interesting: Optional[bool] = None,
-    tag: Optional[str] = None,
-    cpu_backup: Optional[bool] = None,
-    cpu_backup_backend: Optional[str] = None,
-    disk_backup: Optional[bool] = None,
-    compress: Optional[bool] = None,
+    *, interesting: Optional[bool] = None, tag: Optional[str] = None, policy: Optional[BackupPolicy] = None
 ) -> None:
     """Set the given settings (None = leave as is); raises on the first rejected one."""
     lib = _library.library()
     if tag is not None:
         check(lib.tms_set_current_tag(encode(tag, "tag")))
-    if cpu_backup is not None:
-        check(lib.tms_set_enable_cpu_backup(cpu_backup))
-    if cpu_backup_backend is not None:
-        check(lib.tms_set_cpu_backup_backend(encode(cpu_backup_backend, "cpu_backup_backend")))
-    if disk_backup is not None:
-        check(lib.tms_set_enable_disk_backup(disk_backup))
-    if compress is not None:
-        check(lib.tms_set_cpu_backup_compress(compress))
+    if policy is not None:
+        _policy.apply(policy)
     if interesting is not None:
         check(lib.tms_set_interesting_region(interesting))
 
 
 def _restore(saved: ThreadSettings) -> None:
-    _apply(
-        interesting=saved.interesting,
-        tag=saved.tag,
-        cpu_backup=saved.cpu_backup,
-        cpu_backup_backend=saved.cpu_backup_backend,
-        disk_backup=saved.disk_backup,
-        compress=saved.compress,
-    )
+    """Put back settings read earlier with :func:`read`."""
+    _apply(interesting=saved.interesting, tag=saved.tag, policy=saved.policy)
 
 
 @contextmanager
 def changed(
-    *,
-    interesting: Optional[bool] = None,
-    tag: Optional[str] = None,
-    cpu_backup: Optional[bool] = None,
-    cpu_backup_backend: Optional[str] = None,
-    disk_backup: Optional[bool] = None,
-    compress: Optional[bool] = None,
+    *, interesting: Optional[bool] = None, tag: Optional[str] = None, policy: Optional[BackupPolicy] = None
 ) -> Iterator[ThreadSettings]:
     """Change the calling thread's settings for the block; yields the settings in effect.
 
@@ -93,14 +64,11 @@ def changed(
     """
     saved = read()
     try:
-        _apply(
-            interesting=interesting,
-            tag=tag,
-            cpu_backup=cpu_backup,
-            cpu_backup_backend=cpu_backup_backend,
-            disk_backup=disk_backup,
-            compress=compress,
+        _apply(interesting=interesting, tag=tag, policy=policy)
+        yield ThreadSettings(
+            interesting=saved.interesting if interesting is None else interesting,
+            tag=saved.tag if tag is None else tag,
+            policy=saved.policy if policy is None else policy,
         )
-        yield read()
     finally:
         _restore(saved)

@@ -14,8 +14,9 @@ import ctypes
 import os
 from typing import Optional, Union
 
-from . import _library
+from . import _library, _policy
 from ._library import as_bool, check, encode
+from ._policy import BackupPolicy
 from .errors import ConfigError
 
 __all__ = ["BinaryWrapper"]
@@ -52,15 +53,17 @@ class BinaryWrapper:
         """Set the calling thread's region settings in the engine (raises on a rejected value).
 
         Raises:
-            InvalidArgumentError: a switch is not True/False (or 0/1), or a bad tag or backend name.
+            InvalidArgumentError: a switch is not True/False (or 0/1), a bad tag or backend
+                name, or CPU and disk backup together.
         """
-        # Checked before anything is set, so a rejected switch changes nothing.
-        cpu_backup = as_bool(enable_cpu_backup, "enable_cpu_backup")
-        disk_backup = as_bool(enable_disk_backup, "enable_disk_backup")
+        # Checked before anything is set, so a rejected value changes nothing.
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup,
+            enable_disk_backup=enable_disk_backup,
+            cpu_backup_backend=cpu_backup_backend,
+            inherited=_policy.current(),
+        )
         interesting = as_bool(interesting_region, "interesting_region")
         check(self.cdll.tms_set_current_tag(encode(tag, "tag")))
-        check(self.cdll.tms_set_enable_cpu_backup(cpu_backup))
-        if cpu_backup_backend is not None:
-            check(self.cdll.tms_set_cpu_backup_backend(encode(cpu_backup_backend, "cpu_backup_backend")))
-        check(self.cdll.tms_set_enable_disk_backup(disk_backup))
+        _policy.apply(policy)
         check(self.cdll.tms_set_interesting_region(interesting))

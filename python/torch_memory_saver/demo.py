@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 from . import _library, _settings
+from ._policy import BackupPolicy
 from ._library import check, encode
 from .errors import ConfigError, InvalidStateError
 
@@ -85,7 +86,7 @@ def run_simulated(size: int) -> bool:
     print("device memory is host memory mapped at the same addresses.")
     print(f"region '{_TAG}' with CPU backup, {size / _MIB:.0f} MiB")
     address = ctypes.c_void_p()
-    with _settings.changed(interesting=True, tag=_TAG, cpu_backup=True):
+    with _settings.changed(interesting=True, tag=_TAG, policy=BackupPolicy.from_region(enable_cpu_backup=True)):
         check(lib.tms_malloc(ctypes.byref(address), size, 0))
     pointer = address.value
     try:

@@ -11,10 +11,11 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Union
 
-from . import _captures, _library, _nccl, _settings, hooks
+from . import _captures, _library, _nccl, _policy, _settings, hooks
 from ._backup import get_cpu_backup
 from .binary_wrapper import BinaryWrapper
 from ._library import as_bool, check, encode, encode_path
+from ._policy import BackupPolicy
 from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
@@ -155,7 +156,8 @@ class TorchMemorySaver:
             enable_cpu_backup: copy contents to host memory on pause and
                 restore them on resume; otherwise resumed memory is undefined.
             enable_disk_backup: write contents to a file on pause and read
-                them back on resume (takes precedence over the CPU backup).
+                them back on resume (not together with `enable_cpu_backup`:
+                a paused tensor keeps one backup).
                 The directory comes from :meth:`set_disk_backup_dir` or
                 ``TMS_DISK_BACKUP_DIR``; allocating without one raises ConfigError.
             cpu_backup_backend: host memory for backups, ``"pinned"`` or
@@ -186,24 +188,25 @@ class TorchMemorySaver:
                 ``TMS_*`` environment variable has a bad value (named in the message).
             InvalidStateError: used in a ``fork()``ed child of a process that
                 had already used the library.
-            InvalidArgumentError: e.g. an unknown backend name.
+            InvalidArgumentError: an unknown backend name, a switch that is
+                not True/False, or a combination that means nothing: CPU and
+                disk backup together, `compress` or `cpu_backup_backend`
+                without `enable_cpu_backup`.
         """
         _check_tag(tag)
-        if compress and not enable_cpu_backup:
-            raise InvalidArgumentError("region(compress=True) compresses the CPU backup: pass enable_cpu_backup=True")
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup,
+            enable_disk_backup=enable_disk_backup,
+            cpu_backup_backend=cpu_backup_backend,
+            compress=compress,
+            inherited=_policy.current(),
+        )
         torch = require_torch("region()")
         self._active_hooks()
         device = torch.cuda.current_device()
         with (
-            _settings.changed(
-                interesting=True,
-                tag=tag,
-                cpu_backup=bool(enable_cpu_backup),
-                cpu_backup_backend=cpu_backup_backend,
-                disk_backup=bool(enable_disk_backup),
-                compress=bool(compress),
-            ) as settings,
-            self._routed_to(self._key(REGION, settings, device)),
+            _settings.changed(interesting=True, tag=tag, policy=policy),
+            self._routed_to(PoolKey(REGION, tag, policy, device)),
         ):
             yield
 
@@ -246,10 +249,11 @@ class TorchMemorySaver:
         active = self._active_hooks()
         assert self._pools is not None
         device = torch.cuda.current_device()
-        with _settings.changed(
-            interesting=True, tag=tag, cpu_backup=bool(enable_cpu_backup), cpu_backup_backend=cpu_backup_backend
-        ) as settings:
-            key = self._key(GRAPH, settings, device)
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup, cpu_backup_backend=cpu_backup_backend, inherited=_policy.current()
+        )
+        with _settings.changed(interesting=True, tag=tag, policy=policy):
+            key = PoolKey(GRAPH, tag, policy, device)
             with self._pools.borrow(key) as own_pool, self._router.route(device, None):
                 # Suspend this thread's region pool so that the capture's
                 # allocations can only go to the graph pool (see _pools).
@@ -284,18 +288,6 @@ class TorchMemorySaver:
         with _settings.changed(interesting=False):
             with self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory):
                 yield
-
-    @staticmethod
-    def _key(kind: str, settings: _settings.ThreadSettings, device: int) -> PoolKey:
-        return PoolKey(
-            kind,
-            settings.tag,
-            settings.cpu_backup,
-            settings.cpu_backup_backend,
-            settings.disk_backup,
-            device,
-            settings.compress,
-        )
 
     @contextmanager
     def _routed_to(self, key: PoolKey) -> Iterator[None]:

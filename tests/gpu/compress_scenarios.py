@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch_memory_saver as tms_package
 from torch_memory_saver import _library, _settings, stats
+from torch_memory_saver._policy import BackupPolicy
 from torch_memory_saver import torch_memory_saver as tms
 
 MIB = 2**20
@@ -105,7 +106,7 @@ def same_sizes_as_the_cpu_codec():
     tensors = mixed_tensors(generator)
     lib = _library.library()
     allocations = []
-    with _settings.changed(tag="sized", cpu_backup=True, compress=True):
+    with _settings.changed(tag="sized", policy=BackupPolicy("host_compressed")):
         for tensor in tensors.values():
             size = tensor.numel() * tensor.element_size()
             address = ctypes.c_void_p()
@@ -129,8 +130,9 @@ def same_sizes_as_the_cpu_codec():
         script = """
 import ctypes, json, sys
 from torch_memory_saver import _library, _settings, stats, torch_memory_saver as tms
+from torch_memory_saver._policy import BackupPolicy
 lib = _library.library()
-with _settings.changed(tag="sized", cpu_backup=True, compress=True):
+with _settings.changed(tag="sized", policy=BackupPolicy("host_compressed")):
     for path in json.loads(sys.argv[1]):
         data = open(path, "rb").read()
         address = ctypes.c_void_p()

@@ -163,6 +163,37 @@ def get_cpu_backup():
     assert torch.equal(weights.cpu(), expected)
 
 
+def get_cpu_backup_while_resumed():
+    """A backup read on one thread stays valid while another resumes or frees its tensor (leases)."""
+    expected = torch.arange(4 * MIB, dtype=torch.float32)
+    for round_ in range(50):
+        with tms.region("leased", enable_cpu_backup=True):
+            weights = expected.cuda()
+        tms.pause("leased")
+        view = tms.get_cpu_backup(weights, zero_copy=True)
+        copies = []
+        reader = threading.Thread(target=lambda: copies.append(tms.get_cpu_backup(weights)))
+        reader.start()
+        if round_ % 2:
+            tms.resume("leased")
+            assert torch.equal(weights.cpu(), expected)
+        del weights  # freed while paused, or after its resume
+        torch.cuda.empty_cache()
+        reader.join(60)
+        assert torch.equal(view, expected), "the zero-copy view outlives the resume and the free"
+        assert not copies or copies[0] is None or torch.equal(copies[0], expected)
+        tms.resume("leased")
+        del view
+    expect_raises(
+        tms_package.InvalidArgumentError,
+        lambda: tms.region("both", enable_cpu_backup=True, enable_disk_backup=True).__enter__(),
+        "together are refused",
+    )
+    expect_raises(
+        tms_package.InvalidArgumentError, lambda: tms.region("be", cpu_backup_backend="mmap").__enter__(), "enable_cpu_backup"
+    )
+
+
 def cuda_graph():
     """Pausing a graph's tag frees its >= 3 GiB of intermediates; replay after resume is right."""
     n = GIB // 4  # float32 elements: 1 GiB per tensor

@@ -34,6 +34,7 @@ BOTH_MODES = [
     "tags_selective",
     "cpu_backup_exact",
     "get_cpu_backup",
+    "get_cpu_backup_while_resumed",
     "disk_backup",
     "cuda_graph",
     "rl_loop",

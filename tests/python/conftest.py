@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - a setup mistake, reported once 
         f"(scripts/test.sh)"
     ) from exc
 from torch_memory_saver import _library, _settings, stats  # noqa: E402
+from torch_memory_saver._policy import BackupPolicy
 
 
 def pytest_report_header(config):
@@ -66,7 +67,7 @@ def allocate(lib):
 
     def _allocate(size, tag="test", cpu_backup=False, disk_backup=False):
         address = ctypes.c_void_p()
-        with _settings.changed(tag=tag, cpu_backup=cpu_backup, disk_backup=disk_backup):
+        with _settings.changed(tag=tag, policy=BackupPolicy.from_region(enable_cpu_backup=cpu_backup, enable_disk_backup=disk_backup)):
             _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
         made.append(address.value)
         return address.value

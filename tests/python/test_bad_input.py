@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from simhelpers import MIB, assert_no_crash, backup_fds, run_python
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
+from torch_memory_saver._policy import BackupPolicy
 
 
 def entry(tag):
@@ -41,7 +42,7 @@ def test_region_settings_refuse_a_tag_the_engine_would_not_get_whole(tag):
 
 def test_a_backend_name_with_a_nul_is_refused_not_truncated():
     with pytest.raises(errors.InvalidArgumentError, match="cpu_backup_backend"):
-        with _settings.changed(cpu_backup_backend="mmap\0junk"):
+        with _settings.changed(policy=BackupPolicy.from_region(cpu_backup_backend="mmap\0junk")):
             pass
 
 
@@ -70,7 +71,7 @@ def test_the_disk_backup_dir_may_be_str_bytes_or_pathlike(kind, lib, tmp_path):
     saver = TorchMemorySaver()
     saver.set_disk_backup_dir(kind(os.fsencode(tmp_path)) if kind is bytes else kind(tmp_path))
     address = ctypes.c_void_p()
-    with _settings.changed(tag="dir-kind", disk_backup=True):
+    with _settings.changed(tag="dir-kind", policy=BackupPolicy.from_region(enable_disk_backup=True)):
         _library.check(lib.tms_malloc(ctypes.byref(address), MIB, 0))
     try:
         saver.pause("dir-kind")

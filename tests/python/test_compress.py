@@ -7,6 +7,7 @@ import struct
 import pytest
 from simhelpers import MIB, assert_no_crash, run_python
 from torch_memory_saver import InvalidArgumentError, InvalidStateError, _library, _settings, stats, torch_memory_saver
+from torch_memory_saver._policy import BackupPolicy
 
 
 def bf16_weights(count, std=0.02, seed=0):
@@ -18,12 +19,12 @@ def bf16_weights(count, std=0.02, seed=0):
 
 
 def test_compress_is_a_thread_setting_restored_on_exit(lib):
-    assert _settings.read().compress is False
-    with _settings.changed(cpu_backup=True, compress=True) as inside:
-        assert inside.compress and lib.tms_get_cpu_backup_compress() is True
-        with _settings.changed(compress=False) as inner:
-            assert inner.compress is False
-        assert _settings.read().compress is True
+    assert _settings.read().policy.kind == "none"
+    with _settings.changed(policy=BackupPolicy.from_region(enable_cpu_backup=True, compress=True)) as inside:
+        assert inside.policy.kind == "host_compressed" and lib.tms_get_cpu_backup_compress() is True
+        with _settings.changed(policy=BackupPolicy.from_region(enable_cpu_backup=True)) as inner:
+            assert inner.policy.kind == "host" and lib.tms_get_cpu_backup_compress() is False
+        assert _settings.read().policy.kind == "host_compressed"
     assert lib.tms_get_cpu_backup_compress() is False
 
 
@@ -31,7 +32,7 @@ def test_weights_pause_into_less_host_memory_and_resume_exact(lib):
     size = 2 * MIB
     data = bf16_weights(size // 2)
     address = ctypes.c_void_p()
-    with _settings.changed(tag="packed", cpu_backup=True, compress=True):
+    with _settings.changed(tag="packed", policy=BackupPolicy.from_region(enable_cpu_backup=True, compress=True)):
         assert lib.tms_malloc(ctypes.byref(address), size, 0) == 0
     try:
         ctypes.memmove(address.value, data, size)
@@ -59,7 +60,7 @@ def test_trainer_wide_compress_comes_from_the_environment():
     result = run_python(
         """
         from torch_memory_saver import _settings
-        print(_settings.read().compress, _settings.read().cpu_backup)
+        print(_settings.read().policy.kind == "host_compressed", _settings.read().policy.keeps_host_copy)
         """,
         TMS_DRIVER="sim",
         TMS_INIT_ENABLE_CPU_BACKUP="1",

@@ -14,6 +14,8 @@ import pytest
 from simhelpers import MIB, pattern, run_python
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors
 from torch_memory_saver import torch_memory_saver as singleton
+from torch_memory_saver._policy import BackupPolicy
+from torch_memory_saver.errors import InvalidArgumentError
 
 
 def test_hooks_submodules_import_with_their_names():
@@ -55,7 +57,7 @@ def test_impl_cdll_switches_the_threads_real_region_state(lib):
     saver.hook_mode = "torch"
     saver._ensure_initialized()
     cdll = saver._impl._binary_wrapper.cdll
-    with _settings.changed(interesting=True, tag="patched", cpu_backup=True):
+    with _settings.changed(interesting=True, tag="patched", policy=BackupPolicy.from_region(enable_cpu_backup=True)):
         assert cdll.tms_get_interesting_region() is True
         assert cdll.tms_set_interesting_region(False) == 0
         # The engine itself sees the change: cudaMalloc's interposer reads this flag.
@@ -87,7 +89,12 @@ def test_binary_wrapper_set_config_sets_the_calling_threads_region(lib):
     try:
         BinaryWrapper().set_config(tag="cfg", interesting_region=True, enable_cpu_backup=True)
         now = _settings.read()
-        assert (now.interesting, now.tag, now.cpu_backup, now.disk_backup) == (True, "cfg", True, False)
+        assert (now.interesting, now.tag, now.policy.kind) == (True, "cfg", "host")
+        with pytest.raises(InvalidArgumentError, match="together are refused"):
+            BinaryWrapper().set_config(
+                tag="both", interesting_region=True, enable_cpu_backup=True, enable_disk_backup=True
+            )
+        assert _settings.read() == now, "a refused configuration changes nothing"
     finally:
         _settings._restore(saved)
 

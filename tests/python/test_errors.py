@@ -5,6 +5,7 @@ import ctypes
 import pytest
 from simhelpers import MIB, pattern
 from torch_memory_saver import TorchMemorySaver, _library, _settings, errors, stats
+from torch_memory_saver._policy import BackupPolicy
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,7 @@ def test_failed_backup_leaves_memory_active(lib, allocate):
 def test_unknown_backup_backend_is_a_value_error():
     before = _settings.read()
     with pytest.raises(errors.InvalidArgumentError) as raised:
-        with _settings.changed(tag="x", cpu_backup_backend="floppy"):
+        with _settings.changed(tag="x", policy=BackupPolicy.from_region(cpu_backup_backend="floppy")):
             pass
     assert isinstance(raised.value, ValueError)
     assert _settings.read() == before

@@ -16,10 +16,12 @@ import sys
 import pytest
 from simhelpers import PACKAGE_ROOT, assert_no_crash, run_python
 from torch_memory_saver import _pools
+from torch_memory_saver._policy import BackupPolicy
 
 EXIT_SCRIPT = """
     import ctypes, os, sys, threading, time
     from torch_memory_saver import torch_memory_saver as t, _library, _settings
+    from torch_memory_saver._policy import BackupPolicy
     from torch_memory_saver._disk_files import open_backup_files
 
     DIRECTORY, HOW = {directory!r}, {how!r}
@@ -28,21 +30,21 @@ EXIT_SCRIPT = """
 
     def allocate(tag, size=4 << 20, **policy):
         address = ctypes.c_void_p()
-        with _settings.changed(tag=tag, **policy):
+        with _settings.changed(tag=tag, policy=BackupPolicy.from_region(**policy)):
             _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
         ctypes.memset(address.value, 0x33, size)
         return address.value
 
     allocate("exit-active")
-    allocate("exit-active-backed", cpu_backup=True)
+    allocate("exit-active-backed", enable_cpu_backup=True)
     allocate("exit-plain")
-    allocate("exit-pinned", cpu_backup=True, cpu_backup_backend="pinned")
-    allocate("exit-mmap", cpu_backup=True, cpu_backup_backend="mmap")
-    allocate("exit-disk", disk_backup=True)
-    allocate("exit-disk", size=6 << 20, disk_backup=True)
-    allocate("exit-retained", cpu_backup=True)
+    allocate("exit-pinned", enable_cpu_backup=True, cpu_backup_backend="pinned")
+    allocate("exit-mmap", enable_cpu_backup=True, cpu_backup_backend="mmap")
+    allocate("exit-disk", enable_disk_backup=True)
+    allocate("exit-disk", size=6 << 20, enable_disk_backup=True)
+    allocate("exit-retained", enable_cpu_backup=True)
     for _ in range(4):
-        allocate("exit-busy", disk_backup=True)
+        allocate("exit-busy", enable_disk_backup=True)
 
     t.retain_cpu_backup = True  # this one keeps its host buffer while active
     t.pause("exit-retained")
@@ -55,8 +57,8 @@ EXIT_SCRIPT = """
     inside = threading.Event()
 
     def stays_in_region():
-        with _settings.changed(interesting=True, tag="exit-thread", disk_backup=True):
-            allocate("exit-thread", disk_backup=True)
+        with _settings.changed(interesting=True, tag="exit-thread", policy=BackupPolicy.from_region(enable_disk_backup=True)):
+            allocate("exit-thread", enable_disk_backup=True)
             inside.set()
             threading.Event().wait()
 
@@ -71,7 +73,7 @@ EXIT_SCRIPT = """
     time.sleep(0.05)
     print("exiting", flush=True)
     if HOW == "sys.exit inside a region":
-        with _settings.changed(interesting=True, tag="exit-main", disk_backup=True):
+        with _settings.changed(interesting=True, tag="exit-main", policy=BackupPolicy.from_region(enable_disk_backup=True)):
             sys.exit(0)
     elif HOW == "uncaught exception":
         raise RuntimeError("the user's program failed")
@@ -116,13 +118,14 @@ def test_repeated_exits_during_transitions_leave_no_files(tmp_path):
 ABNORMAL_EXIT_SCRIPT = """
     import ctypes, os, signal, sys
     from torch_memory_saver import torch_memory_saver as t, _library, _settings
+    from torch_memory_saver._policy import BackupPolicy
 
     DIRECTORY, HOW = {directory!r}, {how!r}
     lib = _library.library()
     t.set_disk_backup_dir(os.path.relpath(DIRECTORY))  # relative on purpose: chdir below
     for size in (4 << 20, 6 << 20):
         address = ctypes.c_void_p()
-        with _settings.changed(tag="exit-disk", disk_backup=True):
+        with _settings.changed(tag="exit-disk", policy=BackupPolicy.from_region(enable_disk_backup=True)):
             _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
         ctypes.memset(address.value, 0x44, size)
     os.chdir("/")
@@ -200,7 +203,7 @@ class Recorded:
 def test_pools_outlive_their_cache():
     Recorded.destroyed.clear()
     cache = _pools.PoolCache(lambda key: Recorded(key.tag))
-    key = _pools.PoolKey(_pools.REGION, "kept", False, "pinned", False, 0)
+    key = _pools.PoolKey(_pools.REGION, "kept", BackupPolicy(), 0)
     with cache.borrow(key):
         pass
     del cache

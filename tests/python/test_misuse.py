@@ -15,6 +15,7 @@ import types
 import pytest
 from simhelpers import MIB, assert_no_crash, backup_fds, device_free, pattern, run_python
 from torch_memory_saver import TorchMemorySaver, _captures, _library, _settings, errors, stats
+from torch_memory_saver._policy import BackupPolicy
 
 
 def entry(tag):
@@ -199,9 +200,9 @@ def test_freeing_paused_memory_drops_host_and_disk_backups(lib, tmp_path):
     saver.set_disk_backup_dir(tmp_path)
     free_before = device_free(lib)
     addresses = []
-    for policy in ({"cpu_backup": True}, {"disk_backup": True}, {}):
+    for policy in ({"enable_cpu_backup": True}, {"enable_disk_backup": True}, {}):
         address = ctypes.c_void_p()
-        with _settings.changed(tag="freed-paused", **policy):
+        with _settings.changed(tag="freed-paused", policy=BackupPolicy.from_region(**policy)):
             _library.check(lib.tms_malloc(ctypes.byref(address), 4 * MIB, 0))
         ctypes.memmove(address.value, pattern(4 * MIB), 4 * MIB)
         addresses.append(address.value)
@@ -385,11 +386,12 @@ def test_a_bad_environment_value_is_a_config_error_naming_the_variable(var, valu
 FORK_SCRIPT = """
     import ctypes, os, sys
     from torch_memory_saver import torch_memory_saver as t, _library, _settings, InvalidStateError
+    from torch_memory_saver._policy import BackupPolicy
 
     lib = _library.library()
     t.set_disk_backup_dir(sys.argv[1])
     address = ctypes.c_void_p()
-    with _settings.changed(tag="forked", disk_backup=True):
+    with _settings.changed(tag="forked", policy=BackupPolicy.from_region(enable_disk_backup=True)):
         _library.check(lib.tms_malloc(ctypes.byref(address), 4 << 20, 0))
     ctypes.memset(address.value, 0x5A, 4 << 20)
     t.pause("forked")  # its backup file exists when the child starts and ends
@@ -447,7 +449,7 @@ def test_a_thread_started_inside_a_region_does_not_inherit_it(lib):
         made["status"] = lib.tms_malloc(ctypes.byref(address), 2 * MIB, 0)
         made["address"] = address.value
 
-    with _settings.changed(interesting=True, tag="parent-region", cpu_backup=True):
+    with _settings.changed(interesting=True, tag="parent-region", policy=BackupPolicy.from_region(enable_cpu_backup=True)):
         mine = ctypes.c_void_p()
         _library.check(lib.tms_malloc(ctypes.byref(mine), 2 * MIB, 0))
         thread = threading.Thread(target=worker)
@@ -456,7 +458,7 @@ def test_a_thread_started_inside_a_region_does_not_inherit_it(lib):
     try:
         assert made["status"] == 0
         assert made["settings"].tag == "default" and not made["settings"].interesting
-        assert not made["settings"].cpu_backup
+        assert made["settings"].policy == BackupPolicy()
         by_tag = {s.tag: s for s in stats() if s.allocations}
         assert by_tag["parent-region"].allocations == 1, "the worker's allocation joined the parent's tag"
         assert by_tag["default"].allocations == 1
@@ -472,7 +474,7 @@ def test_a_thread_started_inside_a_region_does_not_inherit_it(lib):
 
 def test_changes_on_a_worker_thread_do_not_leak_into_the_main_thread():
     before = _settings.read()
-    thread = threading.Thread(target=lambda: _settings._apply(interesting=True, tag="leaky", disk_backup=True))
+    thread = threading.Thread(target=lambda: _settings._apply(interesting=True, tag="leaky", policy=BackupPolicy.from_region(enable_disk_backup=True)))
     thread.start()
     thread.join(30)
     assert _settings.read() == before

@@ -2,10 +2,12 @@
 
 import ctypes
 import os
+import threading
 
 import pytest
 from simhelpers import MIB, backup_fds, device_free, pattern, run_python
-from torch_memory_saver import TorchMemorySaver, _library, _settings, stats
+from torch_memory_saver import TorchMemorySaver, _library, _settings, stats, torch_memory_saver
+from torch_memory_saver._policy import BackupPolicy
 
 
 def test_backup_restores_contents_at_the_same_address(lib, allocate):
@@ -127,9 +129,10 @@ def test_engine_log_lines_name_the_rank_device_bytes_and_phases():
     code = """
         import ctypes
         from torch_memory_saver import _library, _settings
+        from torch_memory_saver._policy import BackupPolicy
         lib = _library.library()
         address = ctypes.c_void_p()
-        with _settings.changed(tag="weights", cpu_backup=True, disk_backup=False):
+        with _settings.changed(tag="weights", policy=BackupPolicy.from_region(enable_cpu_backup=True, enable_disk_backup=False)):
             _library.check(lib.tms_malloc(ctypes.byref(address), 3 << 20, 0))
         _library.check(lib.tms_pause(b"weights"))
         _library.check(lib.tms_resume(b"weights"))
@@ -169,7 +172,7 @@ def test_resume_gives_host_backup_back_before_it_returns(lib, backend, count):
     size, slack = 80 * MIB // count, 8 * MIB
     addresses = []
     try:
-        with _settings.changed(tag="rss", cpu_backup=True, cpu_backup_backend=backend):
+        with _settings.changed(tag="rss", policy=BackupPolicy.from_region(enable_cpu_backup=True, cpu_backup_backend=backend)):
             for _ in range(count):
                 address = ctypes.c_void_p()
                 _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
@@ -198,9 +201,10 @@ def test_pause_and_resume_through_python_are_logged_once_by_the_engine():
         import logging
         logging.basicConfig(level=logging.INFO)
         from torch_memory_saver import torch_memory_saver as saver, _library, _settings
+        from torch_memory_saver._policy import BackupPolicy
         lib = _library.library()
         address = ctypes.c_void_p()
-        with _settings.changed(tag="logged", cpu_backup=True, disk_backup=False):
+        with _settings.changed(tag="logged", policy=BackupPolicy.from_region(enable_cpu_backup=True, enable_disk_backup=False)):
             _library.check(lib.tms_malloc(ctypes.byref(address), 2 << 20, 0))
         saver.pause("logged")
         saver.resume("logged")
@@ -216,3 +220,24 @@ def test_pause_and_resume_through_python_are_logged_once_by_the_engine():
     assert lines[1].startswith(
         "[torch_memory_saver INFO rank 5] resumed 1 allocations (2.0 MiB, 2.0 MiB from host) of tag 'logged' on device 0 in "
     ), lines[1]
+
+
+def test_a_leased_backup_stays_readable_after_resume_and_goes_back_when_the_lease_ends(lib, allocate):
+    """get_cpu_backup reads through a lease: the bytes outlive a resume (or free) on another thread."""
+    address = allocate(2 * MIB, tag="leased", cpu_backup=True)
+    ctypes.memmove(address, pattern(2 * MIB, seed=4), 2 * MIB)
+    torch_memory_saver.pause("leased")
+    lease, data = ctypes.c_uint64(), ctypes.c_void_p()
+    _library.check(lib.tms_lease_cpu_backup(address + 4096, MIB, ctypes.byref(lease), ctypes.byref(data)))
+    assert lease.value != 0 and data.value
+    resumer = threading.Thread(target=torch_memory_saver.resume, args=("leased",))
+    resumer.start()
+    resumer.join(30)
+    assert ctypes.string_at(data.value, MIB) == pattern(2 * MIB, seed=4)[4096 : 4096 + MIB]
+    (leased,) = [s for s in stats() if s.tag == "leased"]
+    assert leased.backup_bytes == 0, "the record let go of the backup; the lease holds its memory"
+    _library.check(lib.tms_end_cpu_backup_lease(lease.value))
+    _library.check(lib.tms_end_cpu_backup_lease(lease.value))  # twice: ignored
+    none, nothing = ctypes.c_uint64(7), ctypes.c_void_p(1)
+    _library.check(lib.tms_lease_cpu_backup(address, 16, ctypes.byref(none), ctypes.byref(nothing)))
+    assert (none.value, nothing.value) == (0, None), "active and not retained: no backup to lease"

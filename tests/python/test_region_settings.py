@@ -12,10 +12,11 @@ import pytest
 from simhelpers import MIB
 from torch_memory_saver import _settings, stats
 from torch_memory_saver._settings import ThreadSettings
+from torch_memory_saver._policy import BackupPolicy
+from torch_memory_saver.errors import InvalidArgumentError
 
-DEFAULTS = ThreadSettings(
-    interesting=False, tag="default", cpu_backup=False, cpu_backup_backend="pinned", disk_backup=False
-)
+DEFAULTS = ThreadSettings(interesting=False, tag="default", policy=BackupPolicy())
+HOST = BackupPolicy("host", "pinned")
 
 
 def test_a_thread_starts_with_the_defaults():
@@ -23,11 +24,14 @@ def test_a_thread_starts_with_the_defaults():
 
 
 def test_nested_settings_restore_the_outer_ones(lib):
-    with _settings.changed(interesting=True, tag="outer", cpu_backup=True) as outer:
-        assert outer == ThreadSettings(True, "outer", True, "pinned", False)
-        with _settings.changed(tag="inner", cpu_backup=False, cpu_backup_backend="mmap") as inner:
-            assert inner == ThreadSettings(True, "inner", False, "mmap", False)
+    with _settings.changed(interesting=True, tag="outer", policy=HOST) as outer:
+        assert outer == ThreadSettings(True, "outer", HOST)
+        inner_policy = BackupPolicy("host_compressed", "mmap")
+        with _settings.changed(tag="inner", policy=inner_policy) as inner:
+            assert inner == ThreadSettings(True, "inner", inner_policy)
+            assert _settings.read() == inner, "what the engine holds is what was set"
             assert lib.tms_get_current_tag() == b"inner"
+            assert lib.tms_get_cpu_backup_backend() == b"mmap"
         assert _settings.read() == outer
         assert lib.tms_get_current_tag() == b"outer"
         assert lib.tms_get_enable_cpu_backup() is True
@@ -42,10 +46,51 @@ def test_settings_are_restored_when_the_block_raises():
 
 
 def test_a_rejected_setting_undoes_the_ones_before_it():
-    with pytest.raises(ValueError):
-        with _settings.changed(tag="partial", cpu_backup=True, cpu_backup_backend="tape"):
+    # The tag is set before the policy, which the engine refuses.
+    bad = BackupPolicy.__new__(BackupPolicy)
+    object.__setattr__(bad, "kind", "disk")
+    object.__setattr__(bad, "host_memory", "mmap")
+    with pytest.raises(InvalidArgumentError, match="keeps no host copy"):
+        with _settings.changed(tag="partial", policy=bad):
             pass
     assert _settings.read() == DEFAULTS
+
+
+def test_a_region_backend_of_none_keeps_the_outer_host_memory():
+    outer = BackupPolicy("host", "mmap")
+    assert BackupPolicy.from_region(enable_cpu_backup=True, inherited=outer) == outer
+    assert BackupPolicy.from_region(enable_cpu_backup=True, compress=True, inherited=outer) == BackupPolicy(
+        "host_compressed", "mmap"
+    )
+    assert BackupPolicy.from_region(enable_cpu_backup=True, cpu_backup_backend="PINNED") == HOST
+    assert BackupPolicy.from_region(enable_cpu_backup=True) == BackupPolicy("host")
+    assert BackupPolicy.from_region(enable_disk_backup=True, inherited=outer) == BackupPolicy("disk")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"enable_cpu_backup": True, "enable_disk_backup": True}, "together are refused"),
+        ({"compress": True}, "pass enable_cpu_backup=True"),
+        ({"cpu_backup_backend": "mmap"}, "needs enable_cpu_backup=True"),
+        ({"enable_disk_backup": True, "cpu_backup_backend": "pinned"}, "needs enable_cpu_backup=True"),
+        ({"enable_cpu_backup": True, "cpu_backup_backend": "tape"}, "accepted: pinned, mmap"),
+        ({"enable_cpu_backup": "no"}, "must be True or False"),
+        ({"enable_disk_backup": "yes"}, "must be True or False"),
+        ({"enable_cpu_backup": True, "compress": "off"}, "must be True or False"),
+    ],
+)
+def test_region_arguments_that_mean_nothing_are_refused(arguments, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        BackupPolicy.from_region(**arguments)
+
+
+def test_the_policy_is_a_value_and_refuses_what_means_nothing():
+    assert BackupPolicy("host", "mmap") == BackupPolicy("host", "mmap")
+    assert len({BackupPolicy("host", "mmap"), BackupPolicy("host", "mmap"), BackupPolicy()}) == 2
+    for kind, memory in (("none", "pinned"), ("disk", "mmap"), ("tape", None), ("host", "floppy")):
+        with pytest.raises(InvalidArgumentError):
+            BackupPolicy(kind, memory)
 
 
 def test_settings_of_one_thread_are_invisible_to_another():
@@ -53,7 +98,7 @@ def test_settings_of_one_thread_are_invisible_to_another():
     seen = {}
 
     def in_region():
-        with _settings.changed(interesting=True, tag="worker", cpu_backup=True):
+        with _settings.changed(interesting=True, tag="worker", policy=BackupPolicy.from_region(enable_cpu_backup=True)):
             seen["worker"] = _settings.read()
             entered.set()
             checked.wait(10)
@@ -71,7 +116,7 @@ def test_settings_of_one_thread_are_invisible_to_another():
 
 def test_allocations_take_the_thread_tag_and_policy(lib):
     address = ctypes.c_void_p()
-    with _settings.changed(tag="tagged", cpu_backup=True):
+    with _settings.changed(tag="tagged", policy=BackupPolicy.from_region(enable_cpu_backup=True)):
         assert lib.tms_malloc(ctypes.byref(address), 2 * MIB, 0) == 0
     try:
         lib.tms_pause(b"tagged")

@@ -14,6 +14,7 @@ import time
 
 from simhelpers import MIB, device_free, pattern
 from torch_memory_saver import TorchMemorySaver, _library, _settings, stats
+from torch_memory_saver._policy import BackupPolicy
 
 DEADLINE_S = 60  # far above the few seconds these take; reaching it means a deadlock
 
@@ -51,7 +52,7 @@ def run_threads(targets):
 
 def malloc(lib, size, tag, **policy):
     address = ctypes.c_void_p()
-    with _settings.changed(tag=tag, **policy):
+    with _settings.changed(tag=tag, policy=BackupPolicy.from_region(**policy)):
         _library.check(lib.tms_malloc(ctypes.byref(address), size, 0))
     return address.value
 
@@ -61,9 +62,9 @@ def test_threads_allocate_and_free_while_another_thread_pauses_and_resumes_anoth
     saver.set_disk_backup_dir(tmp_path)
     free_before = device_free(lib)
     paused_side = {
-        malloc(lib, 4 * MIB, "pausing", cpu_backup=True): 101,
-        malloc(lib, 3 * MIB, "pausing", disk_backup=True): 102,
-        malloc(lib, 2 * MIB, "pausing", cpu_backup=True, cpu_backup_backend="mmap"): 103,
+        malloc(lib, 4 * MIB, "pausing", enable_cpu_backup=True): 101,
+        malloc(lib, 3 * MIB, "pausing", enable_disk_backup=True): 102,
+        malloc(lib, 2 * MIB, "pausing", enable_cpu_backup=True, cpu_backup_backend="mmap"): 103,
     }
     sizes = {address: size for address, size in zip(paused_side, (4 * MIB, 3 * MIB, 2 * MIB))}
     for address, seed in paused_side.items():
@@ -97,7 +98,7 @@ def test_threads_allocate_and_free_while_another_thread_pauses_and_resumes_anoth
             while not stop.is_set() or rounds < 20:
                 size = rng.choice((1, 2, 3)) * MIB
                 seed = rng.randrange(1, 250)
-                policy = rng.choice(({}, {"cpu_backup": True}, {"disk_backup": True}))
+                policy = rng.choice(({}, {"enable_cpu_backup": True}, {"enable_disk_backup": True}))
                 address = malloc(lib, size, f"worker-{index}", **policy)
                 ctypes.memmove(address, cached_pattern(size, seed), size)
                 live.append((address, size, seed))
@@ -149,7 +150,7 @@ def test_frees_and_allocations_race_with_transitions_of_their_own_tag(lib, tmp_p
         live = []
         try:
             for _ in range(150):
-                policy = rng.choice(({}, {"cpu_backup": True}, {"disk_backup": True}))
+                policy = rng.choice(({}, {"enable_cpu_backup": True}, {"enable_disk_backup": True}))
                 live.append(malloc(lib, rng.choice((1, 2)) * MIB, "churn", **policy))
                 if len(live) > 4 or rng.random() < 0.5:
                     _library.check(lib.tms_free(live.pop(rng.randrange(len(live)))))  # active or paused
@@ -171,9 +172,9 @@ def test_concurrent_pauses_and_resumes_of_one_tag_lose_nothing(lib, tmp_path):
     saver.set_disk_backup_dir(tmp_path)
     free_before = device_free(lib)
     contents = {
-        malloc(lib, 4 * MIB, "racing", cpu_backup=True): (4 * MIB, 11),
-        malloc(lib, 2 * MIB, "racing", disk_backup=True): (2 * MIB, 12),
-        malloc(lib, 2 * MIB, "racing", cpu_backup=True, cpu_backup_backend="mmap"): (2 * MIB, 13),
+        malloc(lib, 4 * MIB, "racing", enable_cpu_backup=True): (4 * MIB, 11),
+        malloc(lib, 2 * MIB, "racing", enable_disk_backup=True): (2 * MIB, 12),
+        malloc(lib, 2 * MIB, "racing", enable_cpu_backup=True, cpu_backup_backend="mmap"): (2 * MIB, 13),
     }
     for address, (size, seed) in contents.items():
         ctypes.memmove(address, cached_pattern(size, seed), size)
