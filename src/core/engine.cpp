@@ -337,16 +337,9 @@ void Engine::resume(const std::optional<std::string>& tag) {
   //    by batch while the plain host copies of the batches already mapped
   //    are copied back. On any failure the pipeline waits for its copies and
   //    unwinds; the backups are untouched, everything stays paused.
-  std::vector<ResumePipeline::Item> items;
-  items.reserve(claimed.size());
-  for (const Allocation* allocation : claimed) {
-    const HostBuffer* copy = allocation->backup ? allocation->backup->host_copy().get() : nullptr;
-    items.push_back(
-        {allocation->device, allocation->base, allocation->size, copy, allocation->requested_size});
-  }
   ResumePipeline pipeline(driver_, parking_, copies_, resume_options_);
   try {
-    pipeline.map_and_restore(items);
+    pipeline.map_and_restore(pipeline_items(claimed));
   } catch (const DeviceOutOfMemory& error) {
     pipeline.unwind();  // give back what was taken before measuring what is free
     throw resume_out_of_memory(tag, error.device(), needed[error.device()], error);
@@ -372,10 +365,40 @@ void Engine::resume(const std::optional<std::string>& tag) {
   }
 
   // 3. Commit: the point of no return. Everything is mapped and restored.
-  //    Nothing in the loop below allocates, so it cannot stop half way.
+  Released released = commit_resume(claimed, pipeline);
+  for (DiskFile& file : released.files) disk_.close_later(std::move(file));
+  clock.lap("commit");
+
+  // 4. Give the host backups back before returning, so that the caller (or
+  //    a process beside it) finds the memory free the moment resume returns.
+  //    Never fails: what cannot be freed is kept and retried.
+  if (!released.host.empty()) {
+    host_memory_.give_back(std::move(released.host));
+    clock.lap("host release");
+  }
+  const double seconds = clock.total_seconds();
+  record_transition(claimed, /*pause=*/false, seconds);
+  if (log_enabled(LogLevel::kInfo)) {
+    log(LogLevel::kInfo, "resumed " + describe_transition(claimed, tag, "from") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  }
+}
+
+std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Allocation*>& claimed) {
+  std::vector<ResumePipeline::Item> items;
+  items.reserve(claimed.size());
+  for (const Allocation* allocation : claimed) {
+    // The record holds its backup, and so the host copy, until the commit.
+    const HostBuffer* copy = allocation->backup ? allocation->backup->host_copy().get() : nullptr;
+    items.push_back(
+        {allocation->device, allocation->base, allocation->size, copy, allocation->requested_size});
+  }
+  return items;
+}
+
+Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline) {
   Released released;
   std::vector<const Allocation*> without_contents;
-  without_contents.reserve(claimed.size());
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -394,22 +417,7 @@ void Engine::resume(const std::optional<std::string>& tag) {
     log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
                                 " WITHOUT its contents: its backup was discarded");
   }
-  for (DiskFile& file : released.files) disk_.close_later(std::move(file));
-  clock.lap("commit");
-
-  // 4. Give the host backups back before returning, so that the caller (or
-  //    a process beside it) finds the memory free the moment resume returns.
-  //    Never fails: what cannot be freed is kept and retried.
-  if (!released.host.empty()) {
-    host_memory_.give_back(std::move(released.host));
-    clock.lap("host release");
-  }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/false, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "resumed " + describe_transition(claimed, tag, "from") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  return released;
 }
 
 // ---- queries and settings ------------------------------------------------

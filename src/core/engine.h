@@ -89,8 +89,6 @@ class Engine {
   /// once, and what is still left is logged. Never throws.
   ~Engine();
 
-  [[nodiscard]] Driver& driver() const { return driver_; }
-
   /// Reserves, creates and maps `request.size` bytes. @throws OutOfMemory
   /// (also when the allocation would leave less than the margin free),
   /// InvalidArgument, DriverError; ConfigError when the policy asks for
@@ -196,6 +194,12 @@ class Engine {
   /// Unmapping is released. @throws the driver's error, saying how many
   /// allocations could not be mapped back and are broken now.
   std::vector<Unmapping> unmap_all(const std::vector<Allocation*>& claimed);
+  /// What resume's pipeline maps, with the plain host copies it restores.
+  static std::vector<ResumePipeline::Item> pipeline_items(const std::vector<Allocation*>& claimed);
+  /// Resume step 3, which cannot fail: the claimed records take their
+  /// memory from `pipeline` and become active; what is not retained of their
+  /// backups is returned for the caller to give back.
+  Released commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline);
   /// Marks the matching allocations busy and returns them.
   std::vector<Allocation*> claim(const std::optional<std::string>& tag, AllocationState state);
   /// Clears busy on `claimed` and wakes waiters in free().
