@@ -64,19 +64,20 @@ fi
 if wants disk; then
   for depth in ${TMS_BATCH_READ_DEPTHS:-8 1}; do
     step "disk part, 4 GiB, 1 and 16 tensors, $depth read(s) in flight (engine phases in the worker logs)"
-    run 150 env TMS_DISK_BACKUP_READ_DEPTH=$depth TMS_LOG_LEVEL=info python3 bench/bench_pause_resume.py \
+    run 150 env TMS_CONF=disk_backup_read_depth=$depth TMS_LOG_LEVEL=info python3 bench/bench_pause_resume.py \
       --parts disk --disk-dir "$disk_dir" --disk-gib 4 --no-plot --out "$out/disk-read$depth"
   done
 fi
 if wants sweep; then
-  # name:VAR=value,VAR=value (the backup part only, pinned host memory); TMS_SWEEP overrides the list.
+  # name:TMS_CONF=key=value,key=value (the backup part only, pinned host memory; docs/configuration.md);
+  # TMS_SWEEP overrides the list.
   # Earlier sweeps (docs/gpu-runs.md) tried prepare threads 4/16, register chunks of 256 MiB, copy
   # chunks of 16 and 256 MiB with 4 and 1 streams: none beat the defaults.
-  for setting in ${TMS_SWEEP:-"default:" "smallreq16:TMS_HOST_SMALL_REQUEST_MB=16" "threads12:TMS_HOST_PREPARE_THREADS=12"}; do
+  for setting in ${TMS_SWEEP:-"default:" "smallreq16:TMS_CONF=host_small_request_mb=16" "threads12:TMS_CONF=host_prepare_threads=12"}; do
     name=${setting%%:*}
     vars=${setting#*:}
     step "sweep $name ($vars)"
-    run 90 env ${vars//,/ } python3 bench/bench_pause_resume.py --total-gib 8 --parts backup --layouts 256,4096 \
+    run 90 env $vars python3 bench/bench_pause_resume.py --total-gib 8 --parts backup --layouts 256,4096 \
       --host-kinds pinned --no-plot --out "$out/sweep-$name"
   done
 fi

@@ -6,7 +6,8 @@
 
 # The sources (relative to the source tree) whose TMS_API functions each
 # shipped library exports.
-set(TMS_EXPORT_SOURCES_torch_memory_saver include/torch_memory_saver/tms.h src/hooks/preload.cpp)
+set(TMS_EXPORT_SOURCES_torch_memory_saver include/torch_memory_saver/tms.h
+    include/torch_memory_saver/tms_testing.h src/hooks/preload.cpp)
 set(TMS_EXPORT_SOURCES_tms_vmm_floor bench/vmm_floor.cpp)
 
 # The sorted names of the TMS_API functions declared in `files`.

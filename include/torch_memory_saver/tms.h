@@ -300,20 +300,6 @@ TMS_API int tms_stats_json(char* buffer, size_t capacity, size_t* required);
  *  reports it. */
 TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes);
 
-/* ---- simulated driver controls (TMS_DRIVER=sim only) --------------------- */
-
-/** Makes the `nth` (1-based) next call of `call` fail; `out_of_memory`
- *  chooses an out-of-memory failure over a generic driver error. Call names:
- *  "reserve", "free_reservation", "create_physical", "release_physical",
- *  "map", "unmap", "set_access", "host_alloc", "host_free",
- *  "host_register", "host_unregister", "copy_to_host", "copy_to_device",
- *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream",
- *  "capture_underway", "codec" (the compressed-backup kernels).
- *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
-TMS_API int tms_sim_fail_call(const char* call, int nth, bool out_of_memory);
-/** Sets the simulated capacity of every device in bytes. */
-TMS_API int tms_sim_set_capacity(uint64_t bytes_per_device);
-
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

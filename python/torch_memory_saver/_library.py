@@ -84,7 +84,7 @@ _SIGNATURES = {
     # observability
     "tms_stats_json": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),
     "tms_device_memory": (_c_int, [_c_int, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_uint64)]),
-    # simulated driver controls
+    # testing controls (tms_testing.h)
     "tms_sim_fail_call": (_c_int, [_c_char_p, _c_int, _c_bool]),
     "tms_sim_set_capacity": (_c_int, [_c_uint64]),
 }

@@ -15,8 +15,10 @@
 #include "capi/runtime.h"
 #include "common/errors.h"
 #include "common/log.h"
+#include "driver/fault_injecting_driver.h"
 #include "driver/sim_driver.h"
 #include "torch_memory_saver/tms.h"
+#include "torch_memory_saver/tms_testing.h"
 
 namespace tms {
 namespace {
@@ -443,13 +445,13 @@ int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes) {
   });
 }
 
-// ---- simulated driver controls ----
+// ---- testing controls (tms_testing.h) ----
 
 int tms_sim_fail_call(const char* call, int nth, bool out_of_memory) {
   return call_guarded([&] {
-    const SimCall which = parse_sim_call(require_text(call, "call name"));
-    sim_driver_or_throw().fail_call(
-        which, nth, out_of_memory ? SimFailure::kOutOfMemory : SimFailure::kDriverError);
+    const DriverCall which = parse_driver_call(require_text(call, "call name"));
+    runtime().faults->fail_call(
+        which, nth, out_of_memory ? InjectedFailure::kOutOfMemory : InjectedFailure::kDriverError);
   });
 }
 

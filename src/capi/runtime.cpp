@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "driver/cuda_driver.h"
+#include "driver/fault_injecting_driver.h"
 #include "driver/sim_driver.h"
 
 namespace tms {
@@ -92,6 +93,7 @@ const ParsedEnv& parsed_env() {
       result.config = parse_process_env_config();
       result.initial_policy = initial_backup_policy(*result.config);
       set_log_level(result.config->log_level);
+      if (!result.config->log_context.empty()) set_log_context(result.config->log_context);
     } catch (const ConfigError& error) {
       result.config.reset();
       result.error = error.what();
@@ -148,36 +150,18 @@ Runtime& runtime() {
 
   auto created = std::make_unique<Runtime>();
   created->config = env_config();
-  std::unique_ptr<Driver> driver;
+  std::unique_ptr<Driver> chosen;
   if (created->config.driver == DriverKind::kSim) {
-    SimDriverOptions options;
-    options.device_count = created->config.sim_devices;
-    options.capacity_bytes = created->config.sim_capacity_bytes;
-    auto sim = std::make_unique<SimDriver>(options);
+    auto sim = std::make_unique<SimDriver>(created->config.sim);
     created->sim = sim.get();
-    driver = std::move(sim);
+    chosen = std::move(sim);
   } else {
     auto cuda = std::make_unique<CudaDriver>();
     cuda->load();  // a missing driver is an error now, not at the first allocation
-    driver = std::move(cuda);
+    chosen = std::move(cuda);
   }
-  // torchrun's rank in every log line: many processes often share one log.
-  if (const char* rank = std::getenv("RANK"); rank != nullptr && *rank != '\0') {
-    set_log_context(std::string("rank ") + rank);
-  }
-  EngineOptions options;
-  options.disk.chunk_bytes = created->config.disk_backup_chunk_mb << 20;
-  options.disk.write_depth = created->config.disk_backup_write_depth;
-  options.disk.read_depth = created->config.disk_backup_read_depth;
-  options.host.prepare_threads = created->config.host_prepare_threads;
-  options.host.register_chunk_bytes = created->config.host_register_chunk_mb << 20;
-  options.host.small_request_bytes = created->config.host_small_request_mb << 20;
-  options.copies.chunk_bytes = created->config.copy_chunk_mb << 20;
-  options.copies.streams_per_device = created->config.copy_streams;
-  // Unregistering and unmapping host backups after resume is slow; do it
-  // off the caller's path.
-  options.host.background_release = true;
-  created->engine = new Engine(*driver, options);
+  auto faults = std::make_unique<FaultInjectingDriver>(*chosen);
+  created->engine = new Engine(*faults, created->config.engine);
   created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
   if (created->config.disk_backup_dir) {
     try {
@@ -190,7 +174,10 @@ Runtime& runtime() {
                         "this user or root, not writable by other users unless sticky");
     }
   }
-  created->driver = driver.release();
+  // Never destroyed, like the engine (see runtime.h).
+  static_cast<void>(chosen.release());
+  created->faults = faults.release();
+  created->driver = created->faults;
   // Backup files must not outlive the process; the engine itself is never
   // destroyed (see runtime.h), so remove them explicitly at exit.
   std::atexit(remove_disk_backups_at_exit);

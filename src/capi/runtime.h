@@ -11,13 +11,17 @@
 
 namespace tms {
 
+class FaultInjectingDriver;
 class SimDriver;
 
 struct Runtime {
   EnvConfig config;
+  /// The driver the engine runs on: the one TMS_DRIVER chose, wrapped in
+  /// `faults`, so that tms_sim_fail_call works on every driver.
   Driver* driver = nullptr;
+  FaultInjectingDriver* faults = nullptr;
   Engine* engine = nullptr;
-  /// Non-null only when driver is the simulation (tests poke it).
+  /// Non-null only when the chosen driver is the simulation (tests poke it).
   SimDriver* sim = nullptr;
 };
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "common/errors.h"
+#include "config/conf_pairs.h"
 
 namespace tms {
 namespace {
@@ -16,8 +17,10 @@ std::string lowercase(std::string text) {
   return text;
 }
 
-[[noreturn]] void reject(const char* variable, const std::string& value, const char* accepted) {
-  throw ConfigError(std::string("environment variable ") + variable + "='" + value +
+/// `setting` is a variable's name, or "TMS_CONF: key" for a TMS_CONF knob.
+[[noreturn]] void reject(const std::string& setting, const std::string& value,
+                         const std::string& accepted) {
+  throw ConfigError("environment variable " + setting + "='" + value +
                     "' is not valid; accepted values: " + accepted);
 }
 
@@ -29,16 +32,95 @@ bool parse_bool(const char* variable, const char* raw, bool fallback) {
   reject(variable, raw, "1/0, true/false, yes/no, on/off");
 }
 
-std::size_t parse_positive(const char* variable, const char* raw, std::size_t fallback,
-                           std::size_t limit) {
+/// A whole number from `min` to `max`; `fallback` when unset or empty.
+std::size_t parse_whole(const std::string& setting, const char* raw, std::size_t fallback,
+                        std::size_t min, std::size_t max) {
   if (raw == nullptr || *raw == '\0') return fallback;
   errno = 0;
   char* end = nullptr;
   const unsigned long long value = std::strtoull(raw, &end, 10);
-  if (errno != 0 || end == raw || *end != '\0' || value == 0 || value > limit || raw[0] == '-') {
-    reject(variable, raw, ("a whole number from 1 to " + std::to_string(limit)).c_str());
+  if (errno != 0 || end == raw || *end != '\0' || raw[0] == '-' || value < min || value > max) {
+    reject(setting, raw,
+           "a whole number from " + std::to_string(min) + " to " + std::to_string(max));
   }
   return static_cast<std::size_t>(value);
+}
+
+/// A tuning knob of TMS_CONF: its key, the range of its value, where the
+/// value goes, and the variable it was read from before TMS_CONF existed.
+struct Knob {
+  const char* key;
+  std::size_t min;
+  std::size_t max;
+  void (*apply)(EnvConfig& config, std::size_t value);
+  const char* old_variable;
+};
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+// docs/configuration.md describes each of these.
+constexpr Knob kKnobs[] = {
+    {"host_prepare_threads", 1, 256,
+     [](EnvConfig& c, std::size_t v) { c.engine.host.prepare_threads = static_cast<unsigned>(v); },
+     "TMS_HOST_PREPARE_THREADS"},
+    {"host_register_chunk_mb", 1, 65536,
+     [](EnvConfig& c, std::size_t v) { c.engine.host.register_chunk_bytes = v * kMiB; },
+     "TMS_HOST_REGISTER_CHUNK_MB"},
+    {"host_small_request_mb", 1, 65536,
+     [](EnvConfig& c, std::size_t v) { c.engine.host.small_request_bytes = v * kMiB; },
+     "TMS_HOST_SMALL_REQUEST_MB"},
+    {"copy_chunk_mb", 1, 65536,
+     [](EnvConfig& c, std::size_t v) { c.engine.copies.chunk_bytes = v * kMiB; },
+     "TMS_COPY_CHUNK_MB"},
+    {"copy_streams", 1, 16,
+     [](EnvConfig& c, std::size_t v) { c.engine.copies.streams_per_device = v; },
+     "TMS_COPY_STREAMS"},
+    {"disk_backup_write_depth", 1, 16,
+     [](EnvConfig& c, std::size_t v) { c.engine.disk.write_depth = v; },
+     "TMS_DISK_BACKUP_WRITE_DEPTH"},
+    {"disk_backup_read_depth", 1, 16,
+     [](EnvConfig& c, std::size_t v) { c.engine.disk.read_depth = v; },
+     "TMS_DISK_BACKUP_READ_DEPTH"},
+    {"sim_devices", 1, 64,
+     [](EnvConfig& c, std::size_t v) { c.sim.device_count = static_cast<int>(v); },
+     "TMS_SIM_DEVICES"},
+    {"sim_capacity_mb", 1, std::size_t{1} << 24,
+     [](EnvConfig& c, std::size_t v) { c.sim.capacity_bytes = v * kMiB; }, "TMS_SIM_CAPACITY_MB"},
+};
+
+constexpr const char* kConfVariable = "TMS_CONF";
+
+std::string knob_keys() {
+  std::string keys;
+  for (const Knob& knob : kKnobs) keys += (keys.empty() ? "" : ", ") + std::string(knob.key);
+  return keys;
+}
+
+/// Applies TMS_CONF to `config`. A variable a knob was read from before is
+/// refused rather than ignored: a tuned job must not silently lose its tuning.
+void apply_knobs(const EnvLookup& lookup, EnvConfig& config) {
+  for (const Knob& knob : kKnobs) {
+    const char* raw = lookup(knob.old_variable);
+    if (raw == nullptr || *raw == '\0') continue;
+    throw ConfigError(std::string("environment variable ") + knob.old_variable +
+                      " is no longer read; its setting moved into " + kConfVariable + ": set " +
+                      kConfVariable + "=" + knob.key + "=" + raw +
+                      " instead (several settings: comma-separated; docs/configuration.md)");
+  }
+  const char* text = lookup(kConfVariable);
+  if (text == nullptr) return;
+  for (const ConfPair& pair : split_conf_pairs(kConfVariable, text)) {
+    const Knob* knob = nullptr;
+    for (const Knob& candidate : kKnobs) {
+      if (pair.key == candidate.key) knob = &candidate;
+    }
+    if (knob == nullptr) {
+      throw ConfigError(std::string("environment variable ") + kConfVariable + ": unknown key '" +
+                        pair.key + "'; accepted keys: " + knob_keys() + " (docs/configuration.md)");
+    }
+    const std::string setting = std::string(kConfVariable) + ": " + knob->key;
+    knob->apply(config, parse_whole(setting, pair.value.c_str(), 0, knob->min, knob->max));
+  }
 }
 
 }  // namespace
@@ -82,22 +164,9 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
         "TMS_INIT_ENABLE_DISK_BACKUP is on but TMS_DISK_BACKUP_DIR is not set; set it to the "
         "directory for backup files");
   }
-  config.disk_backup_chunk_mb =
-      parse_positive("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 16, 65536);
-  config.disk_backup_write_depth = static_cast<unsigned>(
-      parse_positive("TMS_DISK_BACKUP_WRITE_DEPTH", lookup("TMS_DISK_BACKUP_WRITE_DEPTH"), 8, 16));
-  config.disk_backup_read_depth = static_cast<unsigned>(
-      parse_positive("TMS_DISK_BACKUP_READ_DEPTH", lookup("TMS_DISK_BACKUP_READ_DEPTH"), 8, 16));
-  config.host_prepare_threads = static_cast<unsigned>(
-      parse_positive("TMS_HOST_PREPARE_THREADS", lookup("TMS_HOST_PREPARE_THREADS"), 0, 256));
-  config.host_register_chunk_mb =
-      parse_positive("TMS_HOST_REGISTER_CHUNK_MB", lookup("TMS_HOST_REGISTER_CHUNK_MB"), 64, 65536);
-  config.host_small_request_mb =
-      parse_positive("TMS_HOST_SMALL_REQUEST_MB", lookup("TMS_HOST_SMALL_REQUEST_MB"), 64, 65536);
-  config.copy_chunk_mb =
-      parse_positive("TMS_COPY_CHUNK_MB", lookup("TMS_COPY_CHUNK_MB"), 64, 65536);
-  config.copy_streams =
-      static_cast<unsigned>(parse_positive("TMS_COPY_STREAMS", lookup("TMS_COPY_STREAMS"), 2, 16));
+  config.engine.disk.chunk_bytes =
+      parse_whole("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 16, 1, 65536)
+      << 20;
 
   if (const char* raw = lookup("TMS_DRIVER"); raw != nullptr && *raw != '\0') {
     const std::string value = lowercase(raw);
@@ -123,11 +192,17 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
       reject("TMS_LOG_LEVEL", raw, "error, warning, info, debug");
     }
   }
-  config.sim_devices =
-      static_cast<int>(parse_positive("TMS_SIM_DEVICES", lookup("TMS_SIM_DEVICES"), 1, 64));
-  config.sim_capacity_bytes = parse_positive("TMS_SIM_CAPACITY_MB", lookup("TMS_SIM_CAPACITY_MB"),
-                                             8192, std::size_t{1} << 24)
-                              << 20;
+  // torchrun's rank in every log line: many processes often share one log.
+  if (const char* rank = lookup("RANK"); rank != nullptr && *rank != '\0') {
+    config.log_context = std::string("rank ") + rank;
+  }
+
+  // The process-wide engine's own choices, before the knobs may change them.
+  // Unregistering and unmapping host backups after resume is slow; do it
+  // off the caller's path.
+  config.engine.host.background_release = true;
+  config.sim.capacity_bytes = std::size_t{8} << 30;
+  apply_knobs(lookup, config);
   return config;
 }
 

@@ -89,6 +89,8 @@ class Engine {
   /// once, and what is still left is logged. Never throws.
   ~Engine();
 
+  [[nodiscard]] Driver& driver() const { return driver_; }
+
   /// Reserves, creates and maps `request.size` bytes. @throws OutOfMemory
   /// (also when the allocation would leave less than the margin free),
   /// InvalidArgument, DriverError; ConfigError when the policy asks for

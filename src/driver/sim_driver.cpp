@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <string>
 
 #include "codec/cpu_codec.h"
@@ -16,11 +15,6 @@
 
 namespace tms {
 namespace {
-
-#define TMS_SIM_CALL_NAME(enumerator, name) name,
-constexpr std::string_view kCallNames[] = {TMS_SIM_CALLS(TMS_SIM_CALL_NAME)};
-#undef TMS_SIM_CALL_NAME
-static_assert(std::size(kCallNames) == static_cast<std::size_t>(SimCall::kCount));
 
 // Each thread has its own current device, as with the CUDA runtime.
 thread_local int t_current_device = 0;
@@ -40,16 +34,6 @@ OutOfMemory address_space_exhausted(std::size_t size, std::size_t alignment,
 
 }  // namespace
 
-std::string_view sim_call_name(SimCall call) { return kCallNames[static_cast<std::size_t>(call)]; }
-
-SimCall parse_sim_call(std::string_view name) {
-  for (std::size_t i = 0; i < std::size(kCallNames); ++i) {
-    if (kCallNames[i] == name) return static_cast<SimCall>(i);
-  }
-  throw InvalidArgument("unknown simulated driver call '" + std::string(name) +
-                        "' (expected one of reserve, map, create_physical, ... as in tms.h)");
-}
-
 SimDriver::SimDriver(SimDriverOptions options)
     : options_(options),
       physical_bytes_(static_cast<std::size_t>(options.device_count), 0),
@@ -67,19 +51,6 @@ SimDriver::~SimDriver() {
   for (auto& [handle, physical] : physical_) close(physical.fd);
   for (auto& [va, size] : reservations_) munmap(reinterpret_cast<void*>(va), size);
   for (auto& [ptr, size] : host_allocations_) munmap(ptr, size);
-}
-
-void SimDriver::enter(SimCall call) {
-  const std::optional<SimFailure> failure = failures_.next(call);
-  if (!failure) return;
-  for (std::size_t kind = 0; kind < counts_at_failure_.size(); ++kind) {
-    counts_at_failure_[kind] = failures_.count(static_cast<SimCall>(kind));
-  }
-  const std::string name(sim_call_name(call));
-  if (*failure == SimFailure::kOutOfMemory) {
-    throw OutOfMemory("sim." + name, "injected out-of-memory", 0, 0);
-  }
-  throw DriverError("sim." + name, "CUDA_ERROR_INJECTED", "injected failure");
 }
 
 void SimDriver::check_device(int device, std::string_view call) const {
@@ -116,7 +87,6 @@ void SimDriver::set_capturing(int device, bool capturing) {
 
 bool SimDriver::capture_underway(int device) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kCaptureUnderway);
   check_device(device, "capture_underway");
   return capturing_[static_cast<std::size_t>(device)];
 }
@@ -136,13 +106,11 @@ DeviceMemoryInfo SimDriver::memory_info(int device) {
 
 void SimDriver::synchronize(int device) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kSynchronize);
   check_device(device, "synchronize");
 }
 
 DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kReserve);
   if (size == 0 || size % options_.granularity != 0) {
     throw DriverError("sim.reserve", "CUDA_ERROR_INVALID_VALUE",
                       "size " + std::to_string(size) + " is not a granularity multiple");
@@ -171,7 +139,6 @@ DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
 
 void SimDriver::free_reservation(DevicePtr va, std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kFreeReservation);
   auto it = reservations_.find(va);
   if (it == reservations_.end() || it->second != size) {
     throw DriverError("sim.free_reservation", "CUDA_ERROR_INVALID_VALUE", "not a reservation");
@@ -188,7 +155,6 @@ void SimDriver::free_reservation(DevicePtr va, std::size_t size) {
 
 PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kCreatePhysical);
   check_device(device, "create_physical");
   auto& used = physical_bytes_[static_cast<std::size_t>(device)];
   // The capacity may have been lowered below what is in use.
@@ -218,7 +184,6 @@ PhysicalHandle SimDriver::create_physical(int device, std::size_t size) {
 
 void SimDriver::release_physical(PhysicalHandle handle) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kReleasePhysical);
   Physical& physical = physical_or_throw(handle, "release_physical");
   // As with cuMemRelease, memory still mapped stays alive until unmapped; the
   // engine always unmaps first, so the simulation frees it at once.
@@ -229,7 +194,6 @@ void SimDriver::release_physical(PhysicalHandle handle) {
 
 void SimDriver::map(DevicePtr va, std::size_t size, PhysicalHandle handle) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kMap);
   Physical& physical = physical_or_throw(handle, "map");
   if (size > physical.size) {
     throw DriverError("sim.map", "CUDA_ERROR_INVALID_VALUE", "range larger than the handle");
@@ -246,7 +210,6 @@ void SimDriver::map(DevicePtr va, std::size_t size, PhysicalHandle handle) {
 
 void SimDriver::unmap(DevicePtr va, std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kUnmap);
   auto it = mappings_.find(va);
   if (it == mappings_.end() || it->second != size) {
     throw DriverError("sim.unmap", "CUDA_ERROR_INVALID_VALUE", "range is not mapped");
@@ -263,7 +226,6 @@ void SimDriver::unmap(DevicePtr va, std::size_t size) {
 
 void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kSetAccess);
   check_device(device, "set_access");
   const auto mapping = mappings_.find(va);
   if (mapping == mappings_.end() || mapping->second != size) {
@@ -277,7 +239,6 @@ void SimDriver::set_access(DevicePtr va, std::size_t size, int device) {
 
 void* SimDriver::host_alloc(std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kHostAlloc);
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) {
     throw OutOfMemory("sim.host_alloc", errno_text("mmap"), size, 0);
@@ -288,7 +249,6 @@ void* SimDriver::host_alloc(std::size_t size) {
 
 void SimDriver::host_free(void* ptr, std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kHostFree);
   // The allocation holding [ptr, ptr + size): all of it, or (as munmap
   // allows) a page-aligned piece of it.
   const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
@@ -318,7 +278,6 @@ void SimDriver::host_free(void* ptr, std::size_t size) {
 
 void SimDriver::host_register(void* ptr, std::size_t size) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kHostRegister);
   if (!host_registrations_.emplace(ptr, size).second) {
     throw DriverError("sim.host_register", "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED", "");
   }
@@ -326,7 +285,6 @@ void SimDriver::host_register(void* ptr, std::size_t size) {
 
 void SimDriver::host_unregister(void* ptr) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kHostUnregister);
   if (host_registrations_.erase(ptr) == 0) {
     throw DriverError("sim.host_unregister", "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", "");
   }
@@ -334,7 +292,6 @@ void SimDriver::host_unregister(void* ptr) {
 
 StreamHandle SimDriver::create_stream(int device) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kCreateStream);
   check_device(device, "create_stream");
   ++live_streams_;
   return reinterpret_cast<StreamHandle>(next_stream_++);
@@ -342,57 +299,26 @@ StreamHandle SimDriver::create_stream(int device) {
 
 void SimDriver::destroy_stream(int device, StreamHandle /*stream*/) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kDestroyStream);
   check_device(device, "destroy_stream");
   --live_streams_;
 }
 
 void SimDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
                                    StreamHandle /*stream*/) {
-  {
-    std::lock_guard lock(mutex_);
-    enter(SimCall::kCopyToHost);
-    check_device(device, "copy_to_host");
-  }
-  // Outside the lock: copies of different allocations may run in parallel.
+  check_device(device, "copy_to_host");  // device_count never changes: no lock
+  // Copies of different allocations run in parallel, as on a GPU.
   std::memcpy(dst, reinterpret_cast<const void*>(src), size);
 }
 
 void SimDriver::copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                                      StreamHandle /*stream*/) {
-  {
-    std::lock_guard lock(mutex_);
-    enter(SimCall::kCopyToDevice);
-    check_device(device, "copy_to_device");
-  }
+  check_device(device, "copy_to_device");  // device_count never changes: no lock
   std::memcpy(reinterpret_cast<void*>(dst), src, size);
 }
 
 void SimDriver::synchronize_stream(int device, StreamHandle /*stream*/) {
   std::lock_guard lock(mutex_);
-  enter(SimCall::kSynchronizeStream);
   check_device(device, "synchronize_stream");
-}
-
-void SimDriver::fail_call(SimCall call, int nth, SimFailure failure) {
-  if (nth < 1) throw InvalidArgument("fail_call: nth must be >= 1");
-  std::lock_guard lock(mutex_);
-  failures_.add(call, nth, failure);
-}
-
-void SimDriver::clear_failures() {
-  std::lock_guard lock(mutex_);
-  failures_.clear();
-}
-
-std::size_t SimDriver::call_count(SimCall call) const {
-  std::lock_guard lock(mutex_);
-  return failures_.count(call);
-}
-
-std::size_t SimDriver::call_count_at_last_failure(SimCall call) const {
-  std::lock_guard lock(mutex_);
-  return counts_at_failure_[static_cast<std::size_t>(call)];
 }
 
 std::size_t SimDriver::accessible_bytes() const {
@@ -453,33 +379,21 @@ std::size_t SimDriver::registered_host_ranges() const {
 // memory (host memory at the device addresses), outside the lock like copies.
 void SimDriver::codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                                     StreamHandle /*stream*/) {
-  {
-    std::lock_guard lock(mutex_);
-    enter(SimCall::kCodec);
-    check_device(device, "codec_measure");
-  }
+  check_device(device, "codec_measure");  // device_count never changes: no lock
   codec::measure(reinterpret_cast<const std::uint8_t*>(src), size,
                  reinterpret_cast<std::uint32_t*>(sizes));
 }
 
 void SimDriver::codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr /*sizes*/,
                                    DevicePtr dst, StreamHandle /*stream*/) {
-  {
-    std::lock_guard lock(mutex_);
-    enter(SimCall::kCodec);
-    check_device(device, "codec_encode");
-  }
+  check_device(device, "codec_encode");  // device_count never changes: no lock
   codec::encode_batch(reinterpret_cast<const std::uint8_t*>(src), size,
                       reinterpret_cast<std::uint8_t*>(dst));
 }
 
 void SimDriver::codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
                                    StreamHandle /*stream*/) {
-  {
-    std::lock_guard lock(mutex_);
-    enter(SimCall::kCodec);
-    check_device(device, "codec_decode");
-  }
+  check_device(device, "codec_decode");  // device_count never changes: no lock
   // The batch's stored length is what its size table says (format.h).
   const auto* head = reinterpret_cast<const std::uint8_t*>(stored);
   codec::decode_batch(head, codec::stored_batch_bytes(head, size),

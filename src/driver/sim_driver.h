@@ -9,56 +9,19 @@
 //   codec kernels    the CPU reference codec (codec/cpu_codec.h), synchronous
 //
 // It keeps byte accounting per device and for host memory so tests can prove
-// nothing leaked, and it can make the N-th call of a given kind fail.
+// nothing leaked. Failures are injected by wrapping it (or any driver) in a
+// FaultInjectingDriver (driver/fault_injecting_driver.h).
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <map>
 #include <mutex>
 #include <string_view>
 #include <vector>
 
-#include "common/failure_schedule.h"
 #include "driver/driver.h"
 
 namespace tms {
-
-/// Each Driver method that can be made to fail, written once as (enumerator,
-/// name): SimCall, sim_call_name() and parse_sim_call() are made from this
-/// list. tms.h lists the names for tms_sim_fail_call (sim_driver_test checks
-/// that it names every one, in this order).
-#define TMS_SIM_CALLS(X)                      \
-  X(kReserve, "reserve")                      \
-  X(kFreeReservation, "free_reservation")     \
-  X(kCreatePhysical, "create_physical")       \
-  X(kReleasePhysical, "release_physical")     \
-  X(kMap, "map")                              \
-  X(kUnmap, "unmap")                          \
-  X(kSetAccess, "set_access")                 \
-  X(kHostAlloc, "host_alloc")                 \
-  X(kHostFree, "host_free")                   \
-  X(kHostRegister, "host_register")           \
-  X(kHostUnregister, "host_unregister")       \
-  X(kCopyToHost, "copy_to_host")              \
-  X(kCopyToDevice, "copy_to_device")          \
-  X(kSynchronize, "synchronize")              \
-  X(kCreateStream, "create_stream")           \
-  X(kDestroyStream, "destroy_stream")         \
-  X(kSynchronizeStream, "synchronize_stream") \
-  X(kCaptureUnderway, "capture_underway")     \
-  X(kCodec, "codec") /* codec_measure/encode/decode_async */
-
-#define TMS_SIM_CALL_ENUMERATOR(enumerator, name) enumerator,
-enum class SimCall { TMS_SIM_CALLS(TMS_SIM_CALL_ENUMERATOR) kCount };
-#undef TMS_SIM_CALL_ENUMERATOR
-
-/// "create_physical" for SimCall::kCreatePhysical, and so on.
-std::string_view sim_call_name(SimCall call);
-/// Parses a name from sim_call_name(); throws InvalidArgument when unknown.
-SimCall parse_sim_call(std::string_view name);
-
-enum class SimFailure { kOutOfMemory, kDriverError };
 
 struct SimDriverOptions {
   int device_count = 1;
@@ -105,15 +68,6 @@ class SimDriver final : public Driver {
                           StreamHandle stream) override;
 
   // --- test controls --------------------------------------------------------
-  /// The `nth` (1-based) next call of `call` throws; earlier ones succeed.
-  void fail_call(SimCall call, int nth, SimFailure failure = SimFailure::kDriverError);
-  /// Forgets every pending failure.
-  void clear_failures();
-  /// How many times `call` has been made since construction.
-  [[nodiscard]] std::size_t call_count(SimCall call) const;
-  /// call_count(call) when the most recent injected failure fired (0 before
-  /// any): tells the calls made before a failure from those made after it.
-  [[nodiscard]] std::size_t call_count_at_last_failure(SimCall call) const;
   void set_capacity(std::size_t bytes_per_device);
   void set_current_device(int device);
   /// Simulates a stream capture on a blocking stream of `device` starting
@@ -140,19 +94,16 @@ class SimDriver final : public Driver {
     std::size_t size;
   };
 
-  void enter(SimCall call);  // counts the call, throws if a failure is due
   void check_device(int device, std::string_view call) const;
   Physical& physical_or_throw(PhysicalHandle handle, std::string_view call);
 
   SimDriverOptions options_;
   mutable std::mutex mutex_;
-  FailureSchedule<SimCall, SimFailure> failures_;
   std::map<PhysicalHandle, Physical> physical_;
   PhysicalHandle next_handle_ = 1;
   std::map<DevicePtr, std::size_t> reservations_;
   std::map<DevicePtr, std::size_t> mappings_;
-  std::map<DevicePtr, std::size_t> accessible_;  // mappings after set_access
-  std::array<std::size_t, static_cast<std::size_t>(SimCall::kCount)> counts_at_failure_{};
+  std::map<DevicePtr, std::size_t> accessible_;    // mappings after set_access
   std::map<void*, std::size_t> host_allocations_;  // by start; pieces after a partial free
   std::map<void*, std::size_t> host_registrations_;
   std::vector<std::size_t> physical_bytes_;

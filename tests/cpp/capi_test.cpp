@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "torch_memory_saver/tms.h"
+#include "torch_memory_saver/tms_testing.h"
 
 namespace {
 
@@ -20,6 +21,14 @@ TEST(CApi, RunsOnTheSimulatedDriver) {
   ASSERT_EQ(tms_init(), TMS_OK) << tms_last_error();
   EXPECT_STREQ(tms_driver_name(), "sim");
   EXPECT_STRNE(tms_version(), "");
+}
+
+TEST(CApi, TheSimulatedDevicesAreTheOnesTmsConfAsksFor) {
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+  ASSERT_EQ(tms_device_memory(1, &free_bytes, &total_bytes), TMS_OK) << tms_last_error();
+  EXPECT_EQ(total_bytes, 256 * kMiB);
+  EXPECT_EQ(tms_device_memory(2, &free_bytes, &total_bytes), TMS_ERROR_INVALID_ARGUMENT);
 }
 
 TEST(CApi, AllocatePauseResumeKeepsBackedUpBytes) {
@@ -321,8 +330,7 @@ TEST(CApi, ForkedChildGetsAClearErrorInsteadOfACrash) {
 
 int main(int argc, char** argv) {
   setenv("TMS_DRIVER", "sim", 1);
-  setenv("TMS_SIM_DEVICES", "2", 1);
-  setenv("TMS_SIM_CAPACITY_MB", "256", 1);
+  setenv("TMS_CONF", "sim_devices=2,sim_capacity_mb=256", 1);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -13,6 +13,7 @@
 #include "codec_data.h"
 #include "common/errors.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "test_support.h"
 
 namespace tms {
@@ -29,7 +30,7 @@ struct Contents {
 /// devices (one spans two batches), incompressible data with compression
 /// asked for, and a plain host backup.
 struct CompressedWorld {
-  SimDriver sim{{.device_count = 2, .capacity_bytes = 256 * kMiB}};
+  testing::FaultySim sim{{.device_count = 2, .capacity_bytes = 256 * kMiB}};
   std::unique_ptr<Engine> engine = [this] {
     EngineOptions options;
     options.host.register_chunk_bytes = kMiB;  // copies split at registered chunks
@@ -145,9 +146,9 @@ TEST(CompressedBackup, NoMemoryForTheResumeScratchIsTheResumeOutOfMemoryError) {
     world.engine->pause("weights");
     const testing::SimSnapshot before = testing::snapshot(world.sim);
     const std::size_t backup_before = world.backup_bytes();
-    world.sim.fail_call(SimCall::kCreatePhysical,
+    world.sim.fail_call(DriverCall::kCreatePhysical,
                         static_cast<int>(world.tracked.size()) + 1 + device,
-                        SimFailure::kOutOfMemory);
+                        InjectedFailure::kOutOfMemory);
     try {
       world.engine->resume("weights");
       ADD_FAILURE() << "resumed without memory for the scratch";
@@ -189,25 +190,27 @@ TEST(CompressedBackup, NoMemoryForTheResumeScratchIsTheResumeOutOfMemoryError) {
 // the operation fails with nothing changed and a retry succeeds, or (giving
 // something back) it completes and the parked resource goes at the next one.
 void sweep(bool resume) {
-  std::vector<std::size_t> calls(static_cast<std::size_t>(SimCall::kCount));
+  std::vector<std::size_t> calls(static_cast<std::size_t>(DriverCall::kCount));
   {
     CompressedWorld world(/*large=*/false);
     if (resume) world.engine->pause("weights");
     for (std::size_t c = 0; c < calls.size(); ++c)
-      calls[c] = world.sim.call_count(static_cast<SimCall>(c));
+      calls[c] = world.sim.call_count(static_cast<DriverCall>(c));
     resume ? world.engine->resume("weights") : world.engine->pause("weights");
     for (std::size_t c = 0; c < calls.size(); ++c)
-      calls[c] = world.sim.call_count(static_cast<SimCall>(c)) - calls[c];
+      calls[c] = world.sim.call_count(static_cast<DriverCall>(c)) - calls[c];
   }
-  EXPECT_GE(calls[static_cast<std::size_t>(SimCall::kCodec)], 2u) << "the codec ran";
+  EXPECT_GE(calls[static_cast<std::size_t>(DriverCall::kCodec)], 2u) << "the codec ran";
   for (std::size_t c = 0; c < calls.size(); ++c) {
-    const auto call = static_cast<SimCall>(c);
-    const bool releases = call == SimCall::kReleasePhysical || call == SimCall::kFreeReservation ||
-                          call == SimCall::kHostFree || call == SimCall::kHostUnregister;
+    const auto call = static_cast<DriverCall>(c);
+    const bool releases = call == DriverCall::kReleasePhysical ||
+                          call == DriverCall::kFreeReservation || call == DriverCall::kHostFree ||
+                          call == DriverCall::kHostUnregister;
     for (std::size_t nth = 1; nth <= calls[c]; ++nth) {
-      for (const SimFailure failure : {SimFailure::kDriverError, SimFailure::kOutOfMemory}) {
+      for (const InjectedFailure failure :
+           {InjectedFailure::kDriverError, InjectedFailure::kOutOfMemory}) {
         SCOPED_TRACE(std::string(resume ? "resume: " : "pause: ") +
-                     std::string(sim_call_name(call)) + " #" + std::to_string(nth));
+                     std::string(driver_call_name(call)) + " #" + std::to_string(nth));
         CompressedWorld world(/*large=*/false);
         if (resume) world.engine->pause("weights");
         const testing::SimSnapshot before = testing::snapshot(world.sim);
@@ -232,7 +235,8 @@ void sweep(bool resume) {
         } else {
           // Past the point of no return (giving something back, also the
           // unmap of the scratch): the operation completes and parks it.
-          EXPECT_TRUE(releases || call == SimCall::kUnmap) << "the injected failure was swallowed";
+          EXPECT_TRUE(releases || call == DriverCall::kUnmap)
+              << "the injected failure was swallowed";
           EXPECT_GT(world.engine->stats().deferred_releases, 0u) << "what failed is parked";
         }
         if (!resume) world.engine->resume("weights");

@@ -27,6 +27,7 @@
 #include "core/engine.h"
 #include "disk_test_support.h"
 #include "faulty_file_io.h"
+#include "faulty_sim.h"
 #include "io/file_io.h"
 #include "test_support.h"
 
@@ -264,7 +265,7 @@ class DiskBackupTest : public ::testing::Test {
   std::unique_ptr<testing::TempDir> on_disk_;
   FaultyFileIo io_;
   TransferProbe probe_{io_};
-  SimDriver sim_;
+  testing::FaultySim sim_;
   std::unique_ptr<Engine> engine_;
 };
 
@@ -314,10 +315,10 @@ TEST_F(DiskBackupTest, ContentsRoundTripExactlyForAnySize) {
         << "size " << sizes[i];
   }
   // A second cycle reuses the staging buffer.
-  const std::size_t host_allocs = sim_.call_count(SimCall::kHostAlloc);
+  const std::size_t host_allocs = sim_.call_count(DriverCall::kHostAlloc);
   engine_->pause(std::nullopt);
   engine_->resume(std::nullopt);
-  EXPECT_EQ(sim_.call_count(SimCall::kHostAlloc), host_allocs);
+  EXPECT_EQ(sim_.call_count(DriverCall::kHostAlloc), host_allocs);
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     EXPECT_TRUE(testing::has_pattern(ptrs[i], sizes[i], static_cast<std::uint8_t>(i + 1)));
     engine_->free(ptrs[i]);
@@ -671,7 +672,7 @@ TEST_F(DiskBackupTest, NoHostMemoryForStagingAtResumeKeepsEverythingPaused) {
   testing::fill_pattern(a, size, 3);
   engine_->pause("t");
   engine_->trim_host_memory();  // the staging buffer goes: resume must make it again
-  sim_.fail_call(SimCall::kHostAlloc, 1, SimFailure::kOutOfMemory);
+  sim_.fail_call(DriverCall::kHostAlloc, 1, InjectedFailure::kOutOfMemory);
   try {
     engine_->resume("t");
     ADD_FAILURE() << "expected OutOfMemory";

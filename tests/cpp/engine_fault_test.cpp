@@ -23,6 +23,7 @@
 #include "core/engine.h"
 #include "disk_test_support.h"
 #include "faulty_file_io.h"
+#include "faulty_sim.h"
 #include "io/file_io.h"
 #include "test_support.h"
 
@@ -53,7 +54,7 @@ struct WorldSnapshot {
 struct World {
   testing::TempDir dir;
   FaultyFileIo io;
-  SimDriver sim{{.device_count = 2, .capacity_bytes = 64 * kMiB}};
+  testing::FaultySim sim{{.device_count = 2, .capacity_bytes = 64 * kMiB}};
   std::unique_ptr<Engine> engine = [this] {
     EngineOptions options;
     options.disk.chunk_bytes = kMiB;  // several chunks per file
@@ -198,7 +199,7 @@ struct FaultFamily {
   std::size_t kinds;
   std::function<std::string(std::size_t kind)> name;
   std::function<std::size_t(const World&, std::size_t kind)> calls;
-  std::vector<int> variants;  // a SimFailure or an errno value
+  std::vector<int> variants;  // a InjectedFailure or an errno value
   std::function<void(World&, std::size_t kind, int nth, int variant)> inject;
   std::function<void(World&)> clear;
   /// Giving a resource back: past the point of no return, so a failure must
@@ -208,18 +209,21 @@ struct FaultFamily {
 
 FaultFamily driver_faults() {
   return {
-      static_cast<std::size_t>(SimCall::kCount),
-      [](std::size_t kind) { return std::string(sim_call_name(static_cast<SimCall>(kind))); },
-      [](const World& w, std::size_t kind) { return w.sim.call_count(static_cast<SimCall>(kind)); },
-      {static_cast<int>(SimFailure::kDriverError), static_cast<int>(SimFailure::kOutOfMemory)},
+      static_cast<std::size_t>(DriverCall::kCount),
+      [](std::size_t kind) { return std::string(driver_call_name(static_cast<DriverCall>(kind))); },
+      [](const World& w, std::size_t kind) {
+        return w.sim.call_count(static_cast<DriverCall>(kind));
+      },
+      {static_cast<int>(InjectedFailure::kDriverError),
+       static_cast<int>(InjectedFailure::kOutOfMemory)},
       [](World& w, std::size_t kind, int nth, int variant) {
-        w.sim.fail_call(static_cast<SimCall>(kind), nth, static_cast<SimFailure>(variant));
+        w.sim.fail_call(static_cast<DriverCall>(kind), nth, static_cast<InjectedFailure>(variant));
       },
       [](World& w) { w.sim.clear_failures(); },
       [](std::size_t kind) {
-        const auto call = static_cast<SimCall>(kind);
-        return call == SimCall::kReleasePhysical || call == SimCall::kFreeReservation ||
-               call == SimCall::kHostFree || call == SimCall::kHostUnregister;
+        const auto call = static_cast<DriverCall>(kind);
+        return call == DriverCall::kReleasePhysical || call == DriverCall::kFreeReservation ||
+               call == DriverCall::kHostFree || call == DriverCall::kHostUnregister;
       },
   };
 }
@@ -373,7 +377,7 @@ std::vector<std::size_t> sampled_calls(std::size_t first, std::size_t last) {
 /// pairs it injected.
 std::size_t sweep_pairs(const Scenario& scenario) {
   const FaultFamily family = driver_faults();
-  const int variant = static_cast<int>(SimFailure::kDriverError);
+  const int variant = static_cast<int>(InjectedFailure::kDriverError);
   const Reference reference = reference_run(scenario, family);
   std::size_t injected = 0;
   for (std::size_t c1 = 0; c1 < family.kinds; ++c1) {
@@ -391,7 +395,7 @@ std::size_t sweep_pairs(const Scenario& scenario) {
         } catch (const Error&) {
         }
         for (std::size_t c = 0; c < family.kinds; ++c) {
-          const auto kind = static_cast<SimCall>(c);
+          const auto kind = static_cast<DriverCall>(c);
           later.emplace_back(world.sim.call_count_at_last_failure(kind) - before[c],
                              family.calls(world, c) - before[c]);
         }
@@ -456,7 +460,7 @@ INSTANTIATE_TEST_SUITE_P(Operations, FaultSweep, ::testing::Range<std::size_t>(0
 class PauseRollback : public ::testing::Test {
  protected:
   static constexpr std::size_t kSize = 4 * kMiB;
-  SimDriver sim;
+  testing::FaultySim sim;
   Engine engine{sim};
   DevicePtr broken = 0;   // claimed first by the pause: unmapped, then not mapped back
   DevicePtr healthy = 0;  // its unmap fails: still active
@@ -472,8 +476,8 @@ class PauseRollback : public ::testing::Test {
 
   /// Fails the pause of "t" at its second unmap, then `rollback` (the map or
   /// the access grant of the first, already unmapped, allocation).
-  void double_fault(SimCall rollback) {
-    sim.fail_call(SimCall::kUnmap, 2);
+  void double_fault(DriverCall rollback) {
+    sim.fail_call(DriverCall::kUnmap, 2);
     sim.fail_call(rollback, 1);
     try {
       engine.pause("t");
@@ -494,14 +498,14 @@ class PauseRollback : public ::testing::Test {
 };
 
 TEST_F(PauseRollback, UnusableAllocationIsBrokenNotActiveAndEveryUseIsAnError) {
-  double_fault(SimCall::kMap);
+  double_fault(DriverCall::kMap);
   EXPECT_EQ(broken_bytes(), kSize);
   EXPECT_EQ(sim.accessible_bytes(), kSize) << "only the healthy one is usable";
-  sim.fail_call(SimCall::kMap, 1);  // the repair at the start of the next pause fails too
+  sim.fail_call(DriverCall::kMap, 1);  // the repair at the start of the next pause fails too
   EXPECT_THROW(engine.pause("t"), InvalidState);
-  sim.fail_call(SimCall::kMap, 1);
+  sim.fail_call(DriverCall::kMap, 1);
   EXPECT_THROW(engine.resume("t"), InvalidState);
-  sim.fail_call(SimCall::kMap, 1);
+  sim.fail_call(DriverCall::kMap, 1);
   EXPECT_THROW(engine.pause(std::nullopt), InvalidState);
   EXPECT_TRUE(testing::has_pattern(healthy, kSize, 2)) << "the other one is still active";
   EXPECT_EQ(engine.backup_pointer(broken, 16), nullptr);
@@ -515,7 +519,7 @@ TEST_F(PauseRollback, UnusableAllocationIsBrokenNotActiveAndEveryUseIsAnError) {
 }
 
 TEST_F(PauseRollback, FreeGivesBackWhatABrokenAllocationHolds) {
-  double_fault(SimCall::kMap);
+  double_fault(DriverCall::kMap);
   engine.free(broken);
   EXPECT_FALSE(engine.owns(broken));
   EXPECT_EQ(sim.physical_bytes(0), kSize);
@@ -526,7 +530,7 @@ TEST_F(PauseRollback, FreeGivesBackWhatABrokenAllocationHolds) {
 }
 
 TEST_F(PauseRollback, MappedButInaccessibleAllocationIsBrokenAndFreeUnmapsIt) {
-  double_fault(SimCall::kSetAccess);
+  double_fault(DriverCall::kSetAccess);
   EXPECT_EQ(broken_bytes(), kSize);
   EXPECT_EQ(sim.mapped_bytes(), 2 * kSize) << "the map of the rollback succeeded";
   EXPECT_EQ(sim.accessible_bytes(), kSize);
@@ -537,13 +541,13 @@ TEST_F(PauseRollback, MappedButInaccessibleAllocationIsBrokenAndFreeUnmapsIt) {
 }
 
 TEST(PauseRollbackTeardown, EngineTeardownGivesBackBrokenAllocations) {
-  SimDriver sim;
+  testing::FaultySim sim;
   {
     Engine engine(sim);
     engine.allocate({kMiB, 0, "u", {}});
     engine.allocate({kMiB, 0, "u", {}});
-    sim.fail_call(SimCall::kUnmap, 2);
-    sim.fail_call(SimCall::kSetAccess, 1);
+    sim.fail_call(DriverCall::kUnmap, 2);
+    sim.fail_call(DriverCall::kSetAccess, 1);
     EXPECT_THROW(engine.pause("u"), Error);
   }
   EXPECT_EQ(sim.physical_bytes(0), 0u);

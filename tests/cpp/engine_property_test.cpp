@@ -13,6 +13,7 @@
 #include "common/errors.h"
 #include "common/sizes.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "test_support.h"
 
 namespace tms {
@@ -79,9 +80,9 @@ class PropertyRun {
 
   void maybe_inject_failure() {
     if (pick(5) != 0) return;
-    const auto call = static_cast<SimCall>(pick(static_cast<int>(SimCall::kCount)));
+    const auto call = static_cast<DriverCall>(pick(static_cast<int>(DriverCall::kCount)));
     sim_.fail_call(call, 1 + pick(3),
-                   pick(2) == 0 ? SimFailure::kOutOfMemory : SimFailure::kDriverError);
+                   pick(2) == 0 ? InjectedFailure::kOutOfMemory : InjectedFailure::kDriverError);
   }
 
   void allocate() {
@@ -192,7 +193,7 @@ class PropertyRun {
   }
 
   std::mt19937 random_;
-  SimDriver sim_;
+  testing::FaultySim sim_;
   Engine engine_;
   std::map<DevicePtr, ModelAllocation> model_;
 };

@@ -21,6 +21,7 @@
 #include "common/errors.h"
 #include "common/sizes.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "test_support.h"
 
 namespace tms {
@@ -214,7 +215,8 @@ class Worker {
 
 TEST(EngineStress, RandomOperationsOfManyThreadsWithRandomDriverFailures) {
   // Small enough for real out-of-memory too.
-  SimDriver sim({.device_count = 2, .capacity_bytes = 96 * kMiB, .granularity = kGranularity});
+  testing::FaultySim sim(
+      {.device_count = 2, .capacity_bytes = 96 * kMiB, .granularity = kGranularity});
   {
     EngineOptions options;
     options.host.prepare_threads = 2;
@@ -235,8 +237,9 @@ TEST(EngineStress, RandomOperationsOfManyThreadsWithRandomDriverFailures) {
         // One failure, sometimes two or three close together (double faults).
         const int burst = pick(4) == 0 ? 2 + pick(2) : 1;
         for (int i = 0; i < burst; ++i) {
-          sim.fail_call(static_cast<SimCall>(pick(static_cast<int>(SimCall::kCount))), 1 + pick(4),
-                        pick(3) == 0 ? SimFailure::kOutOfMemory : SimFailure::kDriverError);
+          sim.fail_call(
+              static_cast<DriverCall>(pick(static_cast<int>(DriverCall::kCount))), 1 + pick(4),
+              pick(3) == 0 ? InjectedFailure::kOutOfMemory : InjectedFailure::kDriverError);
         }
         std::this_thread::sleep_for(std::chrono::microseconds(200 + pick(800)));
       }

@@ -9,6 +9,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "test_support.h"
 
@@ -28,7 +29,7 @@ class EngineTest : public ::testing::Test {
     return engine_->allocate(testing::request(size, device, tag, testing::backup_if(backup)));
   }
 
-  SimDriver sim_;
+  testing::FaultySim sim_;
   std::unique_ptr<Engine> engine_;
 };
 
@@ -187,7 +188,7 @@ class MemoryInfoFailingDriver final : public testing::ForwardingDriver {
 };
 
 TEST(EngineOutOfMemory, AFailingMemoryInfoNeverReplacesTheOutOfMemoryError) {
-  SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+  testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
   MemoryInfoFailingDriver driver(sim);
   Engine engine(driver);
   const DevicePtr weights =
@@ -196,7 +197,7 @@ TEST(EngineOutOfMemory, AFailingMemoryInfoNeverReplacesTheOutOfMemoryError) {
   engine.pause("w");
   const testing::SimSnapshot before = testing::snapshot(sim);
   driver.fail_memory_info = true;
-  sim.fail_call(SimCall::kCreatePhysical, 1, SimFailure::kOutOfMemory);
+  sim.fail_call(DriverCall::kCreatePhysical, 1, InjectedFailure::kOutOfMemory);
   try {
     engine.resume("w");
     ADD_FAILURE() << "resumed while out of memory";
@@ -251,10 +252,10 @@ TEST_F(EngineTest, RetentionKeepsHostMemoryForTheNextPause) {
   engine_->pause("t");
   engine_->resume("t");
   EXPECT_EQ(sim_.host_bytes(), 2 * kMiB);
-  const std::size_t host_allocs = sim_.call_count(SimCall::kHostAlloc);
+  const std::size_t host_allocs = sim_.call_count(DriverCall::kHostAlloc);
   testing::fill_pattern(ptr, 2 * kMiB, 2);
   engine_->pause("t");
-  EXPECT_EQ(sim_.call_count(SimCall::kHostAlloc), host_allocs) << "retained buffer reused";
+  EXPECT_EQ(sim_.call_count(DriverCall::kHostAlloc), host_allocs) << "retained buffer reused";
   engine_->resume("t");
   EXPECT_TRUE(testing::has_pattern(ptr, 2 * kMiB, 2));
   engine_->set_retain_cpu_backup(false);
@@ -378,7 +379,7 @@ TEST_F(EngineTest, PauseAndResumeRefuseWhileTheDriverReportsACaptureOnTheirDevic
   const DevicePtr on1 = allocate(kMiB, "elsewhere", /*backup=*/true, 1);
   testing::fill_pattern(on0, kMiB, 3);
   sim_.set_capturing(0, true);  // another thread captures on a blocking stream of device 0
-  const std::size_t synchronizations = sim_.call_count(SimCall::kSynchronize);
+  const std::size_t synchronizations = sim_.call_count(DriverCall::kSynchronize);
   try {
     engine_->pause("graph-time");
     ADD_FAILURE() << "paused during a capture";
@@ -387,7 +388,7 @@ TEST_F(EngineTest, PauseAndResumeRefuseWhileTheDriverReportsACaptureOnTheirDevic
     EXPECT_NE(std::string(error.what()).find("device 0"), std::string::npos) << error.what();
   }
   EXPECT_THROW(engine_->pause(std::nullopt), InvalidState);
-  EXPECT_EQ(sim_.call_count(SimCall::kSynchronize), synchronizations)
+  EXPECT_EQ(sim_.call_count(DriverCall::kSynchronize), synchronizations)
       << "nothing the capture would see was done";
   EXPECT_TRUE(testing::has_pattern(on0, kMiB, 3)) << "still active";
   engine_->pause("elsewhere");  // device 1 is not capturing

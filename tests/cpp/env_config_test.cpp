@@ -4,11 +4,14 @@
 
 #include <map>
 #include <string>
+#include <utility>
 
 #include "common/errors.h"
 
 namespace tms {
 namespace {
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
 
 EnvConfig parse(const std::map<std::string, std::string>& env) {
   return parse_env_config([&](const char* name) -> const char* {
@@ -23,18 +26,25 @@ TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   EXPECT_FALSE(config.init_enable_cpu_backup);
   EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kPinned);
   EXPECT_EQ(config.driver, DriverKind::kCuda);
-  EXPECT_EQ(config.disk_backup_chunk_mb, 16u);
-  EXPECT_EQ(config.disk_backup_write_depth, 8u);
-  EXPECT_EQ(config.disk_backup_read_depth, 8u);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
-  EXPECT_EQ(config.host_prepare_threads, 0u) << "0: the engine picks from the core count";
-  EXPECT_EQ(config.host_register_chunk_mb, 64u);
-  EXPECT_EQ(config.host_small_request_mb, 64u);
-  EXPECT_EQ(config.copy_chunk_mb, 64u);
-  EXPECT_EQ(config.copy_streams, 2u);
+  EXPECT_TRUE(config.log_context.empty());
+  // The engine's own defaults, except what the process-wide engine changes.
+  const EngineOptions defaults;
+  EXPECT_EQ(config.engine.disk.chunk_bytes, 16 * kMiB);
+  EXPECT_EQ(config.engine.disk.write_depth, defaults.disk.write_depth);
+  EXPECT_EQ(config.engine.disk.read_depth, defaults.disk.read_depth);
+  EXPECT_EQ(config.engine.host.prepare_threads, 0u) << "0: the engine picks from the core count";
+  EXPECT_EQ(config.engine.host.register_chunk_bytes, defaults.host.register_chunk_bytes);
+  EXPECT_EQ(config.engine.host.small_request_bytes, defaults.host.small_request_bytes);
+  EXPECT_EQ(config.engine.copies.chunk_bytes, defaults.copies.chunk_bytes);
+  EXPECT_EQ(config.engine.copies.streams_per_device, defaults.copies.streams_per_device);
+  EXPECT_TRUE(config.engine.host.background_release) << "released off the caller's path";
+  EXPECT_EQ(config.engine.file_io, nullptr);
+  EXPECT_EQ(config.sim.device_count, 1);
+  EXPECT_EQ(config.sim.capacity_bytes, 8192 * kMiB);
 }
 
-TEST(EnvConfig, ReadsEveryVariable) {
+TEST(EnvConfig, ReadsEveryVariableAndEveryConfKey) {
   const EnvConfig config = parse({{"TMS_INIT_ENABLE", "1"},
                                   {"TMS_INIT_ENABLE_CPU_BACKUP", "true"},
                                   {"TMS_INIT_ENABLE_DISK_BACKUP", "0"},
@@ -43,17 +53,14 @@ TEST(EnvConfig, ReadsEveryVariable) {
                                   {"TMS_RETAIN_CPU_BACKUP", "yes"},
                                   {"TMS_DISK_BACKUP_DIR", "/tmp/backups"},
                                   {"TMS_DISK_BACKUP_CHUNK_MB", "128"},
-                                  {"TMS_DISK_BACKUP_WRITE_DEPTH", "6"},
-                                  {"TMS_DISK_BACKUP_READ_DEPTH", "3"},
                                   {"TMS_DRIVER", "sim"},
                                   {"TMS_LOG_LEVEL", "debug"},
-                                  {"TMS_SIM_DEVICES", "4"},
-                                  {"TMS_SIM_CAPACITY_MB", "100"},
-                                  {"TMS_HOST_PREPARE_THREADS", "12"},
-                                  {"TMS_HOST_REGISTER_CHUNK_MB", "256"},
-                                  {"TMS_COPY_CHUNK_MB", "32"},
-                                  {"TMS_HOST_SMALL_REQUEST_MB", "8"},
-                                  {"TMS_COPY_STREAMS", "4"}});
+                                  {"RANK", "3"},
+                                  {"TMS_CONF",
+                                   "disk_backup_write_depth=6,disk_backup_read_depth=3,"
+                                   "sim_devices=4,sim_capacity_mb=100,host_prepare_threads=12,"
+                                   "host_register_chunk_mb=256, copy_chunk_mb=32,"
+                                   "host_small_request_mb=8,copy_streams=4"}});
   EXPECT_TRUE(config.init_enable);
   EXPECT_TRUE(config.init_enable_cpu_backup);
   EXPECT_FALSE(config.init_enable_disk_backup);
@@ -61,47 +68,89 @@ TEST(EnvConfig, ReadsEveryVariable) {
   EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kMmap);
   EXPECT_TRUE(config.retain_cpu_backup);
   EXPECT_EQ(config.disk_backup_dir, "/tmp/backups");
-  EXPECT_EQ(config.disk_backup_chunk_mb, 128u);
-  EXPECT_EQ(config.disk_backup_write_depth, 6u);
-  EXPECT_EQ(config.disk_backup_read_depth, 3u);
+  EXPECT_EQ(config.engine.disk.chunk_bytes, 128 * kMiB);
+  EXPECT_EQ(config.engine.disk.write_depth, 6u);
+  EXPECT_EQ(config.engine.disk.read_depth, 3u);
   EXPECT_EQ(config.driver, DriverKind::kSim);
   EXPECT_EQ(config.log_level, LogLevel::kDebug);
-  EXPECT_EQ(config.sim_devices, 4);
-  EXPECT_EQ(config.sim_capacity_bytes, std::size_t{100} << 20);
-  EXPECT_EQ(config.host_prepare_threads, 12u);
-  EXPECT_EQ(config.host_register_chunk_mb, 256u);
-  EXPECT_EQ(config.host_small_request_mb, 8u);
-  EXPECT_EQ(config.copy_chunk_mb, 32u);
-  EXPECT_EQ(config.copy_streams, 4u);
+  EXPECT_EQ(config.log_context, "rank 3");
+  EXPECT_EQ(config.sim.device_count, 4);
+  EXPECT_EQ(config.sim.capacity_bytes, 100 * kMiB);
+  EXPECT_EQ(config.engine.host.prepare_threads, 12u);
+  EXPECT_EQ(config.engine.host.register_chunk_bytes, 256 * kMiB);
+  EXPECT_EQ(config.engine.host.small_request_bytes, 8 * kMiB);
+  EXPECT_EQ(config.engine.copies.chunk_bytes, 32 * kMiB);
+  EXPECT_EQ(config.engine.copies.streams_per_device, 4u);
+}
+
+/// The message of the ConfigError `env` raises; fails the test if none.
+std::string config_error(const std::map<std::string, std::string>& env) {
+  try {
+    (void)parse(env);
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "accepted " << env.begin()->first << "=" << env.begin()->second;
+  return {};
 }
 
 TEST(EnvConfig, BadValuesNameTheVariableAndTheAcceptedValues) {
-  const std::map<std::string, std::string> bad[] = {
-      {{"TMS_INIT_ENABLE", "maybe"}},
-      {{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}},
-      {{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}},
-      {{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}},
-      {{"TMS_DISK_BACKUP_CHUNK_MB", "0"}},
-      {{"TMS_DISK_BACKUP_WRITE_DEPTH", "0"}},
-      {{"TMS_DISK_BACKUP_READ_DEPTH", "17"}},
-      {{"TMS_DRIVER", "hip"}},
-      {{"TMS_LOG_LEVEL", "loud"}},
-      {{"TMS_HOST_PREPARE_THREADS", "0"}},
-      {{"TMS_COPY_STREAMS", "17"}},
-      {{"TMS_COPY_CHUNK_MB", "x"}},
-      {{"TMS_HOST_REGISTER_CHUNK_MB", "-1"}},
+  const std::pair<std::map<std::string, std::string>, std::string> bad[] = {
+      {{{"TMS_INIT_ENABLE", "maybe"}}, "TMS_INIT_ENABLE"},
+      {{{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}}, "TMS_INIT_CPU_BACKUP_BACKEND"},
+      {{{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
+      {{{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
+      {{{"TMS_DISK_BACKUP_CHUNK_MB", "0"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
+      {{{"TMS_DRIVER", "hip"}}, "TMS_DRIVER"},
+      {{{"TMS_LOG_LEVEL", "loud"}}, "TMS_LOG_LEVEL"},
+      {{{"TMS_CONF", "disk_backup_write_depth=0"}}, "disk_backup_write_depth"},
+      {{{"TMS_CONF", "disk_backup_read_depth=17"}}, "disk_backup_read_depth"},
+      {{{"TMS_CONF", "host_prepare_threads=0"}}, "host_prepare_threads"},
+      {{{"TMS_CONF", "copy_streams=17"}}, "copy_streams"},
+      {{{"TMS_CONF", "copy_chunk_mb=x"}}, "copy_chunk_mb"},
+      {{{"TMS_CONF", "copy_streams=2,host_register_chunk_mb=-1"}}, "host_register_chunk_mb"},
+      {{{"TMS_CONF", "sim_capacity_mb=99999999999"}}, "sim_capacity_mb"},
   };
-  for (const auto& env : bad) {
-    const std::string variable = env.begin()->first;
-    try {
-      (void)parse(env);
-      ADD_FAILURE() << variable << " accepted " << env.begin()->second;
-    } catch (const ConfigError& error) {
-      const std::string message = error.what();
-      EXPECT_NE(message.find(variable), std::string::npos) << message;
-      EXPECT_NE(message.find("accepted values"), std::string::npos) << message;
-    }
+  for (const auto& [env, named] : bad) {
+    const std::string message = config_error(env);
+    EXPECT_NE(message.find(named), std::string::npos) << message;
+    EXPECT_NE(message.find("accepted values"), std::string::npos) << message;
   }
+}
+
+TEST(EnvConfig, UnknownOrMalformedConfEntriesAreErrors) {
+  std::string message = config_error({{"TMS_CONF", "copy_chunk_mb=32,turbo=1"}});
+  EXPECT_NE(message.find("TMS_CONF"), std::string::npos) << message;
+  EXPECT_NE(message.find("'turbo'"), std::string::npos) << message;
+  EXPECT_NE(message.find("copy_streams"), std::string::npos) << "lists the keys: " << message;
+  message = config_error({{"TMS_CONF", "copy_chunk_mb"}});
+  EXPECT_NE(message.find("'copy_chunk_mb'"), std::string::npos) << message;
+  message = config_error({{"TMS_CONF", "copy_streams=2,copy_streams=4"}});
+  EXPECT_NE(message.find("copy_streams=4"), std::string::npos) << message;
+  message = config_error({{"TMS_CONF", "COPY_STREAMS=2"}});
+  EXPECT_NE(message.find("'COPY_STREAMS'"), std::string::npos) << "keys are lowercase: " << message;
+}
+
+// A tuned job must not silently lose its tuning when it upgrades.
+TEST(EnvConfig, AVariableWhoseKnobMovedIntoConfIsAnErrorNamingItsNewSpelling) {
+  const std::pair<const char*, const char*> moved[] = {
+      {"TMS_HOST_PREPARE_THREADS", "host_prepare_threads"},
+      {"TMS_HOST_REGISTER_CHUNK_MB", "host_register_chunk_mb"},
+      {"TMS_HOST_SMALL_REQUEST_MB", "host_small_request_mb"},
+      {"TMS_COPY_CHUNK_MB", "copy_chunk_mb"},
+      {"TMS_COPY_STREAMS", "copy_streams"},
+      {"TMS_DISK_BACKUP_WRITE_DEPTH", "disk_backup_write_depth"},
+      {"TMS_DISK_BACKUP_READ_DEPTH", "disk_backup_read_depth"},
+      {"TMS_SIM_DEVICES", "sim_devices"},
+      {"TMS_SIM_CAPACITY_MB", "sim_capacity_mb"},
+  };
+  for (const auto& [variable, key] : moved) {
+    const std::string message = config_error({{variable, "4"}, {"TMS_CONF", "copy_streams=2"}});
+    EXPECT_NE(message.find(variable), std::string::npos) << message;
+    EXPECT_NE(message.find(std::string("TMS_CONF=") + key + "=4"), std::string::npos) << message;
+  }
+  EXPECT_EQ(parse({{"TMS_COPY_STREAMS", ""}}).engine.copies.streams_per_device, 2u)
+      << "an empty value is unset, as for every variable";
 }
 
 TEST(EnvConfig, DiskBackupForEveryThreadNeedsADirectory) {

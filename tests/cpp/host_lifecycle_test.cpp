@@ -15,6 +15,7 @@
 
 #include "codec_data.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "test_support.h"
 
 namespace tms {
@@ -72,7 +73,7 @@ class HostLifecycle : public ::testing::TestWithParam<Layout> {
 
 TEST_P(HostLifecycle, NonRetainingResumeGivesTheBackupBackBeforeItReturns) {
   const Layout& layout = GetParam();
-  SimDriver sim;
+  testing::FaultySim sim;
   Engine engine(sim, lifecycle_options());
   std::vector<DevicePtr> ptrs;
   for (std::size_t i = 0; i < layout.count; ++i) {
@@ -106,7 +107,7 @@ TEST_P(HostLifecycle, ResumeOfOneTagGivesBackAllOfItsHostMemory) {
   // Paused together, so one acquire serves both tags: small backups of one
   // tag must not share host blocks with the other's.
   const Layout& layout = GetParam();
-  SimDriver sim;
+  testing::FaultySim sim;
   Engine engine(sim, lifecycle_options());
   std::vector<DevicePtr> a;
   std::vector<DevicePtr> b;
@@ -130,7 +131,7 @@ TEST_P(HostLifecycle, ResumeOfOneTagGivesBackAllOfItsHostMemory) {
 
 TEST_P(HostLifecycle, RetainedBackupStaysAfterResume) {
   const Layout& layout = GetParam();
-  SimDriver sim;
+  testing::FaultySim sim;
   Engine engine(sim, lifecycle_options());
   engine.set_retain_cpu_backup(true);
   const DevicePtr ptr = engine.allocate(request("weights"));
@@ -162,7 +163,7 @@ TEST(HostLifecycleCompressed, CompressedBackupsAreGivenBackBeforeResumeReturns) 
   static const std::vector<std::uint8_t> weights =
       testing::normal_weights(6 * kMiB, 0.02f, /*bf16=*/true, 4);  // 12 MiB of bf16
   for (const HostMemoryKind kind : {HostMemoryKind::kPinned, HostMemoryKind::kMmap}) {
-    SimDriver sim;
+    testing::FaultySim sim;
     EngineOptions options = lifecycle_options();
     options.host.register_chunk_bytes = kMiB;
     Engine engine(sim, options);
@@ -185,7 +186,7 @@ TEST(HostLifecycleCompressed, CompressedBackupsAreGivenBackBeforeResumeReturns) 
 
 struct LateFailure {
   const char* name;
-  SimCall call;
+  DriverCall call;
   int nth;
 };
 
@@ -194,7 +195,7 @@ void PrintTo(const LateFailure& failure, std::ostream* out) { *out << failure.na
 class ReleaseFailureAfterCommit : public ::testing::TestWithParam<LateFailure> {};
 
 TEST_P(ReleaseFailureAfterCommit, DoesNotFailTheResumeAndIsRetried) {
-  SimDriver sim;
+  testing::FaultySim sim;
   EngineOptions options = lifecycle_options();
   options.host.register_chunk_bytes = kMiB;  // many chunks in the one shared block
   Engine engine(sim, options);
@@ -225,10 +226,10 @@ TEST_P(ReleaseFailureAfterCommit, DoesNotFailTheResumeAndIsRetried) {
 
 INSTANTIATE_TEST_SUITE_P(
     Calls, ReleaseFailureAfterCommit,
-    ::testing::Values(LateFailure{"first_unregister", SimCall::kHostUnregister, 1},
-                      LateFailure{"later_unregister", SimCall::kHostUnregister, 4},
-                      LateFailure{"first_unmap", SimCall::kHostFree, 1},
-                      LateFailure{"later_unmap", SimCall::kHostFree, 9}),
+    ::testing::Values(LateFailure{"first_unregister", DriverCall::kHostUnregister, 1},
+                      LateFailure{"later_unregister", DriverCall::kHostUnregister, 4},
+                      LateFailure{"first_unmap", DriverCall::kHostFree, 1},
+                      LateFailure{"later_unmap", DriverCall::kHostFree, 9}),
     [](const auto& test_info) { return std::string(test_info.param.name); });
 
 }  // namespace

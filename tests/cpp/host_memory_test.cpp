@@ -20,6 +20,7 @@
 #include "backup/copy_pipeline.h"
 #include "common/errors.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "preparation_test_support.h"
 #include "test_support.h"
@@ -35,7 +36,7 @@ using testing::kMiB;
 /// move it directly and the chunk was ready before the copy was queued).
 class CheckingDriver final : public testing::ForwardingDriver {
  public:
-  explicit CheckingDriver(SimDriver& sim) : ForwardingDriver(sim) {}
+  explicit CheckingDriver(Driver& target) : ForwardingDriver(target) {}
 
   [[nodiscard]] std::string_view name() const override { return "checking"; }
   void host_free(void* ptr, std::size_t size) override {
@@ -133,7 +134,7 @@ class HostBackupTest : public ::testing::Test {
     engine_ = std::make_unique<Engine>(driver_, options);
   }
 
-  SimDriver sim_;
+  testing::FaultySim sim_;
   CheckingDriver driver_;
   std::unique_ptr<Engine> engine_;
 };
@@ -187,9 +188,9 @@ TEST_F(HostBackupTest, ManySmallBackupsShareAFewBlocks) {
     ptrs.push_back(engine_->allocate(backed(size, i % 2)));
     testing::fill_pattern(ptrs.back(), size, static_cast<std::uint8_t>(i));
   }
-  const std::size_t allocs_before = sim_.call_count(SimCall::kHostAlloc);
+  const std::size_t allocs_before = sim_.call_count(DriverCall::kHostAlloc);
   engine_->pause("t");
-  const std::size_t blocks = sim_.call_count(SimCall::kHostAlloc) - allocs_before;
+  const std::size_t blocks = sim_.call_count(DriverCall::kHostAlloc) - allocs_before;
   EXPECT_LE(blocks, total / (4 * kMiB) + 2) << "packed into 4 MiB blocks, not one each";
   engine_->resume("t");
   for (int i = 0; i < 200; ++i) {
@@ -225,7 +226,7 @@ TEST_F(HostBackupTest, RegistrationFailureInAWorkerLeavesEverythingActive) {
   }
   const std::size_t physical = sim_.physical_bytes(0) + sim_.physical_bytes(1);
   for (const int nth : {1, 5, 20, 48}) {
-    sim_.fail_call(SimCall::kHostRegister, nth);
+    sim_.fail_call(DriverCall::kHostRegister, nth);
     EXPECT_THROW(engine_->pause("t"), DriverError) << "host_register #" << nth;
     EXPECT_EQ(sim_.physical_bytes(0) + sim_.physical_bytes(1), physical);
     EXPECT_EQ(sim_.host_bytes(), 0u);
@@ -262,11 +263,11 @@ TEST_F(HostBackupTest, PoolServesRecreatedAllocationsWhileRetentionIsOn) {
     ptrs.push_back(engine_->allocate(backed(2 * kMiB + 5, i % 2)));
     testing::fill_pattern(ptrs.back(), 2 * kMiB + 5, static_cast<std::uint8_t>(40 + i));
   }
-  const std::size_t allocs = sim_.call_count(SimCall::kHostAlloc);
-  const std::size_t registers = sim_.call_count(SimCall::kHostRegister);
+  const std::size_t allocs = sim_.call_count(DriverCall::kHostAlloc);
+  const std::size_t registers = sim_.call_count(DriverCall::kHostRegister);
   engine_->pause("t");
-  EXPECT_EQ(sim_.call_count(SimCall::kHostAlloc), allocs) << "warm: no fresh host memory";
-  EXPECT_EQ(sim_.call_count(SimCall::kHostRegister), registers);
+  EXPECT_EQ(sim_.call_count(DriverCall::kHostAlloc), allocs) << "warm: no fresh host memory";
+  EXPECT_EQ(sim_.call_count(DriverCall::kHostRegister), registers);
   engine_->resume("t");
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(testing::has_pattern(ptrs[static_cast<std::size_t>(i)], 2 * kMiB + 5,
@@ -341,7 +342,7 @@ TEST_F(HostBackupTest, ResumeGivesMemoryBackBeforeItReturnsEvenWithBackgroundRel
   EXPECT_EQ(driver_.freed_while_registered(), 0u) << "unregister before free";
   // A failure is kept and retried by the next operation; the resume succeeds.
   engine_->pause("t");
-  sim_.fail_call(SimCall::kHostFree, 1);
+  sim_.fail_call(DriverCall::kHostFree, 1);
   engine_->resume("t");
   EXPECT_EQ(engine_->stats().deferred_releases, 1u);
   EXPECT_GT(sim_.host_bytes(), 0u);
@@ -356,7 +357,7 @@ TEST_F(HostBackupTest, ResumeGivesMemoryBackBeforeItReturnsEvenWithBackgroundRel
 }
 
 TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
-  SimDriver sim(kTwoDevices);
+  testing::FaultySim sim(kTwoDevices);
   HostMemoryOptions options;
   options.register_chunk_bytes = 64 * 1024;
   options.prepare_threads = 2;
@@ -381,7 +382,7 @@ TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
   batch.wait_all();
   EXPECT_EQ(batch.buffers[0].kind(), HostMemoryKind::kPinned);
   EXPECT_EQ(batch.buffers[1].kind(), HostMemoryKind::kMmap);
-  EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u)
+  EXPECT_EQ(sim.call_count(DriverCall::kHostAlloc), 3u)
       << "one shared pinned block, one mmap block, one large block";
   batch = HostBatch();
   EXPECT_EQ(sim.host_bytes(), 0u);
@@ -393,7 +394,7 @@ TEST(HostMemory, BuffersArePageAlignedAndCopyExtentsStopAtChunkEnds) {
 // chunks in: with the first registration held, the rest of the block is
 // faulted in anyway, and no two threads are ever in host_register at once.
 TEST(HostMemory, OneWorkerRegistersAtATimeWhileTheOthersFaultTheRestIn) {
-  SimDriver sim{{.device_count = 1}};
+  testing::FaultySim sim{{.device_count = 1}};
   testing::GatedRegisterDriver driver(sim);
   HostMemoryOptions options;
   options.register_chunk_bytes = 64 * 1024;
@@ -488,11 +489,11 @@ TEST(HostMemory, ACopyFailingOnAPreparingThreadFailsTheWaitAndNothingStartsAfter
     copies.add(setup.items());
     EXPECT_TRUE(setup.driver.copy_threads().empty())
         << "nothing is registered: every copy was handed over";
-    setup.sim.fail_call(SimCall::kCopyToHost, 2);
+    setup.sim.fail_call(DriverCall::kCopyToHost, 2);
     setup.driver.open();
     EXPECT_THROW(copies.wait(), DriverError);
   }
-  EXPECT_GE(setup.sim.call_count(SimCall::kCopyToHost), 2u) << "the failing copy was made";
+  EXPECT_GE(setup.sim.call_count(DriverCall::kCopyToHost), 2u) << "the failing copy was made";
   EXPECT_EQ(setup.driver.copies_after_a_stream_wait(), 0u);
   EXPECT_THROW(setup.batch.wait_all(), DriverError) << "the batch keeps the copy's error";
   setup.batch = HostBatch();

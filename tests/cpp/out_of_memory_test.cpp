@@ -22,6 +22,7 @@
 #include "core/engine.h"
 #include "disk_test_support.h"
 #include "driver/sim_driver.h"
+#include "faulty_sim.h"
 #include "preparation_test_support.h"
 #include "test_support.h"
 
@@ -93,7 +94,7 @@ TEST(HostMemoryDeathTest, RunningOutOfMemoryWhileGivingBackNeverAborts) {
   EXPECT_EXIT(
       {
         constexpr std::size_t kMiB = std::size_t{1} << 20;
-        SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+        testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
         for (const bool background : {false, true}) {
           HostMemoryOptions options;
           options.prepare_threads = 1;
@@ -104,7 +105,7 @@ TEST(HostMemoryDeathTest, RunningOutOfMemoryWhileGivingBackNeverAborts) {
             for (const HostMemoryKind kind : {HostMemoryKind::kPinned, HostMemoryKind::kMmap}) {
               HostBuffer buffer = memory.acquire_one(kMiB, kind);
               memory.trim();
-              if (nth % 2 == 0) sim.fail_call(SimCall::kHostFree, 1);  // kept for a retry
+              if (nth % 2 == 0) sim.fail_call(DriverCall::kHostFree, 1);  // kept for a retry
               g_fail_in = nth;
               buffer.reset();
               g_fail_in = 0;
@@ -168,7 +169,7 @@ TEST(ThreadStartTest, PauseAndResumeWorkWhenTheSystemRefusesThreads) {
   // the rest of the cycle asks (disk transfers, unmapping).
   for (const int threads : {0, 1, 2, 3}) {
     SCOPED_TRACE("threads the system gives: " + std::to_string(threads));
-    SimDriver sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+    testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
     testing::TempDir dir;
     EngineOptions options;
     options.host.register_chunk_bytes = kMiB;  // several chunks to prepare and to unmap

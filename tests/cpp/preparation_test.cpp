@@ -21,6 +21,7 @@
 #include "backup/host_memory.h"
 #include "common/errors.h"
 #include "driver/sim_driver.h"
+#include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "preparation_test_support.h"
 #include "test_support.h"
@@ -138,11 +139,11 @@ class Waiters {
 TEST(Preparation, RegistrationFailingAtAnyChunkWakesEveryWaiterAndLeaksNothing) {
   for (int nth = 1; nth <= static_cast<int>(kChunks); ++nth) {
     SCOPED_TRACE("host_register #" + std::to_string(nth) + " fails");
-    SimDriver sim{{.device_count = 1}};
+    testing::FaultySim sim{{.device_count = 1}};
     JitterDriver driver(sim, static_cast<unsigned>(nth));
     HostMemory host(driver, many_workers());
     within(std::chrono::seconds(20), "failure at #" + std::to_string(nth), [&] {
-      sim.fail_call(SimCall::kHostRegister, nth);
+      sim.fail_call(DriverCall::kHostRegister, nth);
       HostBatch batch = host.acquire({{kSize, HostMemoryKind::kMmap}});
       {
         Waiters waiters(batch.buffers[0], {0, 1, kChunks / 2, kChunks - 2, kChunks - 1});
@@ -164,7 +165,7 @@ TEST(Preparation, RegistrationFailingAtAnyChunkWakesEveryWaiterAndLeaksNothing) 
 TEST(Preparation, EveryChunkIsRegisteredOnceWhateverOrderTheyQueueIn) {
   for (unsigned round = 0; round < 60; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    SimDriver sim{{.device_count = 1, .capacity_bytes = std::size_t{64} << 20}};
+    testing::FaultySim sim{{.device_count = 1, .capacity_bytes = std::size_t{64} << 20}};
     JitterDriver driver(sim, round);
     HostMemory host(driver, many_workers());
     CopyPipeline pipeline(driver, {.chunk_bytes = 3000, .streams_per_device = 2});
@@ -198,7 +199,7 @@ TEST(Preparation, EveryChunkIsRegisteredOnceWhateverOrderTheyQueueIn) {
 // that registration is done, the queued chunks are never registered,
 // threads waiting for them get an error, and nothing is left registered.
 TEST(Preparation, StoppingWithChunksQueuedForRegistrationNeitherHangsNorLeaks) {
-  SimDriver sim{{.device_count = 1}};
+  testing::FaultySim sim{{.device_count = 1}};
   testing::GatedRegisterDriver driver(sim);
   HostMemoryOptions options = many_workers();
   options.prepare_threads = 4;
@@ -232,7 +233,7 @@ TEST(Preparation, StoppingWithChunksQueuedForRegistrationNeitherHangsNorLeaks) {
 TEST(Preparation, AHandedCopyFailingWithChunksQueuedBehindItWakesTheirWaiters) {
   for (int nth = 1; nth <= 40; nth += 3) {
     SCOPED_TRACE("copy #" + std::to_string(nth) + " fails");
-    SimDriver sim{{.device_count = 1, .capacity_bytes = std::size_t{64} << 20}};
+    testing::FaultySim sim{{.device_count = 1, .capacity_bytes = std::size_t{64} << 20}};
     testing::GatedRegisterDriver driver(sim);
     HostMemory host(driver, many_workers());
     CopyPipeline pipeline(driver, {.chunk_bytes = 3000, .streams_per_device = 2});
@@ -244,7 +245,7 @@ TEST(Preparation, AHandedCopyFailingWithChunksQueuedBehindItWakesTheirWaiters) {
         {
           QueuedCopies copies(pipeline, /*to_host=*/true);
           copies.add({{0, device.va(), batch.buffers[0].data(), kSize, &batch.buffers[0]}});
-          sim.fail_call(SimCall::kCopyToHost, nth);
+          sim.fail_call(DriverCall::kCopyToHost, nth);
           driver.open();
           EXPECT_THROW(copies.wait(), DriverError);
         }
@@ -264,14 +265,14 @@ TEST(Preparation, AHandedCopyFailingWithChunksQueuedBehindItWakesTheirWaiters) {
 // failed registration and then only sequential ones, at most one thread
 // was ever in host_register.
 TEST(Preparation, GatedDriverDoesNotCountAFailedRegistrationAsRunning) {
-  SimDriver sim{{.device_count = 1}};
+  testing::FaultySim sim{{.device_count = 1}};
   testing::GatedRegisterDriver driver(sim);
   driver.open();
   HostMemoryOptions options;
   options.register_chunk_bytes = kChunk;
   options.prepare_threads = 1;  // every registration on the caller's thread, one after another
   HostMemory host(driver, options);
-  sim.fail_call(SimCall::kHostRegister, 1);
+  sim.fail_call(DriverCall::kHostRegister, 1);
   EXPECT_THROW((void)host.acquire({{kSize, HostMemoryKind::kMmap}}), DriverError);
   HostBatch batch = host.acquire({{kSize, HostMemoryKind::kMmap}});
   batch.wait_all();

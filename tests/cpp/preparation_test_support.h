@@ -16,6 +16,7 @@
 #include "common/sizes.h"
 #include "driver/driver.h"
 #include "driver/sim_driver.h"
+#include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "test_support.h"
 
@@ -145,7 +146,7 @@ struct GatedCopySetup {
     return {{0, device.va(), batch.buffers[0].data(), kSize, &batch.buffers[0]}};
   }
 
-  SimDriver sim{{.device_count = 1, .capacity_bytes = 64 * kSize}};
+  FaultySim sim{{.device_count = 1, .capacity_bytes = 64 * kSize}};
   GatedRegisterDriver driver{sim};
   HostMemory host{driver, host_options()};
   CopyPipeline pipeline;

@@ -12,6 +12,7 @@
 
 #include "common/errors.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "test_support.h"
 
@@ -23,7 +24,7 @@ using testing::kMiB;
 /// Records the calls a resume's order is judged by, from any thread.
 class RecordingDriver final : public testing::ForwardingDriver {
  public:
-  explicit RecordingDriver(SimDriver& sim) : ForwardingDriver(sim) {}
+  explicit RecordingDriver(Driver& target) : ForwardingDriver(target) {}
 
   PhysicalHandle create_physical(int device, std::size_t size) override {
     record("create_physical");
@@ -139,7 +140,7 @@ class ResumePipelineTest : public ::testing::Test {
     }
   }
 
-  SimDriver sim_;
+  testing::FaultySim sim_;
   RecordingDriver driver_;
   std::unique_ptr<Engine> engine_;
   std::vector<DevicePtr> ptrs_;
@@ -168,7 +169,8 @@ TEST_F(ResumePipelineTest, CopiesOfABatchAreQueuedBeforeTheNextIsMappedAndNothin
 }
 
 TEST_F(ResumePipelineTest, OutOfMemoryInALaterBatchWaitsForQueuedCopiesThenUnwindsEverything) {
-  sim_.fail_call(SimCall::kCreatePhysical, 3, SimFailure::kOutOfMemory);  // the second batch
+  sim_.fail_call(DriverCall::kCreatePhysical, 3,
+                 InjectedFailure::kOutOfMemory);  // the second batch
   try {
     engine_->resume("weights");
     ADD_FAILURE() << "the resume succeeded";
@@ -186,7 +188,7 @@ TEST_F(ResumePipelineTest, OutOfMemoryInALaterBatchWaitsForQueuedCopiesThenUnwin
 }
 
 TEST_F(ResumePipelineTest, FailedCopyInALaterBatchLeavesEverythingPaused) {
-  sim_.fail_call(SimCall::kCopyToDevice, 5);  // within the second batch
+  sim_.fail_call(DriverCall::kCopyToDevice, 5);  // within the second batch
   EXPECT_THROW(engine_->resume("weights"), DriverError);
   EXPECT_EQ(count(driver_.calls(), "host_unregister"), 0u);
   expect_paused_then_resumable();

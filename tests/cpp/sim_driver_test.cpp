@@ -3,9 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <fstream>
-#include <iterator>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -110,21 +107,6 @@ TEST(SimDriver, CapacityLoweredBelowWhatIsInUseReportsNothingFree) {
   sim.release_physical(a);
 }
 
-TEST(SimDriver, FailsTheNthCallOfAKindOnce) {
-  SimDriver sim = make_sim();
-  sim.fail_call(SimCall::kHostAlloc, 2, SimFailure::kOutOfMemory);
-  void* first = sim.host_alloc(4096);
-  EXPECT_THROW((void)sim.host_alloc(4096), OutOfMemory);
-  void* third = sim.host_alloc(4096);
-  EXPECT_EQ(sim.host_bytes(), 8192u);
-  sim.fail_call(SimCall::kHostFree, 1);
-  EXPECT_THROW(sim.host_free(first, 4096), DriverError);
-  sim.host_free(first, 4096);
-  sim.host_free(third, 4096);
-  EXPECT_EQ(sim.host_bytes(), 0u);
-  EXPECT_EQ(sim.call_count(SimCall::kHostAlloc), 3u);
-}
-
 TEST(SimDriver, HostMemoryGoesBackInPageAlignedPieces) {
   SimDriver sim = make_sim();
   constexpr std::size_t kPage = 4096;
@@ -142,12 +124,10 @@ TEST(SimDriver, HostMemoryGoesBackInPageAlignedPieces) {
   EXPECT_EQ(sim.host_bytes(), 0u);
 }
 
-TEST(SimDriver, RejectsUnknownDevicesHandlesAndCallNames) {
+TEST(SimDriver, RejectsUnknownDevicesAndHandles) {
   SimDriver sim = make_sim(1);
   EXPECT_THROW((void)sim.create_physical(1, 2 * kMiB), DriverError);
   EXPECT_THROW(sim.release_physical(12345), DriverError);
-  EXPECT_THROW((void)parse_sim_call("no_such_call"), InvalidArgument);
-  EXPECT_EQ(parse_sim_call("copy_to_host"), SimCall::kCopyToHost);
 }
 
 // Before/after comparisons of the tests work on any number of devices.
@@ -161,28 +141,6 @@ TEST(SimDriver, SnapshotCoversEveryDevice) {
     sim.release_physical(handle);
     EXPECT_EQ(testing::snapshot(sim), before);
   }
-}
-
-// C users learn the names tms_sim_fail_call takes from tms.h alone.
-TEST(SimDriver, TheCHeaderNamesEveryCallThatCanFail) {
-  std::ifstream file(TMS_SOURCE_DIR "/include/torch_memory_saver/tms.h");
-  ASSERT_TRUE(file) << "tms.h not found under " TMS_SOURCE_DIR;
-  const std::string header{std::istreambuf_iterator<char>(file), {}};
-  const std::size_t begin = header.find("Call names:");
-  const std::size_t end = header.find("*/", begin);
-  ASSERT_NE(begin, std::string::npos);
-  const std::string comment = header.substr(begin, end - begin);
-  std::vector<std::string> documented;
-  const std::regex quoted("\"([a-z_]+)\"");
-  for (auto it = std::sregex_iterator(comment.begin(), comment.end(), quoted);
-       it != std::sregex_iterator(); ++it) {
-    documented.push_back((*it)[1]);
-  }
-  std::vector<std::string> calls;
-  for (std::size_t i = 0; i < static_cast<std::size_t>(SimCall::kCount); ++i) {
-    calls.emplace_back(sim_call_name(static_cast<SimCall>(i)));
-  }
-  EXPECT_EQ(documented, calls);
 }
 
 }  // namespace

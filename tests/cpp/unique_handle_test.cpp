@@ -13,6 +13,7 @@
 #include "backup/copy_stream.h"
 #include "common/errors.h"
 #include "core/engine.h"
+#include "faulty_sim.h"
 #include "test_support.h"
 #include "vmm/parking_lot.h"
 #include "vmm/vmm_handles.h"
@@ -100,7 +101,7 @@ TEST_F(UniqueHandleTest, ResetGivesBackNowAndOnlyOnce) {
 class VmmOwnersTest : public ::testing::Test {
  protected:
   static constexpr std::size_t kSize = 2 * kMiB;
-  SimDriver sim;
+  testing::FaultySim sim;
   ParkingLot parking{sim};
 };
 
@@ -122,9 +123,9 @@ TEST_F(VmmOwnersTest, AFailedGiveBackIsParkedNotThrownAndRetriedLater) {
   VaReservation range = VaReservation::reserve(sim, parking, kSize, kSize);
   PhysicalMemory memory = PhysicalMemory::create(sim, parking, 0, kSize);
   Mapping mapping = Mapping::map(sim, parking, range.va(), kSize, memory.handle(), 0);
-  sim.fail_call(SimCall::kUnmap, 1);
-  sim.fail_call(SimCall::kReleasePhysical, 1);
-  sim.fail_call(SimCall::kFreeReservation, 1);
+  sim.fail_call(DriverCall::kUnmap, 1);
+  sim.fail_call(DriverCall::kReleasePhysical, 1);
+  sim.fail_call(DriverCall::kFreeReservation, 1);
   mapping.reset();
   memory.reset();
   range.reset();
@@ -141,7 +142,7 @@ TEST_F(VmmOwnersTest, AFailedGiveBackIsParkedNotThrownAndRetriedLater) {
 TEST_F(VmmOwnersTest, MapThatCannotGrantAccessLeavesNothingMapped) {
   const VaReservation range = VaReservation::reserve(sim, parking, kSize, kSize);
   const PhysicalMemory memory = PhysicalMemory::create(sim, parking, 0, kSize);
-  sim.fail_call(SimCall::kSetAccess, 1);
+  sim.fail_call(DriverCall::kSetAccess, 1);
   EXPECT_THROW((void)Mapping::map(sim, parking, range.va(), kSize, memory.handle(), 0),
                DriverError);
   EXPECT_EQ(sim.mapped_bytes(), 0u);
@@ -165,19 +166,19 @@ TEST_F(VmmOwnersTest, AdoptedResourcesAreGivenBackByTheirOwners) {
 // ---- copy streams: failures are logged ----------------------------------------
 
 TEST(CopyStreamTest, DestroysItsStreamAndSwallowsAFailure) {
-  SimDriver sim;
+  testing::FaultySim sim;
   { const CopyStream stream = CopyStream::create(sim, 0); }
   EXPECT_EQ(sim.live_streams(), 0u);
   CopyStream stream = CopyStream::create(sim, 0);
-  sim.fail_call(SimCall::kDestroyStream, 1);
+  sim.fail_call(DriverCall::kDestroyStream, 1);
   EXPECT_NO_THROW(stream.reset());
   EXPECT_FALSE(stream);
 }
 
 TEST(CopyStreamTest, APipelineThatCannotMakeEveryLaneKeepsNone) {
-  SimDriver sim;
+  testing::FaultySim sim;
   CopyPipeline copies(sim, {.chunk_bytes = kMiB, .streams_per_device = 3});
-  sim.fail_call(SimCall::kCreateStream, 3);
+  sim.fail_call(DriverCall::kCreateStream, 3);
   EXPECT_THROW(copies.wait(0, 0), DriverError);
   EXPECT_EQ(sim.live_streams(), 0u) << "the two lanes made are destroyed";
   copies.wait(0, 0);
@@ -187,11 +188,11 @@ TEST(CopyStreamTest, APipelineThatCannotMakeEveryLaneKeepsNone) {
 // ---- engine teardown through the owners -------------------------------------
 
 TEST(EngineTeardownTest, AGiveBackThatFailsAtTeardownIsRetried) {
-  SimDriver sim;
+  testing::FaultySim sim;
   {
     Engine engine(sim);
     (void)engine.allocate({2 * kMiB, 0, "t", {}});
-    sim.fail_call(SimCall::kUnmap, 1);  // the unmap at teardown
+    sim.fail_call(DriverCall::kUnmap, 1);  // the unmap at teardown
   }
   EXPECT_EQ(sim.mapped_bytes(), 0u);
   EXPECT_EQ(sim.physical_bytes(0), 0u);

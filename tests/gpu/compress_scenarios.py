@@ -142,7 +142,7 @@ tms.pause("sized")
 print(sum(s.backup_bytes for s in stats() if s.tag == "sized"))
 """
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        env.update(TMS_DRIVER="sim", TMS_SIM_CAPACITY_MB="4096")
+        env.update(TMS_DRIVER="sim", TMS_CONF="sim_capacity_mb=4096")
         result = subprocess.run(
             [sys.executable, "-c", "import sys; sys.modules['torch'] = None\n" + script, json.dumps(paths)],
             env=env, capture_output=True, text=True, timeout=240,

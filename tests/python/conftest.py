@@ -18,8 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 os.environ["TMS_DRIVER"] = "sim"
-# Thread defaults and backup settings come from these variables; the tests expect the plain defaults.
-for _name in [n for n in os.environ if n.startswith(("TMS_INIT_", "TMS_DISK_", "TMS_RETAIN_"))]:
+# Thread defaults, backup settings and tuning come from these variables; the tests expect the plain defaults.
+for _name in [n for n in os.environ if n.startswith(("TMS_INIT_", "TMS_DISK_", "TMS_RETAIN_", "TMS_CONF"))]:
     os.environ.pop(_name, None)
 
 try:

@@ -362,7 +362,6 @@ BAD_ENV_SCRIPT = """
         ("TMS_DISK_BACKUP_DIR", "/dev/null/below"),
         ("TMS_DRIVER", "tpu"),
         ("TMS_LOG_LEVEL", "loud"),
-        ("TMS_SIM_CAPACITY_MB", "-5"),
     ],
 )
 def test_a_bad_environment_value_is_a_config_error_naming_the_variable(var, value):
@@ -379,6 +378,45 @@ def test_a_bad_environment_value_is_a_config_error_naming_the_variable(var, valu
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("torch_memory_saver.errors.ConfigError: environment variable")
     assert f"{var}='{value}'" in last_line and "accepted values" in last_line
+
+
+@pytest.mark.parametrize(
+    "var, value, named",
+    [
+        ("TMS_CONF", "copy_streams=17", "TMS_CONF: copy_streams='17'"),
+        ("TMS_CONF", "copy_streams=2,turbo=1", "unknown key 'turbo'"),
+        ("TMS_CONF", "copy_streams", "entry 'copy_streams' has no '='"),
+        # A variable whose knob moved into TMS_CONF is refused, with its new spelling.
+        ("TMS_COPY_STREAMS", "4", "set TMS_CONF=copy_streams=4 instead"),
+        ("TMS_SIM_CAPACITY_MB", "-5", "set TMS_CONF=sim_capacity_mb=-5 instead"),
+    ],
+)
+def test_a_bad_tuning_setting_is_a_config_error_naming_the_key(var, value, named):
+    result = run_python(BAD_ENV_SCRIPT.format(var=var), **{var: value})
+    assert_no_crash(result)
+    assert result.stdout.startswith("caught pause\ncaught resume\n"), result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("torch_memory_saver.errors.ConfigError: environment variable")
+    assert named in last_line, last_line
+
+
+TUNED_SCRIPT = """
+    import ctypes
+    from torch_memory_saver import _library
+
+    lib = _library.library()
+    free, total = ctypes.c_uint64(), ctypes.c_uint64()
+    _library.check(lib.tms_device_memory(1, ctypes.byref(free), ctypes.byref(total)))
+    print(total.value >> 20)
+"""
+
+
+def test_tuning_reaches_the_engine():
+    result = run_python(TUNED_SCRIPT, TMS_CONF="sim_devices=2, sim_capacity_mb=96,copy_streams=3")
+    assert_no_crash(result)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["96"], "a second device of the configured size"
 
 
 # ---- fork() ------------------------------------------------------------------

@@ -55,8 +55,7 @@ def _heading(report: Report) -> List[str]:
                      f"{config.disk_repeats}, library pause/resume single shots in a fresh process; "
                      + ", ".join(f"{name}={config.environment.get(name) or f'unset ({default})'}"
                                  for name, default in (("TMS_DISK_BACKUP_CHUNK_MB", 16),
-                                                       ("TMS_DISK_BACKUP_WRITE_DEPTH", 8),
-                                                       ("TMS_DISK_BACKUP_READ_DEPTH", 8))))
+                                                       ("TMS_CONF", "defaults"))))
     if "cycles" in config.parts:
         lines.append(f"- cycles part: {config.cycles} cycles of pause -> gap -> resume -> gap, gap "
                      f"{config.cycle_gap_ms:g} ms of GPU work, CPU backup with retain_cpu_backup="
