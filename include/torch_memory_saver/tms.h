@@ -202,7 +202,8 @@ TMS_API bool tms_get_retain_cpu_backup(void);
 /** Allocates `size` bytes of pauseable device memory on `device` (-1 = the
  *  current device; below -1 is TMS_ERROR_INVALID_ARGUMENT) with this thread's
  *  region settings. A size that cannot be rounded up to the allocation
- *  granularity without wrapping is TMS_ERROR_OUT_OF_MEMORY. */
+ *  granularity without wrapping, or whose address range the address space
+ *  cannot hold, is TMS_ERROR_OUT_OF_MEMORY. */
 TMS_API int tms_malloc(void** out_ptr, size_t size, int device);
 /** Frees memory from tms_malloc (active or paused). An active allocation
  *  first waits for its device's outstanding work, as cudaFree does. */
