@@ -77,8 +77,8 @@ TMS_API int tms_status_count(void);
 /** Library version string, e.g. "0.1.0". */
 TMS_API const char* tms_version(void);
 /** Creates the engine now (otherwise done on first use) and reports
- *  configuration errors (TMS_ERROR_CONFIG, e.g. TMS_INIT_ENABLE_DISK_BACKUP
- *  without TMS_DISK_BACKUP_DIR) or a CUDA driver that cannot be loaded
+ *  configuration errors (TMS_ERROR_CONFIG, e.g. a TMS_* variable with a
+ *  bad value) or a CUDA driver that cannot be loaded
  *  (TMS_ERROR_DRIVER_UNAVAILABLE). */
 TMS_API int tms_init(void);
 /** Name of the driver the engine runs on: "cuda" or "sim". Creates the
@@ -112,9 +112,13 @@ TMS_API const char* tms_get_current_tag(void);
  *     TMS_DISK_BACKUP_CHUNK_MB per transfer in flight, plus one), read back
  *     through the same descriptor and checked against a checksum; the file
  *     is gone after resume, when the allocation is freed, and on any exit of
- *     the process. Allocating with it and no directory set
- *     (TMS_DISK_BACKUP_DIR or tms_set_disk_backup_dir) fails with
- *     TMS_ERROR_CONFIG; an unusable directory with TMS_ERROR_IO.
+ *     the process. With no directory set (TMS_DISK_BACKUP_DIR or
+ *     tms_set_disk_backup_dir) the first such allocation takes the
+ *     default, TMPDIR when it is an absolute path, else /tmp (the files
+ *     are unnamed, so a shared sticky directory is safe; /tmp may be
+ *     tmpfs, i.e. host memory: set a directory on a disk for large
+ *     backups); it fails with TMS_ERROR_CONFIG when that default is not
+ *     usable, and with TMS_ERROR_IO for an unusable directory set.
  *  host_memory: where a host backup lives, for the two host kinds only:
  *   TMS_HOST_MEMORY_PINNED (kept in a pool while retain_cpu_backup is on),
  *   TMS_HOST_MEMORY_MMAP (always back to the OS), or TMS_HOST_MEMORY_DEFAULT
@@ -168,7 +172,8 @@ TMS_API bool tms_get_cpu_backup_compress(void);
 
 /* ---- process-wide settings ----------------------------------------------- */
 
-/** Directory for disk backup files (default: TMS_DISK_BACKUP_DIR). A
+/** Directory for disk backup files (default: TMS_DISK_BACKUP_DIR, else
+ *  TMPDIR or /tmp as described at TMS_BACKUP_DISK). A
  *  missing directory is created with mode 0700 (parents too); a relative
  *  path is taken against the current directory now and stored absolute,
  *  with symbolic links resolved. It must be a directory we can write, owned
@@ -179,7 +184,8 @@ TMS_API bool tms_get_cpu_backup_compress(void);
  *  unlinked right after creation), are not fsync'ed and use O_DIRECT where
  *  the filesystem allows. */
 TMS_API int tms_set_disk_backup_dir(const char* path);
-/** The disk backup directory as an absolute path ("" when none is set),
+/** The disk backup directory as an absolute path (the default, TMPDIR or
+ *  /tmp, while none is set),
  *  with the same buffer convention as tms_stats_json. */
 TMS_API int tms_get_disk_backup_dir(char* buffer, size_t capacity, size_t* required);
 /** Removes named backup files that processes no longer running left in

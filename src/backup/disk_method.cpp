@@ -10,19 +10,40 @@ void DiskMethod::set_directory(const std::string& dir) {
   directory_ = std::move(absolute);
 }
 
+void DiskMethod::set_default_directory(std::string dir) {
+  std::lock_guard lock(mutex_);
+  default_directory_ = std::move(dir);
+}
+
 std::string DiskMethod::directory() const {
   std::lock_guard lock(mutex_);
-  return directory_;
+  return directory_.empty() ? default_directory_ : directory_;
 }
 
 std::string DiskMethod::required_directory() const {
-  std::string dir = directory();
-  if (dir.empty()) {
+  std::string fallback;
+  {
+    std::lock_guard lock(mutex_);
+    if (!directory_.empty()) return directory_;
+    fallback = default_directory_;
+  }
+  if (fallback.empty()) {
     throw ConfigError(
         "disk backup is enabled for this allocation but no disk backup directory is set; set "
         "TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
   }
-  return dir;
+  std::string absolute;
+  try {
+    absolute = io_.prepare_directory(fallback);
+  } catch (const Error& error) {
+    throw ConfigError("disk backup is enabled for this allocation and no disk backup directory is "
+                      "set, and the default one ('" + fallback +
+                      "', from TMPDIR or /tmp) is not usable: " + error.what() +
+                      "; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
+  }
+  std::lock_guard lock(mutex_);
+  if (directory_.empty()) directory_ = std::move(absolute);  // unless one was set meanwhile
+  return directory_;
 }
 
 void DiskMethod::check_allocation() const { io_.check_directory(required_directory()); }

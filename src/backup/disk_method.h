@@ -1,7 +1,9 @@
 // Disk backups (BackupKind::kDisk): one unnamed file per paused allocation in
 // the disk backup directory (backup/disk_backup.h does the I/O). The
-// directory is this method's setting: allocations are refused without one,
-// since their first pause could not succeed.
+// directory is this method's setting, else its default directory (the
+// process-wide engine's is TMPDIR or /tmp), taken at the first disk-backed
+// allocation; allocations are refused when neither is usable, since their
+// first pause could not succeed.
 #pragma once
 
 #include <memory>
@@ -38,7 +40,10 @@ class DiskMethod final : public BackupMethod {
   /// mode 0700 if missing, checked, made absolute). @throws InvalidArgument,
   /// IoError; the setting is unchanged then.
   void set_directory(const std::string& dir);
-  /// "" when none is set.
+  /// Where files go when no directory is set: checked (and adopted as the
+  /// setting) at the first allocation that needs it, not now. "" for none.
+  void set_default_directory(std::string dir);
+  /// The directory set, else the default directory; "" when neither.
   [[nodiscard]] std::string directory() const;
 
   /// @throws ConfigError without a directory, IoError when it is unusable.
@@ -51,13 +56,15 @@ class DiskMethod final : public BackupMethod {
   void restore(const std::vector<BackupTarget>& targets) override;
 
  private:
-  /// @throws ConfigError when no directory is set.
+  /// The directory set, else the default one, prepared and adopted.
+  /// @throws ConfigError when neither is set or the default is unusable.
   [[nodiscard]] std::string required_directory() const;
 
   DiskBackupIo& io_;
   ParkingLot& parking_;
-  mutable std::mutex mutex_;  // guards directory_
-  std::string directory_;
+  mutable std::mutex mutex_;  // guards directory_ and default_directory_
+  mutable std::string directory_;  // adopts the default at first use
+  std::string default_directory_;
 };
 
 }  // namespace tms

@@ -163,6 +163,7 @@ Runtime& runtime() {
   auto faults = std::make_unique<FaultInjectingDriver>(*chosen);
   created->engine = new Engine(*faults, created->config.engine);
   created->engine->set_retain_cpu_backup(created->config.retain_cpu_backup);
+  created->engine->set_default_disk_backup_dir(created->config.default_disk_backup_dir);
   if (created->config.disk_backup_dir) {
     try {
       created->engine->set_disk_backup_dir(*created->config.disk_backup_dir);

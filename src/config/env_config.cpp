@@ -158,15 +158,15 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
   if (const char* raw = lookup("TMS_DISK_BACKUP_DIR"); raw != nullptr && *raw != '\0') {
     config.disk_backup_dir = raw;
   }
-  if (config.init_enable_disk_backup && !config.disk_backup_dir) {
-    // Every thread would start with disk backup on and nowhere to write it.
-    throw ConfigError(
-        "TMS_INIT_ENABLE_DISK_BACKUP is on but TMS_DISK_BACKUP_DIR is not set; set it to the "
-        "directory for backup files");
+  if (const char* raw = lookup("TMPDIR"); raw != nullptr && raw[0] == '/') {
+    config.default_disk_backup_dir = raw;
   }
-  config.engine.disk.chunk_bytes =
-      parse_whole("TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), 16, 1, 65536)
-      << 20;
+  // 0 means the default, as in the library this one replaces.
+  constexpr std::size_t kDefaultChunkMb = 16;
+  const std::size_t chunk_mb = parse_whole("TMS_DISK_BACKUP_CHUNK_MB",
+                                           lookup("TMS_DISK_BACKUP_CHUNK_MB"), kDefaultChunkMb, 0,
+                                           65536);
+  config.engine.disk.chunk_bytes = (chunk_mb == 0 ? kDefaultChunkMb : chunk_mb) << 20;
 
   if (const char* raw = lookup("TMS_DRIVER"); raw != nullptr && *raw != '\0') {
     const std::string value = lowercase(raw);

@@ -27,6 +27,10 @@ struct EnvConfig {
   HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
   bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
   std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
+  /// Where disk backups go when TMS_DISK_BACKUP_DIR is unset and nothing
+  /// else is set: TMPDIR when it holds an absolute path, else /tmp (backup
+  /// files are unnamed, so a shared sticky directory is safe).
+  std::string default_disk_backup_dir = "/tmp";
   /// The engine's options: TMS_DISK_BACKUP_CHUNK_MB and the TMS_CONF knobs.
   EngineOptions engine;
   DriverKind driver = DriverKind::kCuda;    ///< TMS_DRIVER: cuda | sim

@@ -495,6 +495,10 @@ bool Engine::retain_cpu_backup() const {
 
 void Engine::set_disk_backup_dir(const std::string& dir) { methods_.disk().set_directory(dir); }
 
+void Engine::set_default_disk_backup_dir(const std::string& dir) {
+  methods_.disk().set_default_directory(dir);
+}
+
 void Engine::discard_backup(DevicePtr ptr) {
   std::lock_guard transition(transition_mutex_);  // not while a resume reads it
   Released released;

@@ -151,7 +151,11 @@ class Engine {
   /// @throws InvalidArgument for an empty path, IoError for a directory
   /// that cannot be made or is not safe; the setting is unchanged then.
   void set_disk_backup_dir(const std::string& dir);
-  /// "" when none is set.
+  /// Where disk backups go while no directory is set (the runtime passes
+  /// TMPDIR or /tmp): checked and adopted at the first disk-backed
+  /// allocation, so an unusable default fails that allocation, not this call.
+  void set_default_disk_backup_dir(const std::string& dir);
+  /// The directory set, else the default one; "" when neither.
   [[nodiscard]] std::string disk_backup_dir() const;
   /// Drops the backup (disk file or host copy) of the paused allocation
   /// holding `ptr`, for when it cannot be restored: the allocation's next

@@ -478,6 +478,42 @@ TEST_F(DiskBackupTest, NoDirectoryIsAClearErrorAtAllocationTime) {
   engine.free(engine.allocate(request));  // other allocations are unaffected
 }
 
+TEST_F(DiskBackupTest, TheDefaultDirectoryServesWhenNoneIsSet) {
+  EngineOptions options;
+  options.file_io = &io_;
+  Engine engine(sim_, options);
+  testing::TempDir parent;
+  const std::string fallback = parent.path() + "/made-at-first-use";
+  engine.set_default_disk_backup_dir(fallback);
+  EXPECT_EQ(engine.disk_backup_dir(), fallback) << "reported before it is used";
+  EXPECT_NE(::access(fallback.c_str(), F_OK), 0) << "nothing is created until disk backup is used";
+  AllocationRequest request;
+  request.size = 2 * kMiB;
+  request.tag = "t";
+  request.policy = testing::disk_backup();
+  const DevicePtr a = engine.allocate(request);
+  testing::fill_pattern(a, 2 * kMiB, 5);
+  engine.pause("t");
+  EXPECT_EQ(sim_.physical_bytes(0), 0u);
+  engine.resume("t");
+  EXPECT_TRUE(testing::has_pattern(a, 2 * kMiB, 5));
+  EXPECT_EQ(::access(fallback.c_str(), F_OK), 0);
+  engine.free(a);
+
+  // An unusable default fails the allocation that needs it, naming it and the way out.
+  Engine other(sim_, options);
+  other.set_default_disk_backup_dir("/dev/null/below");
+  try {
+    (void)other.allocate(request);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("/dev/null/below"), std::string::npos) << message;
+    EXPECT_NE(message.find("TMS_DISK_BACKUP_DIR"), std::string::npos) << message;
+  }
+  EXPECT_EQ(sim_.reserved_bytes(), 0u);
+}
+
 TEST_F(DiskBackupTest, DirectoryGoneAtPauseLeavesEverythingActive) {
   testing::TempDir doomed;
   engine_->set_disk_backup_dir(doomed.path() + "/");

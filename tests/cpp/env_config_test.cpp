@@ -100,7 +100,6 @@ TEST(EnvConfig, BadValuesNameTheVariableAndTheAcceptedValues) {
       {{{"TMS_INIT_CPU_BACKUP_BACKEND", "cuda"}}, "TMS_INIT_CPU_BACKUP_BACKEND"},
       {{{"TMS_DISK_BACKUP_CHUNK_MB", "-5"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
       {{{"TMS_DISK_BACKUP_CHUNK_MB", "12abc"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
-      {{{"TMS_DISK_BACKUP_CHUNK_MB", "0"}}, "TMS_DISK_BACKUP_CHUNK_MB"},
       {{{"TMS_DRIVER", "hip"}}, "TMS_DRIVER"},
       {{{"TMS_LOG_LEVEL", "loud"}}, "TMS_LOG_LEVEL"},
       {{{"TMS_CONF", "disk_backup_write_depth=0"}}, "disk_backup_write_depth"},
@@ -153,15 +152,21 @@ TEST(EnvConfig, AVariableWhoseKnobMovedIntoConfIsAnErrorNamingItsNewSpelling) {
       << "an empty value is unset, as for every variable";
 }
 
-TEST(EnvConfig, DiskBackupForEveryThreadNeedsADirectory) {
-  try {
-    parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}});
-    ADD_FAILURE() << "accepted disk backup with nowhere to write it";
-  } catch (const ConfigError& error) {
-    EXPECT_NE(std::string(error.what()).find("TMS_DISK_BACKUP_DIR"), std::string::npos);
-  }
-  EXPECT_TRUE(parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}, {"TMS_DISK_BACKUP_DIR", "/tmp"}})
-                  .init_enable_disk_backup);
+TEST(EnvConfig, DiskBackupForEveryThreadUsesTheDefaultDirectory) {
+  // As in the library this one replaces: no TMS_DISK_BACKUP_DIR means a
+  // temporary directory, not an error.
+  const EnvConfig config = parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}});
+  EXPECT_TRUE(config.init_enable_disk_backup);
+  EXPECT_FALSE(config.disk_backup_dir.has_value());
+  EXPECT_EQ(config.default_disk_backup_dir, "/tmp");
+  EXPECT_EQ(parse({{"TMPDIR", "/scratch/job7"}}).default_disk_backup_dir, "/scratch/job7");
+  EXPECT_EQ(parse({{"TMPDIR", "relative"}}).default_disk_backup_dir, "/tmp") << "only absolute";
+  EXPECT_EQ(parse({{"TMPDIR", ""}}).default_disk_backup_dir, "/tmp");
+}
+
+TEST(EnvConfig, DiskBackupChunkOfZeroMeansTheDefault) {
+  EXPECT_EQ(parse({{"TMS_DISK_BACKUP_CHUNK_MB", "0"}}).engine.disk.chunk_bytes, 16 * kMiB);
+  EXPECT_EQ(parse({{"TMS_DISK_BACKUP_CHUNK_MB", "1"}}).engine.disk.chunk_bytes, 1 * kMiB);
 }
 
 TEST(EnvConfig, BackendNamesRoundTrip) {

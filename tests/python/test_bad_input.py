@@ -139,20 +139,40 @@ def test_newlines_in_a_tag_cannot_forge_engine_log_lines():
     assert not any(line.startswith("[torch_memory_saver ERROR] forged") for line in result.stderr.splitlines())
 
 
-def test_init_with_disk_backup_on_and_no_directory_is_a_config_error():
+DEFAULT_DIR_SCRIPT = """
+    import ctypes, os
+    from torch_memory_saver import TorchMemorySaver, _library, _settings, stats
+    from torch_memory_saver._policy import BackupPolicy
+    saver = TorchMemorySaver()
+    print("dir:", saver.disk_backup_dir)
+    lib = _library.library()
+    address = ctypes.c_void_p()
+    with _settings.changed(tag="d", policy=BackupPolicy.from_region(enable_disk_backup=True)):
+        _library.check(lib.tms_malloc(ctypes.byref(address), 4 << 20, 0))
+    ctypes.memset(address.value, 0x5A, 4 << 20)
+    saver.pause("d")
+    print("paused bytes on disk:", [s.disk_backup_bytes for s in stats() if s.tag == "d"])
+    saver.resume("d")
+    assert ctypes.string_at(address.value, 4 << 20) == b"Z" * (4 << 20)
+    _library.check(lib.tms_free(address))
+    print("dir:", saver.disk_backup_dir)
+"""
+
+
+@pytest.mark.parametrize("tmpdir_set", [True, False])
+def test_disk_backup_without_a_directory_uses_tmpdir_else_tmp(tmp_path, tmpdir_set):
+    """As in the library this one replaces, disk backup needs no directory setting."""
     result = run_python(
-        """
-        from torch_memory_saver import _library, errors
-        try:
-            _library.check(_library.library().tms_init())
-        except errors.ConfigError as error:
-            print("config error:", error)
-        """,
-        TMS_INIT_ENABLE_DISK_BACKUP="1",
+        DEFAULT_DIR_SCRIPT,
+        TMS_INIT_ENABLE_DISK_BACKUP="1",  # refused at start before
         TMS_DISK_BACKUP_DIR=None,
+        TMPDIR=str(tmp_path) if tmpdir_set else None,
     )
     assert_no_crash(result)
-    assert "config error:" in result.stdout and "TMS_DISK_BACKUP_DIR" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = str(tmp_path) if tmpdir_set else "/tmp"
+    assert result.stdout.count(f"dir: {expected}\n") == 2, result.stdout
+    assert "paused bytes on disk: [4194304]" in result.stdout, result.stdout
 
 
 def _cuda_driver_installed():

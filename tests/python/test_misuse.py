@@ -358,7 +358,7 @@ BAD_ENV_SCRIPT = """
         ("TMS_INIT_ENABLE", "maybe"),
         ("TMS_INIT_ENABLE_CPU_BACKUP", "2"),
         ("TMS_RETAIN_CPU_BACKUP", "yes please"),
-        ("TMS_DISK_BACKUP_CHUNK_MB", "0"),
+        ("TMS_DISK_BACKUP_CHUNK_MB", "65537"),
         ("TMS_DISK_BACKUP_DIR", "/dev/null/below"),
         ("TMS_DRIVER", "tpu"),
         ("TMS_LOG_LEVEL", "loud"),
