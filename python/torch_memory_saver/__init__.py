@@ -29,6 +29,7 @@ from .errors import (
     TorchMemorySaverError,
     TorchNotAvailableError,
 )
+from .hooks import register_hook_mode
 from .utils import configure_subprocess
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "torch_memory_saver",
     "TorchMemorySaver",
     "configure_subprocess",
+    "register_hook_mode",
     "stats",
     "TagStats",
     "NcclGraphRegistrationWarning",

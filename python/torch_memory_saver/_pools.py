@@ -28,6 +28,17 @@ ending the route hands its last reference back, and ``empty_cache`` then
 releases its cached blocks (and forgets the pool once none is in use). That
 path never destroys a MemPool and never synchronizes a pool while another
 thread routes, so it cannot hit the assert above.
+
+Only the scratch pool's blocks may go back: ``empty_cache`` would also
+release the cached blocks of torch's default pool on every device where no
+thread routes, and in trainer-wide mode (every cudaMalloc is engine memory)
+those are paused or pauseable allocations that resume should bring back.
+torch has no Python call that releases one pool without synchronizing it
+(``torch.cuda.MemPool`` has no ``empty_cache``; its destructor's release
+asserts that nothing routes). So :func:`release_unused_scratch_memory` routes
+the calling thread to a fresh, empty guard pool on every device while it
+calls ``empty_cache``: with a route underway on a device, torch leaves that
+device's default pool alone and releases only pools nobody holds.
 """
 
 from __future__ import annotations
@@ -117,6 +128,70 @@ class PoolCache:
         with self._lock:
             return any(s.pool.id == pool_id for slots in self._slots.values() for s in slots)
 
+    # A read-mostly mapping of key -> pools, where code written for the library
+    # this one replaces reaches for ``_impl._mem_pools`` to drop pools.
+
+    def keys(self) -> List[PoolKey]:
+        with self._lock:
+            return list(self._slots)
+
+    def __iter__(self) -> Iterator[PoolKey]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._slots
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The pools of `key` (a list, one per thread that used it at once), or `default`."""
+        with self._lock:
+            slots = self._slots.get(key)
+            return default if slots is None else [s.pool for s in slots]
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        """Forget the pools of `key` that no thread is using and hand them back (see :meth:`clear`)."""
+        with self._lock:
+            if key not in self._slots:
+                if default:
+                    return default[0]
+                raise KeyError(key)
+            return self._drop(key)
+
+    def clear(self) -> None:
+        """Forget every pool no thread is using; their memory goes back as it is freed.
+
+        A MemPool is never destroyed (see module doc): its own reference to
+        the pool is handed back instead, which is what its destructor would
+        do first. Its cached blocks then go back at the next ``empty_cache``,
+        and blocks of live tensors when those are freed and ``empty_cache``
+        runs again. A pool a thread is routing to right now is kept.
+        """
+        with self._lock:
+            for key in list(self._slots):
+                self._drop(key)
+
+    def _drop(self, key: PoolKey) -> List[Any]:
+        slots = self._slots[key]
+        idle = [s for s in slots if s.owner is None]
+        busy = [s for s in slots if s.owner is not None]
+        if busy:
+            self._slots[key] = busy
+        else:
+            del self._slots[key]
+        for slot in idle:
+            _hand_back(key.device, slot.pool)
+        return [s.pool for s in idle]
+
+
+def _hand_back(device: int, pool: Any) -> None:
+    """Drop the MemPool object's own reference to its pool, leaving the object alive (kept forever)."""
+    torch = require_torch("_mem_pools")
+    torch._C._cuda_releasePool(device, pool.id)
+
 
 def new_default_pool(device: int) -> Any:
     """A MemPool of torch's default allocator (cudaMalloc) on `device`."""
@@ -151,15 +226,27 @@ def scratch_pool() -> PoolId:
 
 
 def release_unused_scratch_memory() -> None:
-    """Give the cached blocks of pools nobody routes to any more back to the driver.
+    """Give the cached blocks of pools nobody holds any more back to the driver, and nothing else.
 
     ``empty_cache`` releases the blocks of every pool whose last reference was
-    handed back (and, when no thread routes or captures, torch's default
-    pool's cached blocks too); it never synchronizes a single pool, so it is
-    safe while other threads route.
+    handed back, without synchronizing them, so it is safe while other
+    threads route. It would also release torch's default pool's cached
+    blocks on each device where no thread routes or captures; a guard route
+    of this thread to a fresh pool on every device keeps those (see module
+    doc). The guard pools allocate nothing and are forgotten by the next
+    ``empty_cache``.
     """
     torch = require_torch("disable()")
-    torch.cuda.empty_cache()
+    guards: List[Tuple[int, PoolId]] = []
+    try:
+        for device in range(torch.cuda.device_count()):
+            guard = (device, tuple(torch.cuda.graph_pool_handle()))
+            torch._C._cuda_beginAllocateCurrentThreadToPool(*guard)
+            guards.append(guard)
+        torch.cuda.empty_cache()
+    finally:
+        for guard in reversed(guards):
+            _stop(guard)  # type: ignore[arg-type]
 
 
 class PoolRouter:

@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from . import _captures, _library, _nccl, _policy, _settings, hooks
 from ._backup import get_cpu_backup
@@ -19,7 +19,8 @@ from ._policy import BackupPolicy
 from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
-from .errors import InvalidArgumentError, InvalidStateError, TorchMemorySaverError
+from .hooks import register_hook_mode  # noqa: F401 - also importable from here
+from .errors import ConfigError, InvalidArgumentError, InvalidStateError, TorchMemorySaverError
 
 logger = logging.getLogger("torch_memory_saver")
 
@@ -33,6 +34,23 @@ def _check_tag(tag: Any) -> str:
     return tag
 
 
+def _transition_tag(tag: Any) -> Optional[str]:
+    """pause()/resume()'s tag: None or "" means every tag (as in the library this one replaces)."""
+    if tag is None or (isinstance(tag, str) and tag == ""):
+        return None
+    return _check_tag(tag)
+
+
+def _present(**arguments: Any) -> dict:
+    """The arguments this library adds to the replaced library's methods, where the caller gave them.
+
+    An implementation registered with ``register_hook_mode`` or put in
+    ``_impl`` by a patch is called exactly as the replaced library called its
+    own, unless the caller asked for more.
+    """
+    return {name: value for name, value in arguments.items() if value is not None and value is not False}
+
+
 class TorchMemorySaver:
     """Makes GPU memory of chosen tensors releasable and restorable at the same addresses.
 
@@ -43,36 +61,54 @@ class TorchMemorySaver:
 
     Use the module-level singleton ``torch_memory_saver.torch_memory_saver``:
     the engine is process-wide, so several instances would share it.
+
+    The work is done by :attr:`_impl`, built at first use from
+    :attr:`_impl_ctor_kwargs` (see :meth:`_ensure_initialized`); integrations
+    may replace either, as they did with the library this one replaces.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hook_mode: hooks.HookMode = "preload"
-        self._hooks: Optional[Any] = None  # set at first region()/cuda_graph()/disable()
-        self._pools: Optional[PoolCache] = None
-        self._router = PoolRouter()
+        self._lock = threading.RLock()
+        # What the implementation is built from; removed once it is built (as
+        # in the library this one replaces, whose integrations test for it).
+        self._impl_ctor_kwargs: Dict[str, Any] = {}
+        # The implementation, built by _ensure_initialized(); assignable.
+        self._impl: Optional[Any] = None
+        self._hook_mode: str = "preload"  # the mode last selected, then the one _impl was built for
 
     # ---- hook mode and setup ------------------------------------------------
 
     @property
-    def hook_mode(self) -> hooks.HookMode:
-        """How region allocations reach the engine: ``"preload"`` (default) or ``"torch"``.
+    def hook_mode(self) -> str:
+        """How region allocations reach the engine: ``"preload"`` (default), ``"torch"``, or a registered name.
 
         Set it before the first :meth:`region`, :meth:`cuda_graph` or
         :meth:`disable`; changing it afterwards raises InvalidStateError.
+        A name that is neither built in nor registered with
+        :func:`~torch_memory_saver.register_hook_mode` is kept (a patched
+        :meth:`_ensure_initialized` may handle it) and refused at first use.
         """
+        kwargs = getattr(self, "_impl_ctor_kwargs", None)
+        if kwargs is not None and self._impl is None:
+            return str(kwargs.get("hook_mode", "preload"))
         return self._hook_mode
 
     @hook_mode.setter
-    def hook_mode(self, mode: hooks.HookMode) -> None:
-        if mode not in hooks.HOOK_MODES:
-            raise InvalidArgumentError(f"hook_mode must be one of {hooks.HOOK_MODES}, got {mode!r}")
+    def hook_mode(self, mode: str) -> None:
+        if not isinstance(mode, str) or not mode:
+            raise InvalidArgumentError(
+                f"hook_mode must be a non-empty str (one of {hooks.HOOK_MODES} or a registered name), got {mode!r}"
+            )
         with self._lock:
-            if self._hooks is not None and mode != self._hook_mode:
+            kwargs = getattr(self, "_impl_ctor_kwargs", None)
+            if self._impl is not None or kwargs is None:
+                if mode == self.hook_mode:
+                    return
                 raise InvalidStateError(
-                    f"hook_mode is already {self._hook_mode!r} and in use; set it before the first "
+                    f"hook_mode is already {self.hook_mode!r} and in use; set it before the first "
                     f"region(), cuda_graph() or disable()"
                 )
+            kwargs["hook_mode"] = mode
             self._hook_mode = mode
 
     @property
@@ -80,63 +116,93 @@ class TorchMemorySaver:
         """Whether :meth:`region` can work in this process with the current hook mode.
 
         True when the engine library loads and, in preload mode, the process
-        was started with it in LD_PRELOAD (without expandable segments).
+        was started with it in LD_PRELOAD (without expandable segments); True
+        for a registered hook mode (its implementation is not built to check).
         Checking does not initialise CUDA.
         """
-        if self._hooks is not None:
+        if self._impl is not None:
+            return True
+        mode = self.hook_mode
+        if hooks.registration(mode) is not None:
             return True
         try:
-            hooks.create(self._hook_mode).validate()
+            hooks.create(mode).validate()
         except TorchMemorySaverError:
             return False
         return True
 
-    def _active_hooks(self) -> Any:
-        """The hooks of the chosen mode, validated once; fixes hook_mode.
-
-        Also makes sure the engine can work in this process before a region
-        starts: a bad ``TMS_*`` environment value (ConfigError naming the
-        variable) or use in a ``fork()``ed child of a process that used the
-        library (InvalidStateError) is reported here, at region entry, rather
-        than as an allocation failure inside the block.
-        """
-        check(_library.library().tms_init())
-        with self._lock:
-            if self._hooks is None:
-                active = hooks.create(self._hook_mode)
-                active.validate()
-                self._pools = PoolCache(lambda key: active.new_pool(key.device))
-                self._hooks = active
-                logger.debug("hook_mode=%s, library %s", self._hook_mode, _library.loaded_path())
-            return self._hooks
-
-    # ---- names integrations reach into ----------------------------------------
-
     def _ensure_initialized(self) -> None:
-        """Make the instance ready for regions now (what the first :meth:`region` does).
+        """Build :attr:`_impl` now, if there is none (what the first :meth:`region` does).
 
-        Loads the engine, fixes :attr:`hook_mode` and checks that it can work
-        in this process. Integrations call this before reaching the engine
-        through :attr:`_impl`.
+        The hook mode in :attr:`_impl_ctor_kwargs` picks it: a mode registered
+        with :func:`~torch_memory_saver.register_hook_mode` is built by its
+        factory; ``"preload"`` and ``"torch"`` by
+        ``_TorchMemorySaverImpl(**_impl_ctor_kwargs)``, which loads the engine
+        and checks that the mode can work in this process. Then
+        :attr:`_impl_ctor_kwargs` is removed and :attr:`hook_mode` is fixed.
+        A failure leaves both as they were.
 
         Raises:
-            ConfigError: the hook mode cannot work in this process (e.g.
-                preload mode without the library in ``LD_PRELOAD``).
+            ConfigError: the hook mode is not built in and not registered in
+                this process, or it cannot work here (e.g. preload mode
+                without the library in ``LD_PRELOAD``), or a ``TMS_*``
+                environment variable has a bad value.
+            InvalidStateError: used in a ``fork()``ed child of a process that
+                had used the library.
         """
-        self._active_hooks()
+        if self._impl is not None:
+            return
+        with self._lock:
+            if self._impl is not None:
+                return
+            kwargs = dict(getattr(self, "_impl_ctor_kwargs", None) or {})
+            mode = str(kwargs.get("hook_mode", "preload"))
+            registered = hooks.registration(mode)
+            if registered is not None:
+                impl = registered.factory()
+            elif mode in hooks.HOOK_MODES:
+                impl = _TorchMemorySaverImpl(**kwargs)
+            else:
+                raise ConfigError(
+                    f"torch_memory_saver hook_mode={mode!r} is neither built in {hooks.HOOK_MODES} nor "
+                    f"registered in this process (pid={os.getpid()}): call "
+                    f"torch_memory_saver.register_hook_mode({mode!r}, factory) in this process before the "
+                    f"first region(), e.g. again in a process started with spawn"
+                )
+            self._hook_mode = mode
+            self._impl = impl
+            if hasattr(self, "_impl_ctor_kwargs"):
+                del self._impl_ctor_kwargs
+            logger.debug("hook_mode=%s, implementation %s", mode, type(impl).__name__)
 
-    @property
-    def _impl(self) -> Optional["_Internals"]:
-        """None until the instance is initialised (first region, or :meth:`_ensure_initialized`).
+    def _active_hooks(self) -> Any:
+        """Initialise (:meth:`_ensure_initialized`), then check the engine can work in this process.
 
-        Then ``_impl._binary_wrapper.cdll`` is the engine library with every
-        ``tms.h`` function declared: ``cdll.tms_set_interesting_region(False)``
-        suspends the calling thread's region in the engine, as the library
-        this one replaces allowed.
+        What :meth:`region`, :meth:`cuda_graph` and :meth:`disable` of the
+        built-in modes do first: a bad ``TMS_*`` environment value (ConfigError
+        naming the variable) or use in a ``fork()``ed child of a process that
+        used the library (InvalidStateError) is reported at region entry,
+        rather than as an allocation failure inside the block.
         """
-        if self._hooks is None:
-            return None
-        return _Internals(self._hook_mode)
+        self._ensure_initialized()
+        impl = self._impl
+        if isinstance(impl, _TorchMemorySaverImpl):
+            impl._check_engine()
+            return impl._hooks
+        return impl
+
+    def _initialized_for_call(self) -> Optional[Any]:
+        """:attr:`_impl` for pause/resume/get_cpu_backup, built first where only it can serve them.
+
+        The built-in modes pause and resume through the engine without being
+        set up (no LD_PRELOAD check), as before; a registered or unknown mode,
+        or a patched :meth:`_ensure_initialized`, gets the call it expects.
+        """
+        if self._impl is None:
+            patched = getattr(type(self), "_ensure_initialized", None) is not TorchMemorySaver._ensure_initialized
+            if patched or self.hook_mode not in hooks.HOOK_MODES:
+                self._ensure_initialized()
+        return self._impl
 
     # ---- regions --------------------------------------------------------------
 
@@ -159,7 +225,7 @@ class TorchMemorySaver:
                 them back on resume (not together with `enable_cpu_backup`:
                 a paused tensor keeps one backup).
                 The directory comes from :meth:`set_disk_backup_dir` or
-                ``TMS_DISK_BACKUP_DIR``; allocating without one raises ConfigError.
+                ``TMS_DISK_BACKUP_DIR``, else ``$TMPDIR``, else ``/tmp``.
             cpu_backup_backend: host memory for backups, ``"pinned"`` or
                 ``"mmap"``; None keeps the thread's current one
                 (``TMS_INIT_CPU_BACKUP_BACKEND``, default pinned).
@@ -194,19 +260,19 @@ class TorchMemorySaver:
                 without `enable_cpu_backup`.
         """
         _check_tag(tag)
-        policy = BackupPolicy.from_region(
+        BackupPolicy.from_region(  # refuses bad arguments before anything is set up
             enable_cpu_backup=enable_cpu_backup,
             enable_disk_backup=enable_disk_backup,
             cpu_backup_backend=cpu_backup_backend,
             compress=compress,
             inherited=_policy.current(),
         )
-        torch = require_torch("region()")
-        self._active_hooks()
-        device = torch.cuda.current_device()
-        with (
-            _settings.changed(interesting=True, tag=tag, policy=policy),
-            self._routed_to(PoolKey(REGION, tag, policy, device)),
+        require_torch("region()")
+        self._ensure_initialized()
+        with self._impl.region(
+            tag=tag,
+            enable_cpu_backup=enable_cpu_backup,
+            **_present(enable_disk_backup=enable_disk_backup, cpu_backup_backend=cpu_backup_backend, compress=compress),
         ):
             yield
 
@@ -244,31 +310,21 @@ class TorchMemorySaver:
         buffers that pause() gives new physical memory (docs/distributed.md).
         """
         _check_tag(tag)
-        torch = require_torch("cuda_graph()")
-        _nccl.check_graph_register(torch)
-        active = self._active_hooks()
-        assert self._pools is not None
-        device = torch.cuda.current_device()
-        policy = BackupPolicy.from_region(
+        BackupPolicy.from_region(
             enable_cpu_backup=enable_cpu_backup, cpu_backup_backend=cpu_backup_backend, inherited=_policy.current()
         )
-        with _settings.changed(interesting=True, tag=tag, policy=policy):
-            key = PoolKey(GRAPH, tag, policy, device)
-            with self._pools.borrow(key) as own_pool, self._router.route(device, None):
-                # Suspend this thread's region pool so that the capture's
-                # allocations can only go to the graph pool (see _pools).
-                if pool is not None and (active.accepts_any_graph_pool or self._pools.owns_pool_id(pool)):
-                    graph_pool = pool
-                else:
-                    if pool is not None:
-                        logger.debug(
-                            "cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id
-                        )
-                    graph_pool = own_pool.id
-                with _captures.capturing(), torch.cuda.graph(
-                    cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode
-                ):
-                    yield
+        require_torch("cuda_graph()")
+        self._ensure_initialized()
+        with self._impl.cuda_graph(
+            cuda_graph=cuda_graph,
+            pool=pool,
+            stream=stream,
+            capture_error_mode=capture_error_mode,
+            tag=tag,
+            enable_cpu_backup=enable_cpu_backup,
+            **_present(cpu_backup_backend=cpu_backup_backend),
+        ):
+            yield
 
     @contextmanager
     def disable(self) -> Iterator[None]:
@@ -278,27 +334,21 @@ class TorchMemorySaver:
         ``TMS_INIT_ENABLE=1``, where every allocation is otherwise pauseable).
         The block allocates from a pool of its own, so no cached block of a
         pauseable pool is handed out inside it. When it ends, the memory that
-        was freed inside goes back to the driver (``torch.cuda.empty_cache``
-        runs then); tensors still alive stay valid, and their memory goes back
-        at a later ``empty_cache`` after they are freed.
+        was freed inside goes back to the driver, and only that: cached blocks
+        of other pools (torch's default pool included, whose blocks are engine
+        memory in trainer-wide mode) stay, so what was paused comes back in
+        full at resume. Tensors still alive stay valid; their memory goes back
+        at a later ``torch.cuda.empty_cache`` after they are freed.
         """
-        torch = require_torch("disable()")
-        self._active_hooks()
-        device = torch.cuda.current_device()
-        with _settings.changed(interesting=False):
-            with self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory):
-                yield
-
-    @contextmanager
-    def _routed_to(self, key: PoolKey) -> Iterator[None]:
-        assert self._pools is not None
-        with self._pools.borrow(key) as pool, self._router.route(key.device, pool.id):
+        require_torch("disable()")
+        self._ensure_initialized()
+        with self._impl.disable():
             yield
 
     # ---- pause and resume ----------------------------------------------------
 
     def pause(self, tag: Optional[str] = None) -> None:
-        """Release the physical memory of every active allocation of `tag` (None: of every tag).
+        """Release the physical memory of every active allocation of `tag` (None or "": of every tag).
 
         Waits for the devices' outstanding work first. Backed-up allocations
         are copied to host memory before release. Already paused allocations
@@ -315,12 +365,17 @@ class TorchMemorySaver:
                 stream, while an allocation of `tag` is unusable after a
                 failed pause, or in a ``fork()``ed child of a process that
                 had used the library.
-            InvalidArgumentError: `tag` is not a non-empty str.
+            InvalidArgumentError: `tag` is neither None nor a str.
         """
-        self._transition("pause", tag)
+        tag = _transition_tag(tag)
+        impl = self._initialized_for_call()
+        if impl is None:
+            _transition("pause", tag)
+        else:
+            impl.pause(tag=tag)
 
     def resume(self, tag: Optional[str] = None) -> None:
-        """Map memory again under every paused allocation of `tag` (None: of every tag).
+        """Map memory again under every paused allocation of `tag` (None or "": of every tag).
 
         Addresses are unchanged; backed-up contents are restored. Active
         allocations and unknown tags are left alone. All or nothing: if the
@@ -335,18 +390,12 @@ class TorchMemorySaver:
             InvalidStateError: called during a graph capture, with an unusable
                 allocation of `tag`, or in a ``fork()``ed child (see :meth:`pause`).
         """
-        self._transition("resume", tag)
-
-    def _transition(self, verb: str, tag: Optional[str]) -> None:
-        if tag is not None:
-            _check_tag(tag)
-        _refuse_during_capture(verb)
-        lib = _library.library()
-        call = lib.tms_pause if verb == "pause" else lib.tms_resume
-        # The engine logs the transition (TMS_LOG_LEVEL=info: one line with
-        # devices, bytes, backups and the time of each phase), so this layer
-        # only forwards the call.
-        check(call(None if tag is None else encode(tag, "tag")))
+        tag = _transition_tag(tag)
+        impl = self._initialized_for_call()
+        if impl is None:
+            _transition("resume", tag)
+        else:
+            impl.resume(tag=tag)
 
     # ---- settings --------------------------------------------------------------
 
@@ -395,7 +444,7 @@ class TorchMemorySaver:
 
     @property
     def disk_backup_dir(self) -> Optional[str]:
-        """The absolute disk backup directory, or None when none is set."""
+        """The absolute disk backup directory; while none is set, the default (``$TMPDIR``, else ``/tmp``)."""
         lib = _library.library()
         required = ctypes.c_size_t(0)
         lib.tms_get_disk_backup_dir(None, 0, ctypes.byref(required))  # asks for the size
@@ -463,19 +512,161 @@ class TorchMemorySaver:
             InvalidArgumentError: `x` is not a CUDA tensor, or the engine rejects the range.
             InvalidStateError: `x`'s backup is compressed (``region(compress=True)``).
         """
-        return get_cpu_backup(x, zero_copy=zero_copy)
+        impl = self._initialized_for_call()
+        if impl is None:
+            return get_cpu_backup(x, zero_copy=zero_copy)
+        return impl.get_cpu_backup(x, **_present(zero_copy=zero_copy))
 
     def stats(self) -> List[TagStats]:
         """Per-(tag, device) statistics from the engine (see :class:`TagStats`)."""
         return stats()
 
 
-class _Internals:
-    """What ``TorchMemorySaver._impl`` offers: the hook mode and the engine library."""
+class _TorchMemorySaverImpl:
+    """The implementation of the built-in hook modes: what ``TorchMemorySaver._impl`` is by default.
 
-    def __init__(self, hook_mode: str) -> None:
+    ``_binary_wrapper.cdll`` is the engine library with every ``tms.h``
+    function declared (``cdll.tms_set_interesting_region(False)`` suspends
+    the calling thread's region, as the library this one replaces allowed);
+    ``_mem_pools`` holds the region and graph pools (see
+    :class:`~torch_memory_saver._pools.PoolCache`; ``clear()`` hands idle
+    pools back). Wrap it, or subclass it, to observe or change what the
+    public methods do.
+    """
+
+    def __init__(self, hook_mode: str = "preload") -> None:
+        active = hooks.create(hook_mode)
+        self._check_engine()
+        active.validate()
         self._hook_mode = hook_mode
+        self._hooks = active
         self._binary_wrapper = BinaryWrapper()
+        self._mem_pools = PoolCache(lambda key: active.new_pool(key.device))
+        self._router = PoolRouter()
+        logger.debug("hook_mode=%s, library %s", hook_mode, _library.loaded_path())
+
+    @staticmethod
+    def _check_engine() -> None:
+        # A bad TMS_* value or a fork()ed child is reported here, at region
+        # entry, not as an allocation failure inside the block.
+        check(_library.library().tms_init())
+
+    @contextmanager
+    def region(
+        self,
+        tag: str = _TAG_DEFAULT,
+        enable_cpu_backup: bool = False,
+        enable_disk_backup: bool = False,
+        cpu_backup_backend: Optional[str] = None,
+        compress: bool = False,
+    ) -> Iterator[None]:
+        """See :meth:`TorchMemorySaver.region`."""
+        _check_tag(tag)
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup,
+            enable_disk_backup=enable_disk_backup,
+            cpu_backup_backend=cpu_backup_backend,
+            compress=compress,
+            inherited=_policy.current(),
+        )
+        torch = require_torch("region()")
+        self._check_engine()
+        device = torch.cuda.current_device()
+        with (
+            _settings.changed(interesting=True, tag=tag, policy=policy),
+            self._routed_to(PoolKey(REGION, tag, policy, device)),
+        ):
+            yield
+
+    @contextmanager
+    def cuda_graph(
+        self,
+        cuda_graph: Any,
+        pool: Optional[Any] = None,
+        stream: Optional[Any] = None,
+        capture_error_mode: str = "global",
+        tag: str = _TAG_DEFAULT,
+        enable_cpu_backup: bool = False,
+        cpu_backup_backend: Optional[str] = None,
+    ) -> Iterator[None]:
+        """See :meth:`TorchMemorySaver.cuda_graph`."""
+        _check_tag(tag)
+        torch = require_torch("cuda_graph()")
+        _nccl.check_graph_register(torch)
+        self._check_engine()
+        device = torch.cuda.current_device()
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup, cpu_backup_backend=cpu_backup_backend, inherited=_policy.current()
+        )
+        with _settings.changed(interesting=True, tag=tag, policy=policy):
+            key = PoolKey(GRAPH, tag, policy, device)
+            with self._mem_pools.borrow(key) as own_pool, self._router.route(device, None):
+                # Suspend this thread's region pool so that the capture's
+                # allocations can only go to the graph pool (see _pools).
+                if pool is not None and (self._hooks.accepts_any_graph_pool or self._mem_pools.owns_pool_id(pool)):
+                    graph_pool = pool
+                else:
+                    if pool is not None:
+                        logger.debug(
+                            "cuda_graph: pool %s is not pauseable in torch mode; using %s", pool, own_pool.id
+                        )
+                    graph_pool = own_pool.id
+                with _captures.capturing(), torch.cuda.graph(
+                    cuda_graph, pool=graph_pool, stream=stream, capture_error_mode=capture_error_mode
+                ):
+                    yield
+
+    @contextmanager
+    def disable(self) -> Iterator[None]:
+        """See :meth:`TorchMemorySaver.disable`."""
+        torch = require_torch("disable()")
+        self._check_engine()
+        device = torch.cuda.current_device()
+        with _settings.changed(interesting=False):
+            with self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory):
+                yield
+
+    @contextmanager
+    def _with_region_config(
+        self,
+        tag: str = _TAG_DEFAULT,
+        enable_cpu_backup: bool = False,
+        enable_disk_backup: bool = False,
+        cpu_backup_backend: Optional[str] = None,
+    ) -> Iterator[None]:
+        """The calling thread's region settings inside the block, without a pool (the replaced library's name)."""
+        policy = BackupPolicy.from_region(
+            enable_cpu_backup=enable_cpu_backup,
+            enable_disk_backup=enable_disk_backup,
+            cpu_backup_backend=cpu_backup_backend,
+            inherited=_policy.current(),
+        )
+        with _settings.changed(interesting=True, tag=_check_tag(tag), policy=policy):
+            yield
+
+    @contextmanager
+    def _routed_to(self, key: PoolKey) -> Iterator[None]:
+        with self._mem_pools.borrow(key) as pool, self._router.route(key.device, pool.id):
+            yield
+
+    def pause(self, tag: Optional[str] = None) -> None:
+        _transition("pause", _transition_tag(tag))
+
+    def resume(self, tag: Optional[str] = None) -> None:
+        _transition("resume", _transition_tag(tag))
+
+    def get_cpu_backup(self, x: Any, zero_copy: bool = False) -> Optional[Any]:
+        return get_cpu_backup(x, zero_copy=zero_copy)
+
+
+def _transition(verb: str, tag: Optional[str]) -> None:
+    _refuse_during_capture(verb)
+    lib = _library.library()
+    call = lib.tms_pause if verb == "pause" else lib.tms_resume
+    # The engine logs the transition (TMS_LOG_LEVEL=info: one line with
+    # devices, bytes, backups and the time of each phase), so this layer
+    # only forwards the call.
+    check(call(None if tag is None else encode(tag, "tag")))
 
 
 def _address_of(tensor_or_ptr: Any, what: str) -> int:

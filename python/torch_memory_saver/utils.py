@@ -42,7 +42,16 @@ def configure_subprocess() -> Iterator[None]:
 
     Entries already in ``LD_PRELOAD`` are kept after it. The variable is put
     back as it was (or removed) on exit. Needed for ``hook_mode="preload"``.
+    When the hook mode selected on ``torch_memory_saver.torch_memory_saver``
+    was registered with ``uses_preload=False``, ``LD_PRELOAD`` is left alone.
     """
+    from . import hooks
+    from .entrypoint import torch_memory_saver
+
+    if not hooks.uses_preload(torch_memory_saver.hook_mode):
+        logger.debug("configure_subprocess: hook mode %r does not use LD_PRELOAD", torch_memory_saver.hook_mode)
+        yield
+        return
     library = str(get_binary_path_from_package("torch_memory_saver_hook_mode_preload"))
     previous = os.environ.get("LD_PRELOAD")
     entries = [e for e in (previous or "").replace(" ", ":").split(":") if e and e != library]
@@ -55,6 +64,43 @@ def configure_subprocess() -> Iterator[None]:
             os.environ.pop("LD_PRELOAD", None)
         else:
             os.environ["LD_PRELOAD"] = previous
+
+
+_SUPPORTED_CUDA_MAJORS = (13, 12)
+
+
+def _detect_cuda_major() -> int:
+    """The CUDA major version the process's torch was built for, else the newest libcudart that loads.
+
+    The library this one replaces picked one of its per-CUDA binaries with
+    it; here one library serves every CUDA version (it loads the driver at
+    run time), so this only answers callers that ask.
+
+    Raises:
+        LibraryNotFoundError (also a RuntimeError): neither tells.
+    """
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    version = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
+    if isinstance(version, str) and version:
+        try:
+            return int(version.split(".", 1)[0])
+        except ValueError:
+            logger.debug("torch.version.cuda=%r is not a version; probing libcudart", version)
+    import ctypes
+
+    for major in _SUPPORTED_CUDA_MAJORS:
+        try:
+            ctypes.CDLL(f"libcudart.so.{major}")
+        except OSError:
+            continue
+        return major
+    raise LibraryNotFoundError(
+        "torch_memory_saver: no CUDA version found: torch.version.cuda is unset and no "
+        f"libcudart.so.{{{','.join(map(str, _SUPPORTED_CUDA_MAJORS))}}} loads"
+    )
 
 
 @contextmanager

@@ -24,13 +24,22 @@ PACKAGE_ROOT = Path(torch_memory_saver.__file__).resolve().parents[1]
 
 
 
-def test_hook_mode_defaults_to_preload_and_validates():
+def test_hook_mode_defaults_to_preload_and_keeps_an_unknown_name_until_first_use():
     saver = TorchMemorySaver()
     assert saver.hook_mode == "preload"
     saver.hook_mode = "torch"
     assert saver.hook_mode == "torch"
-    with pytest.raises(ValueError, match="hook_mode"):
-        saver.hook_mode = "magic"
+    for bad in ("", 5, None):
+        with pytest.raises(errors.InvalidArgumentError, match="hook_mode"):
+            saver.hook_mode = bad
+    # A patched _ensure_initialized or a later register_hook_mode may handle it.
+    saver.hook_mode = "magic"
+    assert saver.hook_mode == "magic" and saver._impl_ctor_kwargs == {"hook_mode": "magic"}
+    assert saver.enabled is False
+    with pytest.raises(errors.ConfigError, match="register_hook_mode") as raised:
+        saver._ensure_initialized()
+    assert isinstance(raised.value, ValueError)
+    assert saver._impl is None and saver._impl_ctor_kwargs == {"hook_mode": "magic"}, "a failed first use fixes nothing"
 
 
 def test_hook_mode_is_fixed_after_first_use():

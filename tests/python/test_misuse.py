@@ -26,9 +26,23 @@ def entry(tag):
 # ---- pause / resume arguments --------------------------------------------
 
 
+def test_an_empty_tag_pauses_and_resumes_every_tag_as_none_does(allocate):
+    """As in the library this one replaces: callers pass "" for "all"."""
+    saver = TorchMemorySaver()
+    addresses = {tag: allocate(2 * MIB, tag=tag, cpu_backup=True) for tag in ("empty-a", "empty-b")}
+    for seed, address in enumerate(addresses.values()):
+        ctypes.memmove(address, pattern(2 * MIB, seed), 2 * MIB)
+    saver.pause("")
+    assert [entry(tag).active_bytes for tag in addresses] == [0, 0]
+    saver.resume("")
+    assert [entry(tag).active_bytes for tag in addresses] == [2 * MIB, 2 * MIB]
+    for seed, address in enumerate(addresses.values()):
+        assert ctypes.string_at(address, 2 * MIB) == pattern(2 * MIB, seed)
+
+
 @pytest.mark.parametrize("verb", ["pause", "resume"])
-@pytest.mark.parametrize("tag", ["", 5, b"bytes", ["list"]])
-def test_a_tag_that_is_not_a_non_empty_str_is_rejected(verb, tag, allocate):
+@pytest.mark.parametrize("tag", [5, b"bytes", ["list"]])
+def test_a_tag_that_is_not_a_str_is_rejected(verb, tag, allocate):
     saver = TorchMemorySaver()
     allocate(2 * MIB, tag="arg-check")
     with pytest.raises(errors.InvalidArgumentError, match="tag") as raised:

@@ -12,6 +12,10 @@ move between tags or back to non-region code.
 
 ``torch``: no preload; regions allocate through a MemPool built on a
 ``CUDAPluggableAllocator`` of the engine's ``tms_torch_malloc``/``tms_torch_free``.
+
+Other names can be registered with :func:`register_hook_mode`: a factory that
+builds the object ``TorchMemorySaver`` then sends ``region``, ``cuda_graph``,
+``disable``, ``pause``, ``resume`` and ``get_cpu_backup`` to (its ``_impl``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from typing import Any, Literal, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Literal, Mapping, Optional
 
 from .. import _library
 from .._pools import keep_forever, new_default_pool
 from .._torch import require_torch
-from ..errors import ConfigError, InvalidArgumentError
+from ..errors import ConfigError, InvalidArgumentError, InvalidStateError
 
 HookMode = Literal["preload", "torch"]
 HOOK_MODES = ("preload", "torch")
@@ -127,6 +132,70 @@ def pluggable_allocator() -> Any:
                 )
             )
         return _allocator
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A hook mode registered with :func:`register_hook_mode`."""
+
+    factory: Callable[[], Any]
+    uses_preload: bool
+
+
+_registry_lock = threading.Lock()
+_registry: Dict[str, Registration] = {}
+
+
+def register_hook_mode(name: str, factory: Callable[[], Any], *, uses_preload: bool = True) -> None:
+    """Make `name` a hook mode whose implementation `factory()` builds.
+
+    Select it with ``torch_memory_saver.hook_mode = name`` before first use.
+    The first ``region()``, ``cuda_graph()`` or ``disable()`` (or
+    ``_ensure_initialized()``) calls ``factory()`` once, with no arguments, and
+    keeps what it returns as ``torch_memory_saver._impl``; from then on
+    ``region``, ``cuda_graph``, ``disable``, ``pause``, ``resume`` and
+    ``get_cpu_backup`` are sent to it, with the arguments of the library this
+    one replaces (``region(tag=, enable_cpu_backup=)``, ``pause(tag=)``...;
+    this library's other arguments only when the caller passes them).
+    ``uses_preload`` says whether processes of this mode need the engine in
+    ``LD_PRELOAD``: ``configure_subprocess()`` leaves ``LD_PRELOAD`` alone
+    when the selected mode's is False.
+
+    Registrations belong to the process: a process started with ``spawn``
+    registers again before its first use.
+
+    Raises:
+        InvalidArgumentError: `name` is not a non-empty str, is "preload" or
+            "torch", `factory` is not callable, or `uses_preload` is not a bool.
+        InvalidStateError: `name` is already registered with another factory
+            or flag (registering the same pair again changes nothing).
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"hook mode name must be a non-empty str, got {name!r}")
+    if name in HOOK_MODES:
+        raise InvalidArgumentError(f"hook mode {name!r} is built in and cannot be registered")
+    if not callable(factory):
+        raise InvalidArgumentError(f"register_hook_mode({name!r}): factory must be callable, got {factory!r}")
+    if not isinstance(uses_preload, bool):
+        raise InvalidArgumentError(f"register_hook_mode({name!r}): uses_preload must be True or False")
+    entry = Registration(factory, uses_preload)
+    with _registry_lock:
+        existing = _registry.get(name)
+        if existing is not None and existing != entry:
+            raise InvalidStateError(f"hook mode {name!r} is already registered (with {existing.factory!r})")
+        _registry[name] = entry
+
+
+def registration(mode: str) -> Optional[Registration]:
+    """What :func:`register_hook_mode` registered for `mode`, or None."""
+    with _registry_lock:
+        return _registry.get(mode)
+
+
+def uses_preload(mode: str) -> bool:
+    """Whether processes of `mode` need the engine in ``LD_PRELOAD`` (built-in and unknown modes: True)."""
+    entry = registration(mode)
+    return True if entry is None else entry.uses_preload
 
 
 def create(mode: str) -> Any:
