@@ -172,7 +172,7 @@ def get_cpu_backup_while_resumed():
         tms.pause("leased")
         view = tms.get_cpu_backup(weights, zero_copy=True)
         copies = []
-        reader = threading.Thread(target=lambda: copies.append(tms.get_cpu_backup(weights)))
+        reader = threading.Thread(target=lambda w=weights: copies.append(tms.get_cpu_backup(w)))
         reader.start()
         if round_ % 2:
             tms.resume("leased")
