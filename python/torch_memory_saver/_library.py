@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, SupportsIndex, cast
 
 from . import _log, errors
 
@@ -278,7 +278,7 @@ def as_bool(value: object, what: str) -> bool:
     if kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"):
         return bool(value)
     try:
-        number = operator.index(value)  # int and numpy ints; float and str raise
+        number = operator.index(cast(SupportsIndex, value))  # int and numpy ints; float and str raise
     except TypeError:
         number = None
     if number in (0, 1):

@@ -46,7 +46,7 @@ def _emit(level: int, message: Optional[bytes]) -> int:
         text = message.decode("utf-8", errors="replace") if message else ""
         logger.log(LEVELS.get(level, logging.ERROR), text)
         return 1
-    except Exception:  # a failing handler must not lose the line: stderr takes it
+    except Exception:  # noqa: BLE001 - a failing handler must not lose the line: stderr takes it
         return 0
 
 
