@@ -22,8 +22,9 @@
  *    message live until the library's own key destructor runs; a call after
  *    that sees the process defaults.
  *  - In a fork()ed child of a process that had used the library every call
- *    fails with TMS_ERROR_INVALID_STATE, decided before taking any lock (no
- *    hang whatever the parent's other threads held at the fork).
+ *    that needs the engine fails with TMS_ERROR_INVALID_STATE, decided
+ *    before taking any lock (no hang whatever the parent's other threads
+ *    held at the fork).
  *  - The engine is created on first use; TMS_DRIVER=sim selects the host
  *    simulation, anything else (or unset) the CUDA driver.
  */
@@ -327,7 +328,8 @@ typedef int (*tms_log_callback)(int level, const char* message);
  *  the library. Lines still queued go to the new callback (or stderr).
  *  Returns once a call of the previous callback in progress has returned,
  *  so its resources may then be freed (not when called from inside a
- *  callback). A fork()ed child starts with no callback. Unset it before the
+ *  callback). Needs no engine: it works before the first allocation and in
+ *  a fork()ed child, which starts with no callback. Unset it before the
  *  callback's code or interpreter goes away (e.g. at exit).
  *  TMS_ERROR_INVALID_STATE when the library's log thread cannot start. */
 TMS_API int tms_set_log_callback(tms_log_callback callback);
