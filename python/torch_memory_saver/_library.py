@@ -12,9 +12,9 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, SupportsIndex, cast
 
-from . import errors
+from . import _log, errors
 
 LIBRARY_FILE_NAME = "libtorch_memory_saver.so"
 LIBRARY_PATH_ENV = "TMS_LIBRARY_PATH"
@@ -84,6 +84,9 @@ _SIGNATURES = {
     # observability
     "tms_stats_json": (_c_int, [_c_char_p, _c_size_t, ctypes.POINTER(_c_size_t)]),
     "tms_device_memory": (_c_int, [_c_int, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_uint64)]),
+    # log lines
+    "tms_set_log_callback": (_c_int, [_log.LogCallback]),
+    "tms_flush_log": (_c_int, []),
     # testing controls (tms_testing.h)
     "tms_sim_fail_call": (_c_int, [_c_char_p, _c_int, _c_bool]),
     "tms_sim_set_capacity": (_c_int, [_c_uint64]),
@@ -188,6 +191,7 @@ def library() -> ctypes.CDLL:
                     f"rebuild it from the same source tree"
                 ) from exc
             _library, _library_path = lib, path
+            _log.install(lib)
         return _library
 
 
@@ -210,9 +214,16 @@ def status_name(status: int) -> str:
 
 
 def check(status: int) -> None:
-    """Raise the typed exception for a failed call's status (call right after it, on the same thread)."""
+    """Raise the typed exception for a failed call's status (call right after it, on the same thread).
+
+    Also delivers the engine's log lines of the call (as records of the
+    ``torch_memory_saver`` logger) before returning or raising.
+    """
     if status != 0:
-        raise errors.error_from_status(status, last_error(), status_name(status))
+        error = errors.error_from_status(status, last_error(), status_name(status))
+        _log.flush()  # after reading the message: every call resets it
+        raise error
+    _log.flush()
 
 
 def check_last_status() -> None:
@@ -267,7 +278,7 @@ def as_bool(value: object, what: str) -> bool:
     if kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"):
         return bool(value)
     try:
-        number = operator.index(value)  # int and numpy ints; float and str raise
+        number = operator.index(cast(SupportsIndex, value))  # int and numpy ints; float and str raise
     except TypeError:
         number = None
     if number in (0, 1):

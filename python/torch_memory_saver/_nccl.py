@@ -30,7 +30,7 @@ def graph_register_hazard(torch: Any, environ: Mapping[str, str] = os.environ) -
             return None
         if "nccl" not in str(dist.get_backend()).lower() or dist.get_world_size() < 2:
             return None
-    except Exception:  # a half-initialised or unusual backend: say nothing
+    except Exception:  # noqa: BLE001 - a half-initialised or unusual backend: say nothing
         return None
     shown = repr(value) if value else "unset (NCCL's default is 1)"
     return (

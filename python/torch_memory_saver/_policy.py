@@ -40,7 +40,8 @@ class BackupPolicy:
             raise InvalidArgumentError(f"host memory must be 'pinned' or 'mmap', got {self.host_memory!r}")
         if self.host_memory is not None and not self.keeps_host_copy:
             raise InvalidArgumentError(
-                f"host memory {self.host_memory!r} means nothing for backup kind {self.kind!r}, which keeps no host copy"
+                f"host memory {self.host_memory!r} means nothing for backup kind {self.kind!r}, "
+                "which keeps no host copy"
             )
 
     @property
@@ -75,7 +76,8 @@ class BackupPolicy:
             raise InvalidArgumentError("compress=True compresses the CPU backup: pass enable_cpu_backup=True")
         if cpu_backup_backend is not None and not cpu:
             raise InvalidArgumentError(
-                f"cpu_backup_backend={cpu_backup_backend!r} needs enable_cpu_backup=True (it is where the CPU backup lives)"
+                f"cpu_backup_backend={cpu_backup_backend!r} needs enable_cpu_backup=True "
+                "(it is where the CPU backup lives)"
             )
         if disk:
             return cls("disk")

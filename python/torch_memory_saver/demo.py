@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, cast
 
 from . import _library, _settings
-from ._policy import BackupPolicy
 from ._library import check, encode
+from ._policy import BackupPolicy
 from .errors import ConfigError, InvalidStateError
+
+if TYPE_CHECKING:
+    from .hooks import HookMode
 
 _TAG = "demo"
 # Set in the child the preload demo starts, so that it never restarts itself again.
@@ -89,6 +92,7 @@ def run_simulated(size: int) -> bool:
     with _settings.changed(interesting=True, tag=_TAG, policy=BackupPolicy.from_region(enable_cpu_backup=True)):
         check(lib.tms_malloc(ctypes.byref(address), size, 0))
     pointer = address.value
+    assert pointer is not None  # tms_malloc succeeded
     try:
         pattern = _PATTERN_PERIOD * (size // len(_PATTERN_PERIOD))
         ctypes.memmove(pointer, pattern, size)
@@ -111,7 +115,7 @@ def run_gpu(size: int, hook_mode: str) -> bool:
 
     from .entrypoint import torch_memory_saver
 
-    torch_memory_saver.hook_mode = hook_mode
+    torch_memory_saver.hook_mode = cast("HookMode", hook_mode)  # the setter checks the value
     device = torch.cuda.current_device()
     print(
         f"torch_memory_saver demo on {torch.cuda.get_device_name(device)} "

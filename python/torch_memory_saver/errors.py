@@ -10,7 +10,7 @@ out-of-memory), so existing ``except`` clauses keep working.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import TYPE_CHECKING, Dict, Optional, Type
 
 try:
     # Out-of-memory must be catchable as torch.OutOfMemoryError (what torch's
@@ -37,7 +37,12 @@ class TorchMemorySaverError(Exception):
         self.status_name = status_name
 
 
-if _TorchOutOfMemoryError is not None:
+if TYPE_CHECKING:  # one class for type checkers; torch's base is chosen at import
+
+    class OutOfMemoryError(TorchMemorySaverError, MemoryError):
+        """Device or host memory ran out (e.g. resume could not get its memory back)."""
+
+elif _TorchOutOfMemoryError is not None:
 
     class OutOfMemoryError(TorchMemorySaverError, _TorchOutOfMemoryError, MemoryError):
         """Device or host memory ran out (e.g. resume could not get its memory back)."""

@@ -378,6 +378,23 @@ int tms_discard_backup(const void* ptr) {
   return call_guarded([&] { runtime().engine->discard_backup(reinterpret_cast<DevicePtr>(ptr)); });
 }
 
+// ---- log lines ----
+
+static_assert(TMS_LOG_ERROR == static_cast<int>(LogLevel::kError) &&
+              TMS_LOG_WARNING == static_cast<int>(LogLevel::kWarning) &&
+              TMS_LOG_INFO == static_cast<int>(LogLevel::kInfo) &&
+              TMS_LOG_DEBUG == static_cast<int>(LogLevel::kDebug));
+
+int tms_set_log_callback(tms_log_callback callback) {
+  // No runtime(): a sink can be installed before the engine exists, and
+  // also in a fork()ed child, where the engine refuses every call.
+  return call_guarded([&] { set_log_sink(callback); });
+}
+
+int tms_flush_log(void) {
+  return call_guarded([] { flush_log(); });
+}
+
 int tms_lease_cpu_backup(const void* ptr, uint64_t size, uint64_t* lease, uint8_t** data) {
   return call_guarded([&] {
     if (lease == nullptr || data == nullptr)

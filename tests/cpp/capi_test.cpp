@@ -52,6 +52,42 @@ TEST(CApi, AllocatePauseResumeKeepsBackedUpBytes) {
   tms_set_current_tag("default");
 }
 
+std::string g_logged;  // what capture_line was given, as "level: message" lines
+
+int capture_line(int level, const char* message) {
+  g_logged += std::to_string(level) + ": " + message + "\n";
+  return 1;
+}
+
+TEST(CApi, EngineLogLinesGoToTheCallbackOrToStderrWithoutOne) {
+  ASSERT_EQ(tms_set_current_tag("capi-logged"), TMS_OK);
+  ASSERT_EQ(tms_set_enable_cpu_backup(true), TMS_OK);
+  void* ptr = nullptr;
+  ASSERT_EQ(tms_malloc(&ptr, kMiB, 0), TMS_OK) << tms_last_error();
+  tms_set_enable_cpu_backup(false);
+  tms_set_current_tag("default");
+
+  // A program that installs no callback (no Python) reads lines on stderr.
+  ASSERT_EQ(tms_pause("capi-logged"), TMS_OK) << tms_last_error();
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(tms_discard_backup(ptr), TMS_OK) << tms_last_error();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("[torch_memory_saver ERROR] discarded the backup of "), std::string::npos)
+      << err;
+
+  // With a callback, the next line (the resume's warning) goes to it alone.
+  ASSERT_EQ(tms_set_log_callback(capture_line), TMS_OK) << tms_last_error();
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(tms_resume("capi-logged"), TMS_OK) << tms_last_error();
+  ASSERT_EQ(tms_flush_log(), TMS_OK);
+  ASSERT_EQ(tms_set_log_callback(nullptr), TMS_OK);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(g_logged.rfind("1: resumed ", 0), 0u) << g_logged;
+  EXPECT_NE(g_logged.find(" WITHOUT its contents: its backup was discarded\n"), std::string::npos)
+      << g_logged;
+  ASSERT_EQ(tms_free(ptr), TMS_OK) << tms_last_error();
+}
+
 TEST(CApi, CompressedBackupRoundTripsAndIsNotReadableInPlace) {
   ASSERT_EQ(tms_set_current_tag("capi-compressed"), TMS_OK);
   ASSERT_EQ(tms_set_enable_cpu_backup(true), TMS_OK);

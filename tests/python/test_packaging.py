@@ -56,6 +56,24 @@ def test_version_is_one_number_everywhere():
         assert "site-packages" not in str(PACKAGE_ROOT)  # testing a source tree: nothing installed
 
 
+def test_the_package_is_typed_and_its_metadata_names_its_license_and_extras():
+    # py.typed: type checkers read the package's annotations (PEP 561).
+    assert (Path(torch_memory_saver.__file__).parent / "py.typed").is_file()
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        fields = metadata("torch_memory_saver")
+    except PackageNotFoundError:
+        assert "site-packages" not in str(PACKAGE_ROOT)  # testing a source tree: nothing installed
+        return
+    assert fields["License-Expression"] == "Apache-2.0"  # PEP 639
+    assert "LICENSE" in fields.get_all("License-File")
+    assert not [c for c in fields.get_all("Classifier") if c.startswith("License ::")]  # PEP 639 forbids both
+    assert "bench" in fields.get_all("Provides-Extra")
+    bench = sorted(r.split(";")[0].strip() for r in fields.get_all("Requires-Dist") if 'extra == "bench"' in r)
+    assert bench == ["matplotlib", "transformers"], bench  # what python -m torch_memory_saver bench imports
+
+
 @pytest.mark.parametrize("name", FORWARDERS)
 def test_preloading_a_forwarder_gives_one_engine_seen_as_preloaded(name):
     forwarder = forwarder_directory() / name

@@ -195,7 +195,8 @@ def test_resume_gives_host_backup_back_before_it_returns(lib, backend, count):
 
 def test_pause_and_resume_through_python_are_logged_once_by_the_engine():
     # The Python layer forwards the transition: with Python logging at INFO
-    # too, the engine's line is the only one per pause and per resume.
+    # too, the engine's line is the only one per pause and per resume, and
+    # it reaches Python's logging (the rank leads its message).
     code = """
         import ctypes
         import logging
@@ -215,10 +216,10 @@ def test_pause_and_resume_through_python_are_logged_once_by_the_engine():
     lines = [line for line in result.stderr.splitlines() if "logged" in line]
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith(
-        "[torch_memory_saver INFO rank 5] paused 1 allocations (2.0 MiB, 2.0 MiB to host) of tag 'logged' on device 0 in "
+        "INFO:torch_memory_saver:rank 5: paused 1 allocations (2.0 MiB, 2.0 MiB to host) of tag 'logged' on device 0 in "
     ), lines[0]
     assert lines[1].startswith(
-        "[torch_memory_saver INFO rank 5] resumed 1 allocations (2.0 MiB, 2.0 MiB from host) of tag 'logged' on device 0 in "
+        "INFO:torch_memory_saver:rank 5: resumed 1 allocations (2.0 MiB, 2.0 MiB from host) of tag 'logged' on device 0 in "
     ), lines[1]
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from . import models
 from .constants import (
     CYCLE_RSS_LATER_S,
     DEFAULT_CYCLE_GAP_MS,
@@ -20,11 +21,11 @@ from .constants import (
     DEFAULT_LAYOUTS,
     DEFAULT_PARTS,
     DISK_IO_ALIGNMENT,
-    GAP_MATRIX,
     EXIT_MEASUREMENT_FAILED,
     EXIT_MISMATCH,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    GAP_MATRIX,
     HOST_KINDS,
     MAX_DISK_LAYOUTS,
     PARTS,
@@ -38,7 +39,6 @@ from .constants import (
     MiB,
     exc_text,
 )
-from . import models
 from .disk import default_variants
 from .plot import render_cycles_plot, render_plot
 from .records import BenchConfig, VmmLayoutSpec, WorkerResult, WorkerSpec, to_json
@@ -179,7 +179,7 @@ def _run_workers(config: BenchConfig, runner: Runner, base: Dict[str, str],
                         hook_mode=config.hook_mode)
 
     def spec(kind: str, **fields: object) -> WorkerSpec:
-        return WorkerSpec(**dict(vars(common), kind=kind, **fields))  # type: ignore[arg-type]
+        return WorkerSpec(**dict(vars(common), kind=kind, **fields))
 
     workers: Dict[str, WorkerResult] = {}
     if "nobackup" in config.parts:

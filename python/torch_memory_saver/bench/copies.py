@@ -54,7 +54,7 @@ def registered_host_buffer(torch: Any, nbytes: int, fill: int = 1) -> Iterator[A
         yield host
     finally:
         torch.cuda.synchronize()
-        if registered:
+        if registered and host is not None:
             cudart.cudaHostUnregister(host.data_ptr())
         del host
         gc.collect()

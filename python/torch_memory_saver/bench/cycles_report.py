@@ -14,8 +14,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .runner import first_error
 from .records import BenchConfig, Cycle, CyclesItems, WorkerResult
+from .runner import first_error
 
 CYCLE_OPS = ("pause", "resume")
 
@@ -50,8 +50,8 @@ def _scaled(values: Spread, floor: Optional[float]) -> Spread:
     """`values` / `floor` (None where either is unknown)."""
     if not floor:
         return Spread(steady_cycles=values.steady_cycles)
-    return Spread(*(None if v is None else v / floor for v in (values.first, values.median, values.worst)),
-                  steady_cycles=values.steady_cycles)
+    first, median, worst = (None if v is None else v / floor for v in (values.first, values.median, values.worst))
+    return Spread(first=first, median=median, worst=worst, steady_cycles=values.steady_cycles)
 
 
 @dataclass

@@ -9,6 +9,7 @@ best direct variant, per direction (:func:`judged_variant`).
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import threading
@@ -220,7 +221,7 @@ def _measure_variant(size: int, spec: DiskVariantSpec, repeats: int, wbuf: "mmap
         for _ in range(max(1, int(repeats))):
             try:
                 seconds, used, said = _at_once([
-                    (lambda p=p, n=n: _write_file(p, n, wbuf, block, spec.direct, fsync))
+                    functools.partial(_write_file, p, n, wbuf, block, spec.direct, fsync)
                     for p, n in zip(files, sizes)])
                 variant.write_all_seconds.append(seconds)
                 direct_write.append(used)
@@ -228,7 +229,7 @@ def _measure_variant(size: int, spec: DiskVariantSpec, repeats: int, wbuf: "mmap
                 if not spec.direct:
                     notes += [note for note in (_drop_cached_pages(p) for p in files) if note]
                 seconds, used, said = _at_once([
-                    (lambda p=p, n=n, b=b: _read_file(p, n, b, block, spec.direct))
+                    functools.partial(_read_file, p, n, b, block, spec.direct)
                     for p, n, b in zip(files, sizes, rbufs)])
                 variant.read_all_seconds.append(seconds)
                 direct_read.append(used)

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 # name -> (transformers config class, its arguments). llama-1b: the shapes of Llama 3.2 1B (tied embeddings).
 MODELS: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "llama-1b": ("LlamaConfig", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                                     tie_word_embeddings=True)),
+    "llama-1b": ("LlamaConfig", {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                                 "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                                 "tie_word_embeddings": True}),
 }
 
 

@@ -56,7 +56,7 @@ def _decode(kind: Any, data: Any) -> Any:
     if origin in (dict, Dict):
         _, item = typing.get_args(kind)
         return {k: _decode(item, v) for k, v in data.items()}
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(data, dict):
             raise TypeError(f"{kind.__name__} wants an object, got {data!r}")
         return from_json(kind, data)
@@ -470,7 +470,7 @@ ITEMS_BY_KIND: Dict[str, Any] = {
 
 def empty_items(kind: str) -> Any:
     items = ITEMS_BY_KIND.get(kind)
-    return items() if dataclasses.is_dataclass(items) else {}
+    return items() if isinstance(items, type) and dataclasses.is_dataclass(items) else {}
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _floors_table(report: Report) -> List[str]:
         lines.append(f"| plain torch alloc, {plain.count} x {config.alloc_bytes / MiB:g} MiB, empty cache | "
                      f"{plain.count} | {fmt_ms(plain.seconds)} | |")
     if disk:
-        lines += [""] + _disk_variants_table(disk)
+        lines += ["", *_disk_variants_table(disk)]
     lines.append("")
     return lines
 
@@ -235,7 +235,7 @@ def _cycles_tables(report: Report) -> List[str]:
         width = max(line.count("|") for line in per_cycle) - 4
         lines += ["### GB/s per cycle", "",
                   "| host | layout | operation | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
-                  "|---|---|---|" + "---:|" * width] + per_cycle + [""]
+                  "|---|---|---|" + "---:|" * width, *per_cycle, ""]
     return lines
 
 
@@ -271,7 +271,7 @@ def render_rows_text(report: Report) -> str:
     for r in report.rows:
         verdict = "" if r.passed is None else ("ok" if r.passed else "MISS")
         tail = r.target.text + (f"  {verdict}" if verdict else "") + (f"  ERROR {r.error[:60]}" if r.error else "")
-        out.append(f"{r.label[:40]:40} {(r.host or '-'):6} {str(r.layout or '-'):>5} "
+        out.append(f"{r.label[:40]:40} {(r.host or '-'):6} {(r.layout or '-')!s:>5} "
                    f"{fmt_ms(r.seconds):>10} {fmt(r.gbps, 1):>7} {fmt(r.ratio, 2):>6}  {tail}")
     if report.cycles:
         out.append("")

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from .constants import GiB, MiB, gbps
-from .machine import GitInfo, HostInfo, git_info, host_info
 from .cycles_report import CycleFloors, CycleRow, CycleRss, build_cycles
-from .runner import Preflight, first_error
+from .machine import GitInfo, HostInfo, git_info, host_info
 from .records import (
     BenchConfig,
     DiskFloor,
@@ -24,6 +23,7 @@ from .records import (
     VmmLoop,
     WorkerResult,
 )
+from .runner import Preflight, first_error
 
 # Targets: operation -> (comparison, factor, floor key, text).
 # "rate" targets compare GB/s (library / floor >= factor);
@@ -276,7 +276,7 @@ def _nobackup_rows(config: BenchConfig, floors: ReportFloors, nobackup: Optional
                 reference_seconds = getattr(reference, floor_key) if reference else None
                 if seconds is not None and reference_seconds:
                     notes.append(f"vs {what}: {seconds / reference_seconds:.2f}x")
-            if same_seconds:  # judged against the same-process loop
+            if same is not None and same_seconds:  # judged against the same-process loop
                 floor_name = f"raw VMM {same.count} x {same.handle_bytes / MiB:g} MiB, same process"
                 floor_seconds: Optional[float] = same_seconds
             else:

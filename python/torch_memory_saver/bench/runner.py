@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .constants import STRIPPED_ENV, BenchUnavailable, exc_text
 from .._disk_files import named_backup_files
+from .constants import STRIPPED_ENV, BenchUnavailable, exc_text
 from .records import DiskVariantSpec, VmmLayoutSpec, WorkerResult, WorkerSpec
 from .worker import WORKER_BOOT, read_result, write_spec
 
@@ -42,11 +42,12 @@ def preflight() -> Preflight:
         import torch
     except ImportError as exc:
         raise BenchUnavailable(f"PyTorch is not installed ({exc}). The benchmark needs torch with CUDA and an "
-                               f"NVIDIA GPU; `python -m torch_memory_saver demo --simulated` runs without them.")
+                               f"NVIDIA GPU; `python -m torch_memory_saver demo --simulated` runs without "
+                               f"them.") from None
     try:
         available = torch.cuda.is_available()
         count = torch.cuda.device_count() if available else 0
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BenchUnavailable(f"torch cannot query CUDA devices: {exc_text(exc)}") from exc
     if not available or count == 0:
         raise BenchUnavailable(f"no CUDA GPU visible to torch {torch.__version__} (CUDA build "
@@ -144,7 +145,7 @@ class Runner:
                 pass
             result = WorkerResult(kind=spec.kind, name=name,
                                   fatal=f"worker gave no result (exit {exit_code}); log {log_path}:\n{tail}")
-        result.exit_code = exit_code  # type: ignore[assignment]
+        result.exit_code = exit_code
         result.wall_seconds = wall
         result.log = str(log_path)
         if exit_code != 0 and not result.fatal:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, TypeVar, cast
 
 from .constants import BenchUnavailable, GiB, exc_text
 from .records import DeviceEnv, EngineTagStats, GapWork, LibraryInfo, WorkerResult, WorkerSpec
+
+if TYPE_CHECKING:
+    from ..hooks import HookMode
 
 T = TypeVar("T")
 
@@ -170,7 +173,7 @@ def library_setup(spec: WorkerSpec, result: WorkerResult) -> Any:
     from .. import _library
     from ..entrypoint import torch_memory_saver
 
-    torch_memory_saver.hook_mode = spec.hook_mode
+    torch_memory_saver.hook_mode = cast("HookMode", spec.hook_mode)  # the setter checks the value
     lib = _library.library()
     driver = lib.tms_driver_name()
     result.library = LibraryInfo(path=str(_library.loaded_path()), version=_library.decode(lib.tms_version()),

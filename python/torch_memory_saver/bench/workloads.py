@@ -16,12 +16,12 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import _library
+from .._disk_files import named_backup_files, open_backup_files
 from . import vmm
 from .constants import GiB, MiB, exc_text, gbps
 from .copies import copy_times, registered_copy_floor
 from .cycles import cycles
-from .. import _library
-from .._disk_files import named_backup_files, open_backup_files
 from .disk import disk_floor
 from .machine import meminfo, rss_bytes
 from .records import (
@@ -145,11 +145,11 @@ def nobackup(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
             for _ in range(repeats):
                 raw.measure_once()
                 free0 = device_free(torch, device)
-                returned, synced = timed(torch, lambda: tms.pause(tag))
+                returned, synced = timed(torch, lambda: tms.pause(tag))  # noqa: B023 - called at once
                 pause_ret.append(returned)
                 pause_sync.append(synced)
                 free1 = device_free(torch, device)
-                returned, synced = timed(torch, lambda: tms.resume(tag))
+                returned, synced = timed(torch, lambda: tms.resume(tag))  # noqa: B023 - called at once
                 resume_ret.append(returned)
                 resume_sync.append(synced)
                 free2 = device_free(torch, device)
@@ -199,7 +199,8 @@ def alloc(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
     free_everything(torch)
 
     plain = Timing(count=count, bytes=count * nbytes)
-    region = Timing(count=count, bytes=count * nbytes, engine=[])
+    region_engine: List[EngineTagStats] = []
+    region = Timing(count=count, bytes=count * nbytes, engine=region_engine)
     for round_index in range(repeats):
         with item(result, f"torch_alloc_{round_index}"):
             free_everything(torch)
@@ -219,7 +220,7 @@ def alloc(torch: Any, spec: WorkerSpec, result: WorkerResult) -> None:
                 tensors = allocate()
                 torch.cuda.synchronize()
                 region.all_seconds.append(time.perf_counter() - start)
-            region.engine.append(tag_stats(tms, tag))
+            region_engine.append(tag_stats(tms, tag))
             del tensors
             gc.collect()
             tms.pause(tag)  # hand the pool's cached memory back
