@@ -222,7 +222,7 @@ def _stop(route: _Route) -> None:
 def scratch_pool() -> PoolId:
     """A new pool id nobody holds: the first route to it creates the pool (see module doc)."""
     torch = require_torch("disable()")
-    return tuple(torch.cuda.graph_pool_handle())  # type: ignore[return-value]
+    return tuple(torch.cuda.graph_pool_handle())
 
 
 def release_unused_scratch_memory() -> None:
@@ -246,7 +246,7 @@ def release_unused_scratch_memory() -> None:
         torch.cuda.empty_cache()
     finally:
         for guard in reversed(guards):
-            _stop(guard)  # type: ignore[arg-type]
+            _stop(guard)
 
 
 class PoolRouter:
@@ -262,7 +262,9 @@ class PoolRouter:
         return stack
 
     @contextmanager
-    def route(self, device: int, pool_id: Optional[PoolId], on_exit: Optional[Callable[[], None]] = None) -> Iterator[None]:
+    def route(
+        self, device: int, pool_id: Optional[PoolId], on_exit: Optional[Callable[[], None]] = None
+    ) -> Iterator[None]:
         """Send the calling thread's allocations on `device` to pool `pool_id` (None: torch's default pool).
 
         `on_exit` runs after the route ends and before the thread's outer

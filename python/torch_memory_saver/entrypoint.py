@@ -13,14 +13,14 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from . import _captures, _library, _nccl, _policy, _settings, hooks
 from ._backup import get_cpu_backup
-from .binary_wrapper import BinaryWrapper
 from ._library import as_bool, check, encode, encode_path
 from ._policy import BackupPolicy
 from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
 from ._torch import require_torch
-from .hooks import register_hook_mode  # noqa: F401 - also importable from here
+from .binary_wrapper import BinaryWrapper
 from .errors import ConfigError, InvalidArgumentError, InvalidStateError, TorchMemorySaverError
+from .hooks import register_hook_mode  # noqa: F401 - also importable from here
 
 logger = logging.getLogger("torch_memory_saver")
 
@@ -204,6 +204,13 @@ class TorchMemorySaver:
                 self._ensure_initialized()
         return self._impl
 
+    def _initialized_impl(self) -> Any:
+        """:attr:`_impl` after :meth:`_ensure_initialized` (which a patch may replace) set it."""
+        self._ensure_initialized()
+        if self._impl is None:
+            raise InvalidStateError("_ensure_initialized() left no implementation in _impl")
+        return self._impl
+
     # ---- regions --------------------------------------------------------------
 
     @contextmanager
@@ -268,8 +275,7 @@ class TorchMemorySaver:
             inherited=_policy.current(),
         )
         require_torch("region()")
-        self._ensure_initialized()
-        with self._impl.region(
+        with self._initialized_impl().region(
             tag=tag,
             enable_cpu_backup=enable_cpu_backup,
             **_present(enable_disk_backup=enable_disk_backup, cpu_backup_backend=cpu_backup_backend, compress=compress),
@@ -314,8 +320,7 @@ class TorchMemorySaver:
             enable_cpu_backup=enable_cpu_backup, cpu_backup_backend=cpu_backup_backend, inherited=_policy.current()
         )
         require_torch("cuda_graph()")
-        self._ensure_initialized()
-        with self._impl.cuda_graph(
+        with self._initialized_impl().cuda_graph(
             cuda_graph=cuda_graph,
             pool=pool,
             stream=stream,
@@ -341,8 +346,7 @@ class TorchMemorySaver:
         at a later ``torch.cuda.empty_cache`` after they are freed.
         """
         require_torch("disable()")
-        self._ensure_initialized()
-        with self._impl.disable():
+        with self._initialized_impl().disable():
             yield
 
     # ---- pause and resume ----------------------------------------------------
@@ -470,7 +474,7 @@ class TorchMemorySaver:
         check(_library.library().tms_discard_backup(_address_of(tensor_or_ptr, "discard_backup()")))
 
     def remove_orphaned_backups(
-        self, directory: Union[None, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"] = None
+        self, directory: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", None] = None
     ) -> int:
         """Remove backup files that processes no longer running left in `directory` (None: :attr:`disk_backup_dir`).
 
@@ -622,9 +626,11 @@ class _TorchMemorySaverImpl:
         torch = require_torch("disable()")
         self._check_engine()
         device = torch.cuda.current_device()
-        with _settings.changed(interesting=False):
-            with self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory):
-                yield
+        with (
+            _settings.changed(interesting=False),
+            self._router.route(device, scratch_pool(), on_exit=release_unused_scratch_memory),
+        ):
+            yield
 
     @contextmanager
     def _with_region_config(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import HOOK_MODES, HookMode
 from ..errors import InvalidArgumentError
+from . import HOOK_MODES, HookMode
 
 __all__ = ["HookMode", "HookUtilBase"]
 
