@@ -117,6 +117,11 @@ Engine::~Engine() {
     adopt_device_resources(parking_, a, mapped).give_back();
     if (!a.backup) continue;
     Released released;
+    try {
+      released.reserve(1);
+    } catch (const std::exception&) {
+      continue;  // the record's own teardown closes the file and frees the memory
+    }
     a.backup->release_into(released);
     a.backup.reset();
     for (DiskFile& file : released.files) parking_.remove_or_park(std::move(file));
@@ -219,6 +224,11 @@ void Engine::free(DevicePtr ptr) {
   adopt_device_resources(parking_, *owned, /*mapped=*/false).give_back();
   if (!owned->backup) return;
   Released released;
+  try {
+    released.reserve(1);
+  } catch (const std::exception&) {
+    return;  // past the point of no return: `owned` gives its backup back as it goes
+  }
   {
     std::lock_guard lock(mutex_);  // against a lease being taken (HostBackup::release_into)
     owned->backup->release_into(released);
@@ -397,8 +407,11 @@ std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Alloc
 }
 
 Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline) {
+  // Nothing in the loop below allocates, so the commit cannot stop half way.
   Released released;
+  released.reserve(claimed.size());
   std::vector<const Allocation*> without_contents;
+  without_contents.reserve(claimed.size());
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -414,8 +427,12 @@ Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePi
     }
   }
   for (const Allocation* allocation : without_contents) {
-    log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
-                                " WITHOUT its contents: its backup was discarded");
+    try {
+      log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
+                                  " WITHOUT its contents: its backup was discarded");
+    } catch (const std::exception&) {
+      // A warning that cannot be formatted must not fail a committed resume.
+    }
   }
   return released;
 }
@@ -498,6 +515,7 @@ void Engine::set_disk_backup_dir(const std::string& dir) { methods_.disk().set_d
 void Engine::discard_backup(DevicePtr ptr) {
   std::lock_guard transition(transition_mutex_);  // not while a resume reads it
   Released released;
+  released.reserve(1);
   std::string described;
   {
     std::lock_guard lock(mutex_);
@@ -509,14 +527,18 @@ void Engine::discard_backup(DevicePtr ptr) {
       throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
                          " is active; only a paused allocation's backup can be discarded");
     }
-    if (!allocation->backup) return;  // nothing to drop
+    if (!allocation->backup) return;               // nothing to drop
+    described = describe_allocation(*allocation);  // first: it may throw
     allocation->backup->release_into(released);
     allocation->backup.reset();
     allocation->backup_discarded = true;
-    described = describe_allocation(*allocation);
   }
-  log(LogLevel::kError, "discarded the backup of " + described +
-                            ": its contents are LOST; resume maps it with undefined contents");
+  try {
+    log(LogLevel::kError, "discarded the backup of " + described +
+                              ": its contents are LOST; resume maps it with undefined contents");
+  } catch (const std::exception&) {
+    // The backup is gone already: an unformatted message must not say otherwise.
+  }
   for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   // released.host goes back in the background as it is destroyed.
 }
@@ -542,6 +564,7 @@ void Engine::remove_disk_backups() noexcept {
     Released released;
     {
       std::lock_guard lock(mutex_);
+      released.reserve(registry_.all().size());
       // A busy record is being freed, which removes its file itself.
       for (auto& [base, allocation] : registry_.all()) {
         if (allocation->busy || !allocation->backup ||
@@ -608,6 +631,9 @@ std::vector<Allocation*> Engine::claim(const std::optional<std::string>& tag,
                                        AllocationState state) {
   std::lock_guard lock(mutex_);
   std::vector<Allocation*> claimed;
+  // Room first: a bad_alloc after marking a record would leave it busy for
+  // good (nobody unclaims it), and free() of it would wait forever.
+  claimed.reserve(registry_.all().size());
   for (auto& [base, allocation] : registry_.all()) {
     // A busy record is being freed: leave it to that.
     if (allocation->state != state || allocation->busy || !tag_matches(tag, allocation->tag)) {
