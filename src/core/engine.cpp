@@ -72,17 +72,24 @@ std::string describe_transition(const std::vector<Allocation*>& allocations,
 }
 
 // The claimed allocations that have a backup method, grouped by kind: each
-// kind saves or restores its members together. `with_backup_only` skips those
-// without a backup (resume: never paused with one, or discarded).
+// kind saves or restores its members together. `to_restore` keeps only the
+// backups that resume's pipeline did not copy back (none: never paused with
+// one, or discarded; a plain host copy: restored as it was mapped), so that
+// no kind gets a restore phase, and a phase in the log, for nothing.
 std::map<BackupKind, std::vector<Allocation*>> by_backup_kind(
-    const std::vector<Allocation*>& claimed, bool with_backup_only) {
+    const std::vector<Allocation*>& claimed, bool to_restore) {
   std::map<BackupKind, std::vector<Allocation*>> groups;
   for (Allocation* allocation : claimed) {
     if (allocation->policy.kind == BackupKind::kNone) continue;
-    if (with_backup_only && !allocation->backup) continue;
+    if (to_restore && (!allocation->backup || allocation->backup->host_copy())) continue;
     groups[allocation->policy.kind].push_back(allocation);
   }
   return groups;
+}
+
+bool any_host_copy(const std::vector<ResumePipeline::Item>& items) {
+  return std::any_of(items.begin(), items.end(),
+                     [](const ResumePipeline::Item& item) { return item.backup != nullptr; });
 }
 
 std::vector<BackupTarget> targets_of(const std::vector<Allocation*>& allocations) {
@@ -263,7 +270,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   //    anything below fails, dropping them gives back what they hold, and
   //    every allocation is still active and intact.
   std::map<Allocation*, std::unique_ptr<Backup>> saved;
-  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/false)) {
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*to_restore=*/false)) {
     std::vector<std::unique_ptr<Backup>> backups = methods_.method(kind)->save(targets_of(members));
     for (std::size_t i = 0; i < members.size(); ++i) {
       if (backups[i]) saved[members[i]] = std::move(backups[i]);  // else refreshed in place
@@ -348,18 +355,19 @@ void Engine::resume(const std::optional<std::string>& tag) {
   //    are copied back. On any failure the pipeline waits for its copies and
   //    unwinds; the backups are untouched, everything stays paused.
   ResumePipeline pipeline(driver_, parking_, copies_, resume_options_);
+  const std::vector<ResumePipeline::Item> items = pipeline_items(claimed);
   try {
-    pipeline.map_and_restore(pipeline_items(claimed));
+    pipeline.map_and_restore(items);
   } catch (const DeviceOutOfMemory& error) {
     pipeline.unwind();  // give back what was taken before measuring what is free
     throw resume_out_of_memory(tag, error.device(), needed[error.device()], error);
   }
   clock.lap("create and map");
   pipeline.wait_restores();
-  clock.lap("host restore");
+  if (any_host_copy(items)) clock.lap("host restore");
 
   // 2. The other backups, kind by kind, into memory now all mapped.
-  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/true)) {
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*to_restore=*/true)) {
     try {
       methods_.method(kind)->restore(targets_of(members));
     } catch (const DeviceOutOfMemory& error) {
