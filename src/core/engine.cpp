@@ -376,6 +376,14 @@ void Engine::resume(const std::optional<std::string>& tag) {
       pipeline.unwind();
       throw resume_out_of_memory(tag, error.device(), needed[error.device()] + error.bytes_needed(),
                                  error);
+    } catch (const OutOfMemory& error) {
+      // Host memory (disk backup's staging): the method's message names the
+      // allocation; say which resume it stopped, as for an IoError below.
+      std::string message = error.what();
+      const std::string prefix = "out of memory in " + error.call() + ": ";
+      if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+      throw OutOfMemory("resume", "resume of " + describe_tag(tag) + " " + message,
+                        error.bytes_needed(), error.bytes_free());
     } catch (const IoError& error) {
       throw IoError("resume of " + describe_tag(tag) + " failed: " + error.what());
     }
