@@ -39,6 +39,15 @@ namespace tms {
 struct Released {
   std::vector<HostBuffer> host;
   std::vector<DiskFile> files;
+
+  /// Room for what `backups` backups give back (each at most one buffer and
+  /// one file), taken before release_into: that is noexcept, and runs in
+  /// commits that must not stop half way, so it must not allocate.
+  /// @throws std::bad_alloc.
+  void reserve(std::size_t backups) {
+    host.reserve(host.size() + backups);
+    files.reserve(files.size() + backups);
+  }
 };
 
 /// One allocation's saved contents, owned by its record.
@@ -61,7 +70,8 @@ class Backup {
   /// Whether it may stay with its record after resume (retain_cpu_backup),
   /// to be refreshed in place by the next pause.
   [[nodiscard]] virtual bool retainable() const { return false; }
-  /// Hands what it holds to `released`; the backup is empty afterwards.
+  /// Hands what it holds to `released`, which has room for it
+  /// (Released::reserve); the backup is empty afterwards.
   virtual void release_into(Released& released) noexcept = 0;
 };
 

@@ -72,17 +72,24 @@ std::string describe_transition(const std::vector<Allocation*>& allocations,
 }
 
 // The claimed allocations that have a backup method, grouped by kind: each
-// kind saves or restores its members together. `with_backup_only` skips those
-// without a backup (resume: never paused with one, or discarded).
+// kind saves or restores its members together. `to_restore` keeps only the
+// backups that resume's pipeline did not copy back (none: never paused with
+// one, or discarded; a plain host copy: restored as it was mapped), so that
+// no kind gets a restore phase, and a phase in the log, for nothing.
 std::map<BackupKind, std::vector<Allocation*>> by_backup_kind(
-    const std::vector<Allocation*>& claimed, bool with_backup_only) {
+    const std::vector<Allocation*>& claimed, bool to_restore) {
   std::map<BackupKind, std::vector<Allocation*>> groups;
   for (Allocation* allocation : claimed) {
     if (allocation->policy.kind == BackupKind::kNone) continue;
-    if (with_backup_only && !allocation->backup) continue;
+    if (to_restore && (!allocation->backup || allocation->backup->host_copy())) continue;
     groups[allocation->policy.kind].push_back(allocation);
   }
   return groups;
+}
+
+bool any_host_copy(const std::vector<ResumePipeline::Item>& items) {
+  return std::any_of(items.begin(), items.end(),
+                     [](const ResumePipeline::Item& item) { return item.backup != nullptr; });
 }
 
 std::vector<BackupTarget> targets_of(const std::vector<Allocation*>& allocations) {
@@ -117,6 +124,11 @@ Engine::~Engine() {
     adopt_device_resources(parking_, a, mapped).give_back();
     if (!a.backup) continue;
     Released released;
+    try {
+      released.reserve(1);
+    } catch (const std::exception&) {
+      continue;  // the record's own teardown closes the file and frees the memory
+    }
     a.backup->release_into(released);
     a.backup.reset();
     for (DiskFile& file : released.files) parking_.remove_or_park(std::move(file));
@@ -219,6 +231,11 @@ void Engine::free(DevicePtr ptr) {
   adopt_device_resources(parking_, *owned, /*mapped=*/false).give_back();
   if (!owned->backup) return;
   Released released;
+  try {
+    released.reserve(1);
+  } catch (const std::exception&) {
+    return;  // past the point of no return: `owned` gives its backup back as it goes
+  }
   {
     std::lock_guard lock(mutex_);  // against a lease being taken (HostBackup::release_into)
     owned->backup->release_into(released);
@@ -253,7 +270,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   //    anything below fails, dropping them gives back what they hold, and
   //    every allocation is still active and intact.
   std::map<Allocation*, std::unique_ptr<Backup>> saved;
-  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/false)) {
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*to_restore=*/false)) {
     std::vector<std::unique_ptr<Backup>> backups = methods_.method(kind)->save(targets_of(members));
     for (std::size_t i = 0; i < members.size(); ++i) {
       if (backups[i]) saved[members[i]] = std::move(backups[i]);  // else refreshed in place
@@ -338,18 +355,19 @@ void Engine::resume(const std::optional<std::string>& tag) {
   //    are copied back. On any failure the pipeline waits for its copies and
   //    unwinds; the backups are untouched, everything stays paused.
   ResumePipeline pipeline(driver_, parking_, copies_, resume_options_);
+  const std::vector<ResumePipeline::Item> items = pipeline_items(claimed);
   try {
-    pipeline.map_and_restore(pipeline_items(claimed));
+    pipeline.map_and_restore(items);
   } catch (const DeviceOutOfMemory& error) {
     pipeline.unwind();  // give back what was taken before measuring what is free
     throw resume_out_of_memory(tag, error.device(), needed[error.device()], error);
   }
   clock.lap("create and map");
   pipeline.wait_restores();
-  clock.lap("host restore");
+  if (any_host_copy(items)) clock.lap("host restore");
 
   // 2. The other backups, kind by kind, into memory now all mapped.
-  for (const auto& [kind, members] : by_backup_kind(claimed, /*with_backup_only=*/true)) {
+  for (const auto& [kind, members] : by_backup_kind(claimed, /*to_restore=*/true)) {
     try {
       methods_.method(kind)->restore(targets_of(members));
     } catch (const DeviceOutOfMemory& error) {
@@ -358,6 +376,14 @@ void Engine::resume(const std::optional<std::string>& tag) {
       pipeline.unwind();
       throw resume_out_of_memory(tag, error.device(), needed[error.device()] + error.bytes_needed(),
                                  error);
+    } catch (const OutOfMemory& error) {
+      // Host memory (disk backup's staging): the method's message names the
+      // allocation; say which resume it stopped, as for an IoError below.
+      std::string message = error.what();
+      const std::string prefix = "out of memory in " + error.call() + ": ";
+      if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+      throw OutOfMemory("resume", "resume of " + describe_tag(tag) + " " + message,
+                        error.bytes_needed(), error.bytes_free());
     } catch (const IoError& error) {
       throw IoError("resume of " + describe_tag(tag) + " failed: " + error.what());
     }
@@ -397,8 +423,11 @@ std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Alloc
 }
 
 Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline) {
+  // Nothing in the loop below allocates, so the commit cannot stop half way.
   Released released;
+  released.reserve(claimed.size());
   std::vector<const Allocation*> without_contents;
+  without_contents.reserve(claimed.size());
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -414,8 +443,12 @@ Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePi
     }
   }
   for (const Allocation* allocation : without_contents) {
-    log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
-                                " WITHOUT its contents: its backup was discarded");
+    try {
+      log(LogLevel::kWarning, "resumed " + describe_allocation(*allocation) +
+                                  " WITHOUT its contents: its backup was discarded");
+    } catch (const std::exception&) {
+      // A warning that cannot be formatted must not fail a committed resume.
+    }
   }
   return released;
 }
@@ -502,6 +535,7 @@ void Engine::set_default_disk_backup_dir(const std::string& dir) {
 void Engine::discard_backup(DevicePtr ptr) {
   std::lock_guard transition(transition_mutex_);  // not while a resume reads it
   Released released;
+  released.reserve(1);
   std::string described;
   {
     std::lock_guard lock(mutex_);
@@ -513,14 +547,18 @@ void Engine::discard_backup(DevicePtr ptr) {
       throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
                          " is active; only a paused allocation's backup can be discarded");
     }
-    if (!allocation->backup) return;  // nothing to drop
+    if (!allocation->backup) return;               // nothing to drop
+    described = describe_allocation(*allocation);  // first: it may throw
     allocation->backup->release_into(released);
     allocation->backup.reset();
     allocation->backup_discarded = true;
-    described = describe_allocation(*allocation);
   }
-  log(LogLevel::kError, "discarded the backup of " + described +
-                            ": its contents are LOST; resume maps it with undefined contents");
+  try {
+    log(LogLevel::kError, "discarded the backup of " + described +
+                              ": its contents are LOST; resume maps it with undefined contents");
+  } catch (const std::exception&) {
+    // The backup is gone already: an unformatted message must not say otherwise.
+  }
   for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   // released.host goes back in the background as it is destroyed.
 }
@@ -546,6 +584,7 @@ void Engine::remove_disk_backups() noexcept {
     Released released;
     {
       std::lock_guard lock(mutex_);
+      released.reserve(registry_.all().size());
       // A busy record is being freed, which removes its file itself.
       for (auto& [base, allocation] : registry_.all()) {
         if (allocation->busy || !allocation->backup ||
@@ -612,6 +651,9 @@ std::vector<Allocation*> Engine::claim(const std::optional<std::string>& tag,
                                        AllocationState state) {
   std::lock_guard lock(mutex_);
   std::vector<Allocation*> claimed;
+  // Room first: a bad_alloc after marking a record would leave it busy for
+  // good (nobody unclaims it), and free() of it would wait forever.
+  claimed.reserve(registry_.all().size());
   for (auto& [base, allocation] : registry_.all()) {
     // A busy record is being freed: leave it to that.
     if (allocation->state != state || allocation->busy || !tag_matches(tag, allocation->tag)) {

@@ -715,6 +715,13 @@ TEST_F(DiskBackupTest, NoHostMemoryForStagingAtResumeKeepsEverythingPaused) {
   } catch (const OutOfMemory& error) {
     EXPECT_NE(std::string(error.what()).find("everything stays paused"), std::string::npos)
         << error.what();
+    // As 5000890 said it, and as the IoError of the same restore says it.
+    EXPECT_EQ(std::string(error.what())
+                  .rfind("out of memory in resume: resume of tag 't' could not restore the disk "
+                         "backup of allocation ",
+                         0),
+              0u)
+        << error.what();
   }
   EXPECT_EQ(sim_.physical_bytes(0), 0u) << "nothing left mapped";
   EXPECT_EQ(open_files(), 1u) << "the backup file is kept";

@@ -9,6 +9,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "disk_test_support.h"
 #include "faulty_sim.h"
 #include "forwarding_driver.h"
 #include "test_support.h"
@@ -341,9 +342,27 @@ TEST_F(EngineTest, InfoLogSaysWhatMovedWhereAndWhereTheTimeWent) {
                        "devices 0, 1 in "),
             std::string::npos)
       << lines;
-  EXPECT_NE(lines.find("host restore "), std::string::npos) << lines;
+  const std::size_t restore = lines.find("host restore ");
+  EXPECT_NE(restore, std::string::npos) << lines;
+  EXPECT_EQ(lines.find("host restore ", restore + 1), std::string::npos)
+      << "one host restore phase: the pipeline's, not a second one for the kind" << lines;
   engine_->free(weights);
   engine_->free(cache);
+}
+
+TEST_F(EngineTest, InfoLogOfADiskOnlyResumeHasNoHostRestorePhase) {
+  testing::TempDir dir;
+  engine_->set_disk_backup_dir(dir.path());
+  const DevicePtr ptr = engine_->allocate(testing::request(kMiB, 0, "d", testing::disk_backup()));
+  set_log_level(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  engine_->pause("d");
+  engine_->resume("d");
+  const std::string lines = ::testing::internal::GetCapturedStderr();
+  set_log_level(LogLevel::kWarning);
+  EXPECT_NE(lines.find("disk restore "), std::string::npos) << lines;
+  EXPECT_EQ(lines.find("host restore "), std::string::npos) << "nothing came from host" << lines;
+  engine_->free(ptr);
 }
 
 TEST_F(EngineTest, ANewlineInATagCannotForgeALogLine) {

@@ -161,6 +161,77 @@ TEST(QueuedCopiesDeathTest, RunningOutOfMemoryWhileHandingCopiesOverStartsNoneAf
       ::testing::ExitedWithCode(0), "");
 }
 
+// Running out of host memory where the engine lets go of backups: resume's
+// commit, free() and discard_backup() hand each backup over through
+// Backup::release_into, which is noexcept. A bad_alloc there would abort the
+// process; anywhere before the commit it must leave everything paused with
+// its backup (all or nothing), after it everything resumed.
+TEST(EngineDeathTest, RunningOutOfMemoryWhileLettingGoOfBackupsNeverAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        using testing::kMiB;
+        bool resumed = false;
+        for (int nth = 1; !resumed; ++nth) {
+          testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+          testing::TempDir dir;
+          Engine engine(sim);
+          engine.set_disk_backup_dir(dir.path());
+          const DevicePtr a =
+              engine.allocate(testing::request(kMiB, 0, "w", testing::host_backup()));
+          const DevicePtr b =
+              engine.allocate(testing::request(kMiB + 3, 0, "w", testing::disk_backup()));
+          const DevicePtr c =
+              engine.allocate(testing::request(kMiB, 0, "w", testing::host_backup()));
+          const DevicePtr d =
+              engine.allocate(testing::request(kMiB, 0, "w", testing::host_backup()));
+          testing::fill_pattern(a, kMiB, 1);
+          testing::fill_pattern(b, kMiB + 3, 2);
+          engine.pause("w");
+          engine.discard_backup(c);
+          g_fail_in = nth;
+          try {
+            engine.resume("w");
+            resumed = true;
+          } catch (const std::bad_alloc&) {
+          } catch (const tms::Error&) {  // bad_alloc inside a thread, reported as an error
+          }
+          g_fail_in = 0;
+          const TagDeviceStats stats = engine.stats().entries.at(0);
+          if (resumed) {
+            if (stats.paused_bytes != 0) std::_Exit(3);
+          } else {
+            // All or nothing: still paused, every backup kept.
+            if (stats.active_bytes != 0) std::_Exit(4);
+            if (stats.backup_bytes < 2 * kMiB || stats.disk_backup_bytes != kMiB + 3) std::_Exit(5);
+            engine.resume("w");
+          }
+          if (!testing::has_pattern(a, kMiB, 1) || !testing::has_pattern(b, kMiB + 3, 2))
+            std::_Exit(6);
+          // free() and discard_backup() of a paused allocation with a backup.
+          engine.pause("w");
+          g_fail_in = nth;
+          try {
+            engine.discard_backup(a);
+          } catch (const std::bad_alloc&) {
+          }
+          g_fail_in = nth;
+          try {
+            engine.free(b);
+          } catch (const std::bad_alloc&) {
+          }
+          g_fail_in = nth;
+          try {
+            engine.free(d);
+          } catch (const std::bad_alloc&) {
+          }
+          g_fail_in = 0;
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 TEST(ThreadStartTest, PauseAndResumeWorkWhenTheSystemRefusesThreads) {
   using testing::kMiB;
   // The engine starts two threads of its own: the background releaser, then
