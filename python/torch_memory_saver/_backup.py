@@ -45,7 +45,9 @@ def get_cpu_backup(x: Any, zero_copy: bool = False) -> Optional[Any]:
     host_bytes = (ctypes.c_uint8 * span).from_address(address.value)
     if zero_copy:
         # The view's storage keeps host_bytes alive; the lease ends with it.
-        weakref.finalize(host_bytes, _end_lease, lease.value)
+        # Not at interpreter exit: a view still read during shutdown must not
+        # see its memory go, and the process gives everything back anyway.
+        weakref.finalize(host_bytes, _end_lease, lease.value).atexit = False
     try:
         host = torch.frombuffer(host_bytes, dtype=torch.uint8).view(x.dtype).as_strided(x.shape, x.stride())
         return host if zero_copy else host.clone()
