@@ -17,7 +17,7 @@ from ._library import as_bool, check, encode, encode_path
 from ._policy import BackupPolicy
 from ._pools import GRAPH, REGION, PoolCache, PoolKey, PoolRouter, release_unused_scratch_memory, scratch_pool
 from ._stats import TagStats, stats
-from ._torch import require_torch
+from ._torch import require_routing_torch, require_torch
 from .binary_wrapper import BinaryWrapper
 from .errors import ConfigError, InvalidArgumentError, InvalidStateError, TorchMemorySaverError
 from .hooks import register_hook_mode  # noqa: F401 - also importable from here
@@ -573,7 +573,7 @@ class _TorchMemorySaverImpl:
             compress=compress,
             inherited=_policy.current(),
         )
-        torch = require_torch("region()")
+        torch = require_routing_torch("region()")
         self._check_engine()
         device = torch.cuda.current_device()
         with (
@@ -595,7 +595,7 @@ class _TorchMemorySaverImpl:
     ) -> Iterator[None]:
         """See :meth:`TorchMemorySaver.cuda_graph`."""
         _check_tag(tag)
-        torch = require_torch("cuda_graph()")
+        torch = require_routing_torch("cuda_graph()")
         _nccl.check_graph_register(torch)
         self._check_engine()
         device = torch.cuda.current_device()
@@ -623,7 +623,7 @@ class _TorchMemorySaverImpl:
     @contextmanager
     def disable(self) -> Iterator[None]:
         """See :meth:`TorchMemorySaver.disable`."""
-        torch = require_torch("disable()")
+        torch = require_routing_torch("disable()")
         self._check_engine()
         device = torch.cuda.current_device()
         with (
