@@ -22,9 +22,10 @@
  *    message live until the library's own key destructor runs; a call after
  *    that sees the process defaults.
  *  - In a fork()ed child of a process that had used the library every call
- *    that needs the engine fails with TMS_ERROR_INVALID_STATE, decided
- *    before taking any lock (no hang whatever the parent's other threads
- *    held at the fork).
+ *    but the log sink's (tms_set_log_callback, tms_flush_log) fails with
+ *    TMS_ERROR_INVALID_STATE, decided from an atomic before taking any lock
+ *    or allocating anything (no hang whatever the parent's other threads held
+ *    at the fork); tms_last_error() then names fork().
  *  - The engine is created on first use; TMS_DRIVER=sim selects the host
  *    simulation, anything else (or unset) the CUDA driver.
  */

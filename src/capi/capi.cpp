@@ -48,8 +48,15 @@ int fail(int status, const char* message) noexcept {
   return status;
 }
 
-template <typename Body>
+// What an entry point needs. In a fork()ed child, calls that need the engine
+// are refused before anything is allocated: the parent's other threads may
+// have held an allocator's lock at the fork, which glibc's malloc recovers
+// from but other allocators (sanitizers' among them) may not.
+enum class Needs { kEngine, kNoEngine };
+
+template <Needs needs = Needs::kEngine, typename Body>
 int call_guarded(Body&& body) noexcept {
+  if (needs == Needs::kEngine && in_forked_child()) return TMS_ERROR_INVALID_STATE;
   try {
     ThreadState* state = thread_state();
     if (state == nullptr) return fail(TMS_ERROR_OUT_OF_MEMORY, kNoHostMemory);
@@ -158,6 +165,7 @@ using namespace tms;
 extern "C" {
 
 const char* tms_last_error(void) {
+  if (in_forked_child()) return kForkedChildMessage;  // see call_guarded
   const ThreadState* state = thread_state();
   if (state == nullptr) return kNoHostMemory;
   if (state->error_status != TMS_OK && state->error_message.empty()) return kNoHostMemory;
@@ -165,6 +173,7 @@ const char* tms_last_error(void) {
 }
 
 int tms_last_status(void) {
+  if (in_forked_child()) return TMS_ERROR_INVALID_STATE;  // see call_guarded
   const ThreadState* state = thread_state();
   return state != nullptr ? state->error_status : TMS_ERROR_OUT_OF_MEMORY;
 }
@@ -388,11 +397,11 @@ static_assert(TMS_LOG_ERROR == static_cast<int>(LogLevel::kError) &&
 int tms_set_log_callback(tms_log_callback callback) {
   // No runtime(): a sink can be installed before the engine exists, and
   // also in a fork()ed child, where the engine refuses every call.
-  return call_guarded([&] { set_log_sink(callback); });
+  return call_guarded<Needs::kNoEngine>([&] { set_log_sink(callback); });
 }
 
 int tms_flush_log(void) {
-  return call_guarded([] { flush_log(); });
+  return call_guarded<Needs::kNoEngine>([] { flush_log(); });
 }
 
 int tms_lease_cpu_backup(const void* ptr, uint64_t size, uint64_t* lease, uint8_t** data) {

@@ -128,15 +128,15 @@ HostMemoryKind default_host_memory() {
 
 Runtime* runtime_if_created() noexcept { return g_runtime.load(std::memory_order_acquire); }
 
+const char* const kForkedChildMessage =
+    "torch_memory_saver was initialized before fork(); the child process cannot use the "
+    "parent's GPU memory. Start workers with the 'spawn' method, or use the library only in "
+    "the child";
+
 bool in_forked_child() noexcept { return g_forked_child.load(); }
 
 Runtime& runtime() {
-  if (g_forked_child.load()) {
-    throw InvalidState(
-        "torch_memory_saver was initialized before fork(); the child process cannot use the "
-        "parent's GPU memory. Start workers with the 'spawn' method, or first use the library "
-        "in the child");
-  }
+  if (g_forked_child.load()) throw InvalidState(kForkedChildMessage);
   if (g_exiting.load()) {
     throw InvalidState("the process is exiting; torch_memory_saver no longer takes calls");
   }

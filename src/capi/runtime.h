@@ -43,6 +43,8 @@ Runtime* runtime_if_created() noexcept;
 /// library; every call is refused there. Takes no lock: the parent's other
 /// threads may have held any lock at the fork.
 bool in_forked_child() noexcept;
+/// Why every call that needs the engine is refused in a fork()ed child.
+extern const char* const kForkedChildMessage;
 
 /// The configuration from the environment, without creating the engine.
 /// @throws ConfigError.
