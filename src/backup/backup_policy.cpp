@@ -1,6 +1,8 @@
 #include "backup/backup_policy.h"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <string>
 
 #include "common/errors.h"
@@ -25,6 +27,20 @@ BackupKind parse_backup_kind(std::string_view name) {
   }
   throw InvalidArgument("unknown backup kind '" + std::string(name) +
                         "'; expected none, host, host_compressed or disk");
+}
+
+const char* host_memory_kind_name(HostMemoryKind kind) {
+  return kind == HostMemoryKind::kPinned ? "pinned" : "mmap";
+}
+
+HostMemoryKind parse_host_memory_kind(std::string_view name) {
+  std::string value(name);
+  std::transform(value.begin(), value.end(), value.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (value == "pinned") return HostMemoryKind::kPinned;
+  if (value == "mmap") return HostMemoryKind::kMmap;
+  throw InvalidArgument("unknown CPU backup backend '" + std::string(name) +
+                        "'; accepted: pinned, mmap");
 }
 
 }  // namespace tms

@@ -27,6 +27,11 @@ std::string_view backup_kind_name(BackupKind kind);
 /// @throws InvalidArgument for a name that is not in the list.
 BackupKind parse_backup_kind(std::string_view name);
 
+/// "pinned" | "mmap".
+const char* host_memory_kind_name(HostMemoryKind kind);
+/// Either name, in any case. @throws InvalidArgument naming the accepted ones.
+HostMemoryKind parse_host_memory_kind(std::string_view name);
+
 /// Whether backups of `kind` live in host memory (and so have a host memory kind).
 constexpr bool keeps_host_copy(BackupKind kind) {
   return kind == BackupKind::kHost || kind == BackupKind::kHostCompressed;

@@ -64,34 +64,14 @@ void remove_disk_backups_at_exit() {
 // The environment is read once; a bad value is reported on every use.
 struct ParsedEnv {
   std::optional<EnvConfig> config;
-  BackupPolicy initial_policy;
   std::string error;
 };
-
-// The policy TMS_INIT_* give new threads; refuses what region() refuses.
-BackupPolicy initial_backup_policy(const EnvConfig& config) {
-  if (config.init_enable_cpu_backup && config.init_enable_disk_backup) {
-    throw ConfigError(
-        "TMS_INIT_ENABLE_CPU_BACKUP and TMS_INIT_ENABLE_DISK_BACKUP are both on; a paused "
-        "allocation keeps one backup: set one of them to 0");
-  }
-  if (config.init_cpu_backup_compress && !config.init_enable_cpu_backup) {
-    throw ConfigError(
-        "TMS_INIT_CPU_BACKUP_COMPRESS=1 compresses the CPU backup: it needs "
-        "TMS_INIT_ENABLE_CPU_BACKUP=1");
-  }
-  if (config.init_enable_disk_backup) return {BackupKind::kDisk, HostMemoryKind::kPinned};
-  if (!config.init_enable_cpu_backup) return {};
-  return {config.init_cpu_backup_compress ? BackupKind::kHostCompressed : BackupKind::kHost,
-          config.cpu_backup_backend};
-}
 
 const ParsedEnv& parsed_env() {
   static const ParsedEnv parsed = [] {
     ParsedEnv result;
     try {
       result.config = parse_process_env_config();
-      result.initial_policy = initial_backup_policy(*result.config);
       set_log_level(result.config->log_level);
       if (!result.config->log_context.empty()) set_log_context(result.config->log_context);
     } catch (const ConfigError& error) {
@@ -116,14 +96,14 @@ ThreadRegion default_thread_region() {
   const ParsedEnv& parsed = parsed_env();
   if (parsed.config) {
     initial.interesting = parsed.config->init_enable;
-    initial.policy = parsed.initial_policy;
+    initial.policy = parsed.config->init_policy;
   }
   return initial;
 }
 
 HostMemoryKind default_host_memory() {
   const ParsedEnv& parsed = parsed_env();
-  return parsed.config ? parsed.config->cpu_backup_backend : HostMemoryKind::kPinned;
+  return parsed.config ? parsed.config->default_host_memory : HostMemoryKind::kPinned;
 }
 
 Runtime* runtime_if_created() noexcept { return g_runtime.load(std::memory_order_acquire); }

@@ -123,38 +123,47 @@ void apply_knobs(const EnvLookup& lookup, EnvConfig& config) {
   }
 }
 
+// The policy TMS_INIT_* give new threads; refuses what region() refuses.
+BackupPolicy initial_policy(bool cpu_backup, bool disk_backup, bool compress,
+                            HostMemoryKind host_memory) {
+  if (cpu_backup && disk_backup) {
+    throw ConfigError(
+        "TMS_INIT_ENABLE_CPU_BACKUP and TMS_INIT_ENABLE_DISK_BACKUP are both on; a paused "
+        "allocation keeps one backup: set one of them to 0");
+  }
+  if (compress && !cpu_backup) {
+    throw ConfigError(
+        "TMS_INIT_CPU_BACKUP_COMPRESS=1 compresses the CPU backup: it needs "
+        "TMS_INIT_ENABLE_CPU_BACKUP=1");
+  }
+  if (disk_backup) return {BackupKind::kDisk, HostMemoryKind::kPinned};
+  if (!cpu_backup) return {};
+  return {compress ? BackupKind::kHostCompressed : BackupKind::kHost, host_memory};
+}
+
 }  // namespace
-
-HostMemoryKind parse_host_memory_kind(const std::string& name) {
-  const std::string value = lowercase(name);
-  if (value == "pinned") return HostMemoryKind::kPinned;
-  if (value == "mmap") return HostMemoryKind::kMmap;
-  throw InvalidArgument("unknown CPU backup backend '" + name + "'; accepted: pinned, mmap");
-}
-
-const char* host_memory_kind_name(HostMemoryKind kind) {
-  return kind == HostMemoryKind::kPinned ? "pinned" : "mmap";
-}
 
 EnvConfig parse_env_config(const EnvLookup& lookup) {
   EnvConfig config;
   config.init_enable = parse_bool("TMS_INIT_ENABLE", lookup("TMS_INIT_ENABLE"), false);
-  config.init_cpu_backup_compress =
+  const bool compress =
       parse_bool("TMS_INIT_CPU_BACKUP_COMPRESS", lookup("TMS_INIT_CPU_BACKUP_COMPRESS"), false);
-  config.init_enable_cpu_backup =
+  const bool cpu_backup =
       parse_bool("TMS_INIT_ENABLE_CPU_BACKUP", lookup("TMS_INIT_ENABLE_CPU_BACKUP"), false);
-  config.init_enable_disk_backup =
+  const bool disk_backup =
       parse_bool("TMS_INIT_ENABLE_DISK_BACKUP", lookup("TMS_INIT_ENABLE_DISK_BACKUP"), false);
   config.retain_cpu_backup =
       parse_bool("TMS_RETAIN_CPU_BACKUP", lookup("TMS_RETAIN_CPU_BACKUP"), false);
 
   if (const char* raw = lookup("TMS_INIT_CPU_BACKUP_BACKEND"); raw != nullptr && *raw != '\0') {
     try {
-      config.cpu_backup_backend = parse_host_memory_kind(raw);
+      config.default_host_memory = parse_host_memory_kind(raw);
     } catch (const InvalidArgument&) {
       reject("TMS_INIT_CPU_BACKUP_BACKEND", raw, "pinned, mmap");
     }
   }
+  config.init_policy =
+      initial_policy(cpu_backup, disk_backup, compress, config.default_host_memory);
   if (const char* raw = lookup("TMS_DISK_BACKUP_DIR"); raw != nullptr && *raw != '\0') {
     config.disk_backup_dir = raw;
   }
@@ -163,9 +172,8 @@ EnvConfig parse_env_config(const EnvLookup& lookup) {
   }
   // 0 means the default, as in the library this one replaces.
   constexpr std::size_t kDefaultChunkMb = 16;
-  const std::size_t chunk_mb = parse_whole("TMS_DISK_BACKUP_CHUNK_MB",
-                                           lookup("TMS_DISK_BACKUP_CHUNK_MB"), kDefaultChunkMb, 0,
-                                           65536);
+  const std::size_t chunk_mb = parse_whole(
+      "TMS_DISK_BACKUP_CHUNK_MB", lookup("TMS_DISK_BACKUP_CHUNK_MB"), kDefaultChunkMb, 0, 65536);
   config.engine.disk.chunk_bytes = (chunk_mb == 0 ? kDefaultChunkMb : chunk_mb) << 20;
 
   if (const char* raw = lookup("TMS_DRIVER"); raw != nullptr && *raw != '\0') {

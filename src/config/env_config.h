@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 
-#include "backup/host_memory_kind.h"
 #include "common/log.h"
 #include "core/engine.h"
 #include "driver/sim_driver.h"
@@ -20,13 +19,15 @@ namespace tms {
 enum class DriverKind { kCuda, kSim };
 
 struct EnvConfig {
-  bool init_enable = false;               ///< TMS_INIT_ENABLE: threads start inside a region
-  bool init_enable_cpu_backup = false;    ///< TMS_INIT_ENABLE_CPU_BACKUP
-  bool init_enable_disk_backup = false;   ///< TMS_INIT_ENABLE_DISK_BACKUP
-  bool init_cpu_backup_compress = false;  ///< TMS_INIT_CPU_BACKUP_COMPRESS
-  HostMemoryKind cpu_backup_backend = HostMemoryKind::kPinned;  ///< TMS_INIT_CPU_BACKUP_BACKEND
-  bool retain_cpu_backup = false;                               ///< TMS_RETAIN_CPU_BACKUP
-  std::optional<std::string> disk_backup_dir;                   ///< TMS_DISK_BACKUP_DIR
+  bool init_enable = false;  ///< TMS_INIT_ENABLE: threads start inside a region
+  /// New threads' backup policy: TMS_INIT_ENABLE_CPU_BACKUP,
+  /// TMS_INIT_ENABLE_DISK_BACKUP, TMS_INIT_CPU_BACKUP_COMPRESS (both backups,
+  /// or compression without the CPU backup, are a ConfigError).
+  BackupPolicy init_policy;
+  /// Host memory of a CPU backup that names none: TMS_INIT_CPU_BACKUP_BACKEND.
+  HostMemoryKind default_host_memory = HostMemoryKind::kPinned;
+  bool retain_cpu_backup = false;              ///< TMS_RETAIN_CPU_BACKUP
+  std::optional<std::string> disk_backup_dir;  ///< TMS_DISK_BACKUP_DIR
   /// Where disk backups go when TMS_DISK_BACKUP_DIR is unset and nothing
   /// else is set: TMPDIR when it holds an absolute path, else /tmp (backup
   /// files are unnamed, so a shared sticky directory is safe).
@@ -50,7 +51,5 @@ EnvConfig parse_env_config(const EnvLookup& lookup);
 EnvConfig parse_process_env_config();
 
 /// "pinned" | "mmap". @throws InvalidArgument otherwise.
-HostMemoryKind parse_host_memory_kind(const std::string& name);
-const char* host_memory_kind_name(HostMemoryKind kind);
 
 }  // namespace tms

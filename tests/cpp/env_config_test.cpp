@@ -23,8 +23,8 @@ EnvConfig parse(const std::map<std::string, std::string>& env) {
 TEST(EnvConfig, DefaultsWhenNothingIsSet) {
   const EnvConfig config = parse({});
   EXPECT_FALSE(config.init_enable);
-  EXPECT_FALSE(config.init_enable_cpu_backup);
-  EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kPinned);
+  EXPECT_EQ(config.init_policy, BackupPolicy{});
+  EXPECT_EQ(config.default_host_memory, HostMemoryKind::kPinned);
   EXPECT_EQ(config.driver, DriverKind::kCuda);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
   EXPECT_TRUE(config.log_context.empty());
@@ -62,10 +62,8 @@ TEST(EnvConfig, ReadsEveryVariableAndEveryConfKey) {
                                    "host_register_chunk_mb=256, copy_chunk_mb=32,"
                                    "host_small_request_mb=8,copy_streams=4"}});
   EXPECT_TRUE(config.init_enable);
-  EXPECT_TRUE(config.init_enable_cpu_backup);
-  EXPECT_FALSE(config.init_enable_disk_backup);
-  EXPECT_TRUE(config.init_cpu_backup_compress);
-  EXPECT_EQ(config.cpu_backup_backend, HostMemoryKind::kMmap);
+  EXPECT_EQ(config.init_policy, (BackupPolicy{BackupKind::kHostCompressed, HostMemoryKind::kMmap}));
+  EXPECT_EQ(config.default_host_memory, HostMemoryKind::kMmap);
   EXPECT_TRUE(config.retain_cpu_backup);
   EXPECT_EQ(config.disk_backup_dir, "/tmp/backups");
   EXPECT_EQ(config.engine.disk.chunk_bytes, 128 * kMiB);
@@ -156,7 +154,7 @@ TEST(EnvConfig, DiskBackupForEveryThreadUsesTheDefaultDirectory) {
   // As in the library this one replaces: no TMS_DISK_BACKUP_DIR means a
   // temporary directory, not an error.
   const EnvConfig config = parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}});
-  EXPECT_TRUE(config.init_enable_disk_backup);
+  EXPECT_EQ(config.init_policy.kind, BackupKind::kDisk);
   EXPECT_FALSE(config.disk_backup_dir.has_value());
   EXPECT_EQ(config.default_disk_backup_dir, "/tmp");
   EXPECT_EQ(parse({{"TMPDIR", "/scratch/job7"}}).default_disk_backup_dir, "/scratch/job7");
@@ -173,6 +171,22 @@ TEST(EnvConfig, BackendNamesRoundTrip) {
   EXPECT_EQ(parse_host_memory_kind("pinned"), HostMemoryKind::kPinned);
   EXPECT_STREQ(host_memory_kind_name(HostMemoryKind::kMmap), "mmap");
   EXPECT_THROW((void)parse_host_memory_kind("disk"), InvalidArgument);
+}
+
+// TMS_INIT_* make one backup policy, and refuse what region() refuses.
+TEST(EnvConfig, InitialBackupPolicyRefusesWhatMeansNothing) {
+  EXPECT_EQ(parse({{"TMS_INIT_ENABLE_DISK_BACKUP", "1"}, {"TMS_INIT_CPU_BACKUP_BACKEND", "mmap"}})
+                .init_policy,
+            (BackupPolicy{BackupKind::kDisk, HostMemoryKind::kPinned}));
+  EXPECT_EQ(parse({{"TMS_INIT_ENABLE_CPU_BACKUP", "1"}}).init_policy,
+            (BackupPolicy{BackupKind::kHost, HostMemoryKind::kPinned}));
+  try {
+    (void)parse({{"TMS_INIT_ENABLE_CPU_BACKUP", "1"}, {"TMS_INIT_ENABLE_DISK_BACKUP", "1"}});
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("both on"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW((void)parse({{"TMS_INIT_CPU_BACKUP_COMPRESS", "1"}}), ConfigError);
 }
 
 }  // namespace
