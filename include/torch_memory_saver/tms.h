@@ -247,6 +247,29 @@ TMS_API int tms_pause(const char* tag);
  *  at the next call). TMS_ERROR_INVALID_STATE as for tms_pause (broken
  *  allocations, capture). */
 TMS_API int tms_resume(const char* tag);
+/** As tms_resume, but returns once everything is mapped, with the plain
+ *  host backups still being copied back (compressed and disk backups are
+ *  restored before it returns). Do not touch the memory until
+ *  tms_wait_restores or tms_wait_restores_on_stream. The host memory of
+ *  those backups goes back once their copies are done. A copy that fails
+ *  after it returned loses nothing: the backups are kept and the failure is
+ *  raised by tms_wait_restores (or the next pause or resume of the tag). */
+TMS_API int tms_resume_non_blocking(const char* tag);
+/** Returns once the restores of `tag` (NULL: every tag) that
+ *  tms_resume_non_blocking left running are done and their host memory is
+ *  back. TMS_ERROR_DRIVER when one failed: its allocations stay mapped and
+ *  keep their backups; the next call copies them back again (and fails
+ *  again if that fails too); tms_free gives them up, tms_discard_backup
+ *  drops the backup and keeps the memory. Pause, resume, free, discard and
+ *  lease of memory being restored wait for its restore first. */
+TMS_API int tms_wait_restores(const char* tag);
+/** Makes the work queued on `stream` (a CUstream of any device; NULL: the
+ *  legacy stream of the calling thread's current context) from now on wait
+ *  for those restores, without blocking the caller. TMS_ERROR_DRIVER for a
+ *  restore already known to have failed (no retry: see tms_wait_restores);
+ *  one that fails later is raised by the next tms_wait_restores, pause or
+ *  resume of the tag. */
+TMS_API int tms_wait_restores_on_stream(const char* tag, void* stream);
 
 /** Drops the backup (disk file or host copy) of the paused allocation
  *  holding `ptr`, for a backup that cannot be restored (tms_resume's

@@ -23,12 +23,21 @@ extern "C" {
  *  "map", "unmap", "set_access", "host_alloc", "host_free",
  *  "host_register", "host_unregister", "copy_to_host", "copy_to_device",
  *  "synchronize", "create_stream", "destroy_stream", "synchronize_stream",
- *  "capture_underway", "codec" (the compressed-backup kernels).
+ *  "create_event", "destroy_event", "record_event", "synchronize_event" (its
+ *  failure stands for a copy that failed after it was queued, e.g. behind a
+ *  non-blocking resume), "stream_wait_event", "capture_underway", "codec"
+ *  (the compressed-backup kernels).
  *  TMS_ERROR_INVALID_ARGUMENT for another name or nth < 1. */
 TMS_API int tms_sim_fail_call(const char* call, int nth, bool out_of_memory);
 /** Sets the simulated capacity of every device in bytes.
  *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
 TMS_API int tms_sim_set_capacity(uint64_t bytes_per_device);
+/** While `deferred`, the simulated driver queues copies on their stream
+ *  instead of making them at once, as a GPU runs them behind the caller:
+ *  they happen when their stream, an event on it or their device is waited
+ *  for (tms_wait_restores, a pause, ...). For tests of what must wait.
+ *  TMS_ERROR_INVALID_STATE when the engine is not on the simulated driver. */
+TMS_API int tms_sim_defer_copies(bool deferred);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -74,6 +74,9 @@ _SIGNATURES = {
     # pause and resume
     "tms_pause": (_c_int, [_c_char_p]),
     "tms_resume": (_c_int, [_c_char_p]),
+    "tms_resume_non_blocking": (_c_int, [_c_char_p]),
+    "tms_wait_restores": (_c_int, [_c_char_p]),
+    "tms_wait_restores_on_stream": (_c_int, [_c_char_p, _c_void_p]),
     "tms_discard_backup": (_c_int, [_c_void_p]),
     # uint8_t* is declared as void* so that ctypes hands back a plain int.
     "tms_lease_cpu_backup": (_c_int, [_c_void_p, _c_uint64, ctypes.POINTER(_c_uint64), ctypes.POINTER(_c_void_p)]),
@@ -90,6 +93,7 @@ _SIGNATURES = {
     # testing controls (tms_testing.h)
     "tms_sim_fail_call": (_c_int, [_c_char_p, _c_int, _c_bool]),
     "tms_sim_set_capacity": (_c_int, [_c_uint64]),
+    "tms_sim_defer_copies": (_c_int, [_c_bool]),
 }
 
 _lock = threading.Lock()

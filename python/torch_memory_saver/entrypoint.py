@@ -378,7 +378,7 @@ class TorchMemorySaver:
         else:
             impl.pause(tag=tag)
 
-    def resume(self, tag: Optional[str] = None) -> None:
+    def resume(self, tag: Optional[str] = None, *, non_blocking: bool = False) -> None:
         """Map memory again under every paused allocation of `tag` (None or "": of every tag).
 
         Addresses are unchanged; backed-up contents are restored. Active
@@ -388,18 +388,54 @@ class TorchMemorySaver:
         the CPU backups it restored is back with the OS, unless
         ``retain_cpu_backup`` keeps them.
 
+        With ``non_blocking=True`` it returns once the memory is mapped, while
+        the CPU backups are still being copied back, as a
+        ``tensor.to(device, non_blocking=True)`` copy does: do not touch the
+        tensors until :meth:`wait` (on the host, or ordering a stream). Their
+        host memory goes back once the copies are done. Compressed and disk
+        backups are restored before it returns either way.
+
         Raises:
             OutOfMemoryError: not enough free device memory (the message says
                 how much was needed and free); also a ``torch.OutOfMemoryError``.
             InvalidStateError: called during a graph capture, with an unusable
-                allocation of `tag`, or in a ``fork()``ed child (see :meth:`pause`).
+                allocation of `tag`, in a ``fork()``ed child (see :meth:`pause`),
+                or while a non-blocking restore of `tag` has failed (see :meth:`wait`).
+        """
+        tag = _transition_tag(tag)
+        if not isinstance(non_blocking, bool):
+            raise InvalidArgumentError(f"non_blocking must be True or False, got {non_blocking!r}")
+        impl = self._initialized_for_call()
+        if impl is None:
+            _transition("resume", tag, non_blocking=non_blocking)
+        elif non_blocking:
+            impl.resume(tag=tag, non_blocking=True)
+        else:
+            impl.resume(tag=tag)  # also what an implementation without non_blocking accepts
+
+    def wait(self, tag: Optional[str] = None, stream: Any = None) -> None:
+        """Wait for the restores that ``resume(non_blocking=True)`` of `tag` (None or "": all) left running.
+
+        Without `stream`, blocks until they are done (their host memory is back
+        with the OS then). With a ``torch.cuda.Stream``, returns at once and
+        makes the work queued on that stream from now on wait for them, like
+        ``stream.wait_event(...)``. Nothing to wait for: returns at once.
+
+        Raises:
+            DriverError: a restore failed after ``resume`` returned. Nothing is
+                lost: the tensors keep their CPU backups, and the next ``wait()``
+                copies them back again; ``discard_backup`` or freeing the
+                tensors gives up. With a stream, only a failure already known
+                is raised (the next ``wait()``, ``pause`` or ``resume`` raises
+                one found later).
+            InvalidArgumentError: `stream` is not a CUDA stream.
         """
         tag = _transition_tag(tag)
         impl = self._initialized_for_call()
-        if impl is None:
-            _transition("resume", tag)
+        if impl is not None and hasattr(impl, "wait"):
+            impl.wait(tag=tag, stream=stream)
         else:
-            impl.resume(tag=tag)
+            _wait(tag, stream)
 
     # ---- settings --------------------------------------------------------------
 
@@ -658,21 +694,41 @@ class _TorchMemorySaverImpl:
     def pause(self, tag: Optional[str] = None) -> None:
         _transition("pause", _transition_tag(tag))
 
-    def resume(self, tag: Optional[str] = None) -> None:
-        _transition("resume", _transition_tag(tag))
+    def resume(self, tag: Optional[str] = None, non_blocking: bool = False) -> None:
+        _transition("resume", _transition_tag(tag), non_blocking=non_blocking)
+
+    def wait(self, tag: Optional[str] = None, stream: Any = None) -> None:
+        _wait(_transition_tag(tag), stream)
 
     def get_cpu_backup(self, x: Any, zero_copy: bool = False) -> Optional[Any]:
         return get_cpu_backup(x, zero_copy=zero_copy)
 
 
-def _transition(verb: str, tag: Optional[str]) -> None:
+def _transition(verb: str, tag: Optional[str], non_blocking: bool = False) -> None:
     _refuse_during_capture(verb)
     lib = _library.library()
-    call = lib.tms_pause if verb == "pause" else lib.tms_resume
+    calls = {"pause": lib.tms_pause, "resume": lib.tms_resume_non_blocking if non_blocking else lib.tms_resume}
+    call = calls[verb]
     # The engine logs the transition (TMS_LOG_LEVEL=info: one line with
     # devices, bytes, backups and the time of each phase), so this layer
     # only forwards the call.
     check(call(None if tag is None else encode(tag, "tag")))
+
+
+def _wait(tag: Optional[str], stream: Any) -> None:
+    lib = _library.library()
+    encoded = None if tag is None else encode(tag, "tag")
+    if stream is None:
+        check(lib.tms_wait_restores(encoded))
+        return
+    handle = getattr(stream, "cuda_stream", None)
+    device = getattr(stream, "device", None)
+    if not isinstance(handle, int) or isinstance(handle, bool) or device is None:
+        raise InvalidArgumentError(f"wait(stream=...) needs a torch.cuda.Stream, got {stream!r}")
+    torch = sys.modules["torch"]  # a torch stream exists, so torch is imported
+    # The stream's device current: handle 0 is that device's default stream.
+    with torch.cuda.device(device):
+        check(lib.tms_wait_restores_on_stream(encoded, handle))
 
 
 def _address_of(tensor_or_ptr: Any, what: str) -> int:

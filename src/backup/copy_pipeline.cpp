@@ -89,6 +89,21 @@ void QueuedCopies::wait() {
   waited_ = true;
 }
 
+std::vector<LaneMark> QueuedCopies::detach() {
+  for (const HostBuffer* buffer : handed_over_) buffer->wait_prepared();
+  handed_over_.clear();
+  std::vector<LaneMark> marks;
+  for (const auto& [device, lane] : next_lane_) {
+    for (const CopyStream& stream : pipeline_.streams_.at(device)) {
+      CopyEvent event = CopyEvent::create(pipeline_.driver_, device);
+      pipeline_.driver_.record_event(device, event.get(), stream.get());
+      marks.push_back({device, std::move(event)});
+    }
+  }
+  waited_ = true;  // the marks' owner waits from now on
+  return marks;
+}
+
 void CopyPipeline::to_host(const std::vector<CopyItem>& items) {
   QueuedCopies copies(*this, /*to_host=*/true);
   copies.add(items);

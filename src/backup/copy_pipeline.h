@@ -25,6 +25,7 @@
 #include <map>
 #include <vector>
 
+#include "backup/copy_event.h"
 #include "backup/copy_stream.h"
 #include "backup/host_memory.h"
 #include "driver/driver.h"
@@ -107,6 +108,14 @@ class QueuedCopies {
   /// @throws DriverError, or what preparing a buffer threw; no copy is in
   /// flight then.
   void wait();
+  /// Lets the copies run on without waiting for them: marks the end of
+  /// every lane of every device used with an event and returns the marks.
+  /// The caller waits on them (Driver::synchronize_event) before it frees
+  /// or reuses either side of any copy. Waits for the preparation of the
+  /// buffers handed copies first (resume's buffers are ready: none).
+  /// @throws DriverError, or what preparing a buffer threw; the copies stay
+  /// with this object then (its destructor waits for them).
+  std::vector<LaneMark> detach();
 
  private:
   CopyPipeline& pipeline_;

@@ -383,6 +383,19 @@ int tms_resume(const char* tag) {
   return call_guarded([&] { runtime().engine->resume(optional_tag(tag)); });
 }
 
+int tms_resume_non_blocking(const char* tag) {
+  return call_guarded(
+      [&] { runtime().engine->resume(optional_tag(tag), tms::ResumeMode::kNonBlocking); });
+}
+
+int tms_wait_restores(const char* tag) {
+  return call_guarded([&] { runtime().engine->wait(optional_tag(tag)); });
+}
+
+int tms_wait_restores_on_stream(const char* tag, void* stream) {
+  return call_guarded([&] { runtime().engine->wait_on_stream(optional_tag(tag), stream); });
+}
+
 int tms_discard_backup(const void* ptr) {
   return call_guarded([&] { runtime().engine->discard_backup(reinterpret_cast<DevicePtr>(ptr)); });
 }
@@ -483,6 +496,10 @@ int tms_sim_fail_call(const char* call, int nth, bool out_of_memory) {
 
 int tms_sim_set_capacity(uint64_t bytes_per_device) {
   return call_guarded([&] { sim_driver_or_throw().set_capacity(bytes_per_device); });
+}
+
+int tms_sim_defer_copies(bool deferred) {
+  return call_guarded([&] { sim_driver_or_throw().set_copies_deferred(deferred); });
 }
 
 }  // extern "C"

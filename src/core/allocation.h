@@ -52,8 +52,17 @@ struct Allocation {
   /// next resume maps it without contents and says so.
   bool backup_discarded = false;
   /// Set while a pause, resume or free works on this record outside the
-  /// registry lock; others wait for it to clear (Engine::idle_).
+  /// registry lock, and while a non-blocking resume's restore copies into
+  /// it; others wait for it to clear (Engine::idle_).
   bool busy = false;
+  /// A non-blocking resume's restore into this record failed after the
+  /// resume returned (the driver's message): it is mapped, its contents are
+  /// not to be trusted, and it keeps its backup until a restore succeeds
+  /// (Engine::wait retries) or it is freed.
+  std::string restore_error;
+  /// Whether restore_error was raised to the caller yet (it is raised once;
+  /// the next wait retries).
+  bool restore_error_raised = false;
 
   [[nodiscard]] bool contains(DevicePtr ptr) const { return ptr >= base && ptr < base + size; }
   /// This record as its backup method sees it.

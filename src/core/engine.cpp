@@ -18,25 +18,11 @@
 #include "common/sizes.h"
 #include "core/allocation_owners.h"
 #include "core/resume_pipeline.h"
+#include "core/tag_text.h"
 #include "vmm/vmm_handles.h"
 
 namespace tms {
 namespace {
-
-bool tag_matches(const std::optional<std::string>& wanted, const std::string& tag) {
-  return !wanted.has_value() || *wanted == tag;
-}
-
-std::string describe_tag(const std::optional<std::string>& tag) {
-  return tag ? "tag '" + *tag + "'" : std::string("all tags");
-}
-
-// "allocation 0x7f0000000000 of 4194304 bytes (tag 'kv', device 0)".
-std::string describe_allocation(const Allocation& allocation) {
-  return "allocation " + hex_address(allocation.base) + " of " +
-         std::to_string(allocation.requested_size) + " bytes (tag '" + allocation.tag +
-         "', device " + std::to_string(allocation.device) + ")";
-}
 
 std::string describe_milliseconds(double seconds) {
   char text[32];
@@ -112,6 +98,9 @@ Engine::Engine(Driver& driver, EngineOptions options)
       methods_(driver, parking_, host_memory_, copies_, disk_) {}
 
 Engine::~Engine() {
+  // First, with no lock held: the watcher finishes the restores in flight
+  // (it takes mutex_), so every record is idle below.
+  restore_watcher_.reset();
   std::lock_guard transition(transition_mutex_);
   std::lock_guard lock(mutex_);
   // Teardown is best effort and never throws: a driver that is already gone
@@ -256,6 +245,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
   retry_parked();
   repair_broken();
   refuse_broken(tag, "pause");
+  settle_restores(tag, "pause");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kActive);
   if (claimed.empty()) return;
@@ -332,16 +322,17 @@ std::vector<Unmapping> Engine::unmap_all(const std::vector<Allocation*>& claimed
 
 // ---- resume --------------------------------------------------------------
 
-void Engine::resume(const std::optional<std::string>& tag) {
+void Engine::resume(const std::optional<std::string>& tag, ResumeMode mode) {
   std::lock_guard transition(transition_mutex_);
   refuse_during_capture(tag, "resume");
   retry_parked();
   repair_broken();
   refuse_broken(tag, "resume");
+  settle_restores(tag, "resume");
   PhaseClock clock;
   const std::vector<Allocation*> claimed = claim(tag, AllocationState::kPaused);
   if (claimed.empty()) return;
-  const ClaimGuard unclaim_on_exit(*this, claimed);
+  ClaimGuard unclaim_on_exit(*this, claimed);
 
   // Check every device up front so an obvious shortfall fails before
   // anything is created, with the whole amount in the message.
@@ -363,8 +354,18 @@ void Engine::resume(const std::optional<std::string>& tag) {
     throw resume_out_of_memory(tag, error.device(), needed[error.device()], error);
   }
   clock.lap("create and map");
-  pipeline.wait_restores();
-  if (any_host_copy(items)) clock.lap("host restore");
+  // Non-blocking: the host copies run on behind the caller (waited for by
+  // the watcher, or by wait()); only they can, the other kinds restore here.
+  std::shared_ptr<RestoreInFlight> in_flight;
+  if (mode == ResumeMode::kNonBlocking && any_host_copy(items)) {
+    in_flight = std::make_shared<RestoreInFlight>();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (items[i].backup != nullptr) in_flight->allocations.push_back(claimed[i]);
+    }
+  } else {
+    pipeline.wait_restores();
+    if (any_host_copy(items)) clock.lap("host restore");
+  }
 
   // 2. The other backups, kind by kind, into memory now all mapped.
   for (const auto& [kind, members] : by_backup_kind(claimed, /*to_restore=*/true)) {
@@ -390,10 +391,20 @@ void Engine::resume(const std::optional<std::string>& tag) {
     clock.lap(std::string(backup_kind_name(kind)) + " restore");
   }
 
-  // 3. Commit: the point of no return. Everything is mapped and restored.
-  Released released = commit_resume(claimed, pipeline);
+  // 3. Commit: the point of no return. Everything is mapped and restored,
+  //    or (non-blocking) being restored by copies that nothing can stop now.
+  if (in_flight) {
+    in_flight->marks = pipeline.detach_restores();  // last step that may fail
+    std::lock_guard lock(mutex_);
+    restores_in_flight_.reserve(restores_in_flight_.size() + 1);
+  }
+  Released released = commit_resume(claimed, pipeline, in_flight);
   for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   clock.lap("commit");
+  if (in_flight) {
+    unclaim_on_exit.keep(in_flight->allocations);  // busy until the watcher is done
+    watch_restore(std::move(in_flight));
+  }
 
   // 4. Give the host backups back before returning, so that the caller (or
   //    a process beside it) finds the memory free the moment resume returns.
@@ -422,12 +433,14 @@ std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Alloc
   return items;
 }
 
-Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline) {
+Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline,
+                               const std::shared_ptr<RestoreInFlight>& in_flight) {
   // Nothing in the loop below allocates, so the commit cannot stop half way.
   Released released;
   released.reserve(claimed.size());
   std::vector<const Allocation*> without_contents;
   without_contents.reserve(claimed.size());
+  std::size_t next_in_flight = 0;
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < claimed.size(); ++i) {
@@ -436,11 +449,17 @@ Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePi
         without_contents.push_back(&allocation);
       allocation.handle = pipeline.commit(i);
       allocation.state = AllocationState::kActive;
-      if (allocation.backup && !(retain_cpu_backup_ && allocation.backup->retainable())) {
-        allocation.backup->release_into(released);
-        allocation.backup.reset();
+      // A backup still being copied back goes when its copies are done
+      // (in_flight's records are a subsequence of claimed, in order).
+      if (in_flight && next_in_flight < in_flight->allocations.size() &&
+          in_flight->allocations[next_in_flight] == &allocation) {
+        ++next_in_flight;
+        continue;
       }
+      let_go_of_backup(allocation, released);
     }
+    // Reserved by the caller: cannot throw. Seen by wait() from here on.
+    if (in_flight) restores_in_flight_.push_back(in_flight);
   }
   for (const Allocation* allocation : without_contents) {
     try {
@@ -479,7 +498,13 @@ std::pair<std::shared_ptr<const HostBuffer>, std::size_t> Engine::host_copy_of(
 }
 
 BackupLease Engine::lease_backup(DevicePtr ptr, std::size_t size) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
+  // Not while a non-blocking resume restores from it: the read would see
+  // the backup that the restore is about to give back.
+  idle_.wait(lock, [&] {
+    const Allocation* allocation = registry_.find_containing(ptr);
+    return allocation == nullptr || !restore_running(*allocation);
+  });
   auto [copy, offset] = host_copy_of(ptr, size);
   if (!copy) return {};
   std::uint8_t* data = copy->data() + offset;
@@ -537,25 +562,39 @@ void Engine::discard_backup(DevicePtr ptr) {
   Released released;
   released.reserve(1);
   std::string described;
+  bool restore_failed = false;
   {
-    std::lock_guard lock(mutex_);
-    Allocation* allocation = registry_.find_containing(ptr);
-    if (allocation == nullptr || allocation->busy) {  // busy here: being freed
+    std::unique_lock lock(mutex_);
+    Allocation* allocation = nullptr;
+    // Busy here: being freed, or restored behind a non-blocking resume
+    // (wait for that: its outcome decides).
+    idle_.wait(lock, [&] {
+      allocation = registry_.find_containing(ptr);
+      return allocation == nullptr || !allocation->busy || !restore_running(*allocation);
+    });
+    if (allocation == nullptr || allocation->busy) {
       throw InvalidArgument("discard_backup of a pointer that is not (or no longer) engine memory");
     }
-    if (allocation->state != AllocationState::kPaused) {
+    restore_failed = !allocation->restore_error.empty();
+    if (allocation->state != AllocationState::kPaused && !restore_failed) {
       throw InvalidState("discard_backup: " + describe_allocation(*allocation) +
-                         " is active; only a paused allocation's backup can be discarded");
+                         " is active; only a paused allocation's backup (or one whose restore "
+                         "failed) can be discarded");
     }
     if (!allocation->backup) return;               // nothing to drop
     described = describe_allocation(*allocation);  // first: it may throw
     allocation->backup->release_into(released);
     allocation->backup.reset();
-    allocation->backup_discarded = true;
+    if (restore_failed) {
+      allocation->restore_error.clear();  // active, with whatever the failed copy left
+    } else {
+      allocation->backup_discarded = true;
+    }
   }
   try {
-    log(LogLevel::kError, "discarded the backup of " + described +
-                              ": its contents are LOST; resume maps it with undefined contents");
+    log(LogLevel::kError, "discarded the backup of " + described + ": its contents are LOST; " +
+                              (restore_failed ? "it stays mapped with undefined contents"
+                                              : "resume maps it with undefined contents"));
   } catch (const std::exception&) {
     // The backup is gone already: an unformatted message must not say otherwise.
   }
@@ -574,6 +613,12 @@ void Engine::trim_host_memory() {
 }
 
 void Engine::drain_host_releases() {
+  RestoreWatcher* watcher = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    watcher = restore_watcher_.get();
+  }
+  if (watcher != nullptr) watcher->wait_idle();  // its restores give host memory back
   host_memory_.drain();
   disk_.wait_closed();
 }
@@ -665,12 +710,43 @@ std::vector<Allocation*> Engine::claim(const std::optional<std::string>& tag,
   return claimed;
 }
 
-void Engine::unclaim(const std::vector<Allocation*>& claimed) {
+std::vector<Allocation*> Engine::claim_failed_restores(const std::optional<std::string>& tag) {
+  std::lock_guard lock(mutex_);
+  std::vector<Allocation*> claimed;
+  claimed.reserve(registry_.all().size());  // first, as in claim()
+  for (auto& [base, allocation] : registry_.all()) {
+    if (allocation->restore_error.empty() || allocation->busy ||
+        !tag_matches(tag, allocation->tag)) {
+      continue;
+    }
+    allocation->busy = true;
+    claimed.push_back(allocation.get());
+  }
+  return claimed;
+}
+
+void Engine::unclaim(const std::vector<Allocation*>& claimed,
+                     const std::vector<Allocation*>& kept) {
   {
     std::lock_guard lock(mutex_);
-    for (Allocation* allocation : claimed) allocation->busy = false;
+    // `kept` is a subsequence of `claimed`, in order (see ClaimGuard::keep).
+    std::size_t next_kept = 0;
+    for (Allocation* allocation : claimed) {
+      if (next_kept < kept.size() && kept[next_kept] == allocation) {
+        ++next_kept;
+        continue;
+      }
+      allocation->busy = false;
+    }
   }
   idle_.notify_all();
+}
+
+void Engine::let_go_of_backup(Allocation& allocation, Released& released) noexcept {
+  if (allocation.backup && !(retain_cpu_backup_ && allocation.backup->retainable())) {
+    allocation.backup->release_into(released);
+    allocation.backup.reset();
+  }
 }
 
 void Engine::refuse_during_capture(const std::optional<std::string>& tag, const char* operation) {

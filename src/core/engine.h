@@ -23,6 +23,13 @@
 //    physical memory and contents are kept, every later pause or resume
 //    tries to map it again, and until that works pause/resume of its tag
 //    fail with InvalidState and free() gives back what it holds.
+//  - A non-blocking resume maps everything as a blocking one does, queues
+//    the plain host copies' restores and returns: until they are done the
+//    records stay busy (free waits; pause and resume of the tag, a lease and
+//    discard_backup wait first) and keep their backups; a watcher thread
+//    waits for the copies and then lets go of the backups. A restore that
+//    failed keeps the backups and is raised by wait() (or by the next pause
+//    or resume of the tag); the wait after that retries it.
 //  - Readers of a host backup hold a lease (lease_backup): the bytes stay
 //    valid until the lease ends, even if a resume, free or discard lets go
 //    of the backup meanwhile (its memory then goes back with the last lease).
@@ -50,6 +57,7 @@
 #include "backup/copy_pipeline.h"
 #include "backup/disk_backup.h"
 #include "backup/host_memory.h"
+#include "backup/ordered_worker.h"
 #include "common/errors.h"
 #include "core/allocation.h"
 #include "core/allocation_owners.h"
@@ -66,6 +74,14 @@ namespace tms {
 struct BackupLease {
   std::uint64_t id = 0;          ///< 0: there was no backup to lease
   std::uint8_t* data = nullptr;  ///< the leased range's first byte
+};
+
+/// How Engine::resume returns.
+enum class ResumeMode {
+  kBlocking,  ///< once every allocation is mapped and restored
+  /// Once every allocation is mapped: plain host backups are restored
+  /// behind the caller (Engine::wait); the other kinds before it returns.
+  kNonBlocking,
 };
 
 /// Tuning and test seams; the defaults are what the library uses.
@@ -115,7 +131,26 @@ class Engine {
   /// of the backups it does not retain is back with the OS when it returns
   /// (a block that cannot be freed is kept and retried, not an error), and
   /// the disk backup files are removed.
-  void resume(const std::optional<std::string>& tag);
+  ///
+  /// kNonBlocking: the same, except that the plain host copies are still
+  /// being copied back when it returns; their memory must not be used
+  /// before wait() or wait_on_stream(), and their host memory goes back
+  /// once the copies are done. Failures after it returned: see wait().
+  /// Both modes first wait for restores of `tag` still running, and raise
+  /// InvalidState for one that failed.
+  void resume(const std::optional<std::string>& tag, ResumeMode mode = ResumeMode::kBlocking);
+  /// Returns once the restores that non-blocking resumes of `tag` (all tags
+  /// for nullopt) left running are done and their host memory is given
+  /// back. @throws Error (TMS_ERROR_DRIVER) when one of them failed: its
+  /// allocations stay mapped with their backups kept, and the next wait()
+  /// copies them back again (raising again if that fails too); free() gives
+  /// them up, discard_backup() drops the backup and keeps the memory.
+  void wait(const std::optional<std::string>& tag);
+  /// Makes the work queued on `stream` from now on wait for those restores,
+  /// without a host wait (nullptr: the legacy stream of the calling thread's
+  /// context). @throws as wait() for a restore known to have failed (it does
+  /// not retry); a failure found later is raised by the next wait() or pause.
+  void wait_on_stream(const std::optional<std::string>& tag, StreamHandle stream);
 
   /// Host copy of [ptr, ptr+size) of an allocation with a plain host
   /// backup: a paused one's, or an active one's retained backup (what its
@@ -192,6 +227,13 @@ class Engine {
   };
   using StatsKey = std::pair<std::string, int>;
 
+  /// The restore copies a non-blocking resume left running.
+  struct RestoreInFlight {
+    std::vector<Allocation*> allocations;  ///< busy until finish_restore
+    std::vector<LaneMark> marks;           ///< where the copies end, per lane
+  };
+  using RestoreWatcher = OrderedWorker<std::shared_ptr<RestoreInFlight>>;
+
   /// A record's plain host backup of [ptr, ptr+size), and the offset of ptr
   /// in it; {nullptr, 0} when there is none. Only with mutex_ held.
   [[nodiscard]] std::pair<std::shared_ptr<const HostBuffer>, std::size_t> host_copy_of(
@@ -204,12 +246,36 @@ class Engine {
   static std::vector<ResumePipeline::Item> pipeline_items(const std::vector<Allocation*>& claimed);
   /// Resume step 3, which cannot fail: the claimed records take their
   /// memory from `pipeline` and become active; what is not retained of their
-  /// backups is returned for the caller to give back.
-  Released commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline);
+  /// backups is returned for the caller to give back, except the host
+  /// copies of `in_flight` (a non-blocking resume's, still being copied back).
+  Released commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline,
+                         const std::shared_ptr<RestoreInFlight>& in_flight);
   /// Marks the matching allocations busy and returns them.
   std::vector<Allocation*> claim(const std::optional<std::string>& tag, AllocationState state);
-  /// Clears busy on `claimed` and wakes waiters in free().
-  void unclaim(const std::vector<Allocation*>& claimed);
+  /// Marks the idle records whose restore failed busy and returns them.
+  std::vector<Allocation*> claim_failed_restores(const std::optional<std::string>& tag);
+  /// Clears busy on `claimed` (except on `kept`) and wakes waiters in free().
+  void unclaim(const std::vector<Allocation*>& claimed, const std::vector<Allocation*>& kept = {});
+  /// Moves what resume does not retain of `allocation`'s backup into
+  /// `released` (which has room). Only with mutex_ held.
+  void let_go_of_backup(Allocation& allocation, Released& released) noexcept;
+
+  // --- non-blocking resume (core/engine_restores.cpp) ------------------------
+  /// Hands `restore` to the watcher thread (or finishes it here when there
+  /// is none). Without mutex_ held.
+  void watch_restore(std::shared_ptr<RestoreInFlight> restore) noexcept;
+  /// Waits for the restore's copies, then lets go of its backups and clears
+  /// busy; on failure keeps the backups and records the error.
+  void finish_restore(const std::shared_ptr<RestoreInFlight>& restore) noexcept;
+  /// Whether a restore of `tag` is running (mutex_ held).
+  [[nodiscard]] bool restore_running(const std::optional<std::string>& tag) const;
+  [[nodiscard]] bool restore_running(const Allocation& allocation) const;
+  /// Waits for the restores of `tag` still running; @throws InvalidState
+  /// naming `operation` when one of them failed. Before claiming.
+  void settle_restores(const std::optional<std::string>& tag, const char* operation);
+  /// Copies the failed restores of `tag` back again (blocking). @throws
+  /// Error when that fails too; the backups are kept.
+  void retry_restores(const std::optional<std::string>& tag);
   void synchronize_devices(const std::vector<Allocation*>& allocations);
   /// @throws InvalidState when the driver reports a stream capture that the
   /// operation would invalidate on a device with allocations of `tag`.
@@ -243,11 +309,14 @@ class Engine {
         : engine_(engine), claimed_(claimed) {}
     ClaimGuard(const ClaimGuard&) = delete;
     ClaimGuard& operator=(const ClaimGuard&) = delete;
-    ~ClaimGuard() { engine_.unclaim(claimed_); }
+    ~ClaimGuard() { engine_.unclaim(claimed_, kept_); }
+    /// Leaves `records` busy at the end (a restore in flight owns them now).
+    void keep(std::vector<Allocation*> records) noexcept { kept_ = std::move(records); }
 
    private:
     Engine& engine_;
     const std::vector<Allocation*>& claimed_;
+    std::vector<Allocation*> kept_;
   };
 
   Driver& driver_;
@@ -268,6 +337,10 @@ class Engine {
   std::map<StatsKey, Counters> counters_;
   std::size_t margin_bytes_ = 0;
   bool retain_cpu_backup_ = false;
+  std::vector<std::shared_ptr<RestoreInFlight>> restores_in_flight_;
+  /// Started by the first non-blocking resume (under mutex_; read under it,
+  /// destroyed only by ~Engine, which joins it first).
+  std::unique_ptr<RestoreWatcher> restore_watcher_;
 };
 
 }  // namespace tms

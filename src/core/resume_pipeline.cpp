@@ -48,6 +48,8 @@ void ResumePipeline::map_and_restore(const std::vector<Item>& items) {
 
 void ResumePipeline::wait_restores() { restores_->wait(); }
 
+std::vector<LaneMark> ResumePipeline::detach_restores() { return restores_->detach(); }
+
 void ResumePipeline::unwind() noexcept {
   restores_.reset();  // waits for copies still in flight into the mappings
   mappings_.clear();

@@ -63,6 +63,12 @@ class ResumePipeline {
   void map_and_restore(const std::vector<Item>& items);
   /// Waits for every restore copy queued. @throws DriverError.
   void wait_restores();
+  /// Instead of wait_restores, for a non-blocking resume: lets the restore
+  /// copies run on and returns marks of where they end (QueuedCopies::detach).
+  /// Call it last before the commits: once detached, nothing may unwind
+  /// (the memory would be unmapped under the copies). @throws DriverError;
+  /// the copies are still the pipeline's then.
+  std::vector<LaneMark> detach_restores();
 
   /// Waits for the copies queued, then unmaps and releases everything not
   /// yet committed (failures are parked).

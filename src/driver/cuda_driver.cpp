@@ -570,6 +570,47 @@ void CudaDriver::synchronize_stream(int device, StreamHandle stream) {
   TMS_CU_TRY(cu, cuStreamSynchronize, on_device(device), to_stream(stream));
 }
 
+// ---- events ------------------------------------------------------------------
+
+namespace {
+CUevent to_event(EventHandle event) { return static_cast<CUevent>(event); }
+}  // namespace
+
+EventHandle CudaDriver::create_event(int device) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  CUevent event = nullptr;
+  TMS_CU_TRY(cu, cuEventCreate, on_device(device), &event, CU_EVENT_DISABLE_TIMING);
+  return event;
+}
+
+void CudaDriver::destroy_event(int device, EventHandle event) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  TMS_CU_TRY(cu, cuEventDestroy, on_device(device), to_event(event));
+}
+
+void CudaDriver::record_event(int device, EventHandle event, StreamHandle stream) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  TMS_CU_TRY(cu, cuEventRecord, on_device(device), to_event(event), to_stream(stream));
+}
+
+void CudaDriver::synchronize_event(int device, EventHandle event) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  TMS_CU_TRY(cu, cuEventSynchronize, on_device(device), to_event(event));
+}
+
+void CudaDriver::stream_wait_event(int device, StreamHandle stream, EventHandle event) {
+  const CudaApi& cu = state_->api();
+  // The caller's context where it has one: a null stream is the legacy
+  // stream of that context, the one the caller's own work runs on.
+  ScopedContext guard(cu, state_->any_context());
+  TMS_CU_TRY(cu, cuStreamWaitEvent, "event of " + on_device(device), to_stream(stream),
+             to_event(event), 0);
+}
+
 // ---- compressed-backup kernels ----------------------------------------------
 
 namespace {

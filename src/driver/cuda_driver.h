@@ -65,6 +65,11 @@ class CudaDriver final : public Driver {
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override;
   void synchronize_stream(int device, StreamHandle stream) override;
+  EventHandle create_event(int device) override;
+  void destroy_event(int device, EventHandle event) override;
+  void record_event(int device, EventHandle event, StreamHandle stream) override;
+  void synchronize_event(int device, EventHandle event) override;
+  void stream_wait_event(int device, StreamHandle stream, EventHandle event) override;
   void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                            StreamHandle stream) override;
   void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,

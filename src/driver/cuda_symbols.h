@@ -51,6 +51,11 @@
   _(cuStreamDestroy, 4000)                \
   _(cuStreamSynchronize, 2000)            \
   _(cuStreamIsCapturing, 10000)           \
+  _(cuEventCreate, 2000)                  \
+  _(cuEventDestroy, 4000)                 \
+  _(cuEventRecord, 2000)                  \
+  _(cuEventSynchronize, 2000)             \
+  _(cuStreamWaitEvent, 3020)              \
   _(cuMemcpyDtoHAsync, 3020)              \
   _(cuMemcpyHtoDAsync, 3020)              \
   _(cuModuleLoadData, 2000)               \

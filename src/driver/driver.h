@@ -23,6 +23,9 @@ using PhysicalHandle = std::uint64_t;
 /// Opaque stream handle (CUstream); nullptr is the legacy default stream.
 using StreamHandle = void*;
 
+/// Opaque event handle (CUevent): a mark in a stream's work.
+using EventHandle = void*;
+
 struct DeviceMemoryInfo {
   std::size_t free_bytes = 0;
   std::size_t total_bytes = 0;
@@ -90,6 +93,21 @@ class Driver {
   virtual void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                                     StreamHandle stream) = 0;
   virtual void synchronize_stream(int device, StreamHandle stream) = 0;
+
+  // --- ordering without a host wait (non-blocking resume) -------------------
+  /// An event of `device` without timing.
+  virtual EventHandle create_event(int device) = 0;
+  virtual void destroy_event(int device, EventHandle event) = 0;
+  /// Marks the work queued on `stream` so far.
+  virtual void record_event(int device, EventHandle event, StreamHandle stream) = 0;
+  /// Blocks until the marked work is done. @throws DriverError, also for a
+  /// failure of that work (a copy that failed after it was queued).
+  virtual void synchronize_event(int device, EventHandle event) = 0;
+  /// Makes the work queued on `stream` from now on wait for the marked work
+  /// of `event` (of `device`), without a host wait. `stream` is the
+  /// caller's: it may belong to another device, and nullptr is the legacy
+  /// stream of the calling thread's current context.
+  virtual void stream_wait_event(int device, StreamHandle stream, EventHandle event) = 0;
 
   // --- compressed backups (the format of codec/format.h) --------------------
   // Kernels queued on `stream`; all pointers are device memory of `device`.

@@ -160,6 +160,33 @@ void FaultInjectingDriver::synchronize_stream(int device, StreamHandle stream) {
   target_.synchronize_stream(device, stream);
 }
 
+EventHandle FaultInjectingDriver::create_event(int device) {
+  enter(DriverCall::kCreateEvent);
+  return target_.create_event(device);
+}
+
+void FaultInjectingDriver::destroy_event(int device, EventHandle event) {
+  enter(DriverCall::kDestroyEvent);
+  target_.destroy_event(device, event);
+}
+
+void FaultInjectingDriver::record_event(int device, EventHandle event, StreamHandle stream) {
+  enter(DriverCall::kRecordEvent);
+  target_.record_event(device, event, stream);
+}
+
+void FaultInjectingDriver::synchronize_event(int device, EventHandle event) {
+  // A failure here stands for a copy that failed after it was queued: the
+  // marked work still runs (as on a GPU), only its outcome is an error.
+  enter(DriverCall::kSynchronizeEvent);
+  target_.synchronize_event(device, event);
+}
+
+void FaultInjectingDriver::stream_wait_event(int device, StreamHandle stream, EventHandle event) {
+  enter(DriverCall::kStreamWaitEvent);
+  target_.stream_wait_event(device, stream, event);
+}
+
 void FaultInjectingDriver::codec_measure_async(int device, DevicePtr src, std::size_t size,
                                                DevicePtr sizes, StreamHandle stream) {
   enter(DriverCall::kCodec);

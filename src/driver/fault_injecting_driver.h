@@ -49,6 +49,11 @@ namespace tms {
   X(kCreateStream, "create_stream")           \
   X(kDestroyStream, "destroy_stream")         \
   X(kSynchronizeStream, "synchronize_stream") \
+  X(kCreateEvent, "create_event")             \
+  X(kDestroyEvent, "destroy_event")           \
+  X(kRecordEvent, "record_event")             \
+  X(kSynchronizeEvent, "synchronize_event")   \
+  X(kStreamWaitEvent, "stream_wait_event")    \
   X(kCaptureUnderway, "capture_underway")     \
   X(kCodec, "codec") /* codec_measure/encode/decode_async */
 
@@ -109,6 +114,11 @@ class FaultInjectingDriver : public Driver {
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override;
   void synchronize_stream(int device, StreamHandle stream) override;
+  EventHandle create_event(int device) override;
+  void destroy_event(int device, EventHandle event) override;
+  void record_event(int device, EventHandle event, StreamHandle stream) override;
+  void synchronize_event(int device, EventHandle event) override;
+  void stream_wait_event(int device, StreamHandle stream, EventHandle event) override;
   void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                            StreamHandle stream) override;
   void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,

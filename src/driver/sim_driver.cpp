@@ -105,8 +105,11 @@ DeviceMemoryInfo SimDriver::memory_info(int device) {
 }
 
 void SimDriver::synchronize(int device) {
-  std::lock_guard lock(mutex_);
-  check_device(device, "synchronize");
+  {
+    std::lock_guard lock(mutex_);
+    check_device(device, "synchronize");
+  }
+  run_deferred(nullptr);
 }
 
 DevicePtr SimDriver::reserve(std::size_t size, std::size_t alignment) {
@@ -297,28 +300,137 @@ StreamHandle SimDriver::create_stream(int device) {
   return reinterpret_cast<StreamHandle>(next_stream_++);
 }
 
-void SimDriver::destroy_stream(int device, StreamHandle /*stream*/) {
+void SimDriver::destroy_stream(int device, StreamHandle stream) {
+  run_deferred(stream);  // as cuStreamDestroy: queued work still completes
   std::lock_guard lock(mutex_);
   check_device(device, "destroy_stream");
   --live_streams_;
 }
 
-void SimDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
-                                   StreamHandle /*stream*/) {
-  check_device(device, "copy_to_host");  // device_count never changes: no lock
+void SimDriver::copy_or_defer(StreamHandle stream, std::function<void()> copy) {
+  {
+    std::lock_guard lock(mutex_);
+    if (copies_deferred_) {
+      deferred_[stream].push_back(std::move(copy));
+      return;
+    }
+  }
   // Copies of different allocations run in parallel, as on a GPU.
-  std::memcpy(dst, reinterpret_cast<const void*>(src), size);
+  copy();
+}
+
+void SimDriver::run_deferred(StreamHandle stream) {
+  // One runner at a time: a synchronization must not return while copies
+  // queued before it are still being made by another thread's.
+  std::lock_guard running(deferred_runner_);
+  std::vector<std::function<void()>> queued;
+  {
+    std::lock_guard lock(mutex_);
+    if (stream != nullptr) {
+      if (auto it = deferred_.find(stream); it != deferred_.end()) queued = std::move(it->second);
+      deferred_.erase(stream);
+    } else {
+      for (auto& [each, copies] : deferred_) {
+        for (auto& copy : copies) queued.push_back(std::move(copy));
+      }
+      deferred_.clear();
+    }
+  }
+  for (const auto& copy : queued) copy();
+}
+
+void SimDriver::copy_to_host_async(int device, void* dst, DevicePtr src, std::size_t size,
+                                   StreamHandle stream) {
+  check_device(device, "copy_to_host");  // device_count never changes: no lock
+  copy_or_defer(stream, [=] { std::memcpy(dst, reinterpret_cast<const void*>(src), size); });
 }
 
 void SimDriver::copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
-                                     StreamHandle /*stream*/) {
+                                     StreamHandle stream) {
   check_device(device, "copy_to_device");  // device_count never changes: no lock
-  std::memcpy(reinterpret_cast<void*>(dst), src, size);
+  copy_or_defer(stream, [=] { std::memcpy(reinterpret_cast<void*>(dst), src, size); });
 }
 
-void SimDriver::synchronize_stream(int device, StreamHandle /*stream*/) {
+void SimDriver::synchronize_stream(int device, StreamHandle stream) {
+  {
+    std::lock_guard lock(mutex_);
+    check_device(device, "synchronize_stream");
+  }
+  run_deferred(stream);
+}
+
+EventHandle SimDriver::create_event(int device) {
   std::lock_guard lock(mutex_);
-  check_device(device, "synchronize_stream");
+  check_device(device, "create_event");
+  auto* event = reinterpret_cast<EventHandle>(next_event_++);
+  events_.emplace(event, nullptr);
+  return event;
+}
+
+void SimDriver::destroy_event(int device, EventHandle event) {
+  std::lock_guard lock(mutex_);
+  check_device(device, "destroy_event");
+  if (events_.erase(event) == 0) {
+    throw DriverError("sim.destroy_event", "CUDA_ERROR_INVALID_HANDLE", "unknown event");
+  }
+}
+
+void SimDriver::record_event(int device, EventHandle event, StreamHandle stream) {
+  std::lock_guard lock(mutex_);
+  check_device(device, "record_event");
+  auto it = events_.find(event);
+  if (it == events_.end()) {
+    throw DriverError("sim.record_event", "CUDA_ERROR_INVALID_HANDLE", "unknown event");
+  }
+  it->second = stream;
+}
+
+void SimDriver::synchronize_event(int device, EventHandle event) {
+  StreamHandle stream = nullptr;
+  {
+    std::unique_lock lock(mutex_);
+    check_device(device, "synchronize_event");
+    event_waits_released_.wait(lock, [&] { return !event_waits_held_; });
+    auto it = events_.find(event);
+    if (it == events_.end()) {
+      throw DriverError("sim.synchronize_event", "CUDA_ERROR_INVALID_HANDLE", "unknown event");
+    }
+    stream = it->second;
+  }
+  // Runs what was queued after the mark too: in the sim that only makes
+  // copies happen sooner than a GPU might.
+  if (stream != nullptr) run_deferred(stream);
+}
+
+void SimDriver::stream_wait_event(int device, StreamHandle /*stream*/, EventHandle event) {
+  // Nothing of the caller's runs in the sim: the marked copies run now, so
+  // whatever the caller does next sees them done.
+  synchronize_event(device, event);
+}
+
+void SimDriver::hold_event_waits(bool held) {
+  {
+    std::lock_guard lock(mutex_);
+    event_waits_held_ = held;
+  }
+  event_waits_released_.notify_all();
+}
+
+void SimDriver::set_copies_deferred(bool deferred) {
+  std::lock_guard lock(mutex_);
+  copies_deferred_ = deferred;
+}
+
+std::size_t SimDriver::deferred_copies() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [stream, copies] : deferred_) total += copies.size();
+  return total;
+}
+
+std::size_t SimDriver::live_events() const {
+  std::lock_guard lock(mutex_);
+  return events_.size();
 }
 
 std::size_t SimDriver::accessible_bytes() const {
@@ -378,22 +490,25 @@ std::size_t SimDriver::registered_host_ranges() const {
 // The codec "kernels" run the CPU reference codec on the simulated device
 // memory (host memory at the device addresses), outside the lock like copies.
 void SimDriver::codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
-                                    StreamHandle /*stream*/) {
+                                    StreamHandle stream) {
   check_device(device, "codec_measure");  // device_count never changes: no lock
+  run_deferred(stream);                   // the copies queued before it on its stream come first
   codec::measure(reinterpret_cast<const std::uint8_t*>(src), size,
                  reinterpret_cast<std::uint32_t*>(sizes));
 }
 
 void SimDriver::codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr /*sizes*/,
-                                   DevicePtr dst, StreamHandle /*stream*/) {
+                                   DevicePtr dst, StreamHandle stream) {
   check_device(device, "codec_encode");  // device_count never changes: no lock
+  run_deferred(stream);
   codec::encode_batch(reinterpret_cast<const std::uint8_t*>(src), size,
                       reinterpret_cast<std::uint8_t*>(dst));
 }
 
 void SimDriver::codec_decode_async(int device, DevicePtr stored, DevicePtr dst, std::size_t size,
-                                   StreamHandle /*stream*/) {
+                                   StreamHandle stream) {
   check_device(device, "codec_decode");  // device_count never changes: no lock
+  run_deferred(stream);
   // The batch's stored length is what its size table says (format.h).
   const auto* head = reinterpret_cast<const std::uint8_t*>(stored);
   codec::decode_batch(head, codec::stored_batch_bytes(head, size),

@@ -5,7 +5,10 @@
 //   create_physical  memfd_create + ftruncate              -> counted against capacity
 //   map              mmap(MAP_FIXED | MAP_SHARED, memfd)   -> fresh pages read as zero
 //   unmap            mmap(MAP_FIXED, PROT_NONE) again      -> touching faults again
-//   copies           memcpy (synchronous; streams are tokens)
+//   copies           memcpy (synchronous; streams are tokens), or queued per
+//                    stream until it, an event on it or the device is
+//                    synchronized (set_copies_deferred: ordering tests)
+//   events           the stream they were recorded on; waiting runs its copies
 //   codec kernels    the CPU reference codec (codec/cpu_codec.h), synchronous
 //
 // It keeps byte accounting per device and for host memory so tests can prove
@@ -13,7 +16,9 @@
 // FaultInjectingDriver (driver/fault_injecting_driver.h).
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -60,6 +65,11 @@ class SimDriver final : public Driver {
   void copy_to_device_async(int device, DevicePtr dst, const void* src, std::size_t size,
                             StreamHandle stream) override;
   void synchronize_stream(int device, StreamHandle stream) override;
+  EventHandle create_event(int device) override;
+  void destroy_event(int device, EventHandle event) override;
+  void record_event(int device, EventHandle event, StreamHandle stream) override;
+  void synchronize_event(int device, EventHandle event) override;
+  void stream_wait_event(int device, StreamHandle stream, EventHandle event) override;
   void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                            StreamHandle stream) override;
   void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
@@ -73,6 +83,18 @@ class SimDriver final : public Driver {
   /// Simulates a stream capture on a blocking stream of `device` starting
   /// (true) or ending (false): capture_underway(device) reports it.
   void set_capturing(int device, bool capturing);
+  /// While on, copies are queued on their stream instead of made at once,
+  /// as a GPU runs them behind the caller: they happen when their stream, an
+  /// event recorded on it or their device is synchronized (or a stream waits
+  /// for such an event, or a codec kernel runs on that stream). Turning it
+  /// off runs nothing; what is queued still waits for one of those.
+  void set_copies_deferred(bool deferred);
+  /// Copies queued and not yet made (set_copies_deferred).
+  [[nodiscard]] std::size_t deferred_copies() const;
+  /// While on, synchronize_event and stream_wait_event block until it is
+  /// turned off: the copies behind a non-blocking resume stay "in flight"
+  /// for as long as a test needs.
+  void hold_event_waits(bool held);
 
   // --- accounting ---------------------------------------------------------------
   [[nodiscard]] std::size_t physical_bytes(int device) const;  // created, not released
@@ -85,6 +107,7 @@ class SimDriver final : public Driver {
   [[nodiscard]] std::size_t accessible_bytes() const;
   [[nodiscard]] std::size_t host_bytes() const;  // host_alloc'ed, not freed
   [[nodiscard]] std::size_t live_streams() const;
+  [[nodiscard]] std::size_t live_events() const;
   [[nodiscard]] std::size_t registered_host_ranges() const;
 
  private:
@@ -95,6 +118,10 @@ class SimDriver final : public Driver {
   };
 
   void check_device(int device, std::string_view call) const;
+  /// Makes `copy` now, or queues it on `stream` while copies are deferred.
+  void copy_or_defer(StreamHandle stream, std::function<void()> copy);
+  /// Makes the copies queued on `stream` (every stream for nullptr), in order.
+  void run_deferred(StreamHandle stream);
   Physical& physical_or_throw(PhysicalHandle handle, std::string_view call);
 
   SimDriverOptions options_;
@@ -110,6 +137,13 @@ class SimDriver final : public Driver {
   std::vector<bool> capturing_;  // per device, see set_capturing
   std::size_t live_streams_ = 0;
   std::uintptr_t next_stream_ = 1;
+  bool copies_deferred_ = false;
+  std::mutex deferred_runner_;  // held while queued copies are made (run_deferred)
+  std::map<StreamHandle, std::vector<std::function<void()>>> deferred_;
+  std::map<EventHandle, StreamHandle> events_;  // the stream last recorded on
+  std::uintptr_t next_event_ = 1;
+  bool event_waits_held_ = false;
+  std::condition_variable event_waits_released_;
 };
 
 }  // namespace tms

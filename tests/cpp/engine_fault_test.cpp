@@ -455,6 +455,66 @@ INSTANTIATE_TEST_SUITE_P(Operations, FaultSweep, ::testing::Range<std::size_t>(0
                            return scenarios()[param_info.param].name;
                          });
 
+/// A non-blocking resume and the wait after it, with every driver call they
+/// make failing once in turn (the event calls too: a failing wait on an
+/// event stands for a copy that failed after the resume returned). The
+/// resume either fails and leaves everything as it was, or returns; then
+/// wait() raises the failure at most once and the next wait restores every
+/// backed-up allocation exactly. Nothing is lost and nothing leaks.
+TEST(NonBlockingFaultSweep, EveryDriverCallFailingOnceLosesNothing) {
+  const Scenario scenario{"resume_non_blocking", [](World& w) { w.engine->pause(std::nullopt); },
+                          [](World& w) {
+                            w.engine->resume(std::nullopt, ResumeMode::kNonBlocking);
+                            w.engine->wait(std::nullopt);
+                          },
+                          true};
+  const FaultFamily family = driver_faults();
+  const Reference reference = reference_run(scenario, family);
+  ASSERT_GT(reference.calls[static_cast<std::size_t>(DriverCall::kSynchronizeEvent)], 0u);
+  std::size_t raised_by_wait = 0;
+  for (std::size_t c = 0; c < family.kinds; ++c) {
+    for (std::size_t nth = 1; nth <= reference.calls[c]; ++nth) {
+      for (const int variant : family.variants) {
+        SCOPED_TRACE(family.name(c) + " #" + std::to_string(nth) + " (variant " +
+                     std::to_string(variant) + ")");
+        World world;
+        scenario.setup(world);
+        const Before before(world);
+        family.inject(world, c, static_cast<int>(nth), variant);
+        try {
+          world.engine->resume(std::nullopt, ResumeMode::kNonBlocking);
+        } catch (const Error&) {
+          EXPECT_FALSE(family.releases(c)) << "giving back must not fail the resume";
+          before.expect_unchanged(world, scenario);
+          family.clear(world);
+          world.engine->resume(std::nullopt, ResumeMode::kNonBlocking);
+        }
+        bool waited = false;
+        for (int attempt = 0; attempt < 2 && !waited; ++attempt) {
+          try {
+            world.engine->wait(std::nullopt);
+            waited = true;
+          } catch (const Error& error) {
+            ++raised_by_wait;
+            EXPECT_NE(std::string(error.what()).find("backups are kept"), std::string::npos)
+                << error.what();
+          }
+        }
+        family.clear(world);
+        EXPECT_TRUE(waited) << "the wait after a raised failure restores";
+        EXPECT_TRUE(world.contents_intact(false, true)) << "backed-up contents";
+        world.engine->pause("no-such-tag");  // retries parked give-backs
+        EXPECT_EQ(world.engine->stats().deferred_releases, 0u);
+        EXPECT_EQ(world.snapshot(), reference.after) << "end state differs";
+        world.engine.reset();
+        EXPECT_TRUE(world.dir.files().empty());
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_GT(raised_by_wait, 0u) << "no failure reached wait()";
+}
+
 // The double fault the pair sweep found: an unmap fails during pause, and
 // mapping back an allocation already unmapped fails as well.
 class PauseRollback : public ::testing::Test {

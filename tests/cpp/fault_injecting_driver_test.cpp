@@ -43,6 +43,11 @@ class CountingFake final : public Driver {
     ++reached;
   }
   void synchronize_stream(int, StreamHandle) override { ++reached; }
+  EventHandle create_event(int) override { return ++reached, this; }
+  void destroy_event(int, EventHandle) override { ++reached; }
+  void record_event(int, EventHandle, StreamHandle) override { ++reached; }
+  void synchronize_event(int, EventHandle) override { ++reached; }
+  void stream_wait_event(int, StreamHandle, EventHandle) override { ++reached; }
   void codec_measure_async(int, DevicePtr, std::size_t, DevicePtr, StreamHandle) override {
     ++reached;
   }
@@ -77,6 +82,11 @@ std::vector<std::function<void(Driver&)>> one_call_of_each_kind() {
       [](Driver& d) { (void)d.create_stream(0); },
       [](Driver& d) { d.destroy_stream(0, nullptr); },
       [](Driver& d) { d.synchronize_stream(0, nullptr); },
+      [](Driver& d) { (void)d.create_event(0); },
+      [](Driver& d) { d.destroy_event(0, nullptr); },
+      [](Driver& d) { d.record_event(0, nullptr, nullptr); },
+      [](Driver& d) { d.synchronize_event(0, nullptr); },
+      [](Driver& d) { d.stream_wait_event(0, nullptr, nullptr); },
       [](Driver& d) { (void)d.capture_underway(0); },
       [](Driver& d) { d.codec_decode_async(0, 0x1000, 0x2000, 1, nullptr); },
   };

@@ -53,6 +53,19 @@ class ForwardingDriver : public Driver {
   void synchronize_stream(int device, StreamHandle stream) override {
     target_.synchronize_stream(device, stream);
   }
+  EventHandle create_event(int device) override { return target_.create_event(device); }
+  void destroy_event(int device, EventHandle event) override {
+    target_.destroy_event(device, event);
+  }
+  void record_event(int device, EventHandle event, StreamHandle stream) override {
+    target_.record_event(device, event, stream);
+  }
+  void synchronize_event(int device, EventHandle event) override {
+    target_.synchronize_event(device, event);
+  }
+  void stream_wait_event(int device, StreamHandle stream, EventHandle event) override {
+    target_.stream_wait_event(device, stream, event);
+  }
   void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                            StreamHandle stream) override {
     target_.codec_measure_async(device, src, size, sizes, stream);

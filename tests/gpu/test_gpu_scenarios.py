@@ -58,6 +58,7 @@ BOTH_MODES = [
     "disable_gives_memory_back",
     "retained_cpu_backup",
     "host_released_at_resume",
+    "non_blocking_resume",
     "cuda_graph_default_tag",
     "integration_names",
 ]

@@ -286,6 +286,26 @@ def test_impl_is_assignable_and_mem_pools_can_be_cleared(fake_torch):
     assert replacement.calls == [("pause", {"tag": "x"})]
 
 
+def test_non_blocking_resume_and_wait_go_through_the_impl_and_a_foreign_impl_keeps_working(fake_torch):
+    saver = TorchMemorySaver()
+    saver.hook_mode = "torch"
+    calls = []
+    saver._impl = Recording(_TorchMemorySaverImpl(hook_mode="torch"), calls)
+    saver.resume("w", non_blocking=True)
+    saver.resume("w")
+    saver.wait("w")
+    assert calls == [
+        ("resume", {"tag": "w", "non_blocking": True}),
+        ("resume", {"tag": "w"}),  # the blocking call as an implementation without the option takes it
+        ("wait", {"tag": "w", "stream": None}),
+    ]
+    # An implementation of the incumbent's shape has no wait(): nothing of
+    # ours can be in flight then, and wait() still returns.
+    saver._impl = types.SimpleNamespace(resume=lambda tag: None)
+    saver.resume("w")
+    saver.wait("w")
+
+
 def test_disable_gives_back_only_the_memory_used_inside_it(fake_torch):
     """Trainer-wide mode: torch's default pool caches engine memory; disable() must leave it, on every device."""
     alloc = fake_torch.allocator
