@@ -97,9 +97,11 @@ class BackupMethod {
   BackupMethod& operator=(const BackupMethod&) = delete;
   virtual ~BackupMethod() = default;
 
-  /// Refuses an allocation this kind could not back up later (a missing
-  /// directory, say), before any memory is taken. @throws ConfigError, IoError.
-  virtual void check_allocation() const {}
+  /// Refuses an allocation on `device` that this kind could not back up
+  /// later (a missing directory, say), or gets ready for it (loads what its
+  /// first save would otherwise wait for), before any memory is taken.
+  /// @throws ConfigError, IoError, DriverError.
+  virtual void prepare_allocation(int device) { (void)device; }
   /// Saves every target's contents (their memory is mapped and idle).
   /// Returns one backup per target, in order; nullptr where the target's
   /// current backup was refreshed in place. All or nothing: @throws

@@ -36,17 +36,18 @@ std::string DiskMethod::required_directory() const {
   try {
     absolute = io_.prepare_directory(fallback);
   } catch (const Error& error) {
-    throw ConfigError("disk backup is enabled for this allocation and no disk backup directory is "
-                      "set, and the default one ('" + fallback +
-                      "', from TMPDIR or /tmp) is not usable: " + error.what() +
-                      "; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
+    throw ConfigError(
+        "disk backup is enabled for this allocation and no disk backup directory is "
+        "set, and the default one ('" +
+        fallback + "', from TMPDIR or /tmp) is not usable: " + error.what() +
+        "; set TMS_DISK_BACKUP_DIR or call set_disk_backup_dir() before allocating");
   }
   std::lock_guard lock(mutex_);
   if (directory_.empty()) directory_ = std::move(absolute);  // unless one was set meanwhile
   return directory_;
 }
 
-void DiskMethod::check_allocation() const { io_.check_directory(required_directory()); }
+void DiskMethod::prepare_allocation(int /*device*/) { io_.check_directory(required_directory()); }
 
 std::vector<std::unique_ptr<Backup>> DiskMethod::save(const std::vector<BackupTarget>& targets) {
   const std::string dir = required_directory();

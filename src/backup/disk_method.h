@@ -47,7 +47,7 @@ class DiskMethod final : public BackupMethod {
   [[nodiscard]] std::string directory() const;
 
   /// @throws ConfigError without a directory, IoError when it is unusable.
-  void check_allocation() const override;
+  void prepare_allocation(int device) override;
   /// One file per target. A failure removes the files written so far.
   std::vector<std::unique_ptr<Backup>> save(const std::vector<BackupTarget>& targets) override;
   /// Reads each file back and checks it. @throws IoError naming the
@@ -62,7 +62,7 @@ class DiskMethod final : public BackupMethod {
 
   DiskBackupIo& io_;
   ParkingLot& parking_;
-  mutable std::mutex mutex_;  // guards directory_ and default_directory_
+  mutable std::mutex mutex_;       // guards directory_ and default_directory_
   mutable std::string directory_;  // adopts the default at first use
   std::string default_directory_;
 };

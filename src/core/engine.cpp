@@ -148,8 +148,8 @@ DevicePtr Engine::allocate(const AllocationRequest& request) {
                           std::to_string(driver_.device_count()) + " devices)");
   }
   retry_parked();
-  if (const BackupMethod* method = methods_.method(request.policy.kind)) {
-    method->check_allocation();
+  if (BackupMethod* method = methods_.method(request.policy.kind)) {
+    method->prepare_allocation(device);
   }
   const std::size_t granularity = driver_.granularity(device);
   if (request.size > SIZE_MAX - (granularity - 1)) {

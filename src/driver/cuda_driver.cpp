@@ -613,6 +613,12 @@ void CudaDriver::stream_wait_event(int device, StreamHandle stream, EventHandle 
 
 // ---- compressed-backup kernels ----------------------------------------------
 
+void CudaDriver::codec_prepare(int device) {
+  const CudaApi& cu = state_->api();
+  ScopedContext guard(cu, state_->primary_context(device));
+  (void)state_->codec(cu, device);
+}
+
 namespace {
 
 // Launches `function` with one block per chunk of `size` input bytes.

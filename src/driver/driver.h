@@ -110,6 +110,10 @@ class Driver {
   virtual void stream_wait_event(int device, StreamHandle stream, EventHandle event) = 0;
 
   // --- compressed backups (the format of codec/format.h) --------------------
+  /// Gets the kernels below ready on `device` (loading them takes a large
+  /// part of a second the first time), so that the first compressed pause
+  /// does not pay for it. Later calls return at once. None needed: no-op.
+  virtual void codec_prepare(int device) { (void)device; }
   // Kernels queued on `stream`; all pointers are device memory of `device`.
   /// Stored size of every chunk of [src, src + size) into the u32 array `sizes`.
   virtual void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,

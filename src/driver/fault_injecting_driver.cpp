@@ -187,6 +187,11 @@ void FaultInjectingDriver::stream_wait_event(int device, StreamHandle stream, Ev
   target_.stream_wait_event(device, stream, event);
 }
 
+void FaultInjectingDriver::codec_prepare(int device) {
+  enter(DriverCall::kCodec);
+  target_.codec_prepare(device);
+}
+
 void FaultInjectingDriver::codec_measure_async(int device, DevicePtr src, std::size_t size,
                                                DevicePtr sizes, StreamHandle stream) {
   enter(DriverCall::kCodec);

@@ -119,6 +119,7 @@ class FaultInjectingDriver : public Driver {
   void record_event(int device, EventHandle event, StreamHandle stream) override;
   void synchronize_event(int device, EventHandle event) override;
   void stream_wait_event(int device, StreamHandle stream, EventHandle event) override;
+  void codec_prepare(int device) override;
   void codec_measure_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,
                            StreamHandle stream) override;
   void codec_encode_async(int device, DevicePtr src, std::size_t size, DevicePtr sizes,

@@ -249,6 +249,24 @@ void sweep(bool resume) {
   }
 }
 
+TEST(CompressedBackup, TheCodecIsReadiedByTheAllocationNotByTheFirstPause) {
+  testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+  Engine engine(sim);
+  const testing::SimSnapshot empty = testing::snapshot(sim);
+  // Readying fails: the allocation fails with it, and takes nothing.
+  sim.fail_call(DriverCall::kCodec, 1);
+  EXPECT_THROW((void)engine.allocate(testing::request(kMiB, 0, "w", testing::compressed_backup())),
+               DriverError);
+  EXPECT_EQ(testing::snapshot(sim), empty);
+  const std::size_t before = sim.call_count(DriverCall::kCodec);
+  const DevicePtr ptr =
+      engine.allocate(testing::request(kMiB, 0, "w", testing::compressed_backup()));
+  EXPECT_EQ(sim.call_count(DriverCall::kCodec), before + 1) << "the allocation readies the codec";
+  (void)engine.allocate(testing::request(kMiB, 0, "plain", testing::host_backup()));
+  EXPECT_EQ(sim.call_count(DriverCall::kCodec), before + 1) << "other kinds do not";
+  engine.free(ptr);
+}
+
 TEST(CompressedBackup, EveryDriverCallFailingInPauseLeavesEverythingActive) { sweep(false); }
 
 TEST(CompressedBackup, EveryDriverCallFailingInResumeLeavesEverythingPaused) { sweep(true); }

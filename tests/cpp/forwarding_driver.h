@@ -63,6 +63,7 @@ class ForwardingDriver : public Driver {
   void synchronize_event(int device, EventHandle event) override {
     target_.synchronize_event(device, event);
   }
+  void codec_prepare(int device) override { target_.codec_prepare(device); }
   void stream_wait_event(int device, StreamHandle stream, EventHandle event) override {
     target_.stream_wait_event(device, stream, event);
   }
