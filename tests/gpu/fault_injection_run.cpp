@@ -354,7 +354,7 @@ class TagModel {
           transition(true);
           break;
         case 5:
-          transition(false);
+          transition(false, /*non_blocking=*/pick(2) == 0);
           break;
         default:
           write_one(pick);
@@ -409,9 +409,27 @@ class TagModel {
     }
   }
 
-  void transition(bool pause) {
+  /// A non-blocking resume is waited for at once: a failure raised by the
+  /// wait (a copy that failed after the return) keeps the backups, and the
+  /// next wait restores them; at most three failures are scheduled per
+  /// iteration, so the fourth wait has none left to meet.
+  void transition(bool pause, bool non_blocking = false) {
     try {
-      pause ? engine_.pause(tag_) : engine_.resume(tag_);
+      if (pause) {
+        engine_.pause(tag_);
+      } else {
+        engine_.resume(tag_, non_blocking ? ResumeMode::kNonBlocking : ResumeMode::kBlocking);
+        for (int attempt = 0; non_blocking; ++attempt) {
+          try {
+            engine_.wait(tag_);
+            break;
+          } catch (const Error&) {
+            if (attempt == 3)
+              problems_.add(tag_, "a wait after a non-blocking resume kept failing");
+            if (attempt == 3) throw;
+          }
+        }
+      }
     } catch (const Error& error) {
       // All or nothing, except a pause that could not map everything back.
       if (pause && std::string(error.what()).find("unusable") != std::string::npos) {
