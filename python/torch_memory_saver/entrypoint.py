@@ -419,7 +419,9 @@ class TorchMemorySaver:
         Without `stream`, blocks until they are done (their host memory is back
         with the OS then). With a ``torch.cuda.Stream``, returns at once and
         makes the work queued on that stream from now on wait for them, like
-        ``stream.wait_event(...)``. Nothing to wait for: returns at once.
+        ``stream.wait_event(...)``. Nothing to wait for: returns at once. Wait
+        before capturing a CUDA graph, not on the capturing stream: the
+        restore is not part of the graph.
 
         Raises:
             DriverError: a restore failed after ``resume`` returned. Nothing is
