@@ -393,18 +393,12 @@ void Engine::resume(const std::optional<std::string>& tag, ResumeMode mode) {
 
   // 3. Commit: the point of no return. Everything is mapped and restored,
   //    or (non-blocking) being restored by copies that nothing can stop now.
-  if (in_flight) {
-    in_flight->marks = pipeline.detach_restores();  // last step that may fail
-    std::lock_guard lock(mutex_);
-    restores_in_flight_.reserve(restores_in_flight_.size() + 1);
-  }
   Released released = commit_resume(claimed, pipeline, in_flight);
+  // Busy until the watcher is done; it gets the restore as resume returns
+  // (the records are read until then, and may be freed once it is done).
+  if (in_flight) unclaim_on_exit.keep(std::move(in_flight));
   for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   clock.lap("commit");
-  if (in_flight) {
-    unclaim_on_exit.keep(in_flight->allocations);  // busy until the watcher is done
-    watch_restore(std::move(in_flight));
-  }
 
   // 4. Give the host backups back before returning, so that the caller (or
   //    a process beside it) finds the memory free the moment resume returns.
@@ -440,6 +434,15 @@ Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePi
   released.reserve(claimed.size());
   std::vector<const Allocation*> without_contents;
   without_contents.reserve(claimed.size());
+  if (in_flight) {
+    {
+      std::lock_guard lock(mutex_);
+      restores_in_flight_.reserve(restores_in_flight_.size() + 1);
+    }
+    // The last step that may fail: until it returns the copies are the
+    // pipeline's, and its unwinding waits for them before unmapping.
+    in_flight->marks = pipeline.detach_restores();
+  }
   std::size_t next_in_flight = 0;
   {
     std::lock_guard lock(mutex_);

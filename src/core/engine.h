@@ -244,10 +244,12 @@ class Engine {
   std::vector<Unmapping> unmap_all(const std::vector<Allocation*>& claimed);
   /// What resume's pipeline maps, with the plain host copies it restores.
   static std::vector<ResumePipeline::Item> pipeline_items(const std::vector<Allocation*>& claimed);
-  /// Resume step 3, which cannot fail: the claimed records take their
-  /// memory from `pipeline` and become active; what is not retained of their
-  /// backups is returned for the caller to give back, except the host
-  /// copies of `in_flight` (a non-blocking resume's, still being copied back).
+  /// Resume step 3: the claimed records take their memory from `pipeline`
+  /// and become active; what is not retained of their backups is returned
+  /// for the caller to give back, except the host copies of `in_flight` (a
+  /// non-blocking resume's, still being copied back, whose marks it takes
+  /// from the pipeline). @throws only before anything is committed or
+  /// detached (the pipeline can still unwind then).
   Released commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline,
                          const std::shared_ptr<RestoreInFlight>& in_flight);
   /// Marks the matching allocations busy and returns them.
@@ -309,14 +311,20 @@ class Engine {
         : engine_(engine), claimed_(claimed) {}
     ClaimGuard(const ClaimGuard&) = delete;
     ClaimGuard& operator=(const ClaimGuard&) = delete;
-    ~ClaimGuard() { engine_.unclaim(claimed_, kept_); }
-    /// Leaves `records` busy at the end (a restore in flight owns them now).
-    void keep(std::vector<Allocation*> records) noexcept { kept_ = std::move(records); }
+    ~ClaimGuard() {
+      static const std::vector<Allocation*> kNone;
+      engine_.unclaim(claimed_, kept_ ? kept_->allocations : kNone);
+      // Last: once the watcher is done with them, the records may be freed.
+      if (kept_) engine_.watch_restore(std::move(kept_));
+    }
+    /// Leaves the records of `restore` busy at the end and hands it to the
+    /// watcher then: the operation reads its records until it returns.
+    void keep(std::shared_ptr<RestoreInFlight> restore) noexcept { kept_ = std::move(restore); }
 
    private:
     Engine& engine_;
     const std::vector<Allocation*>& claimed_;
-    std::vector<Allocation*> kept_;
+    std::shared_ptr<RestoreInFlight> kept_;
   };
 
   Driver& driver_;
