@@ -288,12 +288,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
         allocation->backup = std::move(it->second);
     }
   }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/true, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "paused " + describe_transition(claimed, tag, "to") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  record_transition(claimed, tag, /*pause=*/true, clock);
 }
 
 std::vector<Unmapping> Engine::unmap_all(const std::vector<Allocation*>& claimed) {
@@ -407,12 +402,7 @@ void Engine::resume(const std::optional<std::string>& tag, ResumeMode mode) {
     host_memory_.give_back(std::move(released.host));
     clock.lap("host release");
   }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/false, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "resumed " + describe_transition(claimed, tag, "from") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  record_transition(claimed, tag, /*pause=*/false, clock);
 }
 
 std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Allocation*>& claimed) {
@@ -812,24 +802,38 @@ OutOfMemory Engine::resume_out_of_memory(const std::optional<std::string>& tag, 
                      needed, free_bytes.value_or(cause.bytes_free()));
 }
 
-void Engine::record_transition(const std::vector<Allocation*>& allocations, bool pause,
-                               double seconds) {
+void Engine::record_transition(const std::vector<Allocation*>& allocations,
+                               const std::optional<std::string>& tag, bool pause,
+                               const PhaseClock& clock) noexcept {
+  const double seconds = clock.total_seconds();
   const double now = unix_now();
-  std::lock_guard lock(mutex_);
-  std::set<StatsKey> keys;
-  for (const Allocation* allocation : allocations)
-    keys.insert({allocation->tag, allocation->device});
-  for (const StatsKey& key : keys) {
-    Counters& counters = counters_[key];
-    if (pause) {
-      ++counters.pause_count;
-      counters.last_pause_seconds = seconds;
-      counters.last_pause_unix = now;
-    } else {
-      ++counters.resume_count;
-      counters.last_resume_seconds = seconds;
-      counters.last_resume_unix = now;
+  try {
+    std::lock_guard lock(mutex_);
+    std::set<StatsKey> keys;
+    for (const Allocation* allocation : allocations)
+      keys.insert({allocation->tag, allocation->device});
+    for (const StatsKey& key : keys) {
+      Counters& counters = counters_[key];
+      if (pause) {
+        ++counters.pause_count;
+        counters.last_pause_seconds = seconds;
+        counters.last_pause_unix = now;
+      } else {
+        ++counters.resume_count;
+        counters.last_resume_seconds = seconds;
+        counters.last_resume_unix = now;
+      }
     }
+  } catch (const std::exception&) {
+    // No memory for the statistics: the operation is committed all the same.
+  }
+  if (!log_enabled(LogLevel::kInfo)) return;
+  try {
+    log(LogLevel::kInfo, std::string(pause ? "paused " : "resumed ") +
+                             describe_transition(allocations, tag, pause ? "to" : "from") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  } catch (const std::exception&) {
+    // Likewise for the log line.
   }
 }
 

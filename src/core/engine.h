@@ -59,6 +59,7 @@
 #include "backup/host_memory.h"
 #include "backup/ordered_worker.h"
 #include "common/errors.h"
+#include "common/phase_clock.h"
 #include "core/allocation.h"
 #include "core/allocation_owners.h"
 #include "core/registry.h"
@@ -293,7 +294,12 @@ class Engine {
   /// there, what is free now (when that can be measured) and `cause`.
   OutOfMemory resume_out_of_memory(const std::optional<std::string>& tag, int device,
                                    std::size_t needed, const OutOfMemory& cause);
-  void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
+  /// Counts a committed pause or resume in the statistics, and logs it
+  /// (info). Never throws: without memory for it, the operation still
+  /// succeeded.
+  void record_transition(const std::vector<Allocation*>& allocations,
+                         const std::optional<std::string>& tag, bool pause,
+                         const PhaseClock& clock) noexcept;
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
   /// Tries to map every kBroken allocation again; those that succeed are
