@@ -273,6 +273,10 @@ class Engine {
   /// Whether a restore of `tag` is running (mutex_ held).
   [[nodiscard]] bool restore_running(const std::optional<std::string>& tag) const;
   [[nodiscard]] bool restore_running(const Allocation& allocation) const;
+  /// The message for the failed restores of `tag`, all marked raised now
+  /// (the next wait retries them); nullopt when there are none. mutex_ held.
+  [[nodiscard]] std::optional<std::string> raise_failed_restores(
+      const std::optional<std::string>& tag);
   /// Waits for the restores of `tag` still running; @throws InvalidState
   /// naming `operation` when one of them failed. Before claiming.
   void settle_restores(const std::optional<std::string>& tag, const char* operation);

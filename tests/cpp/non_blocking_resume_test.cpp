@@ -239,6 +239,29 @@ TEST(NonBlockingResume, ACopyFailingAfterReturnIsRaisedByWaitAndTheNextWaitResto
   EXPECT_TRUE(NonBlockingWorld::intact(w.params));
 }
 
+// A failed restore raised by a pause (or resume, or wait on a stream)
+// counts as raised for all of its allocations, as when wait() raises it:
+// the next wait() copies them back, however many there are.
+TEST(NonBlockingResume, AFailureRaisedByAPauseIsRetriedByTheNextWait) {
+  for (const bool on_stream : {false, true}) {
+    SCOPED_TRACE(on_stream ? "raised by wait_on_stream" : "raised by pause");
+    NonBlockingWorld w;
+    w.engine->pause("opt");
+    w.sim.fail_call(DriverCall::kSynchronizeEvent, 1);
+    w.engine->resume("opt", ResumeMode::kNonBlocking);
+    w.engine->drain_host_releases();  // the watcher is done with it
+    if (on_stream) {
+      EXPECT_THROW(w.engine->wait_on_stream("opt", nullptr), Error);
+    } else {
+      EXPECT_THROW(w.engine->pause("opt"), InvalidState);
+    }
+    w.sim.simulation().set_copies_deferred(false);
+    EXPECT_NO_THROW(w.engine->wait("opt")) << "raised twice instead of retried";
+    EXPECT_TRUE(NonBlockingWorld::intact(w.opt));
+    EXPECT_EQ(w.backup_bytes("opt"), 0u);
+  }
+}
+
 TEST(NonBlockingResume, AFailedRestoreCanBeGivenUpByFreeOrDiscardWithoutLeaks) {
   NonBlockingWorld w;
   w.engine->pause(std::nullopt);
