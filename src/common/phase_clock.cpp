@@ -1,13 +1,19 @@
 #include "common/phase_clock.h"
 
 #include <cstdio>
+#include <exception>
 #include <utility>
 
 namespace tms {
 
-void PhaseClock::lap(std::string phase) {
+void PhaseClock::lap(std::string phase) noexcept {
   const Clock::time_point now = Clock::now();
-  phases_.emplace_back(std::move(phase), std::chrono::duration<double>(now - last_).count());
+  try {
+    phases_.emplace_back(std::move(phase), std::chrono::duration<double>(now - last_).count());
+  } catch (const std::exception&) {
+    // No memory: the phase's time goes to the next one.
+    return;
+  }
   last_ = now;
 }
 

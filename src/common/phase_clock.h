@@ -13,7 +13,9 @@ namespace tms {
 class PhaseClock {
  public:
   /// Ends the current phase and names it; the next phase starts now.
-  void lap(std::string phase);
+  /// Never throws (operations lap after their commit): without memory to
+  /// keep it, the phase is left out of describe().
+  void lap(std::string phase) noexcept;
 
   [[nodiscard]] double total_seconds() const;
 

@@ -288,12 +288,7 @@ void Engine::pause(const std::optional<std::string>& tag) {
         allocation->backup = std::move(it->second);
     }
   }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/true, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "paused " + describe_transition(claimed, tag, "to") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  record_transition(claimed, tag, /*pause=*/true, clock);
 }
 
 std::vector<Unmapping> Engine::unmap_all(const std::vector<Allocation*>& claimed) {
@@ -393,18 +388,12 @@ void Engine::resume(const std::optional<std::string>& tag, ResumeMode mode) {
 
   // 3. Commit: the point of no return. Everything is mapped and restored,
   //    or (non-blocking) being restored by copies that nothing can stop now.
-  if (in_flight) {
-    in_flight->marks = pipeline.detach_restores();  // last step that may fail
-    std::lock_guard lock(mutex_);
-    restores_in_flight_.reserve(restores_in_flight_.size() + 1);
-  }
   Released released = commit_resume(claimed, pipeline, in_flight);
+  // Busy until the watcher is done; it gets the restore as resume returns
+  // (the records are read until then, and may be freed once it is done).
+  if (in_flight) unclaim_on_exit.keep(std::move(in_flight));
   for (DiskFile& file : released.files) disk_.close_later(std::move(file));
   clock.lap("commit");
-  if (in_flight) {
-    unclaim_on_exit.keep(in_flight->allocations);  // busy until the watcher is done
-    watch_restore(std::move(in_flight));
-  }
 
   // 4. Give the host backups back before returning, so that the caller (or
   //    a process beside it) finds the memory free the moment resume returns.
@@ -413,12 +402,7 @@ void Engine::resume(const std::optional<std::string>& tag, ResumeMode mode) {
     host_memory_.give_back(std::move(released.host));
     clock.lap("host release");
   }
-  const double seconds = clock.total_seconds();
-  record_transition(claimed, /*pause=*/false, seconds);
-  if (log_enabled(LogLevel::kInfo)) {
-    log(LogLevel::kInfo, "resumed " + describe_transition(claimed, tag, "from") + " in " +
-                             describe_milliseconds(seconds) + ": " + clock.describe());
-  }
+  record_transition(claimed, tag, /*pause=*/false, clock);
 }
 
 std::vector<ResumePipeline::Item> Engine::pipeline_items(const std::vector<Allocation*>& claimed) {
@@ -440,6 +424,15 @@ Released Engine::commit_resume(const std::vector<Allocation*>& claimed, ResumePi
   released.reserve(claimed.size());
   std::vector<const Allocation*> without_contents;
   without_contents.reserve(claimed.size());
+  if (in_flight) {
+    {
+      std::lock_guard lock(mutex_);
+      restores_in_flight_.reserve(restores_in_flight_.size() + 1);
+    }
+    // The last step that may fail: until it returns the copies are the
+    // pipeline's, and its unwinding waits for them before unmapping.
+    in_flight->marks = pipeline.detach_restores();
+  }
   std::size_t next_in_flight = 0;
   {
     std::lock_guard lock(mutex_);
@@ -809,24 +802,38 @@ OutOfMemory Engine::resume_out_of_memory(const std::optional<std::string>& tag, 
                      needed, free_bytes.value_or(cause.bytes_free()));
 }
 
-void Engine::record_transition(const std::vector<Allocation*>& allocations, bool pause,
-                               double seconds) {
+void Engine::record_transition(const std::vector<Allocation*>& allocations,
+                               const std::optional<std::string>& tag, bool pause,
+                               const PhaseClock& clock) noexcept {
+  const double seconds = clock.total_seconds();
   const double now = unix_now();
-  std::lock_guard lock(mutex_);
-  std::set<StatsKey> keys;
-  for (const Allocation* allocation : allocations)
-    keys.insert({allocation->tag, allocation->device});
-  for (const StatsKey& key : keys) {
-    Counters& counters = counters_[key];
-    if (pause) {
-      ++counters.pause_count;
-      counters.last_pause_seconds = seconds;
-      counters.last_pause_unix = now;
-    } else {
-      ++counters.resume_count;
-      counters.last_resume_seconds = seconds;
-      counters.last_resume_unix = now;
+  try {
+    std::lock_guard lock(mutex_);
+    std::set<StatsKey> keys;
+    for (const Allocation* allocation : allocations)
+      keys.insert({allocation->tag, allocation->device});
+    for (const StatsKey& key : keys) {
+      Counters& counters = counters_[key];
+      if (pause) {
+        ++counters.pause_count;
+        counters.last_pause_seconds = seconds;
+        counters.last_pause_unix = now;
+      } else {
+        ++counters.resume_count;
+        counters.last_resume_seconds = seconds;
+        counters.last_resume_unix = now;
+      }
     }
+  } catch (const std::exception&) {
+    // No memory for the statistics: the operation is committed all the same.
+  }
+  if (!log_enabled(LogLevel::kInfo)) return;
+  try {
+    log(LogLevel::kInfo, std::string(pause ? "paused " : "resumed ") +
+                             describe_transition(allocations, tag, pause ? "to" : "from") + " in " +
+                             describe_milliseconds(seconds) + ": " + clock.describe());
+  } catch (const std::exception&) {
+    // Likewise for the log line.
   }
 }
 

@@ -59,6 +59,7 @@
 #include "backup/host_memory.h"
 #include "backup/ordered_worker.h"
 #include "common/errors.h"
+#include "common/phase_clock.h"
 #include "core/allocation.h"
 #include "core/allocation_owners.h"
 #include "core/registry.h"
@@ -244,10 +245,12 @@ class Engine {
   std::vector<Unmapping> unmap_all(const std::vector<Allocation*>& claimed);
   /// What resume's pipeline maps, with the plain host copies it restores.
   static std::vector<ResumePipeline::Item> pipeline_items(const std::vector<Allocation*>& claimed);
-  /// Resume step 3, which cannot fail: the claimed records take their
-  /// memory from `pipeline` and become active; what is not retained of their
-  /// backups is returned for the caller to give back, except the host
-  /// copies of `in_flight` (a non-blocking resume's, still being copied back).
+  /// Resume step 3: the claimed records take their memory from `pipeline`
+  /// and become active; what is not retained of their backups is returned
+  /// for the caller to give back, except the host copies of `in_flight` (a
+  /// non-blocking resume's, still being copied back, whose marks it takes
+  /// from the pipeline). @throws only before anything is committed or
+  /// detached (the pipeline can still unwind then).
   Released commit_resume(const std::vector<Allocation*>& claimed, ResumePipeline& pipeline,
                          const std::shared_ptr<RestoreInFlight>& in_flight);
   /// Marks the matching allocations busy and returns them.
@@ -270,6 +273,10 @@ class Engine {
   /// Whether a restore of `tag` is running (mutex_ held).
   [[nodiscard]] bool restore_running(const std::optional<std::string>& tag) const;
   [[nodiscard]] bool restore_running(const Allocation& allocation) const;
+  /// The message for the failed restores of `tag`, all marked raised now
+  /// (the next wait retries them); nullopt when there are none. mutex_ held.
+  [[nodiscard]] std::optional<std::string> raise_failed_restores(
+      const std::optional<std::string>& tag);
   /// Waits for the restores of `tag` still running; @throws InvalidState
   /// naming `operation` when one of them failed. Before claiming.
   void settle_restores(const std::optional<std::string>& tag, const char* operation);
@@ -291,7 +298,12 @@ class Engine {
   /// there, what is free now (when that can be measured) and `cause`.
   OutOfMemory resume_out_of_memory(const std::optional<std::string>& tag, int device,
                                    std::size_t needed, const OutOfMemory& cause);
-  void record_transition(const std::vector<Allocation*>& allocations, bool pause, double seconds);
+  /// Counts a committed pause or resume in the statistics, and logs it
+  /// (info). Never throws: without memory for it, the operation still
+  /// succeeded.
+  void record_transition(const std::vector<Allocation*>& allocations,
+                         const std::optional<std::string>& tag, bool pause,
+                         const PhaseClock& clock) noexcept;
   /// Gives back what earlier give-backs could not (see ParkingLot).
   void retry_parked();
   /// Tries to map every kBroken allocation again; those that succeed are
@@ -309,14 +321,20 @@ class Engine {
         : engine_(engine), claimed_(claimed) {}
     ClaimGuard(const ClaimGuard&) = delete;
     ClaimGuard& operator=(const ClaimGuard&) = delete;
-    ~ClaimGuard() { engine_.unclaim(claimed_, kept_); }
-    /// Leaves `records` busy at the end (a restore in flight owns them now).
-    void keep(std::vector<Allocation*> records) noexcept { kept_ = std::move(records); }
+    ~ClaimGuard() {
+      static const std::vector<Allocation*> kNone;
+      engine_.unclaim(claimed_, kept_ ? kept_->allocations : kNone);
+      // Last: once the watcher is done with them, the records may be freed.
+      if (kept_) engine_.watch_restore(std::move(kept_));
+    }
+    /// Leaves the records of `restore` busy at the end and hands it to the
+    /// watcher then: the operation reads its records until it returns.
+    void keep(std::shared_ptr<RestoreInFlight> restore) noexcept { kept_ = std::move(restore); }
 
    private:
     Engine& engine_;
     const std::vector<Allocation*>& claimed_;
-    std::vector<Allocation*> kept_;
+    std::shared_ptr<RestoreInFlight> kept_;
   };
 
   Driver& driver_;

@@ -127,14 +127,33 @@ bool Engine::restore_running(const Allocation& allocation) const {
   });
 }
 
+std::optional<std::string> Engine::raise_failed_restores(const std::optional<std::string>& tag) {
+  std::size_t failed = 0;
+  const Allocation* first = nullptr;
+  for (const auto& [base, allocation] : registry_.all()) {
+    if (allocation->restore_error.empty() || !tag_matches(tag, allocation->tag)) continue;
+    ++failed;
+    if (first == nullptr || (first->restore_error_raised && !allocation->restore_error_raised)) {
+      first = allocation.get();
+    }
+  }
+  if (failed == 0) return std::nullopt;
+  std::string message = restore_failure(failed, tag, first->restore_error);  // first: it may throw
+  // Raised now for all of them: the next wait() copies them back again.
+  for (auto& [base, allocation] : registry_.all()) {
+    if (!allocation->restore_error.empty() && tag_matches(tag, allocation->tag)) {
+      allocation->restore_error_raised = true;
+    }
+  }
+  return message;
+}
+
 void Engine::settle_restores(const std::optional<std::string>& tag, const char* operation) {
   std::unique_lock lock(mutex_);
   idle_.wait(lock, [&] { return !restore_running(tag); });
-  for (auto& [base, allocation] : registry_.all()) {
-    if (allocation->restore_error.empty() || !tag_matches(tag, allocation->tag)) continue;
-    allocation->restore_error_raised = true;
-    throw InvalidState(std::string(operation) + " of " + describe_tag(tag) + " refused: " +
-                       restore_failure(1, allocation->tag, allocation->restore_error));
+  if (std::optional<std::string> failure = raise_failed_restores(tag)) {
+    throw InvalidState(std::string(operation) + " of " + describe_tag(tag) +
+                       " refused: " + *failure);
   }
 }
 
@@ -142,24 +161,16 @@ void Engine::wait(const std::optional<std::string>& tag) {
   {
     std::unique_lock lock(mutex_);
     idle_.wait(lock, [&] { return !restore_running(tag); });
-    std::size_t failed = 0;
-    const Allocation* first_new = nullptr;
-    for (auto& [base, allocation] : registry_.all()) {
+    bool failed = false;
+    bool raised = true;
+    for (const auto& [base, allocation] : registry_.all()) {
       if (allocation->restore_error.empty() || !tag_matches(tag, allocation->tag)) continue;
-      ++failed;
-      if (!allocation->restore_error_raised && first_new == nullptr) first_new = allocation.get();
+      failed = true;
+      raised = raised && allocation->restore_error_raised;
     }
-    if (failed == 0) return;
-    if (first_new != nullptr) {
-      // Raised once; the next wait retries.
-      const std::string message = restore_failure(failed, tag, first_new->restore_error);
-      for (auto& [base, allocation] : registry_.all()) {
-        if (!allocation->restore_error.empty() && tag_matches(tag, allocation->tag)) {
-          allocation->restore_error_raised = true;
-        }
-      }
-      throw Error(TMS_ERROR_DRIVER, message);
-    }
+    if (!failed) return;
+    // Raised once; the next wait retries.
+    if (!raised) throw Error(TMS_ERROR_DRIVER, *raise_failed_restores(tag));
   }
   retry_restores(tag);
 }
@@ -210,10 +221,8 @@ void Engine::wait_on_stream(const std::optional<std::string>& tag, StreamHandle 
   std::vector<std::shared_ptr<RestoreInFlight>> running;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [base, allocation] : registry_.all()) {
-      if (allocation->restore_error.empty() || !tag_matches(tag, allocation->tag)) continue;
-      allocation->restore_error_raised = true;
-      throw Error(TMS_ERROR_DRIVER, restore_failure(1, allocation->tag, allocation->restore_error));
+    if (std::optional<std::string> failure = raise_failed_restores(tag)) {
+      throw Error(TMS_ERROR_DRIVER, *failure);
     }
     for (const auto& restore : restores_in_flight_) {
       if (std::ranges::any_of(restore->allocations, [&](const Allocation* allocation) {

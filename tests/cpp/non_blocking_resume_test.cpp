@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "common/errors.h"
 #include "core/engine.h"
 #include "faulty_sim.h"
+#include "forwarding_driver.h"
 #include "test_support.h"
 
 namespace tms {
@@ -237,6 +239,29 @@ TEST(NonBlockingResume, ACopyFailingAfterReturnIsRaisedByWaitAndTheNextWaitResto
   EXPECT_TRUE(NonBlockingWorld::intact(w.params));
 }
 
+// A failed restore raised by a pause (or resume, or wait on a stream)
+// counts as raised for all of its allocations, as when wait() raises it:
+// the next wait() copies them back, however many there are.
+TEST(NonBlockingResume, AFailureRaisedByAPauseIsRetriedByTheNextWait) {
+  for (const bool on_stream : {false, true}) {
+    SCOPED_TRACE(on_stream ? "raised by wait_on_stream" : "raised by pause");
+    NonBlockingWorld w;
+    w.engine->pause("opt");
+    w.sim.fail_call(DriverCall::kSynchronizeEvent, 1);
+    w.engine->resume("opt", ResumeMode::kNonBlocking);
+    w.engine->drain_host_releases();  // the watcher is done with it
+    if (on_stream) {
+      EXPECT_THROW(w.engine->wait_on_stream("opt", nullptr), Error);
+    } else {
+      EXPECT_THROW(w.engine->pause("opt"), InvalidState);
+    }
+    w.sim.simulation().set_copies_deferred(false);
+    EXPECT_NO_THROW(w.engine->wait("opt")) << "raised twice instead of retried";
+    EXPECT_TRUE(NonBlockingWorld::intact(w.opt));
+    EXPECT_EQ(w.backup_bytes("opt"), 0u);
+  }
+}
+
 TEST(NonBlockingResume, AFailedRestoreCanBeGivenUpByFreeOrDiscardWithoutLeaks) {
   NonBlockingWorld w;
   w.engine->pause(std::nullopt);
@@ -319,6 +344,69 @@ TEST(NonBlockingResume, TeardownWithARestoreInFlightFinishesItAndLeaksNothing) {
   EXPECT_EQ(after.host, 0u);
   EXPECT_EQ(after.mapped, 0u);
   EXPECT_EQ(after.reserved, 0u);
+}
+
+/// Runs `hook` once, on the thread that armed it, at its first host free
+/// after arm(): inside a resume, that is where it gives host backups back,
+/// after it handed its restore to the watcher.
+class HostFreeHook : public testing::ForwardingDriver {
+ public:
+  using ForwardingDriver::ForwardingDriver;
+  void arm(std::function<void()> hook) {
+    hook_ = std::move(hook);
+    thread_ = std::this_thread::get_id();
+  }
+  void host_unregister(void* ptr) override {
+    fire();
+    ForwardingDriver::host_unregister(ptr);
+  }
+  void host_free(void* ptr, std::size_t size) override {
+    fire();
+    ForwardingDriver::host_free(ptr, size);
+  }
+
+ private:
+  void fire() {
+    if (!hook_ || std::this_thread::get_id() != thread_) return;
+    std::function<void()> hook = std::move(hook_);
+    hook_ = nullptr;
+    hook();
+  }
+  std::function<void()> hook_;
+  std::thread::id thread_;
+};
+
+// Once the watcher is done with a restore, its records are free to go: the
+// resume that started it must not read them after handing it over (its
+// statistics and log line). Under ASan a read of a freed record fails here.
+TEST(NonBlockingResume, ARecordFreedAsSoonAsItsRestoreIsDoneIsNotReadByTheResume) {
+  SimDriver sim({.device_count = 1, .capacity_bytes = 256 * kMiB});
+  HostFreeHook driver(sim);
+  Engine engine(driver);
+  const DevicePtr plain =
+      engine.allocate(testing::request(2 * kMiB, 0, "opt", testing::host_backup()));
+  const DevicePtr packed =
+      engine.allocate(testing::request(2 * kMiB, 0, "opt", testing::compressed_backup()));
+  testing::fill_pattern(packed, 2 * kMiB, 7);
+  engine.pause("opt");
+  std::unique_ptr<Background> free_plain;
+  // The compressed backup's host memory goes back on the resuming thread,
+  // late in the resume: a free of the restored allocation beside it gets
+  // time to finish there, if the restore is done already.
+  driver.arm([&] {
+    free_plain = std::make_unique<Background>([&] { engine.free(plain); });
+    for (int i = 0; i < 200 && !free_plain->done(); ++i) std::this_thread::sleep_for(1ms);
+  });
+  engine.resume("opt", ResumeMode::kNonBlocking);
+  ASSERT_NE(free_plain, nullptr) << "the hook did not run";
+  EXPECT_EQ(free_plain->join(), "");
+  EXPECT_FALSE(engine.owns(plain));
+  EXPECT_TRUE(testing::has_pattern(packed, 2 * kMiB, 7));
+  const EngineStats stats = engine.stats();
+  ASSERT_EQ(stats.entries.size(), 1u);
+  EXPECT_EQ(stats.entries[0].tag, "opt");
+  EXPECT_EQ(stats.entries[0].resume_count, 1u);
+  engine.free(packed);
 }
 
 // Threads resuming without blocking, waiting (on the host and on a stream),

@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -226,6 +227,61 @@ TEST(EngineDeathTest, RunningOutOfMemoryWhileLettingGoOfBackupsNeverAborts) {
           } catch (const std::bad_alloc&) {
           }
           g_fail_in = 0;
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// Running out of host memory in a non-blocking resume: before its commit
+// it leaves everything paused with its backups and no copy queued into the
+// memory it unmapped again; after it, the restore is watched and finished
+// (wait() returns, the records can be freed). Never an abort or a hang.
+TEST(EngineDeathTest, RunningOutOfMemoryInANonBlockingResumeLeavesNoCopyBehindAndNoHang) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(60);  // a restore nobody watches would make wait() hang
+        using testing::kMiB;
+        // Until a resume runs without reaching its nth allocation: some
+        // failures are absorbed (a repair or a thread start is tried later).
+        bool reached = true;
+        for (int nth = 1; reached; ++nth) {
+          testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+          Engine engine(sim);
+          const DevicePtr a =
+              engine.allocate(testing::request(kMiB, 0, "w", testing::host_backup()));
+          const DevicePtr b =
+              engine.allocate(testing::request(kMiB + 3, 0, "w", testing::host_backup()));
+          testing::fill_pattern(a, kMiB, 1);
+          testing::fill_pattern(b, kMiB + 3, 2);
+          engine.pause("w");
+          sim.simulation().set_copies_deferred(true);
+          g_fail_in = nth;
+          bool threw = false;
+          try {
+            engine.resume("w", ResumeMode::kNonBlocking);
+          } catch (const std::bad_alloc&) {
+            threw = true;
+          } catch (const tms::Error&) {
+            threw = true;
+          }
+          reached = g_fail_in == 0;
+          g_fail_in = 0;
+          const TagDeviceStats stats = engine.stats().entries.at(0);
+          if (threw && stats.active_bytes == 0) {
+            // Before the commit: paused, backups kept, no copy left queued.
+            if (sim.simulation().deferred_copies() != 0) std::_Exit(3);
+            if (stats.backup_bytes < 2 * kMiB) std::_Exit(4);
+          } else if (threw) {
+            std::_Exit(5);  // committed, yet reported as failed
+          }
+          engine.wait("w");
+          engine.resume("w");
+          if (!testing::has_pattern(a, kMiB, 1) || !testing::has_pattern(b, kMiB + 3, 2))
+            std::_Exit(6);
+          engine.free(a);
+          engine.free(b);
         }
         std::_Exit(0);
       },
