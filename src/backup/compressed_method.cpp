@@ -1,9 +1,12 @@
 #include "backup/compressed_method.h"
 
+#include <exception>
 #include <optional>
+#include <string>
 
 #include "backup/compressed_copies.h"
 #include "backup/host_method.h"
+#include "common/log.h"
 
 namespace tms {
 namespace {
@@ -17,6 +20,20 @@ std::vector<CompressItem> compress_items(const std::vector<BackupTarget>& target
 }
 
 }  // namespace
+
+void CompressedMethod::prepare_allocation(int device) {
+  try {
+    driver_.codec_prepare(device);
+  } catch (const std::exception& error) {
+    try {
+      log(LogLevel::kWarning, "the compressed-backup kernels could not be loaded on device " +
+                                  std::to_string(device) + " yet (" + error.what() +
+                                  "); the first compressed pause loads them");
+    } catch (const std::exception&) {
+      // The allocation goes on either way.
+    }
+  }
+}
 
 std::vector<std::unique_ptr<Backup>> CompressedMethod::save(
     const std::vector<BackupTarget>& targets) {

@@ -34,9 +34,11 @@ class CompressedMethod final : public BackupMethod {
   CompressedMethod(Driver& driver, ParkingLot& parking, HostMemory& host, CopyPipeline& copies)
       : driver_(driver), parking_(parking), host_(host), copies_(copies) {}
 
-  /// Loads the codec kernels on `device` (once): the first compressed
-  /// pause would wait for that otherwise. @throws DriverError.
-  void prepare_allocation(int device) override { driver_.codec_prepare(device); }
+  /// Loads the codec kernels on `device` (once), so the first compressed
+  /// pause does not wait for that. Best effort: where loading fails now
+  /// (inside a graph capture, say), the first pause loads them, and fails
+  /// then if it still cannot. Never throws.
+  void prepare_allocation(int device) override;
   /// Measures every target on its device first (the host memory to ask
   /// for is what the codec will store), then encodes into it. The device
   /// scratch is given back before this returns, so before the unmap.

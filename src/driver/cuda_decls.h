@@ -45,7 +45,10 @@ typedef enum CUstreamCaptureStatus_enum {
 
 #define CU_STREAM_LEGACY ((CUstream)0x1)
 
-typedef enum CUevent_flags_enum { CU_EVENT_DISABLE_TIMING = 0x2 } CUevent_flags;
+typedef enum CUevent_flags_enum {
+  CU_EVENT_BLOCKING_SYNC = 0x1,
+  CU_EVENT_DISABLE_TIMING = 0x2
+} CUevent_flags;
 
 typedef enum CUdriverProcAddress_flags_enum {
   CU_GET_PROC_ADDRESS_DEFAULT = 0

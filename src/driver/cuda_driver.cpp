@@ -580,7 +580,10 @@ EventHandle CudaDriver::create_event(int device) {
   const CudaApi& cu = state_->api();
   ScopedContext guard(cu, state_->primary_context(device));
   CUevent event = nullptr;
-  TMS_CU_TRY(cu, cuEventCreate, on_device(device), &event, CU_EVENT_DISABLE_TIMING);
+  // Blocking sync: the thread that waits for a restore behind a
+  // non-blocking resume sleeps instead of spinning a core for its length.
+  TMS_CU_TRY(cu, cuEventCreate, on_device(device), &event,
+             CU_EVENT_DISABLE_TIMING | CU_EVENT_BLOCKING_SYNC);
   return event;
 }
 

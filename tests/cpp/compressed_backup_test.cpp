@@ -250,21 +250,27 @@ void sweep(bool resume) {
 }
 
 TEST(CompressedBackup, TheCodecIsReadiedByTheAllocationNotByTheFirstPause) {
-  testing::FaultySim sim({.device_count = 1, .capacity_bytes = 64 * kMiB});
+  // Room for the resume's decoding scratch.
+  testing::FaultySim sim({.device_count = 1, .capacity_bytes = 512 * kMiB});
   Engine engine(sim);
-  const testing::SimSnapshot empty = testing::snapshot(sim);
-  // Readying fails: the allocation fails with it, and takes nothing.
-  sim.fail_call(DriverCall::kCodec, 1);
-  EXPECT_THROW((void)engine.allocate(testing::request(kMiB, 0, "w", testing::compressed_backup())),
-               DriverError);
-  EXPECT_EQ(testing::snapshot(sim), empty);
-  const std::size_t before = sim.call_count(DriverCall::kCodec);
+  std::size_t before = sim.call_count(DriverCall::kCodec);
   const DevicePtr ptr =
       engine.allocate(testing::request(kMiB, 0, "w", testing::compressed_backup()));
   EXPECT_EQ(sim.call_count(DriverCall::kCodec), before + 1) << "the allocation readies the codec";
-  (void)engine.allocate(testing::request(kMiB, 0, "plain", testing::host_backup()));
-  EXPECT_EQ(sim.call_count(DriverCall::kCodec), before + 1) << "other kinds do not";
-  engine.free(ptr);
+  before = sim.call_count(DriverCall::kCodec);
+  const DevicePtr plain =
+      engine.allocate(testing::request(kMiB, 0, "plain", testing::host_backup()));
+  EXPECT_EQ(sim.call_count(DriverCall::kCodec), before) << "other kinds do not";
+  // Readying is best effort: where it fails (inside a graph capture, say)
+  // the allocation goes on, and its pause and resume work.
+  sim.fail_call(DriverCall::kCodec, 1);
+  const DevicePtr late =
+      engine.allocate(testing::request(kMiB, 0, "w", testing::compressed_backup()));
+  testing::fill_pattern(late, kMiB, 9);
+  engine.pause("w");
+  engine.resume("w");
+  EXPECT_TRUE(testing::has_pattern(late, kMiB, 9));
+  for (const DevicePtr each : {ptr, plain, late}) engine.free(each);
 }
 
 TEST(CompressedBackup, EveryDriverCallFailingInPauseLeavesEverythingActive) { sweep(false); }
