@@ -82,6 +82,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=16384, help="rows of the batch")
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
+    tms.hook_mode = "torch"  # no LD_PRELOAD needed
 
     models = {name: build(name, args.hidden, args.layers, seed=1) for name in ("blocking", "overlap")}
     params_bytes = sum(p.numel() * p.element_size() for p in models["blocking"][0].parameters())

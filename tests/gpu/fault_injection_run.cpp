@@ -277,6 +277,15 @@ void sweep_one(Driver& target, DriverCall call, int nth, InjectedFailure failure
 }
 
 void run_sweep(Driver& target, Problems& problems) {
+  // A first world whose teardown is not compared: on an H100 (driver 580)
+  // the first world of a process had 2 MiB less free after its teardown,
+  // memory the driver keeps once it has made a context's first streams and
+  // copies (a later world's teardown is compared exactly).
+  {
+    FaultInjectingDriver faults(target);
+    World warm_up(target, faults);
+    (void)warm_up.teardown();
+  }
   // Counts of each call in one fault-free cycle (after warm-up).
   std::vector<std::size_t> calls(static_cast<std::size_t>(DriverCall::kCount));
   {
