@@ -5,12 +5,18 @@ int64 values (a bf16 tensor holds its bytes as int64 words, so that its
 int64 view is itself), "device memory" is a counter, matmuls do nothing, and
 FakeSaver pauses and resumes the tensors a region made (dropping contents
 without backup, keeping them with one; `corrupt` changes one value on
-resume, as a broken restore would).
+resume, as a broken restore would). A non-blocking resume restores the
+contents and gives the host backup back only at wait(), so a worker that
+reads the tensors before waiting reads the wrong values; `host_bytes()` is
+the host backup memory held, for a stand-in of the process's RSS.
 """
 
 import contextlib
 import itertools
+import json
 import os
+import random
+import time
 import types
 
 MIB = 1 << 20
@@ -51,6 +57,14 @@ class FakeTensor:
         self.values[:] = [v + value for v in self.values]
         return self
 
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        draw = random.Random(generator.draw() if generator is not None else 0)
+        self.values[:] = [draw.getrandbits(63) for _ in self.values]  # bf16 values as their int64 words
+        return self
+
+    def sum(self):
+        return FakeTensor(self.torch, [sum(self.values)])
+
     def copy_(self, other, non_blocking=False):
         self.values[:] = other.values[: len(self.values)]
         return self
@@ -72,6 +86,35 @@ class FakeTensor:
 
     def __int__(self):
         return int(self.values[0])
+
+
+class FakeEvent:
+    """A CUDA event whose time is the host's when recorded (the fake's work is done when queued)."""
+
+    def __init__(self, enable_timing=False):
+        self.at = None
+
+    def record(self, stream=None):
+        self.at = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return (end.at - self.at) * 1e3
+
+
+class FakeGenerator:
+    def __init__(self, device=None):
+        self.seed = 0
+
+    def manual_seed(self, seed):
+        self.seed = seed
+        return self
+
+    def draw(self):
+        self.seed += 1
+        return self.seed
 
 
 class FakeCuda:
@@ -109,6 +152,11 @@ class FakeCuda:
     def stream(self, stream):
         yield
 
+    def current_stream(self):
+        return types.SimpleNamespace(synchronize=lambda: None)
+
+    Event = FakeEvent
+
     def cudart(self):
         return types.SimpleNamespace(cudaHostRegister=lambda *args: 0, cudaHostUnregister=lambda *args: 0)
 
@@ -125,6 +173,7 @@ class FakeTorch:
         self._C = types.SimpleNamespace()
         self.region = None  # the FakeSaver region allocating now
         self.matmuls = 0
+        self.Generator = FakeGenerator
 
     def empty(self, n, dtype="int64", device=None, pin_memory=False):
         if isinstance(n, (tuple, list)):  # a shape
@@ -169,13 +218,16 @@ class FakeSaver:
     def __init__(self, torch, corrupt=False):
         self.torch, self.corrupt = torch, corrupt
         self.retain_cpu_backup = False
-        self.tags = {}  # tag -> {"tensors", "backup", "paused", "saved"}
+        self.tags = {}  # tag -> {"tensors", "backup", "paused", "saved", "pending"}
         self.disk_dir = None
+        self.calls = []  # (verb, tag, non_blocking or stream given)
 
     @contextlib.contextmanager
-    def region(self, tag, enable_cpu_backup=False, enable_disk_backup=False, cpu_backup_backend=None):
+    def region(self, tag, enable_cpu_backup=False, enable_disk_backup=False, cpu_backup_backend=None,
+               compress=False):
         entry = self.tags.setdefault(tag, {"tensors": [], "backup": enable_cpu_backup or enable_disk_backup,
-                                           "disk": enable_disk_backup, "paused": False, "saved": None})
+                                           "disk": enable_disk_backup, "compress": compress, "paused": False,
+                                           "saved": None, "pending": False})
         self.torch.region = entry["tensors"]
         try:
             yield
@@ -188,8 +240,19 @@ class FakeSaver:
     def _bytes(self, entry):
         return sum(t.numel() * t.itemsize for t in entry["tensors"])
 
+    def _backup_bytes(self, entry):
+        """Host bytes of the backup while it is held: 7/10 of the tensors' compressed (bf16 weights), all plain."""
+        held = entry["backup"] and not entry["disk"] and (entry["paused"] or entry["pending"])
+        size = self._bytes(entry)
+        return (size * 7 // 10 if entry["compress"] else size) if held else 0
+
+    def host_bytes(self):
+        return sum(self._backup_bytes(e) for e in self.tags.values())
+
     def pause(self, tag):
+        self.calls.append(("pause", tag, False))
         entry = self.tags[tag]
+        self._finish(entry)  # as the engine: a pause waits for the restore in flight
         if entry["paused"]:
             return
         if entry["backup"]:
@@ -201,36 +264,76 @@ class FakeSaver:
         self.torch.cuda.used -= self._bytes(entry)
         entry["paused"] = True
 
-    def resume(self, tag):
+    def resume(self, tag, non_blocking=False):
+        self.calls.append(("resume", tag, non_blocking))
         entry = self.tags[tag]
         if not entry["paused"]:
             return
         self.torch.cuda.used += self._bytes(entry)
-        for index, tensor in enumerate(entry["tensors"]):
-            tensor.values[:] = entry["saved"][index] if entry["backup"] else [0] * tensor.numel()
-        if self.corrupt and entry["tensors"]:
-            entry["tensors"][-1].values[-1] += 1
         if entry["disk"]:
             for fd in entry.pop("files"):
                 os.close(fd)
         entry["paused"] = False
+        entry["pending"] = True
+        if not (non_blocking and entry["backup"]):
+            self._finish(entry)
+
+    def _finish(self, entry):
+        """The restore copies: contents back, the host backup given back."""
+        if not entry["pending"]:
+            return
+        for index, tensor in enumerate(entry["tensors"]):
+            tensor.values[:] = entry["saved"][index] if entry["backup"] else [0] * tensor.numel()
+        if self.corrupt and entry["tensors"]:
+            entry["tensors"][-1].values[-1] += 1
+        entry["pending"] = False
+
+    def wait(self, tag=None, stream=None):
+        self.calls.append(("wait", tag, stream is not None))
+        for name, entry in self.tags.items():
+            if tag in (None, "", name):
+                self._finish(entry)
 
     def stats(self):
         return [types.SimpleNamespace(tag=tag, allocations=len(e["tensors"]),
                                       active_bytes=0 if e["paused"] else self._bytes(e),
-                                      paused_bytes=self._bytes(e) if e["paused"] else 0, backup_bytes=0,
+                                      paused_bytes=self._bytes(e) if e["paused"] else 0,
+                                      backup_bytes=self._backup_bytes(e),
                                       last_pause_seconds=0.001, last_resume_seconds=0.001)
                 for tag, e in self.tags.items()]
+
+
+def run_worker(workload, torch, spec):
+    """`workload` run on `spec` in this process, its result as the parent reads it back (through JSON)."""
+    from torch_memory_saver.bench.records import WorkerResult, to_json
+
+    result = WorkerResult(kind=spec.kind, name=spec.name)
+    workload(torch, spec, result)
+    return WorkerResult.from_json_data(json.loads(json.dumps(to_json(result))))
+
+
+class RecordingRunner:
+    """Stands in for the benchmark's process runner: records (name, spec) and answers with the results given, or an
+    empty result of the spec's kind."""
+
+    def __init__(self, answers=None):
+        self.answers, self.specs = answers or {}, []
+
+    def run(self, name, spec, env):
+        from torch_memory_saver.bench.records import WorkerResult
+
+        self.specs.append((name, spec))
+        return self.answers.get(name) or WorkerResult(kind=spec.kind, name=name)
 
 
 def install_fakes(monkeypatch):
     """FakeTorch and a FakeSaver in place of the library for every workload; raw VMM loops on the simulated
     driver. Returns (torch, saver)."""
-    from torch_memory_saver.bench import cycles, vmm, workloads
+    from torch_memory_saver.bench import compress, cycles, overlap, vmm, workloads
 
     torch = FakeTorch()
     saver = FakeSaver(torch)
-    for module in (workloads, cycles):
+    for module in (workloads, cycles, overlap, compress):
         monkeypatch.setattr(module, "library_setup", lambda spec, result: saver)
     real = vmm.measure
     monkeypatch.setattr(vmm, "measure", lambda *args, **kwargs: real(*args, **dict(kwargs, driver="sim")))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bench_fakes import MIB, install_fakes
+from bench_fakes import MIB, RecordingRunner, install_fakes
 from torch_memory_saver.bench import cli, cycles, models, render_markdown, render_rows_text
 from torch_memory_saver.bench.records import (
     BenchConfig,
@@ -265,19 +265,10 @@ def test_bad_cycles_options_are_refused(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-class _RecordingRunner:
-    def __init__(self):
-        self.specs = []
-
-    def run(self, name, spec, env):
-        self.specs.append((name, spec))
-        return WorkerResult(kind=spec.kind, name=name)
-
-
 def test_the_command_line_starts_one_cycles_worker_per_host_kind_and_layout(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     config = _parse("--parts", "backup,cycles", "--layouts", "1,16", "--cycle-gap-ms", "50")
-    runner = _RecordingRunner()
+    runner = RecordingRunner()
     workers = cli._run_workers(config, runner, {}, {})
     started = [name for name, _ in runner.specs]
     assert started == ["backup_pinned_1", "backup_pinned_16", "backup_mmap_1", "backup_mmap_16", "cycles_pinned_1",

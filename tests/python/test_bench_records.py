@@ -5,6 +5,8 @@ import math
 
 from torch_memory_saver.bench.records import (
     BackupItems,
+    CompressItems,
+    CompressRound,
     Cycle,
     CycleLayout,
     CyclesItems,
@@ -18,6 +20,8 @@ from torch_memory_saver.bench.records import (
     GapWork,
     LayoutInfo,
     NoBackupLayout,
+    OverlapCycle,
+    OverlapItems,
     RssTrace,
     SameProcessVmm,
     Timing,
@@ -39,7 +43,8 @@ def test_spec_round_trip():
     spec = WorkerSpec(kind="floors", name="floors", device=1, total_bytes=8 << 30, repeats=3,
                       vmm_layouts=[VmmLayoutSpec(label="engine-4096", count=410, size=20 << 20, for_layout=4096)],
                       disk_variants=[DiskVariantSpec(block_bytes=1 << 20, in_flight=4, direct=False)],
-                      model="llama-1b", cycles=8, cycle_gap_s=0.2, cycle_retain=True)
+                      model="llama-1b", cycles=8, cycle_gap_s=0.2, cycle_retain=True, overlap_compute_s=0.3,
+                      rss_back_timeout_s=5.0)
     assert from_json(WorkerSpec, _through_json(spec)) == spec
 
 
@@ -70,6 +75,17 @@ def test_result_items_decode_as_the_record_of_their_kind():
             cycles=[Cycle(index=1, pause_seconds=0.5, resume_seconds=0.2, rss_anon_at_resume_return=1 << 30,
                           rss_anon_later=1 << 29, rss_anon_later_seconds=1.0, contents_exact=True)])),
         WorkerResult(kind="cycles", skipped="transformers is not installed"),
+        WorkerResult(kind="overlap", items=OverlapItems(
+            layout=LayoutInfo(count=16, bytes=1 << 30, host_kind="pinned"), d2h=Timing(seconds=0.02, bytes=1 << 30),
+            compute=GapWork(asked_seconds=0.3, matrix=8192, matmuls=187), rss_back_share=0.9, rss_back_timeout_s=10.0,
+            cycles=[OverlapCycle(index=1, blocking_seconds=0.03, returned_seconds=0.001, restore_seconds=0.025,
+                                 rss_back_seconds=10.0, rss_back_timed_out=True, backup_bytes=1 << 30,
+                                 overlapped_compute_seconds=0.31, contents_exact=False)])),
+        WorkerResult(kind="compress", items=CompressItems(
+            layout=LayoutInfo(count=16, bytes=1 << 30), h2d=Timing(seconds=0.02, bytes=1 << 30),
+            first=CompressRound(index=0, z_pause_seconds=0.05, z_host_bytes=3 << 28),
+            rounds=[CompressRound(index=1, plain_pause_seconds=0.04, z_resume_seconds=0.02, plain_host_bytes=1 << 30,
+                                  contents_exact=True)])),
     ]
     for result in results:
         assert WorkerResult.from_json_data(_through_json(result)) == result
@@ -88,3 +104,5 @@ def test_an_empty_result_of_each_kind_has_its_record():
     assert WorkerResult(kind="nobackup").items == {}
     assert WorkerResult.from_json_data({"kind": "floors"}).items == FloorsItems()
     assert WorkerResult(kind="cycles").items == CyclesItems()
+    assert WorkerResult(kind="overlap").items == OverlapItems()
+    assert WorkerResult.from_json_data({"kind": "compress"}).items == CompressItems()

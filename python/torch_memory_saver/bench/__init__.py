@@ -27,6 +27,17 @@ cycles (the RL loop)
     and resume seconds and GB/s, RssAnon when resume returned and ~1 s
     later, contents compared; reported as cycle 1 apart from cycles 2..N
     (median, worst), as ratios to the same run's floors.
+overlap (opt-in: ``--parts ...,overlap``)
+    ``resume(tag, non_blocking=True)`` next to a blocking resume, per cycle:
+    when the call returned, when the restore was done (CUDA events around
+    ``wait(stream=...)``), when the host backup was given back (RSS), and how
+    much of the restore a compute step of ``--overlap-compute-ms`` hides;
+    cycle 1 and the median, each against its target.
+compress (opt-in: ``--parts ...,compress``)
+    cold pauses and resumes of a ``compress=True`` tag next to a plain one of
+    the same bf16 weight-like contents: the process's first compressed pause,
+    then rounds of both; rates of uncompressed bytes against the pinned floors
+    of the same worker, host bytes held while paused; each against its target.
 
 One job per module:
 
@@ -40,17 +51,25 @@ vmm             the raw VMM floor (C++ library on the Driver seam, loaded with c
 torch_support   what the GPU workers share: setup, timers, GPU work for gaps, content patterns, engine statistics
 workloads       what each worker kind measures
 cycles          what the cycles worker measures (the RL loop)
+overlap         what the overlap worker measures (non-blocking resume behind compute)
+compress        what the compress worker measures (compressed vs plain cold pauses)
 models          model weight layouts for the cycles part (transformers configs, meta device)
 worker          the worker protocol: spec file in, result file out, one process per group
 runner          the parent: preflight, worker environments, worker processes
 report          results to rows, ratios and verdicts
 cycles_report   the cycles part's rows: first cycle vs steady state, host memory
+metrics         the overlap and compress parts' judged values: single shot and median against a target
+overlap_report  the overlap part's values: return, restore, host backup given back, share hidden
+compress_report the compress part's values: first and later compressed pauses, against plain and the link
 render, plot    results.md, the terminal table, rate_vs_layout.png, cycles.png
+render_metrics  the overlap and compress parts in results.md and on the terminal
+plot_parts      overlap.png, compress.png
 cli             the command line and one run
 =============== ===========================================================
 
 Outputs under ``--out`` (default ./bench-results): results.json, results.md,
-rate_vs_layout.png and cycles.png (when matplotlib is importable), logs/ (one
+rate_vs_layout.png, cycles.png, overlap.png and compress.png (the parts that
+ran, when matplotlib is importable), logs/ (one
 log, spec and result per worker). Exit status: 0 all measured and contents exact; 1 some
 measurement failed; 2 the benchmark cannot run here (no torch, no GPU, no
 engine library); 3 contents differed after a resume (DATA MISMATCH). Missed

@@ -13,12 +13,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from . import models
 from .constants import (
+    COMPRESS_TENSORS,
     CYCLE_RSS_LATER_S,
+    DEFAULT_COMPRESS_GIB,
     DEFAULT_CYCLE_GAP_MS,
     DEFAULT_CYCLES,
     DEFAULT_DISK_GIB_CAP,
     DEFAULT_DISK_LAYOUTS,
     DEFAULT_LAYOUTS,
+    DEFAULT_OVERLAP_COMPUTE_MS,
     DEFAULT_PARTS,
     DISK_IO_ALIGNMENT,
     EXIT_MEASUREMENT_FAILED,
@@ -28,6 +31,10 @@ from .constants import (
     GAP_MATRIX,
     HOST_KINDS,
     MAX_DISK_LAYOUTS,
+    OVERLAP_RSS_BACK_SHARE,
+    OVERLAP_RSS_POLL_S,
+    OVERLAP_RSS_TIMEOUT_S,
+    OVERLAP_TENSORS,
     PARTS,
     QUICK_CYCLES,
     QUICK_LAYOUTS,
@@ -41,9 +48,10 @@ from .constants import (
 )
 from .disk import default_variants
 from .plot import render_cycles_plot, render_plot
+from .plot_parts import render_compress_plot, render_overlap_plot
 from .records import BenchConfig, VmmLayoutSpec, WorkerResult, WorkerSpec, to_json
 from .render import render_markdown, render_rows_text
-from .report import build_report
+from .report import Report, build_report
 from .runner import Runner, base_env, engine_vmm_layouts, library_env, preflight, run_disk_part
 
 
@@ -87,10 +95,11 @@ def build_parser(prog: str = "python -m torch_memory_saver bench") -> argparse.A
                         help="CPU backup backends to measure (default pinned,mmap)")
     parser.add_argument("--parts", type=_parse_list(PARTS, "--parts"), default=None,
                         help=f"what to run, from {','.join(PARTS)} (default {','.join(DEFAULT_PARTS)}; with "
-                             f"--quick {','.join(QUICK_PARTS)}; disk is opt-in)")
+                             f"--quick {','.join(QUICK_PARTS)}; disk, overlap and compress are opt-in)")
     parser.add_argument("--cycles", type=int, default=None,
-                        help=f"cycles of pause -> gap -> resume -> gap in the cycles part (default "
-                             f"{DEFAULT_CYCLES}; {QUICK_CYCLES} with --quick)")
+                        help=f"cycles of pause -> gap -> resume -> gap in the cycles part, and the overlap part's "
+                             f"cycles and the compress part's rounds (default {DEFAULT_CYCLES}; {QUICK_CYCLES} with "
+                             f"--quick)")
     parser.add_argument("--cycle-gap-ms", type=float, default=DEFAULT_CYCLE_GAP_MS,
                         help=f"GPU work (bf16 matmuls) between the steps of a cycle, ms (default "
                              f"{DEFAULT_CYCLE_GAP_MS:g}; 0: back to back)")
@@ -100,6 +109,12 @@ def build_parser(prog: str = "python -m torch_memory_saver bench") -> argparse.A
                         help=f"model weight layouts of the cycles part besides --layouts, from "
                              f"{','.join(models.MODELS)}, or none (default {','.join(models.MODELS)}; needs "
                              f"transformers, skipped without it)")
+    parser.add_argument("--overlap-compute-ms", type=float, default=DEFAULT_OVERLAP_COMPUTE_MS,
+                        help=f"the overlap part's compute step (bf16 matmuls) that a non-blocking resume hides "
+                             f"behind, ms (default {DEFAULT_OVERLAP_COMPUTE_MS:g})")
+    parser.add_argument("--compress-gib", type=float, default=DEFAULT_COMPRESS_GIB,
+                        help=f"bf16 payload of each of the compress part's two tags (compressed, plain), GiB "
+                             f"(default {DEFAULT_COMPRESS_GIB:g})")
     parser.add_argument("--disk-dir", default=None,
                         help="directory for the disk part (floor file and the library's backup files); a "
                              "private subdirectory is made in it and removed afterwards (default: the temp "
@@ -125,7 +140,8 @@ def build_parser(prog: str = "python -m torch_memory_saver bench") -> argparse.A
     parser.add_argument("--worker-timeout", type=float, default=300.0,
                         help="seconds before a worker process is killed and its item reported failed")
     parser.add_argument("--out", default="bench-results", help="output directory (default ./bench-results)")
-    parser.add_argument("--no-plot", action="store_true", help="do not write rate_vs_layout.png and cycles.png")
+    parser.add_argument("--no-plot", action="store_true",
+                        help="do not write rate_vs_layout.png, cycles.png, overlap.png and compress.png")
     return parser
 
 
@@ -143,6 +159,14 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Opt
         parser.error("--cycle-gap-ms must be 0 or more")
     if total_bytes // layouts[-1] < 8:
         parser.error(f"--total-gib {total_gib} is too small for {layouts[-1]} tensors")
+    if not 0 < args.overlap_compute_ms < float("inf"):
+        parser.error("--overlap-compute-ms must be positive (the compute step the restore hides behind)")
+    if "overlap" in parts and total_bytes // OVERLAP_TENSORS < 8:
+        parser.error(f"--total-gib {total_gib} is too small for the overlap part's {OVERLAP_TENSORS} tensors")
+    compress_bytes = int(args.compress_gib * GiB) if 0 < args.compress_gib < float("inf") else 0
+    if compress_bytes // COMPRESS_TENSORS < 8:
+        parser.error(f"--compress-gib must be positive and leave at least 8 bytes to each of the compress part's "
+                     f"{COMPRESS_TENSORS} tensors")
     disk_gib = args.disk_gib if args.disk_gib is not None else min(total_gib, DEFAULT_DISK_GIB_CAP)
     disk_bytes = int(disk_gib * GiB)
     disk_layouts = list(args.disk_layouts if args.disk_layouts is not None else DEFAULT_DISK_LAYOUTS)
@@ -167,6 +191,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Opt
         disk_bytes=disk_bytes, disk_gib=disk_gib, disk_layouts=disk_layouts, disk_dir=disk_dir,
         disk_repeats=args.disk_repeats, cycles=cycles, cycle_gap_ms=args.cycle_gap_ms,
         cycle_retain=args.cycle_retain, cycle_models=args.cycle_models,
+        overlap_compute_ms=args.overlap_compute_ms, compress_bytes=compress_bytes, compress_gib=args.compress_gib,
         argv=sys.argv if argv is None else ["bench", *argv],
         environment={name: os.environ.get(name) for name in RECORDED_ENV},
         stripped_from_workers=list(STRIPPED_ENV))
@@ -213,7 +238,28 @@ def _run_workers(config: BenchConfig, runner: Runner, base: Dict[str, str],
     if "disk" in config.parts:
         workers.update(run_disk_part(runner, common, str(config.disk_dir), config.disk_layouts, config.disk_bytes,
                                      default_variants(), config.disk_repeats, base, library))
+    if "overlap" in config.parts:
+        workers["overlap"] = runner.run("overlap", spec(
+            "overlap", layout=OVERLAP_TENSORS, cycles=config.cycles, overlap_compute_s=config.overlap_compute_ms / 1e3,
+            gap_matrix=GAP_MATRIX, rss_back_share=OVERLAP_RSS_BACK_SHARE, rss_back_poll_s=OVERLAP_RSS_POLL_S,
+            rss_back_timeout_s=OVERLAP_RSS_TIMEOUT_S), library)
+    if "compress" in config.parts:
+        workers["compress"] = runner.run("compress", spec(
+            "compress", total_bytes=config.compress_bytes, layout=COMPRESS_TENSORS, cycles=config.cycles), library)
     return workers
+
+
+def _part_plot(report: Report, out: Path, no_plot: bool, part: str, file_name: str,
+               render: Callable[[Report, Path], str]) -> str:
+    """The figure of `part` in `out` (an older run's removed first); its message, "" when the part did not run."""
+    path = out / file_name
+    if path.exists():
+        path.unlink()  # never leave an older run's figure next to these results
+    if part not in report.config.parts:
+        return ""
+    message = f"{part} plot skipped: --no-plot" if no_plot else render(report, path)
+    print(message)
+    return message
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m torch_memory_saver bench") -> int:
@@ -248,13 +294,9 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m torch_memory_s
         plot_path.unlink()  # never leave an older run's figure next to these results
     report.plot = "plot skipped: --no-plot" if args.no_plot else render_plot(report, plot_path)
     print(report.plot)
-    cycles_plot_path = out / "cycles.png"
-    if cycles_plot_path.exists():
-        cycles_plot_path.unlink()
-    if "cycles" in config.parts:
-        report.cycles_plot = ("cycles plot skipped: --no-plot" if args.no_plot
-                              else render_cycles_plot(report, cycles_plot_path))
-        print(report.cycles_plot)
+    report.cycles_plot = _part_plot(report, out, args.no_plot, "cycles", "cycles.png", render_cycles_plot)
+    report.overlap_plot = _part_plot(report, out, args.no_plot, "overlap", "overlap.png", render_overlap_plot)
+    report.compress_plot = _part_plot(report, out, args.no_plot, "compress", "compress.png", render_compress_plot)
     json_path = out / "results.json"
     json_path.write_text(json.dumps(to_json(report), indent=1, allow_nan=False), encoding="utf-8")
     md_path = out / "results.md"

@@ -9,8 +9,10 @@ GiB = 1 << 30
 DEFAULT_LAYOUTS = (1, 16, 256, 4096)
 QUICK_LAYOUTS = (1, 16)
 HOST_KINDS = ("pinned", "mmap")
-PARTS = ("floors", "nobackup", "backup", "alloc", "cycles", "disk")
+PARTS = ("floors", "nobackup", "backup", "alloc", "cycles", "disk", "overlap", "compress")
 # "disk" writes and reads a few GiB in the backup directory: opt-in (--parts floors,nobackup,backup,alloc,disk).
+# "overlap" and "compress" measure features a run need not ask about (non-blocking resume, compressed backups), each
+# in a worker of its own: opt-in too.
 DEFAULT_PARTS = ("floors", "nobackup", "backup", "alloc", "cycles")
 # --quick is a smoke run: the cycles part (one worker per host kind and layout, the model's included) would
 # about double it, so it runs there only when --parts names it.
@@ -31,6 +33,20 @@ QUICK_CYCLES = 3
 DEFAULT_CYCLE_GAP_MS = 200.0
 GAP_MATRIX = 8192  # n of the gap's n x n bf16 matmuls (about 1.6 ms each on an H200)
 CYCLE_RSS_LATER_S = 1.0  # the second RssAnon reading, seconds after resume returned
+
+# The overlap part: resume(non_blocking=True) behind a compute step of about this long (bf16 matmuls, as the gap).
+DEFAULT_OVERLAP_COMPUTE_MS = 300.0
+OVERLAP_TENSORS = 16
+# The host backup counts as given back once RSS is this share of its bytes below RSS before the resume (not all of
+# it: the process's other memory moves a little meanwhile); polled every OVERLAP_RSS_POLL_S, given up after
+# OVERLAP_RSS_TIMEOUT_S (reported, and the time is then a lower bound).
+OVERLAP_RSS_BACK_SHARE = 0.9
+OVERLAP_RSS_POLL_S = 0.001
+OVERLAP_RSS_TIMEOUT_S = 10.0
+
+# The compress part: two tags of the same bf16 weight-like contents, compressed and plain.
+DEFAULT_COMPRESS_GIB = 2.0
+COMPRESS_TENSORS = 16
 
 EXIT_OK = 0
 EXIT_MEASUREMENT_FAILED = 1

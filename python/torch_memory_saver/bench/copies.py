@@ -6,9 +6,10 @@ import gc
 import mmap
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
-from .records import RegisteredCopies
+from .records import RegisteredCopies, Timing
+from .torch_support import free_everything, host_empty_cache
 
 
 def copy_times(torch: Any, host: Any, dev: Any, stream: Any, repeats: int) -> Dict[str, List[float]]:
@@ -28,6 +29,21 @@ def copy_times(torch: Any, host: Any, dev: Any, stream: Any, repeats: int) -> Di
             times.append(time.perf_counter() - start)
         out[direction] = times
     return out
+
+
+def pinned_copy_floor(torch: Any, device: int, nbytes: int, repeats: int) -> Tuple[Timing, Timing]:
+    """Best-of-`repeats` pinned D2H and H2D copies of `nbytes`, in a worker that measures the library next: its
+    buffers are freed and torch's cached pinned blocks handed back before it returns, so neither device memory
+    nor RSS carries them into what follows."""
+    host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(nbytes, dtype=torch.uint8, device=f"cuda:{device}")
+    dev.fill_(0x5A)
+    times = copy_times(torch, host, dev, torch.cuda.Stream(device), repeats)
+    del host, dev
+    free_everything(torch)
+    host_empty_cache(torch)
+    return (Timing(seconds=min(times["d2h"]), all_seconds=times["d2h"], bytes=nbytes),
+            Timing(seconds=min(times["h2d"]), all_seconds=times["h2d"], bytes=nbytes))
 
 
 @contextmanager

@@ -53,6 +53,19 @@ def rss_anon_bytes() -> Optional[int]:
     return status_bytes("RssAnon")
 
 
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def statm_rss_bytes() -> Optional[int]:
+    """Resident bytes of this process from /proc/self/statm (None where unavailable): cheaper to read than
+    /proc/self/status, for polling every millisecond."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def meminfo() -> Dict[str, int]:
     """MemTotal, MemAvailable, HugePages_Total and Hugepagesize from /proc/meminfo (bytes or counts)."""
     info: Dict[str, int] = {}

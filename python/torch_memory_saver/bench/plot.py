@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .constants import MiB, exc_text
 from .records import VmmLoop
@@ -185,6 +185,20 @@ def render_cycles_plot(report: Report, path: Path) -> str:
                               f"cycle, on {report.device.device_name or 'GPU'} ({report.date[:10]})")
     except Exception as exc:  # noqa: BLE001 - a broken plot must not lose the results
         return f"cycles plot failed: {exc_text(exc)}"
+    return f"wrote {path}"
+
+
+def render_figure(what: str, path: Path, draw: Callable[[Any], None]) -> str:
+    """`draw(pyplot)` writes the figure of `what` to `path`; a one-line message, never an exception (a missing
+    matplotlib or a broken figure must not lose the results)."""
+    try:
+        plt = _pyplot()
+    except Exception as exc:  # noqa: BLE001 - optional
+        return f"{what} plot skipped: matplotlib not importable ({exc})"
+    try:
+        draw(plt)
+    except Exception as exc:  # noqa: BLE001 - a broken plot must not lose the results
+        return f"{what} plot failed: {exc_text(exc)}"
     return f"wrote {path}"
 
 

@@ -134,6 +134,12 @@ class WorkerSpec:
     cycle_retain: bool = False
     gap_matrix: int = 8192
     rss_later_s: float = 1.0
+    # The overlap part (kind "overlap"; `layout` tensors, `cycles` cycles, matmuls of `gap_matrix`): the compute step
+    # the restore hides behind, and how long to wait for the host backup to be given back.
+    overlap_compute_s: float = 0.0
+    rss_back_share: float = 0.9
+    rss_back_poll_s: float = 0.001
+    rss_back_timeout_s: float = 10.0
 
 
 # ---- floors --------------------------------------------------------------------------------------
@@ -433,6 +439,65 @@ class CyclesItems:
     cycles: List[Cycle] = field(default_factory=list)
 
 
+@dataclass
+class OverlapCycle:
+    """One cycle of the overlap worker: blocking resume, non-blocking resume, and the compute step three ways."""
+
+    index: int  # 1 for the first cycle of the process
+    blocking_seconds: Optional[float] = None  # resume(tag) until it returned (host wall; restored, backup given back)
+    returned_seconds: Optional[float] = None  # resume(tag, non_blocking=True) until it returned
+    # GPU events on the current stream: recorded before the call, and after wait(stream=current) ordered the stream
+    # after the restore.
+    restore_seconds: Optional[float] = None
+    # From the non-blocking call until RSS dropped by rss_back_share of the backup bytes (the host backup given
+    # back); when rss_back_timed_out, when polling gave up (a lower bound).
+    rss_back_seconds: Optional[float] = None
+    rss_back_timed_out: bool = False
+    rss_before_resume: Optional[int] = None
+    rss_back: Optional[int] = None  # the poll's last reading
+    backup_bytes: Optional[int] = None  # the engine's host backup bytes of the tag while paused
+    # The compute step, each from an idle device until idle again: (a) alone, (b) after a blocking resume,
+    # (c) queued behind a non-blocking resume.
+    compute_seconds: Optional[float] = None
+    blocking_compute_seconds: Optional[float] = None
+    overlapped_compute_seconds: Optional[float] = None
+    contents_exact: Optional[bool] = None  # every resume of the cycle restored the contents exactly
+
+
+@dataclass
+class OverlapItems:
+    layout: Optional[LayoutInfo] = None
+    d2h: Optional[Timing] = None  # pinned copies of the payload's bytes, in the same worker
+    h2d: Optional[Timing] = None
+    compute: Optional[GapWork] = None
+    rss_back_share: Optional[float] = None
+    rss_back_timeout_s: Optional[float] = None
+    cycles: List[OverlapCycle] = field(default_factory=list)
+
+
+@dataclass
+class CompressRound:
+    """Cold pauses and resumes of the compressed tag and the plain one (seconds until the device was idle)."""
+
+    index: int  # 0: the first pause of the process, of the compressed tag alone; 1..N: the rounds
+    plain_pause_seconds: Optional[float] = None
+    plain_resume_seconds: Optional[float] = None
+    z_pause_seconds: Optional[float] = None
+    z_resume_seconds: Optional[float] = None
+    plain_host_bytes: Optional[int] = None  # the engine's backup bytes of the tag while paused
+    z_host_bytes: Optional[int] = None
+    contents_exact: Optional[bool] = None
+
+
+@dataclass
+class CompressItems:
+    layout: Optional[LayoutInfo] = None  # per tag; bytes uncompressed
+    d2h: Optional[Timing] = None  # pinned copies of the same (uncompressed) bytes, in the same worker
+    h2d: Optional[Timing] = None
+    first: Optional[CompressRound] = None
+    rounds: List[CompressRound] = field(default_factory=list)
+
+
 # ---- a worker's result ---------------------------------------------------------------------------
 
 
@@ -465,6 +530,8 @@ ITEMS_BY_KIND: Dict[str, Any] = {
     "disk_floor": DiskFloorItems,
     "disk": DiskItems,
     "cycles": CyclesItems,
+    "overlap": OverlapItems,
+    "compress": CompressItems,
 }
 
 
@@ -538,6 +605,9 @@ class BenchConfig:
     cycle_gap_ms: float = 0.0
     cycle_retain: bool = False
     cycle_models: List[str] = field(default_factory=list)
+    overlap_compute_ms: float = 0.0
+    compress_bytes: int = 0
+    compress_gib: float = 0.0
     argv: List[str] = field(default_factory=list)
     environment: Dict[str, Optional[str]] = field(default_factory=dict)
     stripped_from_workers: List[str] = field(default_factory=list)

@@ -7,6 +7,7 @@ from typing import List, Optional
 from .constants import GiB, MiB
 from .cycles_report import Spread
 from .records import DiskFloor
+from .render_metrics import compress_section, heading_lines, metric_lines, overlap_section
 from .report import RateFloor, Report
 
 
@@ -61,6 +62,7 @@ def _heading(report: Report) -> List[str]:
                      f"{config.cycle_gap_ms:g} ms of GPU work, CPU backup with retain_cpu_backup="
                      f"{config.cycle_retain}, layouts {config.cycle_labels()}, one fresh process per host kind "
                      f"and layout")
+    lines += heading_lines(report)
     summary = report.summary
     lines.append(f"- targets met: **{summary.targets_met} of {summary.targets_judged}** judged rows"
                  + (f"; {summary.rows_without_result} rows without a result" if summary.rows_without_result
@@ -240,9 +242,10 @@ def _cycles_tables(report: Report) -> List[str]:
 
 
 def render_markdown(report: Report) -> str:
-    """results.md: the card, the floors, the library-vs-floor table, RSS, mismatches and failures."""
+    """results.md: the card, the floors, the library-vs-floor table, RSS, the cycles, overlap and compress parts,
+    mismatches and failures."""
     lines = (_heading(report) + _floors_table(report) + _rows_table(report) + _rss_table(report)
-             + _cycles_tables(report))
+             + _cycles_tables(report) + overlap_section(report) + compress_section(report))
     if report.skipped:
         lines += ["## Skipped", ""] + [f"- `{name}`: {md_escape(why)}" for name, why in report.skipped.items()] + [""]
     if report.mismatches:
@@ -257,10 +260,13 @@ def render_markdown(report: Report) -> str:
         lines.append("![rate vs layout](rate_vs_layout.png)")
     else:
         lines.append(f"(no plot: {report.plot})")
-    if report.cycles_plot.startswith("wrote"):
-        lines += ["", "![rates per cycle](cycles.png)"]
-    elif report.cycles_plot:
-        lines += ["", f"(no cycles plot: {report.cycles_plot})"]
+    for part, message, image, alt in (("cycles", report.cycles_plot, "cycles.png", "rates per cycle"),
+                                      ("overlap", report.overlap_plot, "overlap.png", "non-blocking resume"),
+                                      ("compress", report.compress_plot, "compress.png", "compressed pauses")):
+        if message.startswith("wrote"):
+            lines += ["", f"![{alt}]({image})"]
+        elif message:
+            lines += ["", f"(no {part} plot: {message})"]
     lines.append("")
     return "\n".join(lines)
 
@@ -280,4 +286,5 @@ def render_rows_text(report: Report) -> str:
             tail = f"  {c.error[:60]}" if c.error else ""
             out.append(f"{c.operation + ', ' + _triple(c.gbps, 1) + ' GB/s':48} {c.host:6} {c.layout:>8}  "
                        f"{_triple(c.ratio)} x {c.floor}{tail}")
+    out += metric_lines(report)
     return "\n".join(out)

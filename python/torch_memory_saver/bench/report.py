@@ -10,9 +10,11 @@ import platform
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from .compress_report import CompressReport, build_compress
 from .constants import GiB, MiB, gbps
 from .cycles_report import CycleFloors, CycleRow, CycleRss, build_cycles
 from .machine import GitInfo, HostInfo, git_info, host_info
+from .overlap_report import OverlapReport, build_overlap
 from .records import (
     BenchConfig,
     DiskFloor,
@@ -190,6 +192,10 @@ class Report:
     cycle_rss: List[CycleRss] = field(default_factory=list)
     cycles_plot: str = ""
     skipped: Dict[str, str] = field(default_factory=dict)  # worker -> why it measured nothing
+    overlap: Optional[OverlapReport] = None  # the overlap part, where it ran
+    overlap_plot: str = ""
+    compress: Optional[CompressReport] = None  # the compress part, where it ran
+    compress_plot: str = ""
 
 
 def make_row(op: str, host: Optional[str], layout: Optional[int], seconds: Optional[float], nbytes: Optional[int],
@@ -437,4 +443,6 @@ def build_report(config: BenchConfig, pre: Preflight, workers: Dict[str, WorkerR
         cycles=cycle_rows,
         cycle_rss=cycle_rss,
         skipped={name: worker.skipped for name, worker in workers.items() if worker.skipped},
+        overlap=build_overlap(workers.get("overlap")) if "overlap" in config.parts else None,
+        compress=build_compress(workers.get("compress")) if "compress" in config.parts else None,
     )

@@ -90,14 +90,21 @@ class GapWorkload:
     def _matmuls(self, count: int) -> float:
         self.torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in range(count):
-            self.torch.matmul(self.a, self.b, out=self.c)
+        self._queue(count)
         self.torch.cuda.synchronize()
         return time.perf_counter() - start
+
+    def _queue(self, count: int) -> None:
+        for _ in range(count):
+            self.torch.matmul(self.a, self.b, out=self.c)
 
     def run(self) -> float:
         """One gap; its seconds until the device was idle (0.0 for no gap)."""
         return self._matmuls(self.record.matmuls) if self.record.matmuls else 0.0
+
+    def queue(self) -> None:
+        """One gap's matmuls queued on the current stream, not waited for (so that other work can run beside)."""
+        self._queue(self.record.matmuls)
 
 
 def device_free(torch: Any, device: int) -> int:
@@ -166,6 +173,18 @@ def verify(torch: Any, tensors: List[Any], seed: int, chunk: int = 1 << 26) -> O
                         f"{int(tensor[first])}, expected {offset + first} (pattern seed {seed})")
         offset += n
     return None
+
+
+def record_check(result: WorkerResult, problem: Optional[str], moved: bool, where: str) -> bool:
+    """Counts one full comparison after a resume; a difference or a moved data_ptr() is a DATA MISMATCH of
+    `where` (in the result and on the worker's output). True when the contents came back exactly."""
+    if moved:
+        problem = (problem + "; " if problem else "") + "data_ptr changed"
+    result.verified += 1
+    if problem is not None:
+        result.mismatches.append(f"{where}: {problem}")
+        print(f"DATA MISMATCH ({where}): {problem}", flush=True)
+    return problem is None
 
 
 def library_setup(spec: WorkerSpec, result: WorkerResult) -> Any:

@@ -7,6 +7,8 @@ backup      three pause/resume cycles with CPU backup (cold, cold with retention
 disk_floor  write/read rates of the backup directory, several ways (no torch)
 disk        pause/resume of a disk-backed tag, one layout
 cycles      N cycles of pause -> gap -> resume -> gap with CPU backup, one layout (cycles.py)
+overlap     blocking and non-blocking resume, and a non-blocking one behind compute (overlap.py)
+compress    cold pauses of a compressed CPU backup and a plain one (compress.py)
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import _library
 from .._disk_files import named_backup_files, open_backup_files
 from . import vmm
+from .compress import compress
 from .constants import GiB, MiB, exc_text, gbps
 from .copies import copy_times, registered_copy_floor
 from .cycles import cycles
 from .disk import disk_floor
 from .machine import meminfo, rss_bytes
+from .overlap import overlap
 from .records import (
     EngineTagStats,
     LayoutInfo,
@@ -428,6 +432,8 @@ BY_KIND: Dict[str, Callable[[Any, WorkerSpec, WorkerResult], None]] = {
     "disk_floor": disk_floor_worker,
     "disk": disk,
     "cycles": cycles,
+    "overlap": overlap,
+    "compress": compress,
 }
 # Kinds that need neither torch nor a GPU.
 CPU_KINDS = ("disk_floor",)
