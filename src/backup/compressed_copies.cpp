@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backup/in_order_hand_over.h"
 #include "codec/cpu_codec.h"
 #include "codec/format.h"
 #include "common/errors.h"
@@ -112,33 +113,47 @@ DevicePtr CompressedBackup::slot(const DeviceState& state, std::size_t lane) con
 void CompressedBackup::write(const std::vector<const HostBuffer*>& targets) {
   if (targets.size() != items_.size()) throw InvalidArgument("one target per compressed item");
   run_drained(copies_, devices_, [&] {
+    // Destroyed before the lanes are drained when this throws, so no work
+    // handed over starts after that.
+    InOrderHandOver hand_over;
     for (auto& [device, state] : devices_) {
       std::size_t lane = 0;
       for (std::size_t i : state.items) {
-        const CompressItem& item = items_[i];
         const HostBuffer& target = *targets[i];
         std::size_t host_offset = 0;
         for (std::size_t b = 0; b < batch_bytes_[i].size(); ++b, ++lane) {
-          const DevicePtr out = slot(state, lane);
-          driver_.codec_encode_async(
-              device, item.device_ptr + b * codec::kBatchBytes, batch_input(item, b),
-              state.scratch->base() + (first_chunk_[i] + b * codec::kChunksPerBatch) * 4, out,
-              copies_.stream(device, lane));
-          copy_in_extents(target, host_offset, batch_bytes_[i][b],
-                          [&](std::size_t done, std::size_t piece) {
-                            copies_.start_to_host(device, lane, target.data() + host_offset + done,
-                                                  out + done, piece);
-                          });
-          host_offset += batch_bytes_[i][b];
+          const std::size_t stored = batch_bytes_[i][b];
+          hand_over.add(target, host_offset, stored,
+                        [this, &state, &target, device, i, b, lane, host_offset, stored] {
+                          encode_batch(device, state, i, b, lane, target, host_offset, stored);
+                        });
+          host_offset += stored;
         }
       }
     }
+    hand_over.wait();
     for (auto& [device, state] : devices_) {
       for (std::size_t lane = 0; lane < copies_.options().streams_per_device; ++lane) {
         copies_.wait(device, lane);
       }
     }
   });
+}
+
+void CompressedBackup::encode_batch(int device, const DeviceState& state, std::size_t i,
+                                    std::size_t b, std::size_t lane, const HostBuffer& target,
+                                    std::size_t host_offset, std::size_t stored) {
+  const CompressItem& item = items_[i];
+  const DevicePtr out = slot(state, lane);
+  driver_.codec_encode_async(
+      device, item.device_ptr + b * codec::kBatchBytes, batch_input(item, b),
+      state.scratch->base() + (first_chunk_[i] + b * codec::kChunksPerBatch) * 4, out,
+      copies_.stream(device, lane));
+  // InOrderHandOver runs this once the whole range is registered.
+  for (std::size_t done = 0, piece = 0; done < stored; done += piece) {
+    piece = target.chunk_extent(host_offset + done, stored - done);
+    copies_.start_to_host(device, lane, target.data() + host_offset + done, out + done, piece);
+  }
 }
 
 void restore_compressed(Driver& driver, ParkingLot& parking, CopyPipeline& copies,

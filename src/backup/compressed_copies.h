@@ -13,9 +13,11 @@
 // encode kernel and the copy of its output (or the copy in and the decode
 // kernel) are queued on the lane's stream, so a slot is reused only after
 // its previous copy, and the kernel of one lane overlaps the copy of the
-// other. On failure every lane is drained before the exception leaves, and
-// the scratch is given back; host buffers are the caller's (a failed pause
-// gives them back, a failed resume leaves them untouched).
+// other. A pause into fresh host memory hands each batch's encode and copy
+// to the thread that registers its host memory, in batch order
+// (backup/in_order_hand_over.h), so they overlap the preparation. On failure every lane is drained
+// before the exception leaves, and the scratch is given back; host buffers are the caller's (a
+// failed pause gives them back, a failed resume leaves them untouched).
 #pragma once
 
 #include <cstddef>
@@ -75,6 +77,12 @@ class CompressedBackup {
     std::unique_ptr<DeviceScratch> scratch;
   };
   [[nodiscard]] DevicePtr slot(const DeviceState& state, std::size_t lane) const;
+  /// Queues the encode of batch `b` of item `i` into its lane's slot and the
+  /// copy of its output to [host_offset, host_offset + stored) of `target`,
+  /// all of which is registered.
+  void encode_batch(int device, const DeviceState& state, std::size_t i, std::size_t b,
+                    std::size_t lane, const HostBuffer& target, std::size_t host_offset,
+                    std::size_t stored);
 
   Driver& driver_;
   CopyPipeline& copies_;

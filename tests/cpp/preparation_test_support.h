@@ -60,7 +60,7 @@ class GatedRegisterDriver final : public ForwardingDriver {
     {
       std::lock_guard lock(mutex_);
       stream_waited_ = true;
-      open_ = true;
+      open_ = open_ || open_on_stream_wait_;
       opened_.notify_all();
     }
     ForwardingDriver::synchronize_stream(device, stream);
@@ -70,6 +70,16 @@ class GatedRegisterDriver final : public ForwardingDriver {
     std::lock_guard lock(mutex_);
     open_ = true;
     opened_.notify_all();
+  }
+  /// Holds registrations again, until open() only (a stream wait no longer
+  /// opens), and forgets the copies and stream waits seen so far.
+  void close() {
+    std::lock_guard lock(mutex_);
+    open_ = false;
+    open_on_stream_wait_ = false;
+    stream_waited_ = false;
+    copy_threads_.clear();
+    copies_after_a_stream_wait_ = 0;
   }
   [[nodiscard]] std::vector<std::thread::id> copy_threads() const {
     std::lock_guard lock(mutex_);
@@ -89,6 +99,7 @@ class GatedRegisterDriver final : public ForwardingDriver {
   mutable std::mutex mutex_;
   std::condition_variable opened_;
   bool open_ = false;
+  bool open_on_stream_wait_ = true;
   bool stream_waited_ = false;
   std::vector<std::thread::id> copy_threads_;
   std::size_t copies_after_a_stream_wait_ = 0;

@@ -208,6 +208,12 @@ def test_the_report_judges_cycle_1_and_the_median_against_each_target():
     assert "- overlap part: 8 GiB in 16 tensors" in markdown and "compute step of 300 ms" in markdown
     assert "target <= 0.10: 1st MISS, median pass" in render_rows_text(report)
     assert "## Compress" not in markdown and "## Cycles" not in markdown
+    # Only parts with sections of their own ran: no empty floors or library tables, no "0 of 0" line.
+    assert "## Floors" not in markdown and "## Library vs floor" not in markdown
+    assert "judged rows" not in markdown and "(no plot:" not in markdown
+    with_floors = render_markdown(build_report(_config(parts=["floors", "overlap"]), Preflight(),
+                                               {"overlap": _worker(cycles)}, 1.0))
+    assert "## Floors (same run)" in with_floors and "## Library vs floor" in with_floors
     data = json.loads(json.dumps(to_json(report), allow_nan=False))
     assert data["compress"] is None
     line = next(m for m in data["overlap"]["metrics"] if m["key"] == "hidden")

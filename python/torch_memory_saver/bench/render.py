@@ -10,6 +10,9 @@ from .records import DiskFloor
 from .render_metrics import compress_section, heading_lines, metric_lines, overlap_section
 from .report import RateFloor, Report
 
+# Parts whose results have a section of their own and nothing in the floors or library-vs-floor tables.
+OWN_SECTION_PARTS = ("overlap", "compress")
+
 
 def fmt_ms(seconds: Optional[float]) -> str:
     if seconds is None:
@@ -47,9 +50,10 @@ def _heading(report: Report) -> List[str]:
                  f"Python {versions.python}")
     lines.append(f"- host: {host.cpu_count} CPUs, {fmt_gib(host.mem_total_bytes)} GiB RAM, THP "
                  f"`{host.transparent_hugepage}`")
-    lines.append(f"- payload {config.total_gib:g} GiB per layout, layouts {config.layouts} tensors, hook mode "
-                 f"`{config.hook_mode}`, best of {config.repeats} for floors and no-backup runs; backup "
-                 f"pauses/resumes are single shots in a fresh process")
+    if _main_table_ran(report):
+        lines.append(f"- payload {config.total_gib:g} GiB per layout, layouts {config.layouts} tensors, hook mode "
+                     f"`{config.hook_mode}`, best of {config.repeats} for floors and no-backup runs; backup "
+                     f"pauses/resumes are single shots in a fresh process")
     if "disk" in config.parts:
         lines.append(f"- disk part: {config.disk_gib:g} GiB, layouts {config.disk_layouts} tensors, in a "
                      f"temporary directory under `{config.disk_dir}`; floor variants best of "
@@ -64,9 +68,10 @@ def _heading(report: Report) -> List[str]:
                      f"and layout")
     lines += heading_lines(report)
     summary = report.summary
-    lines.append(f"- targets met: **{summary.targets_met} of {summary.targets_judged}** judged rows"
-                 + (f"; {summary.rows_without_result} rows without a result" if summary.rows_without_result
-                    else ""))
+    if _main_table_ran(report):
+        lines.append(f"- targets met: **{summary.targets_met} of {summary.targets_judged}** judged rows"
+                     + (f"; {summary.rows_without_result} rows without a result" if summary.rows_without_result
+                        else ""))
     if report.mismatches:
         contents = "**DATA MISMATCH** (see below)"
     elif report.verifications:
@@ -76,6 +81,11 @@ def _heading(report: Report) -> List[str]:
     lines.append(f"- contents after resume: {contents}")
     lines.append("")
     return lines
+
+
+def _main_table_ran(report: Report) -> bool:
+    """Whether a part that fills the floors and library-vs-floor tables ran (overlap and compress have their own)."""
+    return any(part not in OWN_SECTION_PARTS for part in report.config.parts)
 
 
 def _rate_line(label: str, floor: Optional[RateFloor]) -> str:
@@ -244,8 +254,9 @@ def _cycles_tables(report: Report) -> List[str]:
 def render_markdown(report: Report) -> str:
     """results.md: the card, the floors, the library-vs-floor table, RSS, the cycles, overlap and compress parts,
     mismatches and failures."""
-    lines = (_heading(report) + _floors_table(report) + _rows_table(report) + _rss_table(report)
-             + _cycles_tables(report) + overlap_section(report) + compress_section(report))
+    main = _floors_table(report) + _rows_table(report) if _main_table_ran(report) else []
+    lines = (_heading(report) + main + _rss_table(report) + _cycles_tables(report) + overlap_section(report)
+             + compress_section(report))
     if report.skipped:
         lines += ["## Skipped", ""] + [f"- `{name}`: {md_escape(why)}" for name, why in report.skipped.items()] + [""]
     if report.mismatches:
@@ -258,7 +269,7 @@ def render_markdown(report: Report) -> str:
         lines.append("")
     if report.plot.startswith("wrote"):
         lines.append("![rate vs layout](rate_vs_layout.png)")
-    else:
+    elif _main_table_ran(report):
         lines.append(f"(no plot: {report.plot})")
     for part, message, image, alt in (("cycles", report.cycles_plot, "cycles.png", "rates per cycle"),
                                       ("overlap", report.overlap_plot, "overlap.png", "non-blocking resume"),
