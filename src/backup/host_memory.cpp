@@ -41,8 +41,13 @@ struct HostBlock {
   // Per chunk: given back to the OS. While a block is being freed, one
   // thread writes `registered` and another `unmapped` (HostMemory::free_now).
   std::vector<std::uint8_t> unmapped;
-  Preparation* preparing = nullptr;  // while fresh chunks are being registered
-  std::size_t first_chunk = 0;       // this block's first chunk in `preparing`
+  // While fresh chunks are being registered. Atomic: work handed over runs
+  // on the threads of another batch's preparation (InOrderHandOver) and
+  // asks whether this block is still being prepared while the thread that
+  // found it prepared clears this (Preparation::detach_blocks). Each use
+  // loads it once.
+  std::atomic<Preparation*> preparing{nullptr};
+  std::size_t first_chunk = 0;  // this block's first chunk in `preparing`
 
   [[nodiscard]] bool fully_registered() const {
     return std::all_of(registered.begin(), registered.end(), [](std::uint8_t r) { return r; });
@@ -256,8 +261,8 @@ std::size_t HostBuffer::chunk_extent(std::size_t offset, std::size_t size) const
 }
 
 std::size_t HostBuffer::copy_extent(std::size_t offset, std::size_t size) const {
-  if (block_->preparing != nullptr) {
-    block_->preparing->wait(block_->first_chunk + chunk_index(offset));
+  if (Preparation* preparing = block_->preparing.load(); preparing != nullptr) {
+    preparing->wait(block_->first_chunk + chunk_index(offset));
   }
   return chunk_extent(offset, size);
 }
@@ -265,16 +270,19 @@ std::size_t HostBuffer::copy_extent(std::size_t offset, std::size_t size) const 
 bool HostBuffer::being_prepared() const { return block_->preparing != nullptr; }
 
 bool HostBuffer::run_when_ready(std::size_t offset, std::function<void()>& task) const {
-  if (block_->preparing == nullptr) return false;
-  return block_->preparing->hand_over(block_->first_chunk + chunk_index(offset), task);
+  Preparation* preparing = block_->preparing.load();
+  if (preparing == nullptr) return false;
+  return preparing->hand_over(block_->first_chunk + chunk_index(offset), task);
 }
 
 void HostBuffer::wait_prepared() const {
-  if (block_->preparing != nullptr) block_->preparing->wait_all();
+  if (Preparation* preparing = block_->preparing.load(); preparing != nullptr) {
+    preparing->wait_all();
+  }
 }
 
 void HostBuffer::stop_preparing() const noexcept {
-  if (block_->preparing != nullptr) block_->preparing->stop();
+  if (Preparation* preparing = block_->preparing.load(); preparing != nullptr) preparing->stop();
 }
 
 void HostBuffer::reset() noexcept {

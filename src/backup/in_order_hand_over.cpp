@@ -9,6 +9,11 @@ InOrderHandOver::~InOrderHandOver() {
   std::vector<const HostBuffer*> handed;
   {
     std::lock_guard lock(mutex_);
+    // From here on a pump a preparing thread starts runs nothing and hands
+    // nothing on: one run while the loop below waits for a preparation
+    // could hand the queue to another batch's, not in `handed`, which would
+    // run it after this returned.
+    stopping_ = true;
     handed.swap(handed_);
   }
   // Not under mutex_: stopping joins the preparing threads, and one of them
@@ -84,6 +89,7 @@ bool InOrderHandOver::ready_or_handed_over(const Pending& pending) {
 
 void InOrderHandOver::pump_from_preparation() noexcept {
   std::lock_guard lock(mutex_);
+  if (stopping_) return;  // unwinding: see ~InOrderHandOver
   waiting_on_ = nullptr;
   pump();
 }

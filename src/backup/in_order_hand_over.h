@@ -31,9 +31,10 @@ class InOrderHandOver {
   InOrderHandOver() = default;
   InOrderHandOver(const InOrderHandOver&) = delete;
   InOrderHandOver& operator=(const InOrderHandOver&) = delete;
-  /// Unless wait() returned: stops the preparation of every buffer that was
-  /// handed work, so none of it starts after this returns (what already
-  /// ran stays queued on its streams: the caller drains them).
+  /// Unless wait() returned: runs no more work and stops the preparation of
+  /// every buffer that was handed work, so none of it starts after this
+  /// returns (what already ran stays queued on its streams: the caller
+  /// drains them).
   ~InOrderHandOver();
 
   /// Runs `work` after all work added before it, once bytes [offset, offset
@@ -73,6 +74,8 @@ class InOrderHandOver {
   std::vector<const HostBuffer*> handed_;
   std::exception_ptr error_;
   bool waited_ = false;
+  /// Set by the destructor: pumps from preparing threads do nothing.
+  bool stopping_ = false;
 };
 
 }  // namespace tms

@@ -6,9 +6,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -16,6 +22,7 @@
 
 #include "backup/compressed_copies.h"
 #include "common/errors.h"
+#include "forwarding_driver.h"
 #include "preparation_test_support.h"
 #include "vmm/parking_lot.h"
 
@@ -45,6 +52,46 @@ struct Runs {
     std::lock_guard lock(mutex);
     return std::count(threads.begin(), threads.end(), thread) != 0;
   }
+};
+
+/// Lets host registrations through one at a time, as many as allow() says,
+/// and tells which memory the one it holds is for (a preparation registers
+/// on one thread at a time, so at most one is held).
+class SteppedRegisterDriver final : public testing::ForwardingDriver {
+ public:
+  explicit SteppedRegisterDriver(Driver& target) : ForwardingDriver(target) {}
+
+  void host_register(void* ptr, std::size_t size) override {
+    {
+      std::unique_lock lock(mutex_);
+      ++entered_;
+      held_ = ptr;
+      changed_.notify_all();
+      changed_.wait(lock, [&] { return allowed_ > 0; });
+      --allowed_;
+      held_ = nullptr;
+    }
+    ForwardingDriver::host_register(ptr, size);
+  }
+  /// The memory of the registration held now, once `nth` (from 1) or a
+  /// later one is held.
+  void* held(std::size_t nth = 1) {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return entered_ >= nth && held_ != nullptr; });
+    return held_;
+  }
+  void allow(std::size_t registrations) {
+    std::lock_guard lock(mutex_);
+    allowed_ += registrations;
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  void* held_ = nullptr;
+  std::size_t entered_ = 0;
+  std::size_t allowed_ = 0;
 };
 
 // Work whose memory is not registered yet waits for it on the preparing
@@ -125,6 +172,94 @@ TEST(InOrderHandOver, UnwindingStopsThePreparationSoNoWorkStartsAfter) {
   EXPECT_THROW(setup.batch.wait_all(), InvalidState);
   setup.batch = HostBatch();
   EXPECT_EQ(setup.sim.host_bytes(), 0u);
+}
+
+// Work into two batches, each prepared on threads of its own. Unwinding
+// stops the first batch, and its registering thread, let through while the
+// destructor waits for it, runs the queue on and hands it to the second:
+// that one must not run it once the destructor returned (it would run it on
+// a destroyed queue).
+TEST(InOrderHandOver, UnwindingStopsAPreparationTheQueueIsHandedToWhileStopping) {
+  testing::FaultySim sim{{.device_count = 1}};
+  SteppedRegisterDriver first(sim);
+  SteppedRegisterDriver second(sim);
+  HostMemory first_host(first, GatedCopySetup::host_options());
+  HostMemory second_host(second, GatedCopySetup::host_options());
+  HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  const HostBuffer& one = first_batch.buffers[0];
+  const HostBuffer& two = second_batch.buffers[0];
+  // Into the chunk whose registration is held: it runs right after it.
+  const auto held = static_cast<std::size_t>(static_cast<std::uint8_t*>(first.held()) - one.data());
+  Runs runs;
+  auto hand_over = std::make_unique<InOrderHandOver>();
+  hand_over->add(one, held, 4096, runs.work(1));
+  hand_over->add(two, 0, 4096, runs.work(2));
+  std::thread letter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the destructor is stopping
+    first.allow(1);
+  });
+  hand_over.reset();
+  letter.join();
+  const std::vector<int> ran = runs.seen();
+  EXPECT_EQ(std::count(ran.begin(), ran.end(), 2), 0);
+  second.allow(1000);
+  auto prepared = std::async(std::launch::async, [&] {
+    try {
+      second_batch.wait_all();
+    } catch (const InvalidState&) {  // stopped by the unwinding: as good
+    }
+  });
+  if (prepared.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    // Its thread runs the destroyed queue (stuck on its freed mutex): no
+    // way on from here.
+    ADD_FAILURE() << "the second batch was handed the queue after the unwinding";
+    std::_Exit(1);
+  }
+  prepared.get();
+  EXPECT_EQ(runs.seen(), ran) << "work ran after the unwinding";
+}
+
+// Work into two batches. The queue, handed from the first batch's
+// preparation to the second's, goes on there with work into the first batch
+// while the thread in wait() finds the first batch prepared and marks it so
+// (HostBuffer::wait_prepared): reading and marking must not race (TSan).
+TEST(InOrderHandOver, AQueueHandedToAnotherBatchLooksAtTheFirstWhileWaitMarksItPrepared) {
+  testing::FaultySim sim{{.device_count = 1}};
+  SteppedRegisterDriver first(sim);
+  SteppedRegisterDriver second(sim);
+  HostMemory first_host(first, GatedCopySetup::host_options());
+  HostMemory second_host(second, GatedCopySetup::host_options());
+  HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  const HostBuffer& one = first_batch.buffers[0];
+  const HostBuffer& two = second_batch.buffers[0];
+  const auto held_one =
+      static_cast<std::size_t>(static_cast<std::uint8_t*>(first.held()) - one.data());
+  const auto held_two =
+      static_cast<std::size_t>(static_cast<std::uint8_t*>(second.held()) - two.data());
+  Runs runs;
+  std::promise<void> second_running;
+  InOrderHandOver hand_over;
+  hand_over.add(one, held_one, 4096, runs.work(1));
+  hand_over.add(two, held_two, 4096, [&] {
+    runs.work(2)();
+    second_running.set_value();
+    // Meanwhile the first batch is prepared and wait() marks it so.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  });
+  hand_over.add(one, 0, 4096, runs.work(3));
+  auto waited = std::async(std::launch::async, [&] { hand_over.wait(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // wait() waits for `one`
+  first.allow(1);
+  (void)first.held(2);  // the queue was handed on to the second batch
+  second.allow(1000);
+  second_running.get_future().wait();
+  first.allow(1000);
+  waited.get();
+  EXPECT_EQ(runs.seen(), (std::vector<int>{1, 2, 3}));
+  first_batch.wait_all();
+  second_batch.wait_all();
 }
 
 // A compressed pause into fresh host memory: every batch's encode and copy is
