@@ -174,19 +174,29 @@ TEST(InOrderHandOver, UnwindingStopsThePreparationSoNoWorkStartsAfter) {
   EXPECT_EQ(setup.sim.host_bytes(), 0u);
 }
 
+/// Two fresh 1 MiB buffers of two batches, each prepared by threads of its
+/// own behind its own SteppedRegisterDriver.
+struct TwoBatches {
+  testing::FaultySim sim{{.device_count = 1}};
+  SteppedRegisterDriver first{sim};
+  SteppedRegisterDriver second{sim};
+  HostMemory first_host{first, GatedCopySetup::host_options()};
+  HostMemory second_host{second, GatedCopySetup::host_options()};
+  HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+};
+
 // Work into two batches, each prepared on threads of its own. Unwinding
 // stops the first batch, and its registering thread, let through while the
 // destructor waits for it, runs the queue on and hands it to the second:
 // that one must not run it once the destructor returned (it would run it on
 // a destroyed queue).
 TEST(InOrderHandOver, UnwindingStopsAPreparationTheQueueIsHandedToWhileStopping) {
-  testing::FaultySim sim{{.device_count = 1}};
-  SteppedRegisterDriver first(sim);
-  SteppedRegisterDriver second(sim);
-  HostMemory first_host(first, GatedCopySetup::host_options());
-  HostMemory second_host(second, GatedCopySetup::host_options());
-  HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
-  HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  TwoBatches batches;
+  SteppedRegisterDriver& first = batches.first;
+  SteppedRegisterDriver& second = batches.second;
+  HostBatch& first_batch = batches.first_batch;
+  HostBatch& second_batch = batches.second_batch;
   const HostBuffer& one = first_batch.buffers[0];
   const HostBuffer& two = second_batch.buffers[0];
   // Into the chunk whose registration is held: it runs right after it.
@@ -225,13 +235,11 @@ TEST(InOrderHandOver, UnwindingStopsAPreparationTheQueueIsHandedToWhileStopping)
 // while the thread in wait() finds the first batch prepared and marks it so
 // (HostBuffer::wait_prepared): reading and marking must not race (TSan).
 TEST(InOrderHandOver, AQueueHandedToAnotherBatchLooksAtTheFirstWhileWaitMarksItPrepared) {
-  testing::FaultySim sim{{.device_count = 1}};
-  SteppedRegisterDriver first(sim);
-  SteppedRegisterDriver second(sim);
-  HostMemory first_host(first, GatedCopySetup::host_options());
-  HostMemory second_host(second, GatedCopySetup::host_options());
-  HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
-  HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+  TwoBatches batches;
+  SteppedRegisterDriver& first = batches.first;
+  SteppedRegisterDriver& second = batches.second;
+  HostBatch& first_batch = batches.first_batch;
+  HostBatch& second_batch = batches.second_batch;
   const HostBuffer& one = first_batch.buffers[0];
   const HostBuffer& two = second_batch.buffers[0];
   const auto held_one =
