@@ -184,6 +184,18 @@ struct TwoBatches {
   HostMemory second_host{second, GatedCopySetup::host_options()};
   HostBatch first_batch = first_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
   HostBatch second_batch = second_host.acquire({{GatedCopySetup::kSize, HostMemoryKind::kMmap}});
+
+  struct Parts {
+    SteppedRegisterDriver& first;
+    SteppedRegisterDriver& second;
+    HostBatch& first_batch;
+    HostBatch& second_batch;
+    const HostBuffer& one;  // the first batch's buffer
+    const HostBuffer& two;  // the second batch's
+  };
+  Parts parts_{
+      first, second, first_batch, second_batch, first_batch.buffers[0], second_batch.buffers[0]};
+  Parts& parts() { return parts_; }
 };
 
 // Work into two batches, each prepared on threads of its own. Unwinding
@@ -193,12 +205,7 @@ struct TwoBatches {
 // a destroyed queue).
 TEST(InOrderHandOver, UnwindingStopsAPreparationTheQueueIsHandedToWhileStopping) {
   TwoBatches batches;
-  SteppedRegisterDriver& first = batches.first;
-  SteppedRegisterDriver& second = batches.second;
-  HostBatch& first_batch = batches.first_batch;
-  HostBatch& second_batch = batches.second_batch;
-  const HostBuffer& one = first_batch.buffers[0];
-  const HostBuffer& two = second_batch.buffers[0];
+  auto& [first, second, first_batch, second_batch, one, two] = batches.parts();
   // Into the chunk whose registration is held: it runs right after it.
   const auto held = static_cast<std::size_t>(static_cast<std::uint8_t*>(first.held()) - one.data());
   Runs runs;
@@ -236,12 +243,7 @@ TEST(InOrderHandOver, UnwindingStopsAPreparationTheQueueIsHandedToWhileStopping)
 // (HostBuffer::wait_prepared): reading and marking must not race (TSan).
 TEST(InOrderHandOver, AQueueHandedToAnotherBatchLooksAtTheFirstWhileWaitMarksItPrepared) {
   TwoBatches batches;
-  SteppedRegisterDriver& first = batches.first;
-  SteppedRegisterDriver& second = batches.second;
-  HostBatch& first_batch = batches.first_batch;
-  HostBatch& second_batch = batches.second_batch;
-  const HostBuffer& one = first_batch.buffers[0];
-  const HostBuffer& two = second_batch.buffers[0];
+  auto& [first, second, first_batch, second_batch, one, two] = batches.parts();
   const auto held_one =
       static_cast<std::size_t>(static_cast<std::uint8_t*>(first.held()) - one.data());
   const auto held_two =
